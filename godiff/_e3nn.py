@@ -1,0 +1,15 @@
+"""Import e3nn on any supported torch.
+
+e3nn 0.4.4 (the version mace-torch pins) loads a bundled constants file that pickles the
+builtin ``slice``; torch >= 2.6 loads with ``weights_only=True`` and refuses it. mace-torch
+answers by switching weights-only loading off for the whole process; we allow-list only
+``slice``, which is harmless, and leave every other load safe.
+"""
+
+import torch
+
+torch.serialization.add_safe_globals([slice])
+
+from e3nn import o3  # noqa: E402
+
+__all__ = ["o3"]

@@ -1,0 +1,93 @@
+"""The one exception tree of godiff.
+
+Every error a user can cause is a :class:`GodiffError`. Each class also subclasses the
+builtin that matches its meaning (so ``except FileNotFoundError`` keeps working), and
+carries the exit code that the command line returns for it:
+
+====  ==============================================================
+code  meaning
+====  ==============================================================
+1     anything else (a failed run, an internal error)
+2     bad input: a system file, an option, a run directory in the way
+3     not found: a run directory, a model, a version
+4     integrity: a corrupt checkpoint, a digest mismatch, a format too new
+====  ==============================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GodiffError",
+    "SystemFileError",
+    "ConfigError",
+    "EnergyFunctionError",
+    "RunExistsError",
+    "NotARunError",
+    "CheckpointError",
+    "EvaluationFailureError",
+    "ModelNotFoundError",
+    "DigestMismatchError",
+    "FormatVersionError",
+]
+
+
+class GodiffError(Exception):
+    """Base class of every error godiff raises on purpose."""
+
+    exit_code = 1
+
+
+class SystemFileError(GodiffError, ValueError):
+    """A system definition (YAML file or dict) is invalid; the message names the field."""
+
+    exit_code = 2
+
+
+class ConfigError(GodiffError, ValueError):
+    """An option or configuration value is invalid; the message names it."""
+
+    exit_code = 2
+
+
+class EnergyFunctionError(GodiffError, ValueError):
+    """An energy function cannot be built (unknown name, missing model file, missing extra)."""
+
+    exit_code = 2
+
+
+class RunExistsError(GodiffError, FileExistsError):
+    """``godiff run`` was pointed at a directory that already holds a run."""
+
+    exit_code = 2
+
+
+class NotARunError(GodiffError, FileNotFoundError):
+    """A directory given as a run directory is not one."""
+
+    exit_code = 3
+
+
+class ModelNotFoundError(GodiffError, FileNotFoundError):
+    """A model, or a version of it, is not in the registry or on the Hub."""
+
+    exit_code = 3
+
+
+class CheckpointError(GodiffError, ValueError):
+    """A checkpoint or run state is corrupt, truncated or inconsistent."""
+
+    exit_code = 4
+
+
+class DigestMismatchError(CheckpointError):
+    """A file's SHA-256 digest differs from the one recorded in its manifest."""
+
+
+class FormatVersionError(CheckpointError):
+    """A checkpoint was written by a newer, incompatible format version."""
+
+
+class EvaluationFailureError(GodiffError, RuntimeError):
+    """Most evaluations of an iteration failed: the energy function is broken for this system."""
+
+    exit_code = 1
