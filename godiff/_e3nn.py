@@ -6,8 +6,12 @@ answers by switching weights-only loading off for the whole process; we allow-li
 ``slice``, which is harmless, and leave every other load safe.
 """
 
+import warnings
+
 import torch
 
+# e3nn compiles its modules with TorchScript, which warns about annotations it ignores.
+warnings.filterwarnings("ignore", message="The TorchScript type system", category=UserWarning)
 torch.serialization.add_safe_globals([slice])
 
 from e3nn import o3  # noqa: E402
