@@ -1,0 +1,373 @@
+"""Tests of godiff.energy: calculators from specs and the counting Evaluator."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import socket
+import time
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import add_adsorbate, fcc111
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
+from ase.constraints import FixAtoms
+from ase.optimize import BFGS
+
+from godiff.energy import (
+    KNOWN_CALCULATORS,
+    Evaluation,
+    Evaluator,
+    check_iteration,
+    make_calculator,
+    normalize_spec,
+)
+from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError
+
+LJ13_MINIMUM = -44.326801  # eV (epsilon = sigma = 1), Cambridge Cluster Database
+
+
+def pt_slab_with_adatom(x: float, y: float, *, seed: int = 0) -> Atoms:
+    """fcc111 Pt (3, 3, 2) slab, bottom layer fixed, one adatom at (x, y) in Å, rattled."""
+    slab = fcc111("Pt", (3, 3, 2), vacuum=8.0)
+    add_adsorbate(slab, "Pt", 2.2, position=(x, y))
+    slab.set_constraint(FixAtoms(mask=slab.get_tags() == 2))
+    slab.rattle(0.05, seed=seed)
+    return slab
+
+
+def pt_structures(n: int) -> list[Atoms]:
+    rng = np.random.default_rng(1)
+    return [pt_slab_with_adatom(*rng.uniform(0.0, 5.0, 2), seed=i) for i in range(n)]
+
+
+def direct_emt(atoms: Atoms) -> tuple[float, np.ndarray]:
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    return atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
+
+
+class FlakyCalculator(Calculator):
+    """Test fixture: a harmonic well that raises for 3 atoms, NaN energy for 4, NaN forces for 5."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        positions = self.atoms.positions
+        if len(self.atoms) == 3:
+            raise RuntimeError("SCF did not converge\nafter 100 steps")
+        forces = -2.0 * positions
+        energy = float((positions**2).sum())
+        if len(self.atoms) == 4:
+            energy = math.nan
+        if len(self.atoms) == 5:
+            forces[0, 0] = math.inf
+        self.results = {"energy": energy, "forces": forces}
+
+
+def test_emt_matches_direct_ase_call_per_structure():
+    structures = pt_structures(4)
+    positions_before = [a.positions.copy() for a in structures]
+    seen = []
+    with Evaluator({"calculator": "emt"}) as evaluator:
+        evaluations = evaluator.evaluate(structures, on_result=lambda i, a, e: seen.append(i))
+        assert evaluator.n_calls == 4 and evaluator.n_failed == 0
+        # The same structure again recomputes and counts (nothing cached across calls).
+        again = evaluator.single_point(structures[0])
+        assert evaluator.n_calls == 5
+    assert seen == [0, 1, 2, 3]
+    assert again.energy == pytest.approx(evaluations[0].energy, abs=1e-12)
+    for atoms, evaluation, before in zip(structures, evaluations, positions_before):
+        energy, forces = direct_emt(atoms)
+        assert evaluation.ok and evaluation.error is None and evaluation.seconds >= 0.0
+        assert evaluation.energy == pytest.approx(energy, abs=1e-10)
+        assert evaluation.forces.shape == (len(atoms), 3)
+        # Raw forces: the FixAtoms constraint of the input is not applied.
+        np.testing.assert_allclose(evaluation.forces, forces, atol=1e-10)
+        np.testing.assert_array_equal(atoms.positions, before)
+        assert atoms.calc is None
+    assert len({round(e.energy, 8) for e in evaluations}) == 4
+
+
+def lj13_icosahedron(radius: float = 1.1) -> Atoms:
+    phi = (1.0 + 5.0**0.5) / 2.0
+    vertices = []
+    for a in (-1.0, 1.0):
+        for b in (-phi, phi):
+            vertices += [(0.0, a, b), (a, b, 0.0), (b, 0.0, a)]
+    vertices = np.array(vertices)
+    vertices *= radius / np.linalg.norm(vertices[0])
+    return Atoms("Ar13", positions=np.vstack([np.zeros(3), vertices]))
+
+
+def test_lj_spec_relaxes_lj13_to_the_cambridge_minimum_and_counts_force_calls():
+    atoms = lj13_icosahedron()
+    # The force calls the optimizer made at new positions (asking again at the same positions
+    # is answered by ASE's cache and costs no calculation).
+    force_positions: list[np.ndarray] = []
+    get_forces = atoms.get_forces
+
+    def counting_get_forces(*args, **kwargs):
+        if not force_positions or not np.array_equal(force_positions[-1], atoms.positions):
+            force_positions.append(atoms.positions.copy())
+        return get_forces(*args, **kwargs)
+
+    atoms.get_forces = counting_get_forces
+    with Evaluator({"calculator": "lj", "epsilon": 1.0, "sigma": 1.0}) as evaluator:
+        atoms.calc = evaluator.as_calculator()
+        optimizer = BFGS(atoms, logfile=None)
+        assert optimizer.run(fmax=1e-5, steps=200)
+        energy = atoms.get_potential_energy()
+        assert energy == pytest.approx(LJ13_MINIMUM, abs=1e-4)
+        assert evaluator.n_calls == len(force_positions) == optimizer.nsteps + 1
+        assert evaluator.n_failed == 0
+
+
+def test_failures_are_recorded_counted_and_never_raised(caplog):
+    sizes = [2, 3, 4, 5, 6, 3]
+    structures = [Atoms(f"H{n}", positions=np.arange(3 * n).reshape(n, 3) * 0.1) for n in sizes]
+    with Evaluator(FlakyCalculator()) as evaluator:
+        with caplog.at_level("WARNING", logger="godiff.energy"):
+            evaluations = evaluator.evaluate(structures)
+        warned = sum("failed" in r.getMessage() for r in caplog.records)
+        assert evaluator.n_calls == 6 and evaluator.n_failed == 4
+        calc = evaluator.as_calculator()
+        with pytest.raises(EvaluationFailureError, match="SCF did not converge"):
+            calc.get_potential_energy(structures[1])
+        assert evaluator.n_calls == 7 and evaluator.n_failed == 5
+    ok = [e.ok for e in evaluations]
+    assert ok == [True, False, False, False, True, False]
+    assert evaluations[1].error == "RuntimeError: SCF did not converge after 100 steps"
+    assert evaluations[2].error == "non-finite energy"
+    assert evaluations[3].error == "non-finite forces"
+    for evaluation in evaluations:
+        if not evaluation.ok:
+            assert evaluation.energy is None and evaluation.forces is None
+            assert "\n" not in evaluation.error
+    assert evaluations[4].energy == pytest.approx((structures[4].positions**2).sum())
+    assert warned == 4
+
+
+def test_two_workers_give_the_same_energies_and_report_each_result_once():
+    structures = pt_structures(8)
+    with Evaluator({"calculator": "emt"}) as serial:
+        reference = serial.evaluate(structures)
+    arrived = []
+    with Evaluator({"calculator": "emt"}, workers=2) as parallel:
+        evaluations = parallel.evaluate(
+            structures, on_result=lambda i, atoms, e: arrived.append((i, atoms, e))
+        )
+        assert parallel.n_calls == 8 and parallel.n_failed == 0
+    assert sorted(i for i, _, _ in arrived) == list(range(8))
+    for index, atoms, evaluation in arrived:
+        assert atoms is structures[index] and evaluation is evaluations[index]
+    for a, b in zip(reference, evaluations):
+        assert a.ok and b.ok
+        assert b.energy == pytest.approx(a.energy, abs=1e-10)
+        np.testing.assert_allclose(b.forces, a.forces, atol=1e-10)
+
+
+def test_a_given_executor_is_used_and_failures_survive_it():
+    from concurrent.futures import ThreadPoolExecutor
+
+    structures = [Atoms(f"H{n}", positions=np.ones((n, 3)) * 0.1) for n in (2, 3, 6)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with Evaluator(FlakyCalculator(), executor=pool) as evaluator:
+            evaluations = evaluator.evaluate(structures)
+            assert evaluator.n_calls == 3 and evaluator.n_failed == 1
+    assert [e.ok for e in evaluations] == [True, False, True]
+
+
+class CrashingCalculator(Calculator):
+    """Test fixture: kills its worker process for 3 atoms; zero energy and forces otherwise."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if len(self.atoms) == 3:
+            os._exit(1)
+        self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3))}
+
+
+def test_a_crashed_worker_is_a_recorded_failure_and_the_pool_recovers():
+    structures = [Atoms(f"H{n}", positions=np.ones((n, 3))) for n in (2, 2, 3, 2)]
+    with Evaluator(CrashingCalculator(), workers=2) as evaluator:
+        evaluations = evaluator.evaluate(structures)
+        assert len(evaluations) == 4 and not evaluations[2].ok
+        assert "BrokenProcessPool" in evaluations[2].error
+        assert evaluator.n_calls == 4
+        assert evaluator.n_failed == sum(not e.ok for e in evaluations)
+        again = evaluator.evaluate(structures[:2])
+        assert all(e.ok for e in again) and evaluator.n_calls == 6
+
+
+def _refuse_to_load():
+    raise RuntimeError("this calculator cannot be loaded here")
+
+
+class UnloadableCalculator(FlakyCalculator):
+    """Test fixture: pickles fine, but cannot be unpickled (built) in a worker."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def test_a_worker_that_cannot_build_its_calculator_raises_and_counts_nothing():
+    structures = [Atoms("H2", positions=np.ones((2, 3)))] * 3
+    with Evaluator(UnloadableCalculator(), workers=2) as evaluator:
+        with pytest.raises(EnergyFunctionError, match="cannot be loaded here"):
+            evaluator.evaluate(structures)
+        assert evaluator.n_calls == 0 and evaluator.n_failed == 0
+
+
+def test_unpicklable_calculator_with_workers_is_refused():
+    calc = FlakyCalculator()
+    calc.hook = lambda: None
+    with pytest.raises(EnergyFunctionError, match="cannot be pickled"):
+        Evaluator(calc, workers=2)
+
+
+def test_check_iteration_threshold():
+    good = Evaluation(energy=-1.0, forces=np.zeros((1, 3)), ok=True, error=None, seconds=0.1)
+    bad = Evaluation(energy=None, forces=None, ok=False, error="ValueError: boom", seconds=0.1)
+    check_iteration([good, good, bad, bad])  # exactly half: tolerated
+    check_iteration([])
+    with pytest.raises(EvaluationFailureError, match="3 of 4 evaluations failed.*ValueError: boom"):
+        check_iteration([good, bad, bad, bad])
+    with pytest.raises(EvaluationFailureError):
+        check_iteration([good, bad], max_failed_fraction=0.25)
+    with pytest.raises(ConfigError):
+        check_iteration([good], max_failed_fraction=1.5)
+
+
+def test_unknown_calculator_and_options_are_refused():
+    with pytest.raises(EnergyFunctionError) as info:
+        make_calculator({"calculator": "vasp"})
+    for name in KNOWN_CALCULATORS:
+        assert name in str(info.value)
+    with pytest.raises(EnergyFunctionError, match="sigam"):
+        make_calculator({"calculator": "lj", "sigam": 1.0})
+    with pytest.raises(EnergyFunctionError, match="positive"):
+        Evaluator({"calculator": "lj", "cutoff": -1.0})
+    with pytest.raises(ConfigError):
+        Evaluator({"calculator": "emt"}, workers=0)
+    assert normalize_spec({"calculator": "lj"})["cutoff"] == 1000.0
+
+
+def test_missing_mace_model_file_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere" / "model.model"
+    with pytest.raises(EnergyFunctionError, match=str(missing)):
+        make_calculator({"calculator": "mace", "model": str(missing)})
+
+
+def test_mace_mp_0_without_weights_fails_fast(tmp_path, monkeypatch):
+    # An empty mace cache and no network (this also keeps an online machine from downloading).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    start = time.perf_counter()
+    with pytest.raises(EnergyFunctionError) as info:
+        make_calculator({"calculator": "mace-mp-0", "model": "medium"})
+    assert time.perf_counter() - start < 10.0
+    message = str(info.value)
+    assert "\n" not in message
+    assert "MACE-MP-0 weights" in message and "could not be obtained" in message
+    assert "calculator: mace, model: PATH" in message
+    with pytest.raises(EnergyFunctionError, match="unknown MACE-MP-0 model"):
+        make_calculator({"calculator": "mace-mp-0", "model": "huge"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("chgnet") is not None, reason="chgnet installed")
+def test_chgnet_missing_says_how_to_install():
+    with pytest.raises(EnergyFunctionError, match=r"pip install godiff\[chgnet\]"):
+        make_calculator({"calculator": "chgnet"})
+
+
+def test_chgnet_runs_when_installed():
+    pytest.importorskip("chgnet")
+    atoms = fcc111("Pt", (2, 2, 2), vacuum=6.0)
+    with Evaluator({"calculator": "chgnet", "device": "cpu"}) as evaluator:
+        evaluation = evaluator.single_point(atoms)
+    assert evaluation.ok and np.isfinite(evaluation.forces).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_mace_model(tmp_path_factory):
+    """A tiny random MACE model for Pt, saved the way mace saves models (a full pickle)."""
+    import godiff._e3nn  # noqa: F401  (before e3nn is imported by mace)
+
+    torch = pytest.importorskip("torch")
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(0)
+    model = modules.MACE(
+        r_max=4.0,
+        num_bessel=4,
+        num_polynomial_cutoff=3,
+        max_ell=1,
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=1,
+        num_elements=1,
+        hidden_irreps=o3.Irreps("8x0e"),
+        MLP_irreps=o3.Irreps("4x0e"),
+        atomic_energies=np.zeros(1),
+        avg_num_neighbors=8.0,
+        atomic_numbers=[78],
+        correlation=1,
+        gate=torch.nn.functional.silu,
+    )
+    path = tmp_path_factory.mktemp("mace") / "tiny.model"
+    torch.save(model, path)
+    return path
+
+
+def small_pt_slab() -> Atoms:
+    atoms = fcc111("Pt", (2, 2, 2), vacuum=5.0)
+    atoms.rattle(0.1, seed=3)
+    return atoms
+
+
+def test_mace_model_file_forces_match_finite_differences(tiny_mace_model):
+    spec = {"calculator": "mace", "model": str(tiny_mace_model), "device": "cpu"}
+    atoms = small_pt_slab()
+    h = 1e-4
+    with Evaluator(spec) as evaluator:
+        center = evaluator.single_point(atoms)
+        assert center.ok and np.isfinite(center.forces).all()
+        assert np.abs(center.forces).max() > 1e-3  # a non-trivial model
+        for index, axis in [(0, 0), (3, 2), (5, 1), (7, 0)]:
+            energies = []
+            for sign in (1.0, -1.0):
+                displaced = atoms.copy()
+                displaced.positions[index, axis] += sign * h
+                energies.append(evaluator.single_point(displaced).energy)
+            numeric = -(energies[0] - energies[1]) / (2 * h)
+            assert center.forces[index, axis] == pytest.approx(numeric, abs=1e-3)
+        assert evaluator.n_calls == 9 and evaluator.n_failed == 0
+
+
+def test_mace_mp_0_uses_a_given_file_or_maces_cache(tiny_mace_model, tmp_path, monkeypatch):
+    from godiff.energy import _MACE_MP_0_URLS, _mace_cache_file
+
+    atoms = small_pt_slab()
+    direct = make_calculator({"calculator": "mace-mp-0", "model": str(tiny_mace_model)})
+    atoms.calc = direct
+    expected = atoms.get_potential_energy()
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = _mace_cache_file(_MACE_MP_0_URLS["small"])
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(tiny_mace_model.read_bytes())
+    with Evaluator({"calculator": "mace-mp-0", "model": "small", "device": "cpu"}) as evaluator:
+        evaluation = evaluator.single_point(atoms)
+    assert evaluation.ok and evaluation.energy == pytest.approx(expected, abs=1e-10)
