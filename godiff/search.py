@@ -1,0 +1,494 @@
+"""The self-sampling loop: sample, evaluate, buffer, train at the current temperature, anneal.
+
+Iteration k of K:
+
+1. **Sample** ``samples`` structures. The first iteration of a search from an untrained model
+   draws from the uniform prior over the box (an untrained network's samples are noise anyway,
+   so we do not pay for running it); later iterations (and all iterations of a search started
+   from a pretrained model) run the reverse diffusion of :mod:`godiff.sampler`. The structures are
+   saved to the run directory before any is evaluated.
+2. **Evaluate** each through the one :class:`godiff.energy.Evaluator`; every result is written to
+   ``evaluations.db`` the moment it arrives.
+3. **Buffer** the successful ones (:mod:`godiff.buffer`); keep every successful structure's forces
+   for the force head.
+4. **Train** ``train_steps`` steps at temperature T_k (:mod:`godiff.schedule`): the Boltzmann-weighted
+   denoising loss on the buffer plus ``force_weight`` times the force loss on all evaluated data.
+5. **Checkpoint** the model, optimizer and buffer, append a line to ``log.jsonl``.
+
+Random numbers come from generators seeded by (seed, iteration, phase), so a run resumed from any
+checkpoint draws exactly what the uninterrupted run would have drawn.
+
+The loop never prints; it reports progress by calling ``progress(event: dict)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from godiff import __version__
+from godiff.buffer import ReplayBuffer
+from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError
+from godiff.loss import boltzmann_weights, draw_weighted, dsm_loss, force_loss
+from godiff.rundir import RunDir
+from godiff.sampler import Sampler, SamplerConfig
+from godiff.schedule import ExponentialSchedule
+from godiff.score import ScoreConfig, ScoreModel, SystemGraph
+from godiff.sde import VESDE, Domain
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SearchConfig", "Search", "Result"]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Settings of a search; round-trips through JSON (``to_dict`` / ``from_dict``).
+
+    Attributes:
+        iterations: self-sampling iterations.
+        samples: structures sampled and evaluated per iteration.
+        train_steps: optimizer steps per iteration.
+        batch_size: buffer structures per denoising step.
+        force_batch: evaluated structures per force-loss step.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        grad_clip: gradient-norm clip.
+        buffer_size: replay-buffer capacity.
+        temperature_start: first temperature, eV.
+        temperature_end: last temperature, eV.
+        force_weight: weight of the force loss.
+        force_clip: per-atom force norm above which targets are clipped, eV/Å.
+        max_failed_fraction: an iteration with more failed evaluations than this stops the run.
+        seed: seeds every random stream of the run.
+        workers: parallel evaluation processes.
+        sampler: reverse-diffusion settings.
+        score: network architecture (``None``: scaled to the system's bond length).
+    """
+
+    iterations: int = 20
+    samples: int = 128
+    train_steps: int = 300
+    batch_size: int = 32
+    force_batch: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    grad_clip: float = 10.0
+    buffer_size: int = 64
+    temperature_start: float = 5.0
+    temperature_end: float = 0.02
+    force_weight: float = 1.0
+    force_clip: float = 10.0
+    max_failed_fraction: float = 0.5
+    seed: int = 0
+    workers: int = 1
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    score: ScoreConfig | None = None
+
+    def __post_init__(self):
+        positive = ["iterations", "samples", "batch_size", "force_batch", "buffer_size", "workers"]
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name.replace('_', '-')}: must be at least 1 (got {getattr(self, name)})")
+        if self.train_steps < 0:
+            raise ConfigError(f"train-steps: must not be negative (got {self.train_steps})")
+        if self.sampler.steps < 1:
+            raise ConfigError(f"sampling-steps: must be at least 1 (got {self.sampler.steps})")
+        if not (self.temperature_start > 0 and self.temperature_end > 0):
+            raise ConfigError("temperature: must be positive")
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["sampler"] = self.sampler.to_dict()
+        d["score"] = None if self.score is None else self.score.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchConfig":
+        data = dict(data)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"search config: unknown field(s) {sorted(unknown)}")
+        data["sampler"] = SamplerConfig.from_dict(data.get("sampler") or {})
+        data["score"] = None if data.get("score") is None else ScoreConfig.from_dict(data["score"])
+        return cls(**data)
+
+    def with_overrides(self, **overrides) -> "SearchConfig":
+        """A copy with top-level or sampler fields replaced (``None`` values are ignored)."""
+        top = {f.name for f in fields(self)}
+        samp = {f.name for f in fields(SamplerConfig)}
+        main, sampler = {}, {}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in top:
+                main[key] = value
+            elif key in samp:
+                sampler[key] = value
+            else:
+                raise ConfigError(f"unknown search setting '{key}'")
+        new = replace(self, **main)
+        if sampler:
+            new = replace(new, sampler=replace(new.sampler, **sampler))
+        return new
+
+
+@dataclass
+class Result:
+    """What a search returns.
+
+    Attributes:
+        best_atoms: lowest-energy evaluated structure (template and mobile atoms), or None.
+        best_energy: its energy in eV (``inf`` if nothing succeeded).
+        n_evaluations: energy evaluations spent, failed ones included.
+        run_dir: where everything was written.
+        history: one metrics dict per finished iteration (the lines of ``log.jsonl``).
+    """
+
+    best_atoms: object
+    best_energy: float
+    n_evaluations: int
+    run_dir: Path
+    history: list
+
+
+def _generator(seed: int, *parts) -> torch.Generator:
+    key = hashlib.sha256(repr((int(seed),) + tuple(parts)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
+
+
+def _bond_length(system) -> float:
+    symbols = sorted(set(system.mobile_symbols))
+    return float(np.mean([system.pair_min_distance(s, s) for s in symbols]) / 0.7)
+
+
+def _default_out(system) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{system.name}-{stamp}"
+
+
+class Search:
+    """A GO-Diff search of one system, writing everything to a run directory.
+
+    Args:
+        system: a :class:`godiff.system.System`, a preset name, a YAML path or a dict.
+        config: settings; keyword ``overrides`` replace single fields (also sampler fields).
+        out: run directory (created; must not hold a run). Default ``runs/<system>-<time>``.
+        calculator: an ASE calculator object to use instead of the system's energy spec.
+        model: a pretrained :class:`ScoreModel` to start from (its architecture is kept).
+
+    Example:
+        >>> import godiff
+        >>> result = godiff.Search("lj13", iterations=1, samples=4, train_steps=2,
+        ...                        steps=5, out=tmp_path / "run").run()   # doctest: +SKIP
+    """
+
+    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, command: str | None = None, _run: RunDir | None = None, **overrides):
+        from godiff.system import load_system
+
+        self.system = load_system(system)
+        self.config = (config or SearchConfig()).with_overrides(**overrides)
+        self.calculator = calculator
+        score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(_bond_length(self.system)))
+        self.config = replace(self.config, score=score_config)
+        self.geometry = self.system.geometry()
+        self.domain = Domain.from_geometry(self.geometry)
+        self.sde = VESDE.for_domain(self.domain)
+        self.schedule = ExponentialSchedule(self.config.temperature_start, self.config.temperature_end, self.config.iterations)
+        self.graph = SystemGraph.from_system(self.system, score_config.cutoff)
+        self.template = self.system.template_atoms()
+        self.n_template = 0 if self.template is None else len(self.template)
+        torch.manual_seed(self.config.seed)
+        self.model = model if model is not None else ScoreModel(score_config)
+        self.pretrained = model is not None
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+        self.buffer = ReplayBuffer(self.config.buffer_size)
+        self.force_positions = np.zeros((0, self.system.n_mobile, 3))
+        self.force_values = np.zeros((0, self.system.n_mobile, 3))
+        self.force_scale_set = self.pretrained
+        self.best_energy = math.inf
+        self.best_id = None
+        self.n_evaluations = 0
+        self.next_iteration = 0
+        self.sampler = Sampler(
+            self.model, self.sde, self.domain, self.graph, self.config.sampler,
+            min_distance=self._min_distance_matrix(), template_min_distance=self._template_min_distance(),
+        )
+        if _run is not None:
+            self.run_dir = _run
+        else:
+            self.run_dir = RunDir.create(out or _default_out(self.system), self._manifest(command))
+
+    # -- construction helpers -----------------------------------------------------------------
+    def _manifest(self, command: str | None) -> dict:
+        energy = self.system.energy if self.calculator is None else {"calculator": "python", "class": type(self.calculator).__name__}
+        return {
+            "godiff_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+            "system": self.system.to_dict(),
+            "energy": energy,
+            "search": self.config.to_dict(),
+            "sde": self.sde.to_dict(),
+            "pretrained": self.pretrained,
+        }
+
+    def _min_distance_matrix(self) -> torch.Tensor:
+        sym = self.system.mobile_symbols
+        return torch.tensor([[self.system.pair_min_distance(a, b) for b in sym] for a in sym], dtype=torch.float32)
+
+    def _template_min_distance(self) -> torch.Tensor | None:
+        if self.template is None:
+            return None
+        tsym = sorted(set(self.template.get_chemical_symbols()))
+        return torch.tensor(
+            [min(self.system.pair_min_distance(m, t) for t in tsym) for m in self.system.mobile_symbols], dtype=torch.float32
+        )
+
+    # -- resume -------------------------------------------------------------------------------
+    @classmethod
+    def resume(cls, path, *, calculator=None, **overrides) -> "Search":
+        """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
+
+        ``overrides`` may change only ``workers`` (or extend ``iterations``).
+        """
+        from godiff.system import System
+
+        run = RunDir.open(path)
+        manifest = run.manifest
+        allowed = {"workers", "iterations"}
+        bad = {k for k, v in overrides.items() if v is not None} - allowed
+        if bad:
+            raise ConfigError(f"resume: cannot change {sorted(bad)} of an existing run")
+        energy = manifest.get("energy", {})
+        if energy.get("calculator") == "python" and calculator is None:
+            raise ConfigError(f"{path}: this run used a Python calculator object ({energy.get('class')}); pass it again to resume")
+        system = System.from_dict(manifest["system"])
+        config = SearchConfig.from_dict(manifest["search"])
+        search = cls(system, config=config, calculator=calculator, _run=run, **overrides)
+        search._restore()
+        return search
+
+    def _restore(self) -> None:
+        done = self.run_dir.checkpoints()
+        rows = self.run_dir.rows()
+        if done:
+            last = done[-1]
+            tensors, state = self.run_dir.load_checkpoint(last)
+            try:
+                self.model.load_state_dict(tensors["model"], strict=True)
+                self.optimizer.load_state_dict(_unflatten_optimizer(tensors["optimizer"], state["optimizer"]))
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise CheckpointError(f"{self.run_dir.path}: checkpoint iter-{last:04d} does not fit this run ({exc})") from exc
+            self.buffer = ReplayBuffer.from_state(self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()})
+            self.force_scale_set = bool(state.get("force_scale_set", True))
+            self.next_iteration = last + 1
+            self._repair_log(last, state.get("log"))
+        kept = [r for r in rows if int(r.iteration) < self.next_iteration]
+        self._absorb(kept, into_buffer=not done)
+        log.info("resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows))
+
+    def _repair_log(self, last: int, record: dict | None) -> None:
+        lines = [r for r in self.run_dir.read_log() if r.get("iteration", -1) <= last]
+        if record is not None and not any(r.get("iteration") == last for r in lines):
+            lines.append(record)
+        from godiff.rundir import atomic_write_text
+        import json
+
+        atomic_write_text(self.run_dir.path / "log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+
+    # -- data from rows -----------------------------------------------------------------------
+    def _absorb(self, rows: list, *, into_buffer: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Take finished evaluations into the counters, best, force memory (and buffer)."""
+        self.n_evaluations += len(rows)
+        ok = [r for r in rows if r.ok and r.get("energy") is not None]
+        if not ok:
+            return np.zeros(0), np.zeros(0)
+        pos = np.stack([r.positions[self.n_template:] for r in ok])
+        energies = np.array([r.energy for r in ok])
+        forces = np.stack([r.forces[self.n_template:] for r in ok])
+        ids = np.array([r.id for r in ok])
+        self.force_positions = np.concatenate([self.force_positions, pos])[-20000:]
+        self.force_values = np.concatenate([self.force_values, forces])[-20000:]
+        if into_buffer:
+            self.buffer.add(pos, energies, ids)
+        i = int(np.argmin(energies))
+        if energies[i] < self.best_energy:
+            self.best_energy = float(energies[i])
+            self.best_id = int(ids[i])
+            self.run_dir.write_best(ok[i].toatoms(), self.best_energy, evaluation_id=self.best_id)
+        return energies, ids
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, *, progress=None) -> Result:
+        """Run the remaining iterations; returns the :class:`Result`."""
+        from godiff.energy import Evaluator
+
+        emit = progress or (lambda event: None)
+        energy = self.calculator if self.calculator is not None else self.system.energy
+        with Evaluator(energy, workers=self.config.workers) as evaluator:
+            for k in range(self.next_iteration, self.config.iterations):
+                self._iteration(k, evaluator, emit)
+        return self.result()
+
+    def result(self) -> Result:
+        best_atoms = None
+        if self.best_id is not None:
+            best_atoms = self.run_dir._db().get(id=self.best_id).toatoms()
+        return Result(best_atoms, self.best_energy, self.n_evaluations, self.run_dir.path, self.run_dir.read_log())
+
+    def _iteration(self, k: int, evaluator, emit) -> None:
+        temperature = self.schedule.temperature(k)
+        times = {}
+        emit({"event": "phase", "iteration": k, "phase": "sampling", "temperature": temperature})
+        t0 = time.perf_counter()
+        samples = self.run_dir.load_samples(k)
+        if samples is None:
+            samples = self._sample(k)
+            self.run_dir.save_samples(k, samples)
+        times["sampling"] = time.perf_counter() - t0
+
+        emit({"event": "phase", "iteration": k, "phase": "evaluating", "temperature": temperature})
+        t0 = time.perf_counter()
+        self._evaluate(k, samples, temperature, evaluator, emit)
+        rows = self.run_dir.rows(k)
+        n_failed = sum(1 for r in rows if not r.ok)
+        if n_failed > self.config.max_failed_fraction * len(rows):
+            first = next((r.data.get("error") for r in rows if not r.ok), "?")
+            raise EvaluationFailureError(
+                f"{n_failed} of {len(rows)} evaluations failed in iteration {k}; first error: {first}"
+            )
+        energies, _ = self._absorb(rows, into_buffer=True)
+        times["evaluation"] = time.perf_counter() - t0
+
+        emit({"event": "phase", "iteration": k, "phase": "training", "temperature": temperature})
+        t0 = time.perf_counter()
+        losses = self._train(k, temperature)
+        times["training"] = time.perf_counter() - t0
+
+        record = {
+            "iteration": k,
+            "temperature": temperature,
+            "n_evaluations": self.n_evaluations,
+            "n_failed": n_failed,
+            "best_energy": self.best_energy,
+            "iteration_min": float(energies.min()) if len(energies) else None,
+            "iteration_median": float(np.median(energies)) if len(energies) else None,
+            "buffer_max": float(self.buffer.energies.max()) if len(self.buffer) else None,
+            "seconds": times,
+            **losses,
+        }
+        self._checkpoint(k, record)
+        self.run_dir.append_log(record)
+        emit({"event": "iteration", **record})
+
+    def _sample(self, k: int) -> np.ndarray:
+        gen = _generator(self.config.seed, k, "sample")
+        n = self.config.samples
+        if k == 0 and not self.pretrained:
+            x = self.domain.sample_uniform((n, self.system.n_mobile), gen)
+            x = self.sampler.finish(x)
+        else:
+            x = self.sampler.sample(n, generator=gen)
+        return x.double().numpy()
+
+    def _evaluate(self, k, samples, temperature, evaluator, emit) -> None:
+        done = self.run_dir.done_samples(k)
+        todo = [i for i in range(len(samples)) if i not in done]
+        if not todo:
+            return
+        structures = [self.system.atoms(samples[i]) for i in todo]
+        base = self.n_evaluations + len(done)
+
+        def on_result(j, atoms, evaluation):
+            self.run_dir.record(atoms, evaluation, iteration=k, sample=todo[j], temperature=temperature)
+            emit({"event": "evaluated", "iteration": k, "n_evaluations": base + j + 1,
+                  "energy": evaluation.energy if evaluation.ok else None})
+
+        evaluator.evaluate(structures, on_result=on_result)
+
+    def _set_force_scale(self) -> None:
+        f = torch.as_tensor(self.force_values, dtype=torch.float32)
+        norm = f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        f = f * torch.clamp(self.config.force_clip / norm, max=1.0)
+        scale = float(f.pow(2).mean().sqrt().clamp_min(1e-2))
+        self.model.force_scale.fill_(scale)
+        self.force_scale_set = True
+
+    def _train(self, k: int, temperature: float) -> dict:
+        cfg = self.config
+        if len(self.buffer) == 0 or cfg.train_steps == 0:
+            return {"loss_dsm": None, "loss_force": None}
+        if not self.force_scale_set and len(self.force_values):
+            self._set_force_scale()
+        gen = _generator(cfg.seed, k, "train")
+        weights = boltzmann_weights(torch.as_tensor(self.buffer.energies), temperature)
+        buf_pos = torch.as_tensor(self.buffer.positions, dtype=torch.float32)
+        f_pos = torch.as_tensor(self.force_positions, dtype=torch.float32)
+        f_val = torch.as_tensor(self.force_values, dtype=torch.float32)
+        scale = float(self.model.force_scale)
+        self.model.train()
+        dsm_total, force_total = 0.0, 0.0
+        for _ in range(cfg.train_steps):
+            idx = draw_weighted(weights, cfg.batch_size, gen)
+            t = torch.rand(cfg.batch_size, generator=gen)
+            xt, sigma, eps = self.sde.perturb(buf_pos[idx], t, self.domain, gen)
+            fidx = torch.randint(len(f_pos), (cfg.force_batch,), generator=gen)
+            positions = torch.cat([xt, f_pos[fidx]])
+            sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), self.sde.sigma_min)])
+            context = self.model.template_context(self.graph)
+            out = self.model(positions, sigmas, self.graph, context)
+            l_dsm = dsm_loss(out.eps[: cfg.batch_size], eps)
+            l_force = force_loss(out.forces[cfg.batch_size :], f_val[fidx], scale, cfg.force_clip)
+            loss = l_dsm + cfg.force_weight * l_force
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            dsm_total += l_dsm.item()
+            force_total += l_force.item()
+        return {"loss_dsm": dsm_total / cfg.train_steps, "loss_force": force_total / cfg.train_steps}
+
+    def _checkpoint(self, k: int, record: dict) -> None:
+        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+        buffer = {key: torch.as_tensor(v) for key, v in self.buffer.state().items()}
+        state = {
+            "iteration": k,
+            "n_evaluations": self.n_evaluations,
+            "best_energy": self.best_energy,
+            "force_scale_set": self.force_scale_set,
+            "optimizer": opt_meta,
+            "rng": {"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
+            "log": record,
+        }
+        self.run_dir.save_checkpoint(k, {"model": self.model.state_dict(), "optimizer": opt_tensors, "buffer": buffer}, state)
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON metadata."""
+    tensors, meta = {}, {"param_groups": state_dict["param_groups"], "state": {}}
+    for pid, pstate in state_dict["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+                meta["state"][str(pid)][key] = "tensor"
+            else:
+                meta["state"][str(pid)][key] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state = {}
+    for pid, entries in meta["state"].items():
+        state[int(pid)] = {k: (tensors[f"{pid}.{k}"] if v == "tensor" else v) for k, v in entries.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
