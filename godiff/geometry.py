@@ -12,9 +12,9 @@ Three families of edges feed the score network (:mod:`godiff.score`):
 * template -> mobile (``tm``): every template atom, or periodic image of one, within ``cutoff``
   of a mobile atom. The images that can ever be in range of a wrapped mobile atom are listed once
   (:class:`TemplateImages`); each forward pass only measures distances to that fixed list.
-* mobile -> mobile (``mm``): every ordered pair of mobile atoms of the same sample within
-  ``mobile_cutoff``, minimum image only. Mobile atoms are few, so this range can be long enough
-  to let scattered atoms feel each other and gather, which a short cutoff alone cannot do.
+* mobile -> mobile (``mm``): every ordered pair of mobile atoms of the same sample, and every
+  periodic image, within ``mobile_cutoff``. Mobile atoms are few, so this range can be long
+  enough to let scattered atoms feel each other and gather, which a short cutoff alone cannot do.
 """
 
 from __future__ import annotations
@@ -218,7 +218,11 @@ def template_mobile_edges(
 def mobile_mobile_edges(
     positions: torch.Tensor, cell: torch.Tensor, periodic, cutoff: float
 ) -> Edges:
-    """Mobile -> mobile edges within each sample, minimum image.
+    """Mobile -> mobile edges within each sample, every periodic image within ``cutoff``.
+
+    Every lattice image counts (an atom may see several images of another, or images of
+    itself, when the cell is small compared with the cutoff), so the edge set, and hence the
+    network, changes continuously as atoms move, whatever the cell.
 
     Args:
         positions: (n_samples, n_mobile, 3) in Å.
@@ -230,14 +234,14 @@ def mobile_mobile_edges(
         Edges over flattened node indices ``sample * n_mobile + atom``.
     """
     b, n, _ = positions.shape
-    if n < 2:
-        empty = torch.zeros(0, dtype=torch.long, device=positions.device)
-        return Edges(empty, empty, positions.new_zeros(0, 3))
-    vec = positions[:, None, :, :] - positions[:, :, None, :]  # [b, i, j] = x_j - x_i
-    vec = minimum_image(vec, cell, periodic)
+    shifts = torch.as_tensor(
+        lattice_shifts(cell.detach().cpu().numpy().astype(float), periodic, cutoff), dtype=positions.dtype
+    ) @ cell.to(positions)  # (S, 3)
+    # vec[b, s, i, j] = x_j + shift_s - x_i
+    vec = positions[:, None, None, :, :] + shifts[None, :, None, None, :] - positions[:, None, :, None, :]
     with torch.no_grad():
         dist = vec.detach().norm(dim=-1)
-        eye = torch.eye(n, dtype=torch.bool, device=positions.device)
-        sample, i, j = torch.nonzero((dist < cutoff) & ~eye, as_tuple=True)
-    vectors = vec[sample, i, j]
+        keep = (dist < cutoff) & (dist > 1e-6)
+        sample, s_idx, i, j = torch.nonzero(keep, as_tuple=True)
+    vectors = vec[sample, s_idx, i, j]
     return Edges(sample * n + j, sample * n + i, vectors)

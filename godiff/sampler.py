@@ -84,6 +84,7 @@ def declash(
     *,
     template_min_distance: torch.Tensor | None = None,
     iterations: int = 50,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Push apart atoms closer than their minimum distance, keeping every atom in the box.
 
@@ -95,6 +96,7 @@ def declash(
         template_min_distance: (n_mobile,) minimum distance of each mobile atom to any template
             atom, Å; ``None`` skips template contacts.
         iterations: the most passes; stops earlier when nothing clashes.
+        generator: random directions for exactly coincident atoms.
 
     Returns:
         Positions of the same shape. Mobile atoms move; the template never does.
@@ -114,7 +116,7 @@ def declash(
                 moved = True
                 direction = vec / dist.clamp_min(1e-6).unsqueeze(-1)
                 # random direction for exactly coincident atoms
-                direction = torch.where(dist.unsqueeze(-1) < 1e-6, torch.randn_like(direction), direction)
+                direction = torch.where(dist.unsqueeze(-1) < 1e-6, torch.randn(direction.shape, generator=generator), direction)
                 x = x + 0.5 * (deficit.unsqueeze(-1) * direction).sum(dim=2) * 0.55
         if template_min_distance is not None and graph.images.positions.shape[0]:
             flat = wrap(x, cell, graph.periodic).reshape(b * n, 3)
@@ -167,8 +169,8 @@ class Sampler:
         self.min_distance = min_distance
         self.template_min_distance = template_min_distance
 
-    def sigmas(self) -> torch.Tensor:
-        """(steps + 1,) noise levels from sigma_max down to sigma_min."""
+    def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(steps + 1,) noise levels from sigma_max down to sigma_min, and their times."""
         t = torch.linspace(1.0, 0.0, self.config.steps + 1)
         return self.sde.sigma(t), t
 
@@ -186,12 +188,13 @@ class Sampler:
             x = torch.cat(chunks) if chunks else torch.zeros(0, self.graph.n_mobile, 3)
         finally:
             self.model.train(was_training)
-        return self.finish(x)
+        return self.finish(x, generator=generator)
 
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
+    def finish(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """De-clash and fold final positions (also applied to prior samples)."""
         if self.min_distance is not None:
-            x = declash(x, self.graph, self.min_distance, self.domain, template_min_distance=self.template_min_distance)
+            x = declash(x, self.graph, self.min_distance, self.domain,
+                        template_min_distance=self.template_min_distance, generator=generator)
         return self.domain.fold(x)
 
     def _forward(self, x, sigma, context):

@@ -411,6 +411,11 @@ class ScoreModel(nn.Module):
         forces = self.force_head(h) * self.force_scale
         return ScoreOutput(eps=eps.reshape(b, n, 3), forces=forces.reshape(b, n, 3))
 
+    def state_tensors(self) -> dict:
+        """The state dict as contiguous CPU copies, ready for ``safetensors`` (e3nn keeps some
+        constants as non-contiguous views, which safetensors refuses)."""
+        return {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
+
     def __repr__(self) -> str:
         c = self.config
         return (

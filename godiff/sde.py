@@ -89,10 +89,10 @@ class Domain:
         """From a :class:`godiff.system.BoxGeometry`."""
         return cls(
             kind=geometry.kind,
-            cell=np.asarray(geometry.cell, dtype=float),
-            lower=np.nan_to_num(np.asarray(geometry.lower, dtype=float)),
-            upper=np.nan_to_num(np.asarray(geometry.upper, dtype=float)),
-            center=np.asarray(geometry.center, dtype=float),
+            cell=np.array(geometry.cell, dtype=float),
+            lower=np.nan_to_num(np.array(geometry.lower, dtype=float)),
+            upper=np.nan_to_num(np.array(geometry.upper, dtype=float)),
+            center=np.array(geometry.center, dtype=float),
             radius=float(geometry.radius or 0.0),
         )
 
