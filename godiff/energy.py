@@ -479,7 +479,14 @@ _WORKER_CACHE_SIZE = 4
 
 
 def _worker_register(key: str, source: dict[str, Any] | bytes) -> None:
-    """Pool initializer: remember how to build this evaluator's calculator (builds nothing)."""
+    """Pool initializer: remember how to build this evaluator's calculator (builds nothing).
+
+    Workers ignore SIGINT: Ctrl-C is the parent's to handle (it cancels queued work), and a
+    worker that died of it would only print a second traceback.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_SOURCES[key] = source
 
 

@@ -98,6 +98,12 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{self.path / MANIFEST}: unreadable ({exc})") from exc
 
+    def update_manifest(self, **fields) -> None:
+        """Replace top-level fields of ``run.json`` (atomically)."""
+        manifest = self.manifest
+        manifest.update(fields)
+        atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+
     # -- evaluations --------------------------------------------------------------------------
     @property
     def db_path(self) -> Path:

@@ -198,18 +198,28 @@ class Search:
         self.system = load_system(system)
         self.config = (config or SearchConfig()).with_overrides(**overrides)
         self.calculator = calculator
+        self._pretrained_given = model is not None
         score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(_bond_length(self.system)))
         self.config = replace(self.config, score=score_config)
         self.geometry = self.system.geometry()
         self.domain = Domain.from_geometry(self.geometry)
         self.sde = VESDE.for_domain(self.domain)
         self.schedule = ExponentialSchedule(self.config.temperature_start, self.config.temperature_end, self.config.iterations)
-        self.graph = SystemGraph.from_system(self.system, score_config.cutoff)
         self.template = self.system.template_atoms()
         self.n_template = 0 if self.template is None else len(self.template)
-        torch.manual_seed(self.config.seed)
-        self.model = model if model is not None else ScoreModel(score_config)
-        self.pretrained = model is not None
+        if _run is not None:
+            self.run_dir = _run
+        else:
+            self.run_dir = RunDir.create(out or _default_out(self.system), self._manifest(command))
+        self.graph = SystemGraph.from_system(self.system, score_config.cutoff)
+        if model is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                model = ScoreModel(score_config)
+            self.pretrained = False
+        else:
+            self.pretrained = True
+        self.model = model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         self.buffer = ReplayBuffer(self.config.buffer_size)
         self.force_positions = np.zeros((0, self.system.n_mobile, 3))
@@ -223,10 +233,6 @@ class Search:
             self.model, self.sde, self.domain, self.graph, self.config.sampler,
             min_distance=self._min_distance_matrix(), template_min_distance=self._template_min_distance(),
         )
-        if _run is not None:
-            self.run_dir = _run
-        else:
-            self.run_dir = RunDir.create(out or _default_out(self.system), self._manifest(command))
 
     # -- construction helpers -----------------------------------------------------------------
     def _manifest(self, command: str | None) -> dict:
@@ -239,7 +245,7 @@ class Search:
             "energy": energy,
             "search": self.config.to_dict(),
             "sde": self.sde.to_dict(),
-            "pretrained": self.pretrained,
+            "pretrained": self._pretrained_given,
         }
 
     def _min_distance_matrix(self) -> torch.Tensor:
@@ -259,7 +265,9 @@ class Search:
     def resume(cls, path, *, calculator=None, **overrides) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
-        ``overrides`` may change only ``workers`` (or extend ``iterations``).
+        ``overrides`` may change only ``workers`` and ``iterations``; a changed setting is written
+        back to ``run.json``. More iterations re-spread the annealing over the new count, so the
+        remaining iterations cool more slowly than the original plan.
         """
         from godiff.system import System
 
@@ -275,6 +283,8 @@ class Search:
         system = System.from_dict(manifest["system"])
         config = SearchConfig.from_dict(manifest["search"])
         search = cls(system, config=config, calculator=calculator, _run=run, **overrides)
+        if search.config.to_dict() != config.to_dict():
+            run.update_manifest(search=search.config.to_dict())
         search._restore()
         return search
 
@@ -407,11 +417,12 @@ class Search:
         if not todo:
             return
         structures = [self.system.atoms(samples[i]) for i in todo]
-        base = self.n_evaluations + len(done)
+        count = [self.n_evaluations + len(done)]
 
         def on_result(j, atoms, evaluation):
             self.run_dir.record(atoms, evaluation, iteration=k, sample=todo[j], temperature=temperature)
-            emit({"event": "evaluated", "iteration": k, "n_evaluations": base + j + 1,
+            count[0] += 1
+            emit({"event": "evaluated", "iteration": k, "n_evaluations": count[0],
                   "energy": evaluation.energy if evaluation.ok else None})
 
         evaluator.evaluate(structures, on_result=on_result)
