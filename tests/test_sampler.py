@@ -1,0 +1,201 @@
+"""Tests of godiff.sampler: reverse diffusion with guidance and relaxation, and the de-clash."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from godiff.sampler import Sampler, SamplerConfig, declash
+from godiff.score import ScoreConfig, ScoreModel, SystemGraph
+from godiff.sde import VESDE, Domain
+from godiff.system import System
+
+CONFIG = ScoreConfig(
+    scalars=8, vectors=4, lmax=1, layers=2, cutoff=4.0, mobile_cutoff=6.0, radial_hidden=8, head_hidden=16
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Setup:
+    """A system with everything the sampler needs, built as the search builds it."""
+
+    def __init__(self, system: System):
+        self.system = system
+        self.domain = Domain.from_geometry(system.geometry())
+        self.sde = VESDE.for_domain(self.domain)
+        self.graph = SystemGraph.from_system(system, CONFIG.cutoff)
+        sym = system.mobile_symbols
+        self.min_distance = torch.tensor([[system.pair_min_distance(a, b) for b in sym] for a in sym])
+        template = system.template_atoms()
+        self.template = None if template is None else template
+        self.template_min_distance = (
+            None
+            if template is None
+            else torch.tensor([min(system.pair_min_distance(m, t) for t in set(template.get_chemical_symbols())) for m in sym])
+        )
+
+    def sampler(self, model, **config):
+        return Sampler(
+            model, self.sde, self.domain, self.graph, SamplerConfig(**config),
+            min_distance=self.min_distance, template_min_distance=self.template_min_distance,
+        )
+
+    def in_plane_frac(self, x):
+        return x[..., :2] @ torch.linalg.inv(torch.as_tensor(self.domain.cell[:2, :2], dtype=x.dtype))
+
+    def mobile_distances(self, x):
+        """(b, n, n) true minimum-image mobile-mobile distances (brute force over images), inf on the diagonal."""
+        cell = torch.as_tensor(self.domain.cell, dtype=x.dtype)
+        if self.domain.kind == "slab":
+            shifts = [i * cell[0] + j * cell[1] for i in (-1, 0, 1) for j in (-1, 0, 1)]
+        else:
+            shifts = [torch.zeros(3, dtype=x.dtype)]
+        d = torch.stack([(x[:, :, None] - x[:, None, :] + s).norm(dim=-1) for s in shifts]).min(0).values
+        n = x.shape[1]
+        d[:, torch.arange(n), torch.arange(n)] = float("inf")
+        return d
+
+    def template_distances(self, x):
+        """(b, n) distance of each mobile atom to the nearest template atom or periodic image."""
+        cell = torch.as_tensor(self.domain.cell, dtype=x.dtype)
+        tpos = torch.as_tensor(self.template.positions, dtype=x.dtype)
+        shifts = torch.stack([i * cell[0] + j * cell[1] for i in (-2, -1, 0, 1, 2) for j in (-2, -1, 0, 1, 2)])
+        images = (tpos[None] + shifts[:, None]).reshape(-1, 3)
+        return torch.cdist(x.reshape(-1, 3), images).min(-1).values.reshape(x.shape[:2])
+
+
+def slab_system(z_min=1.5, z_max=4.5, mobile="Pt3") -> System:
+    return System.from_dict(
+        {
+            "name": "slab",
+            "mobile": mobile,
+            "template": {"builder": "fcc111", "symbol": "Pt", "size": [3, 3, 2], "vacuum": 6.0},
+            "box": {"kind": "slab", "z_min": z_min, "z_max": z_max},
+            "energy": {"calculator": "emt"},
+        }
+    )
+
+
+def cuboid_system() -> System:
+    return System.from_dict(
+        {
+            "name": "cuboid",
+            "mobile": "Ar5",
+            "box": {"kind": "cuboid", "lengths": [3.0, 4.0, 5.0], "center": [1.0, -2.0, 0.5]},
+            "energy": {"calculator": "lj"},
+            "min_distance": 0.7,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ScoreModel(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def slab():
+    return Setup(slab_system())
+
+
+@pytest.fixture(scope="module")
+def cuboid():
+    return Setup(cuboid_system())
+
+
+SAMPLING = dict(steps=5, corrector_steps=1, guidance=0.5, relax_steps=3, relax_rate=0.05, batch_size=4)
+
+
+# ------------------------------------------------------------------ sampling
+
+
+@pytest.mark.parametrize("kind", ["slab", "cuboid"])
+def test_samples_have_the_right_shape_and_lie_in_the_box(kind, model, slab, cuboid):
+    setup = {"slab": slab, "cuboid": cuboid}[kind]
+    x = setup.sampler(model, **SAMPLING).sample(10, generator=torch.Generator().manual_seed(0))
+    n_mobile = setup.system.n_mobile
+    assert x.shape == (10, n_mobile, 3)  # 10 samples in chunks of 4
+    assert bool(torch.isfinite(x).all())
+    assert bool(setup.domain.contains(x, tol=1e-5).all())
+    lo = torch.as_tensor(setup.domain.lower, dtype=x.dtype)
+    hi = torch.as_tensor(setup.domain.upper, dtype=x.dtype)
+    if kind == "slab":
+        assert bool(((x[..., 2] >= lo[2] - 1e-5) & (x[..., 2] <= hi[2] + 1e-5)).all())
+        frac = setup.in_plane_frac(x)
+        assert float(frac.min()) >= -1e-5 and float(frac.max()) <= 1 + 1e-5  # wrapped into the cell
+    else:
+        assert bool(((x >= lo - 1e-5) & (x <= hi + 1e-5)).all())
+    # the final de-clash ran
+    assert float(setup.mobile_distances(x).min()) >= float(setup.min_distance.min()) - 1e-3
+
+
+def test_same_generator_seed_gives_identical_samples(model, slab):
+    sampler = slab.sampler(model, **SAMPLING)
+    a = sampler.sample(6, generator=torch.Generator().manual_seed(11))
+    b = sampler.sample(6, generator=torch.Generator().manual_seed(11))
+    c = sampler.sample(6, generator=torch.Generator().manual_seed(12))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_sampling_restores_training_mode(model, cuboid):
+    model.train()
+    cuboid.sampler(model, steps=2, batch_size=4).sample(2, generator=torch.Generator().manual_seed(0))
+    assert model.training
+
+
+# ------------------------------------------------------------------ de-clash
+
+
+@pytest.mark.parametrize("kind", ["slab", "cuboid"])
+def test_declash_leaves_no_pair_closer_than_the_minimum(kind):
+    # slab box starting 1.0 Å above the template: mobile-template clashes (min 1.90 Å) are common
+    setup = Setup(slab_system(z_min=1.0, z_max=4.0) if kind == "slab" else cuboid_system())
+    x = setup.domain.sample_uniform((300, setup.system.n_mobile), torch.Generator().manual_seed(1))
+    assert float(setup.mobile_distances(x).min()) < 0.5  # there is something to fix
+    y = declash(x, setup.graph, setup.min_distance, setup.domain, template_min_distance=setup.template_min_distance)
+    assert y.shape == x.shape
+    assert bool(setup.domain.contains(y, tol=1e-5).all())
+    assert float(setup.mobile_distances(y).min()) >= float(setup.min_distance.min()) - 1e-3
+    if kind == "slab":
+        assert float(setup.template_distances(x).min()) < 1.9
+        assert float(setup.template_distances(y).min()) >= float(setup.template_min_distance.min()) - 1e-3
+
+
+def test_declash_moves_only_clashing_atoms(slab):
+    z = float(slab.domain.lower[2]) + 2.0  # 3.5 Å above the template: no template contact
+    x = torch.tensor(
+        [
+            [[3.0, 2.0, z], [3.5, 2.0, z], [8.0, 5.0, z]],  # atoms 0 and 1 clash (0.5 < 1.90 Å)
+            [[3.0, 2.0, z], [6.0, 2.0, z], [8.0, 5.0, z]],  # nothing clashes
+        ]
+    )
+    y = declash(x, slab.graph, slab.min_distance, slab.domain, template_min_distance=slab.template_min_distance)
+    d = slab.mobile_distances(y)
+    assert float(d[0, 0, 1]) >= float(slab.min_distance[0, 1]) - 1e-3
+    torch.testing.assert_close(y[0, 2], x[0, 2], rtol=0, atol=1e-5)  # the bystander stays
+    torch.testing.assert_close(y[1], x[1], rtol=0, atol=1e-5)  # a clean sample stays
+    # the pair was pushed apart symmetrically, along the line joining it
+    torch.testing.assert_close(y[0, 0] + y[0, 1], x[0, 0] + x[0, 1], rtol=0, atol=1e-4)
+    torch.testing.assert_close(y[0, :2, 1:], x[0, :2, 1:], rtol=0, atol=1e-5)
+
+
+def test_declash_uses_the_minimum_image_across_the_cell_edge(slab):
+    z = float(slab.domain.lower[2]) + 2.0
+    cell = torch.as_tensor(slab.domain.cell, dtype=torch.float32)
+    a = cell[0]
+    # 0.4 Å apart through the periodic boundary along a, 7.9 Å apart in plain Cartesian terms
+    x = torch.stack([torch.tensor([0.2, 1.0, z]), torch.tensor([0.0, 1.0, z]) + a - torch.tensor([0.2, 0.0, 0.0])])[None]
+    assert float(slab.mobile_distances(x)[0, 0, 1]) == pytest.approx(0.4, abs=1e-4)
+    y = declash(x, slab.graph, slab.min_distance[:2, :2], slab.domain)
+    assert float(slab.mobile_distances(y)[0, 0, 1]) >= float(slab.min_distance[0, 1]) - 1e-3
+    # pushed apart through the boundary (about 0.75 Å each), not across the whole cell
+    assert float(slab.domain.displacement(y, x).norm(dim=-1).max()) < 1.0

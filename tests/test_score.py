@@ -1,0 +1,213 @@
+"""Tests of godiff.score (the equivariant score network) and godiff.testing.
+
+The network is tiny and untrained: every property tested here (symmetry, periodicity, the cached
+template path, serialisation) must hold for any weights.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+
+import pytest
+import torch
+from ase.build import fcc111
+from safetensors.torch import load_file, save_file
+
+import godiff.testing
+from godiff.score import ScoreConfig, ScoreModel, SystemGraph
+from godiff.testing import assert_equivariant, system_graph_builder
+
+CONFIG = ScoreConfig(
+    scalars=8, vectors=4, lmax=2, layers=2, cutoff=4.0, mobile_cutoff=6.0, radial_hidden=8, head_hidden=16
+)
+SLAB_PBC = (True, True, False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: OpenMP threads only contend on a busy machine (index_add_ is 1000x slower).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = ScoreModel(CONFIG)
+    m.eval()
+    return m
+
+
+def slab_graph(symbol="Pt", size=(3, 3), n_mobile=3):
+    """A slab template of ``symbol`` with ``n_mobile`` mobile atoms of the same element."""
+    slab = fcc111(symbol, (*size, 2), vacuum=6.0)
+    z = int(slab[0].number)
+    graph = SystemGraph.build(
+        mobile_numbers=[z] * n_mobile,
+        template_numbers=slab.numbers,
+        template_positions=slab.positions,
+        cell=slab.cell[:],
+        periodic=SLAB_PBC,
+        cutoff=CONFIG.cutoff,
+    )
+    return slab, graph
+
+
+def slab_positions(slab, n_samples, n_mobile, seed=0, z_range=(1.0, 4.0)):
+    """Mobile positions above the slab, in-plane anywhere in the cell (float32, Å)."""
+    g = torch.Generator().manual_seed(seed)
+    cell = torch.tensor(slab.cell[:], dtype=torch.float32)
+    frac = torch.rand(n_samples, n_mobile, 2, generator=g)
+    xy = frac @ cell[:2, :2]
+    top = float(slab.positions[:, 2].max())
+    z = top + z_range[0] + (z_range[1] - z_range[0]) * torch.rand(n_samples, n_mobile, 1, generator=g)
+    return torch.cat([xy, z], dim=-1)
+
+
+# ------------------------------------------------------------------ equivariance
+
+
+def test_equivariance_periodic_slab(model):
+    slab = fcc111("Pt", (3, 3, 2), vacuum=6.0)
+    build = system_graph_builder(
+        mobile_numbers=[78] * 3, template_numbers=slab.numbers, periodic=SLAB_PBC, cutoff=CONFIG.cutoff
+    )
+    x = slab_positions(slab, 2, 3)
+    errors = assert_equivariant(
+        model, build, x, torch.tensor([0.05, 2.0]),
+        cell=torch.tensor(slab.cell[:], dtype=torch.float32),
+        template_positions=torch.tensor(slab.positions, dtype=torch.float32),
+        n_trials=2, generator=1,
+    )
+    assert set(errors) == {"rotation", "inversion", "translation", "permutation"}
+    assert max(errors.values()) < 1e-4
+
+
+def test_equivariance_gas_phase_cluster(model):
+    species = [18, 18, 18, 36, 36]  # Ar3Kr2: permutations only within a species
+    build = system_graph_builder(mobile_numbers=species, cutoff=CONFIG.cutoff)
+    g = torch.Generator().manual_seed(2)
+    x = 2.0 * torch.randn(3, 5, 3, generator=g)
+    errors = assert_equivariant(
+        model, build, x, torch.tensor([0.01, 0.5, 8.0]),
+        cell=torch.eye(3) * 20.0, species=species, n_trials=2, generator=3,
+    )
+    assert max(errors.values()) < 1e-4
+
+
+def test_assert_equivariant_catches_a_broken_model(model):
+    """The helper is not vacuous: a model that adds a fixed Cartesian vector fails rotation."""
+
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, sigma, graph):
+            out = self.inner(x, sigma, graph)
+            return {"eps": out.eps + torch.tensor([0.0, 0.0, 0.1]), "forces": out.forces}
+
+    build = system_graph_builder(mobile_numbers=[18] * 3, cutoff=CONFIG.cutoff)
+    x = torch.randn(1, 3, 3, generator=torch.Generator().manual_seed(4))
+    with pytest.raises(AssertionError, match=r"rotation: max error .* in 'eps'"):
+        assert_equivariant(Broken(model), build, x, torch.tensor([1.0]), cell=torch.eye(3) * 20.0, n_trials=1)
+
+
+def test_testing_module_doctest():
+    result = doctest.testmod(godiff.testing, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------------------------ fast path, sizes, files
+
+
+def test_cached_template_context_equals_plain_path(model):
+    slab, graph = slab_graph()
+    x = slab_positions(slab, 3, 3, seed=5)
+    sigma = torch.tensor([0.02, 0.7, 6.0])
+    with torch.no_grad():
+        plain = model(x, sigma, graph, None)
+        cached = model(x, sigma, graph, model.template_context(graph))
+    torch.testing.assert_close(cached.eps, plain.eps, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cached.forces, plain.forces, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "symbol, size, n_mobile",
+    [("Pt", (3, 3), 3), ("Pt", (3, 3), 7), ("Pt", (4, 4), 3), ("Au", (3, 3), 3)],
+)
+def test_one_model_runs_on_any_size_and_species(model, symbol, size, n_mobile):
+    slab, graph = slab_graph(symbol, size, n_mobile)
+    assert graph.n_template == 2 * size[0] * size[1]
+    x = slab_positions(slab, 2, n_mobile, seed=6)
+    with torch.no_grad():
+        out = model(x, torch.tensor([0.1, 1.0]), graph)
+    assert out.eps.shape == (2, n_mobile, 3)
+    assert out.forces.shape == (2, n_mobile, 3)
+    assert torch.isfinite(out.eps).all() and torch.isfinite(out.forces).all()
+    assert float(out.eps.abs().max()) > 0  # the mobile atoms see something
+
+
+def test_state_dict_round_trips_through_safetensors_and_json_config(model, tmp_path):
+    model.force_scale.fill_(2.5)  # a buffer, not a parameter: it must travel too
+    try:
+        # contiguous(): see test_plain_state_dict_saves_with_safetensors (as godiff.rundir does)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+        (tmp_path / "config.json").write_text(model.config.to_json())
+        config = ScoreConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))
+        assert config == model.config
+        torch.manual_seed(123)  # different initial weights from the fixture
+        fresh = ScoreModel(config)
+        fresh.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)
+        fresh.eval()
+        assert float(fresh.force_scale) == 2.5
+        slab, graph = slab_graph()
+        x = slab_positions(slab, 2, 3, seed=7)
+        sigma = torch.tensor([0.3, 3.0])
+        with torch.no_grad():
+            a, b = model(x, sigma, graph), fresh(x, sigma, graph)
+        assert torch.equal(a.eps, b.eps) and torch.equal(a.forces, b.forces)
+    finally:
+        model.force_scale.fill_(1.0)
+
+
+def test_state_tensors_save_with_safetensors(model, tmp_path):
+    # e3nn keeps some Wigner-3j constants as non-contiguous views, which safetensors refuses;
+    # ScoreModel.state_tensors() is the one way godiff hands weights to safetensors.
+    save_file(model.state_tensors(), str(tmp_path / "model.safetensors"))
+    loaded = load_file(str(tmp_path / "model.safetensors"))
+    assert set(loaded) == set(model.state_dict())
+
+
+def test_lattice_translation_of_one_mobile_atom_changes_nothing(model):
+    slab, graph = slab_graph()
+    cell = torch.tensor(slab.cell[:], dtype=torch.float32)
+    x = slab_positions(slab, 2, 3, seed=8)
+    sigma = torch.tensor([0.1, 1.5])
+    with torch.no_grad():
+        ref = model(x, sigma, graph)
+        for shift in (cell[0], cell[1], cell[0] + cell[1], -cell[0], 2 * cell[1] - cell[0]):
+            y = x.clone()
+            y[:, 1] += shift
+            out = model(y, sigma, graph)
+            torch.testing.assert_close(out.eps, ref.eps, rtol=0, atol=1e-5)
+            torch.testing.assert_close(out.forces, ref.forces, rtol=0, atol=1e-5)
+
+
+def test_score_is_continuous_across_half_a_lattice_vector(model):
+    # Two mobile atoms separated by f * a along the a lattice vector (|a| = 8.3 Å). At f = 0.5 the
+    # images at +a/2 and -a/2 are equally near (4.16 Å, inside mobile_cutoff = 6 Å): a periodic
+    # network must be continuous through f = 0.5; the minimum-image graph switches images there.
+    slab, graph = slab_graph(n_mobile=2)
+    cell = torch.tensor(slab.cell[:], dtype=torch.float32)
+    base = torch.tensor([1.0, 1.0, float(slab.positions[:, 2].max()) + 2.0])
+    with torch.no_grad():
+        outs = [
+            model(torch.stack([base, base + f * cell[0]])[None], torch.tensor([0.5]), graph)
+            for f in (0.5 - 1e-4, 0.5 + 1e-4)
+        ]
+    torch.testing.assert_close(outs[0].eps, outs[1].eps, rtol=0, atol=1e-3)
+    torch.testing.assert_close(outs[0].forces, outs[1].forces, rtol=0, atol=1e-3)

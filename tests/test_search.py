@@ -1,0 +1,318 @@
+"""Tests of godiff.search and godiff.rundir: the self-sampling loop, its run directory, kill and resume.
+
+Everything runs on LJ13 with a tiny network, a few samples and a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import ase.db
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.calculators.lj import LennardJones
+from safetensors.torch import load_file
+
+import godiff
+from godiff.errors import ConfigError, EvaluationFailureError, NotARunError, RunExistsError
+from godiff.schedule import ExponentialSchedule
+from godiff.score import ScoreConfig, ScoreModel
+from godiff.search import Search, SearchConfig
+
+TINY = ScoreConfig(
+    scalars=8, vectors=4, lmax=1, layers=2, cutoff=2.5, mobile_cutoff=3.5, radial_hidden=8, head_hidden=16
+)
+SAMPLES = 6
+
+
+def tiny_config(**overrides) -> SearchConfig:
+    base = SearchConfig(score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7)
+    return base.with_overrides(steps=4, **overrides)
+
+
+def lj() -> LennardJones:
+    """The LJ13 preset's energy function as a calculator object (same numbers as its spec)."""
+    return LennardJones(epsilon=1.0, sigma=1.0, rc=1000.0, smooth=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: OpenMP threads only contend on a busy machine. The subprocess of the kill
+    # test uses one thread too, so that all runs do bit-identical arithmetic.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def db_rows(run_dir: Path) -> list:
+    path = run_dir / "evaluations.db"
+    if not path.exists():
+        return []
+    return sorted(ase.db.connect(str(path), type="db").select(), key=lambda r: r.id)
+
+
+def energies_by_key(run_dir: Path) -> dict:
+    return {(r.iteration, r.sample): r.get("energy") for r in db_rows(run_dir)}
+
+
+# ------------------------------------------------------------------ one run, end to end
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "r"
+    events = []
+    result = godiff.Search("lj13", config=tiny_config(), iterations=3, out=out).run(progress=events.append)
+    return out, result, events
+
+
+def test_run_database_holds_one_row_per_evaluation(finished_run):
+    out, result, _ = finished_run
+    rows = db_rows(out)
+    assert len(rows) == 3 * SAMPLES == result.n_evaluations
+    keys = [(r.iteration, r.sample) for r in rows]
+    assert sorted(keys) == [(k, i) for k in range(3) for i in range(SAMPLES)]
+    schedule = ExponentialSchedule(5.0, 0.02, 3)
+    for r in rows:
+        assert set(r.key_value_pairs) == {"iteration", "sample", "temperature", "ok"}
+        assert r.ok is True
+        assert r.temperature == pytest.approx(schedule.temperature(r.iteration))
+        assert r.natoms == 13
+        assert np.isfinite(r.energy) and r.forces.shape == (13, 3)
+
+
+def test_run_log_best_and_result_agree(finished_run):
+    out, result, events = finished_run
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [0, 1, 2]
+    assert [line["n_evaluations"] for line in lines] == [6, 12, 18]
+    assert result.history == lines
+    assert [e["iteration"] for e in events if e["event"] == "iteration"] == [0, 1, 2]
+    assert sum(e["event"] == "evaluated" for e in events) == 18
+
+    energies = [r.energy for r in db_rows(out)]
+    best = ase.io.read(out / "best.xyz")
+    assert best.get_potential_energy() == pytest.approx(min(energies), abs=1e-8)
+    assert result.best_energy == pytest.approx(min(energies), abs=1e-12)
+    assert lines[-1]["best_energy"] == pytest.approx(min(energies), abs=1e-12)
+    # best.xyz is the evaluated structure (extxyz keeps 8 decimals), and LJ gives it that energy
+    np.testing.assert_allclose(best.positions, result.best_atoms.positions, atol=1e-7)
+    best.calc = lj()
+    assert best.get_potential_energy() == pytest.approx(min(energies), rel=1e-6)
+
+
+def test_run_directory_holds_no_pickles(finished_run):
+    out, _, _ = finished_run
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["search"]["score"] == TINY.to_dict()
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["iter-0001", "iter-0002"]  # the last two are kept
+    for ckpt in checkpoints:
+        names = sorted(p.name for p in ckpt.iterdir())
+        assert names == ["buffer.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]
+        json.loads((ckpt / "state.json").read_text())
+    # the model loads from safetensors + the JSON config alone
+    model = ScoreModel(ScoreConfig.from_dict(manifest["search"]["score"]))
+    model.load_state_dict(load_file(str(out / "checkpoints" / "iter-0002" / "model.safetensors")), strict=True)
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        head = path.read_bytes()[:4]
+        if path.suffix == ".safetensors":
+            load_file(str(path))  # parses: a safetensors file, whatever its first byte
+            continue
+        assert not head.startswith(b"\x80"), f"{path} looks like a pickle"
+        assert not head.startswith(b"PK\x03\x04"), f"{path} looks like a torch.save zip"
+        if path.suffix == ".npy":
+            np.load(path, allow_pickle=False)
+
+
+def test_running_again_into_the_same_directory_is_refused(finished_run):
+    out, _, _ = finished_run
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        godiff.Search("lj13", config=tiny_config(), iterations=3, out=out)
+    assert len(db_rows(out)) == 3 * SAMPLES  # untouched
+
+
+def test_resume_of_a_finished_run_does_nothing(finished_run):
+    out, result, _ = finished_run
+    again = Search.resume(out).run()
+    assert again.n_evaluations == result.n_evaluations
+    assert again.best_energy == result.best_energy
+    assert len(db_rows(out)) == 3 * SAMPLES
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotARunError, match="run.json"):
+        Search.resume(tmp_path / "empty")
+    with pytest.raises(NotARunError):
+        Search.resume(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------ failing calculators
+
+
+class FlakyLJ(LennardJones):
+    """LJ that raises on every ``every``-th calculation (every one when ``every == 1``)."""
+
+    def __init__(self, every: int, **kwargs):
+        super().__init__(epsilon=1.0, sigma=1.0, rc=1000.0, smooth=False, **kwargs)
+        self.every = every
+        self.calls = 0
+
+    def calculate(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            raise RuntimeError(f"SCF did not converge\n(call {self.calls})")
+        super().calculate(*args, **kwargs)
+
+
+def test_failed_evaluations_are_recorded_and_kept_out_of_the_buffer(tmp_path):
+    search = godiff.Search("lj13", config=tiny_config(), iterations=2, out=tmp_path / "r", calculator=FlakyLJ(3))
+    result = search.run()
+    rows = db_rows(tmp_path / "r")
+    assert len(rows) == 2 * SAMPLES == result.n_evaluations
+    failed = [r for r in rows if not r.ok]
+    assert len(failed) == 4  # calls 3, 6, 9, 12
+    for r in failed:
+        assert r.get("energy") is None
+        assert "SCF did not converge" in r.data["error"] and "\n" not in r.data["error"]
+    ok_ids = {r.id for r in rows if r.ok}
+    assert set(search.buffer.ids.tolist()) <= ok_ids
+    assert not set(search.buffer.ids.tolist()) & {r.id for r in failed}
+    assert len(search.buffer) == len(ok_ids)  # capacity 64 holds every success
+    assert len(search.force_values) == len(ok_ids)
+    assert [line["n_failed"] for line in result.history] == [2, 2]
+    assert result.best_energy == pytest.approx(min(r.energy for r in rows if r.ok))
+
+
+def test_a_calculator_that_always_fails_stops_the_run_with_one_line(tmp_path):
+    search = godiff.Search("lj13", config=tiny_config(), iterations=2, out=tmp_path / "r", calculator=FlakyLJ(1))
+    with pytest.raises(EvaluationFailureError) as info:
+        search.run()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "6 of 6" in message and "SCF did not converge" in message
+    assert info.value.exit_code == 1
+    assert len(db_rows(tmp_path / "r")) == SAMPLES  # every failure was still recorded
+
+
+# ------------------------------------------------------------------ kill -9 and resume
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import json, pathlib, sys, time
+    import torch
+    torch.set_num_threads(1)
+    from ase.calculators.lj import LennardJones
+    import godiff
+    from godiff.search import SearchConfig
+
+    out, ready, block_at, config = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+    class BlockingLJ(LennardJones):
+        # LJ whose calculation number `block_at` never returns: the process is then killed in
+        # the middle of an evaluation, at a point fixed by the count, not by timing.
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            BlockingLJ.calls += 1
+            if BlockingLJ.calls == block_at:
+                ready.write_text("blocked")
+                time.sleep(600)
+            super().calculate(*args, **kwargs)
+
+    calc = BlockingLJ(epsilon=1.0, sigma=1.0, rc=1000.0, smooth=False)
+    config = SearchConfig.from_dict(json.loads(config))
+    godiff.Search("lj13", config=config, out=out, calculator=calc).run()
+    """
+)
+
+
+KILL_ITERATIONS = 3
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The same run as the killed ones, uninterrupted, in this process."""
+    out = tmp_path_factory.mktemp("reference") / "r"
+    result = godiff.Search("lj13", config=tiny_config(iterations=KILL_ITERATIONS), out=out, calculator=lj()).run()
+    return out, result
+
+
+@pytest.mark.parametrize(
+    "block_at, rows_before",
+    [
+        (4, {0: 3}),  # killed in iteration 0: no checkpoint yet
+        (SAMPLES + 3, {0: SAMPLES, 1: 2}),  # killed in iteration 1, after checkpoint 0
+    ],
+    ids=["iteration-0", "iteration-1"],
+)
+def test_kill_9_mid_iteration_then_resume_equals_an_uninterrupted_run(tmp_path, reference_run, block_at, rows_before):
+    iterations = KILL_ITERATIONS
+    config = tiny_config(iterations=iterations)
+    out, ready = tmp_path / "killed", tmp_path / "ready"
+    log = open(tmp_path / "child.log", "w")
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(out), str(ready), str(block_at), json.dumps(config.to_dict())],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists():
+            assert child.poll() is None, f"the run ended before the kill:\n{(tmp_path / 'child.log').read_text()}"
+            assert time.monotonic() < deadline, "the run never reached the blocking evaluation"
+            time.sleep(0.05)
+        # the child is blocked inside evaluation number `block_at`; what is on disk is final
+        counts = Counter(r.iteration for r in db_rows(out))
+        assert dict(counts) == rows_before
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        log.close()
+    assert child.returncode == -signal.SIGKILL
+
+    with pytest.raises(ConfigError, match="Python calculator"):
+        Search.resume(out)  # the run used a calculator object: it must be given again
+    resumed = Search.resume(out, calculator=lj())
+    assert resumed.next_iteration == max(rows_before)  # the iteration it was killed in
+    result = resumed.run()
+
+    rows = db_rows(out)
+    assert len(rows) == iterations * SAMPLES == result.n_evaluations
+    keys = Counter((r.iteration, r.sample) for r in rows)
+    assert set(keys) == {(k, i) for k in range(iterations) for i in range(SAMPLES)}
+    assert max(keys.values()) == 1  # no gap, no duplicate
+    log_lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in log_lines] == list(range(iterations))
+
+    # The loop draws its random numbers from (seed, iteration, phase) and the checkpoint restores
+    # the weights, the optimizer and the buffer exactly, so the interrupted run is the same run.
+    reference_dir, reference = reference_run
+    assert energies_by_key(out) == energies_by_key(reference_dir)
+    assert result.best_energy == reference.best_energy
+    for a, b in zip(log_lines, reference.history):
+        for key in ("loss_dsm", "loss_force", "best_energy", "iteration_min", "buffer_max", "n_evaluations"):
+            assert a[key] == b[key], key
+    last = f"iter-{iterations - 1:04d}"
+    for name in ("model", "optimizer", "buffer"):
+        got = load_file(str(out / "checkpoints" / last / f"{name}.safetensors"))
+        want = load_file(str(reference_dir / "checkpoints" / last / f"{name}.safetensors"))
+        assert got.keys() == want.keys()
+        for key in got:
+            assert torch.equal(got[key], want[key]), f"{name}.{key}"
