@@ -1,0 +1,312 @@
+"""``godiff``: the root command and its subcommands (run, resume, report, systems).
+
+Errors: every command runs inside :meth:`GodiffGroup.invoke`, which turns a
+:class:`godiff.errors.GodiffError` into ``godiff: error: <message>`` on stderr and the error's
+``exit_code``, and any other exception into a one-line internal error (exit 1); ``--traceback``
+re-raises instead, so Python prints the stack. click's usage errors keep click's exit code 2.
+Ctrl-C exits with 130 (a search says how to resume it).
+
+Heavy imports (torch through :mod:`godiff.search`, matplotlib) happen inside the commands, so
+``godiff --help`` and ``godiff systems`` stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from godiff import __version__
+from godiff.cli.progress import LogHandler, Progress, choose_mode, format_energy
+from godiff.errors import GodiffError
+
+__all__ = ["cli", "main"]
+
+EXIT_INTERRUPTED = 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def _fail(message: str, code: int):
+    click.echo(message, err=True)
+    raise click.exceptions.Exit(code)
+
+
+class GodiffGroup(click.Group):
+    """The root group: records the command line and maps exceptions to one line + exit code."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        argv = list(args) if args is not None else sys.argv[1:]
+        obj = extra.pop("obj", None) or {}
+        obj.setdefault("argv", argv)
+        return super().main(args=argv, prog_name=prog_name or "godiff", obj=obj, **extra)
+
+    def invoke(self, ctx: click.Context):
+        show_traceback = bool(ctx.params.get("traceback"))
+        logger = logging.getLogger("godiff")
+        saved = (logger.level, list(logger.handlers))
+        # in-process callers (tests, notebooks) get their logging configuration back afterwards
+        ctx.call_on_close(lambda: (logger.setLevel(saved[0]), setattr(logger, "handlers", saved[1])))
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except GodiffError as exc:
+            if show_traceback:
+                raise
+            _fail(f"godiff: error: {_one_line(exc)}", exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("\ngodiff: interrupted", EXIT_INTERRUPTED)
+        except Exception as exc:
+            if show_traceback:
+                raise
+            _fail(f"godiff: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                  "(run with --traceback for details)", 1)
+
+
+def _setup_logging(verbose: int) -> None:
+    """One handler on the ``godiff`` logger, writing to stderr (set up by the CLI only)."""
+    logger = logging.getLogger("godiff")
+    for handler in list(logger.handlers):
+        if isinstance(handler, LogHandler):
+            logger.removeHandler(handler)
+    handler = LogHandler()
+    if verbose >= 2:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+    else:
+        handler.setFormatter(logging.Formatter("godiff: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+
+
+def _quiet_logging(ctx: click.Context, quiet: bool) -> None:
+    """``--quiet`` without ``-v``: only errors are logged."""
+    if quiet and not ctx.find_root().params.get("verbose"):
+        logging.getLogger("godiff").setLevel(logging.ERROR)
+
+
+@click.group(
+    cls=GodiffGroup,
+    name="godiff",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--traceback", is_flag=True, help="Show the full Python traceback of an error.")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.version_option(__version__, "--version", prog_name="godiff")
+@click.pass_context
+def cli(ctx: click.Context, traceback: bool, verbose: int) -> None:
+    """Global structure optimization with a self-trained diffusion model (GO-Diff).
+
+    \b
+    Examples:
+      godiff systems
+      godiff run pt7-pt111 --iterations 20 --samples 128
+      godiff run my-system.yaml --out runs/mine --workers 4
+      godiff resume runs/mine
+      godiff report runs/mine
+
+    \b
+    Exit codes:
+      0    success
+      1    a failed run or an internal error
+      2    bad input: a system file, an option, a run directory in the way
+      3    not found: a run directory, a model
+      4    integrity: a corrupt checkpoint, a digest mismatch, a format too new
+      130  interrupted (Ctrl-C); a run can be resumed with 'godiff resume DIR'
+    """
+    ctx.ensure_object(dict)
+    _setup_logging(verbose)
+
+
+# -- run / resume ------------------------------------------------------------------------------
+def _command_line(ctx: click.Context) -> str:
+    argv = (ctx.find_root().obj or {}).get("argv")
+    if argv is None:
+        argv = sys.argv[1:]
+    return "godiff " + shlex.join(str(a) for a in argv)
+
+
+def _drive(search, *, quiet: bool, resumed: bool) -> None:
+    """Run a search with a progress display, handle Ctrl-C, print the summary."""
+    run_dir = search.run_dir.path
+    config = search.config
+    mode = choose_mode(quiet=quiet)
+    done = search.next_iteration
+    if not quiet:
+        if not resumed:
+            click.echo(f"godiff: run directory {run_dir}", err=True)
+        elif done < config.iterations:
+            click.echo(f"godiff: resuming {run_dir} at iteration {done + 1}/{config.iterations}", err=True)
+        else:
+            click.echo(f"godiff: nothing to run in {run_dir}: {done} iterations are done; "
+                       f"pass --iterations N (N > {done}) to extend it", err=True)
+    progress = Progress(
+        total_iterations=config.iterations, samples=config.samples, mode=mode,
+        n_evaluations=search.n_evaluations, best_energy=search.best_energy,
+        n_failed=sum(int(r.get("n_failed") or 0) for r in search.run_dir.read_log()) if resumed else 0,
+    )
+    try:
+        with progress:
+            result = search.run(progress=progress)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ngodiff: interrupted; every finished evaluation is saved in {run_dir}\n"
+            f"continue with: godiff resume {shlex.quote(str(run_dir))}",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+    _print_summary(search, result)
+
+
+def _print_summary(search, result) -> None:
+    n_failed = sum(int(r.get("n_failed") or 0) for r in result.history)
+    line = format_energy(result.best_energy)
+    ref = search.system.reference
+    if ref and ref.get("energy") is not None and math.isfinite(result.best_energy):
+        line += f"  (reference {ref['energy']:.6f} eV, gap {result.best_energy - ref['energy']:+.6f} eV)"
+    best_xyz = Path(result.run_dir) / "best.xyz"
+    lines = [
+        f"best energy     {line}",
+        f"evaluations     {result.n_evaluations}" + (f" ({n_failed} failed)" if n_failed else ""),
+        f"iterations      {len(result.history)}"
+        + (f" of {search.config.iterations}" if len(result.history) <= search.config.iterations else ""),
+        f"run directory   {result.run_dir}",
+        f"best structure  {best_xyz if best_xyz.exists() else '- (no successful evaluation)'}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("system")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory (new or empty). Default: runs/<system>-<YYYYmmdd-HHMMSS>.")
+@click.option("--iterations", type=int, default=None, help="Self-sampling iterations.")
+@click.option("--samples", type=int, default=None, help="Structures sampled and evaluated per iteration.")
+@click.option("--train-steps", type=int, default=None, help="Optimizer steps per iteration.")
+@click.option("--sampling-steps", type=int, default=None, help="Reverse-diffusion steps per sample.")
+@click.option("--batch-size", type=int, default=None, help="Buffer structures per training step.")
+@click.option("--buffer-size", type=int, default=None, help="Replay-buffer capacity.")
+@click.option("--seed", type=int, default=None, help="Seed of every random stream of the run.")
+@click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
+@click.option("--guidance", type=float, default=None, help="Force-field guidance strength (Å²/eV; 0: off).")
+@click.option("--relax-steps", type=int, default=None, help="Steps of relaxation in the learned force field.")
+@click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (eV).")
+@click.option("--temperature-end", type=float, default=None, metavar="EV", help="Last temperature (eV).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@click.pass_context
+def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batch_size, buffer_size, seed,
+        workers, guidance, relax_steps, temperature_start, temperature_end, quiet):
+    """Search the global minimum of SYSTEM (a preset name or a YAML file).
+
+    Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
+    run directory as it happens; an interrupted run continues with 'godiff resume DIR'.
+    """
+    from godiff.system import load_system
+
+    _quiet_logging(ctx, quiet)
+    system_obj = load_system(system)  # before importing torch: a bad file fails fast
+    from godiff.search import Search
+
+    search = Search(
+        system_obj, out=out, command=_command_line(ctx),
+        iterations=iterations, samples=samples, train_steps=train_steps, steps=sampling_steps,
+        batch_size=batch_size, buffer_size=buffer_size, seed=seed, workers=workers,
+        guidance=guidance, relax_steps=relax_steps,
+        temperature_start=temperature_start, temperature_end=temperature_end,
+    )
+    _drive(search, quiet=quiet, resumed=False)
+
+
+@cli.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
+@click.option("--iterations", type=int, default=None, help="Extend the run to this many iterations in all.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@click.pass_context
+def resume(ctx, run_dir, workers, iterations, quiet):
+    """Continue the run in DIR from its last checkpoint.
+
+    The evaluations of an unfinished iteration are kept; only the missing ones are computed.
+    """
+    from godiff.search import Search
+
+    _quiet_logging(ctx, quiet)
+    search = Search.resume(run_dir, workers=workers, iterations=iterations)
+    _drive(search, quiet=quiet, resumed=True)
+
+
+# -- report --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, metavar="DIR_FOR_PNGS",
+              help="Where to write the figures. Default: DIR/report.")
+def report(run_dir, out):
+    """Summarize the run in DIR (finished or still running) and plot it.
+
+    Writes best_vs_evaluations.png and energy_histogram.png.
+    """
+    from godiff.report import plot, summarize
+
+    click.echo(summarize(run_dir))
+    for path in plot(run_dir, out if out is not None else Path(run_dir) / "report"):
+        click.echo(f"wrote {path}")
+
+
+# -- systems -------------------------------------------------------------------------------------
+def _template_phrase(system) -> str:
+    t = system.template
+    if t is None:
+        return f"none, {system.box.kind} box"
+    if "file" in t:
+        what = f"file {Path(t['file']).name}"
+    elif t.get("builder") == "surface":
+        what = f"surface {t['symbol']}({''.join(str(i) for i in t['indices'])}) {t['layers']} layers"
+    else:
+        what = f"{t['builder']} {t['symbol']} {'x'.join(str(n) for n in t['size'])}"
+    return f"{what}, {system.n_template} atoms"
+
+
+@cli.command()
+def systems():
+    """List the shipped system presets (use a name as 'godiff run NAME')."""
+    from godiff import presets
+    from godiff.system import load_system
+
+    header = ("NAME", "MOBILE", "TEMPLATE", "ENERGY", "REFERENCE", "DESCRIPTION")
+    rows = []
+    for name in presets.list_presets():
+        try:
+            description = presets.preset_description(name)
+            s = load_system(name)
+        except GodiffError as exc:
+            rows.append((name, "-", "-", "-", "-", f"cannot load: {_one_line(exc)}"))
+            continue
+        mobile = "".join(f"{el}{n if n != 1 else ''}" for el, n in s.mobile.items())
+        ref = s.reference
+        rows.append((
+            name,
+            f"{s.n_mobile} {mobile}",
+            _template_phrase(s),
+            s.energy["calculator"],
+            f"{ref['energy']:.6f} eV" if ref else "-",
+            description,
+        ))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for r in [header, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+
+
+def main(args=None) -> int:
+    """Entry point of the ``godiff`` console script."""
+    return cli.main(args=args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,395 @@
+"""Summaries and figures of a run directory, finished or still running.
+
+Everything is read from the run directory only: ``run.json`` (system and settings),
+``evaluations.db`` (one row per evaluation, in the order they were made) and ``log.jsonl``
+(one line per finished iteration). A run that is still going, or was killed mid-iteration, is
+reported as it stands: the rows of an unfinished iteration are counted and plotted, and the
+summary says that iteration is in progress.
+
+Example:
+    >>> from godiff.report import summarize, plot
+    >>> print(summarize("runs/lj13-20250101-120000"))           # doctest: +SKIP
+    >>> plot("runs/lj13-20250101-120000", "figures")           # doctest: +SKIP
+    [PosixPath('figures/best_vs_evaluations.png'), PosixPath('figures/energy_histogram.png')]
+
+Decisions:
+
+* The evaluation number of a row is its position in the database (1-based); "first reached"
+  is the first evaluation whose energy equals the final best.
+* The energy histogram is clipped above the best energy (see :func:`energy_window`) so that the
+  huge energies of early, clashing structures do not squash the interesting range; how many
+  energies of each iteration lie above the window is written above it.
+* Nothing here builds the system's template or imports torch: the system is read as the plain
+  dict stored in ``run.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from godiff.errors import GodiffError
+from godiff.rundir import RunDir
+from godiff.system import parse_formula
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunData", "load_run", "summarize", "plot", "energy_window", "FIGURES"]
+
+#: File names written by :func:`plot`, in order.
+FIGURES = ("best_vs_evaluations.png", "energy_histogram.png")
+
+
+@dataclass
+class RunData:
+    """What a report needs from a run directory.
+
+    Attributes:
+        path: the run directory.
+        manifest: ``run.json`` as a dict.
+        log: the lines of ``log.jsonl`` (finished iterations), in order.
+        iteration: (n,) int, the iteration of each evaluation, in evaluation order.
+        ok: (n,) bool, whether each evaluation succeeded.
+        energy: (n,) float energies in eV (``nan`` where failed).
+    """
+
+    path: Path
+    manifest: dict
+    log: list = field(default_factory=list)
+    iteration: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    energy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def system(self) -> dict:
+        return self.manifest.get("system", {})
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest.get("search", {})
+
+    @property
+    def reference(self) -> dict | None:
+        return self.system.get("reference")
+
+    @property
+    def n_evaluations(self) -> int:
+        return len(self.ok)
+
+    def best_so_far(self) -> np.ndarray:
+        """(n,) running minimum of the successful energies (``inf`` before the first success)."""
+        e = np.where(self.ok, self.energy, np.inf)
+        return np.minimum.accumulate(e) if len(e) else e
+
+    def best(self) -> tuple[float, int | None]:
+        """(best energy, 1-based evaluation number where it was first reached)."""
+        if not self.ok.any():
+            return math.inf, None
+        e = np.where(self.ok, self.energy, np.inf)
+        i = int(np.argmin(e))  # argmin returns the first occurrence
+        return float(e[i]), i + 1
+
+    def first_within(self, target: float, tolerance: float) -> int | None:
+        """1-based number of the first evaluation with energy <= target + tolerance, or None."""
+        hit = np.flatnonzero(self.ok & (self.energy <= target + tolerance))
+        return int(hit[0]) + 1 if len(hit) else None
+
+
+def load_run(run_dir) -> RunData:
+    """Read a run directory (finished or not).
+
+    Raises:
+        NotARunError: ``run_dir`` is not a run directory.
+        CheckpointError: ``run.json`` is unreadable or of an unsupported format.
+    """
+    run = RunDir.open(run_dir)
+    data = RunData(path=run.path, manifest=run.manifest, log=run.read_log())
+    if run.db_path.exists():
+        import ase.db
+
+        db = ase.db.connect(str(run.db_path), type="db")
+        rows = sorted(db.select(include_data=False, columns=["id", "energy", "key_value_pairs"]), key=lambda r: r.id)
+        iteration, ok, energy = [], [], []
+        for r in rows:
+            kv = r.key_value_pairs
+            good = bool(kv.get("ok", False)) and r.get("energy") is not None
+            iteration.append(int(kv.get("iteration", -1)))
+            ok.append(good)
+            energy.append(float(r.energy) if good else math.nan)
+        data.iteration = np.array(iteration, dtype=int)
+        data.ok = np.array(ok, dtype=bool)
+        data.energy = np.array(energy, dtype=float)
+    log.debug("read %s: %d evaluations, %d finished iterations", run.path, data.n_evaluations, len(data.log))
+    return data
+
+
+# -- text ---------------------------------------------------------------------------------------
+def _composition(mobile: dict) -> str:
+    return "".join(f"{s}{n if n != 1 else ''}" for s, n in mobile.items())
+
+
+def template_summary(system: dict) -> str:
+    """One phrase for a system's template, from its dict form: ``fcc111 Pt 6x6x2``, ``none``."""
+    t = system.get("template")
+    box = (system.get("box") or {}).get("kind", "?")
+    if not t:
+        return f"none (gas phase, {box} box)"
+    if "file" in t:
+        return f"file {Path(t['file']).name} ({box} box)"
+    if t.get("builder") == "surface":
+        idx = "".join(str(i) for i in t.get("indices", []))
+        return f"surface {t.get('symbol')}({idx}), {t.get('layers')} layers ({box} box)"
+    size = "x".join(str(n) for n in t.get("size", []))
+    return f"{t.get('builder')} {t.get('symbol')} {size} ({box} box)"
+
+
+def _energy_summary(energy: dict) -> str:
+    name = energy.get("calculator", "?")
+    if name == "python":
+        return f"python calculator {energy.get('class', '')}".strip()
+    extra = ", ".join(f"{k}={v}" for k, v in energy.items() if k != "calculator")
+    return f"{name} ({extra})" if extra else name
+
+
+def _median(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def _fmt(value: float | None, unit: str = " eV", digits: int = 6) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}{unit}"
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} s" if value < 100 else f"{value / 60:.1f} min"
+
+
+def summarize(run_dir) -> str:
+    """A plain-text summary of a run: system, settings, progress, best energy, timings.
+
+    Args:
+        run_dir: a run directory (finished, interrupted or still running).
+
+    Returns:
+        Several lines of text, without a trailing newline.
+
+    Raises:
+        NotARunError: ``run_dir`` is not a run directory.
+    """
+    data = load_run(run_dir)
+    system, cfg = data.system, data.settings
+    sampler = cfg.get("sampler", {})
+    try:
+        mobile = parse_formula(system.get("mobile") or {})
+    except GodiffError:
+        mobile = {}
+    n_mobile = sum(mobile.values())
+    lines = [f"run            {data.path}"]
+    if data.manifest.get("command"):
+        lines.append(f"command        {data.manifest['command']}")
+    lines.append(f"created        {data.manifest.get('created', '-')} (godiff {data.manifest.get('godiff_version', '?')})")
+    lines.append(f"system         {system.get('name', '?')}: {n_mobile} mobile atoms ({_composition(mobile)}), "
+                 f"template {template_summary(system)}")
+    lines.append(f"energy         {_energy_summary(data.manifest.get('energy') or system.get('energy') or {})}")
+    lines.append(
+        "settings       "
+        f"iterations {cfg.get('iterations')}, samples {cfg.get('samples')}, train steps {cfg.get('train_steps')}, "
+        f"batch {cfg.get('batch_size')}, buffer {cfg.get('buffer_size')}, "
+        f"T {cfg.get('temperature_start')} -> {cfg.get('temperature_end')} eV, seed {cfg.get('seed')}, "
+        f"workers {cfg.get('workers')}"
+    )
+    lines.append(
+        "sampler        "
+        f"steps {sampler.get('steps')}, corrector steps {sampler.get('corrector_steps')}, "
+        f"guidance {sampler.get('guidance')}, relax steps {sampler.get('relax_steps')}"
+        + (", started from a pretrained model" if data.manifest.get("pretrained") else "")
+    )
+
+    planned = cfg.get("iterations")
+    done = len(data.log)
+    progress = f"{done}" + (f" of {planned}" if planned is not None and done <= planned else f" (run.json plans {planned})")
+    last_done = max((r.get("iteration", -1) for r in data.log), default=-1)
+    partial = data.iteration[data.iteration > last_done] if len(data.iteration) else data.iteration
+    if len(partial):
+        k = int(partial.max())
+        progress += f"; iteration {k + 1} in progress ({int(np.sum(data.iteration == k))} of {cfg.get('samples')} evaluated)"
+    lines.append(f"iterations     {progress}")
+    n_ok = int(data.ok.sum())
+    lines.append(f"evaluations    {data.n_evaluations} ({n_ok} ok, {data.n_evaluations - n_ok} failed)")
+
+    best, at = data.best()
+    if at is None:
+        lines.append("best energy    - (no successful evaluation yet)")
+    else:
+        lines.append(f"best energy    {_fmt(best)}, first reached at evaluation {at} of {data.n_evaluations}")
+    ref = data.reference
+    if ref and ref.get("energy") is not None:
+        ref_e = float(ref["energy"])
+        line = f"reference      {_fmt(ref_e)}"
+        if at is not None:
+            line += f", gap {best - ref_e:+.6f} eV"
+            tol = ref.get("tolerance")
+            if tol is not None:
+                hit = data.first_within(ref_e, float(tol))
+                line += (f"; within {tol:g} eV at evaluation {hit}" if hit is not None
+                         else f"; not within {tol:g} eV yet")
+        lines.append(line)
+        if ref.get("source"):
+            lines.append(f"               ({' '.join(str(ref['source']).split())})")
+    else:
+        lines.append("reference      - (none known for this system)")
+
+    seconds = [r.get("seconds") or {} for r in data.log]
+    phases = {p: _median(s.get(p) for s in seconds) for p in ("sampling", "evaluation", "training")}
+    if any(v is not None for v in phases.values()):
+        total = sum(sum(v for v in s.values() if v is not None) for s in seconds)
+        lines.append(
+            "time/iteration "
+            + ", ".join(f"{p} {_secs(v)}" for p, v in phases.items())
+            + f" (median over {len(seconds)}; {_secs(total)} in all)"
+        )
+    else:
+        lines.append("time/iteration - (no finished iteration yet)")
+    return "\n".join(lines)
+
+
+# -- figures ------------------------------------------------------------------------------------
+def energy_window(energies: np.ndarray, best: float) -> tuple[float, float]:
+    """The energy range shown in the histogram: from a little below ``best`` to a clip above it.
+
+    The clip is the 75th percentile of all successful energies (what most of the search looked
+    like), but at least 1 % of |best| (and 0.1 eV) above the best so a converged run still shows
+    a visible spread.
+    """
+    finite = energies[np.isfinite(energies)]
+    if not len(finite):
+        return 0.0, 1.0
+    span = max(float(np.percentile(finite, 75)) - best, 0.01 * abs(best), 0.1)
+    return best - 0.05 * span, best + span
+
+
+def plot(run_dir, out_dir) -> list[Path]:
+    """Write the figures of a run (PNG, matplotlib's Agg backend).
+
+    * ``best_vs_evaluations.png``: best energy so far against evaluations spent, every
+      evaluated energy as a faint dot, the system's reference energy as a dashed line.
+    * ``energy_histogram.png``: the energy distribution of each iteration (violins), clipped
+      above the best energy (:func:`energy_window`).
+
+    Args:
+        run_dir: a run directory (finished, interrupted or still running).
+        out_dir: where to write the figures (created if missing).
+
+    Returns:
+        The paths written, in the order of :data:`FIGURES`.
+
+    Raises:
+        NotARunError: ``run_dir`` is not a run directory.
+    """
+    # The Agg canvas attached to each figure, not pyplot: no global backend switch, no GUI.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    data = load_run(run_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = data.system.get("name", "?")
+    ref = data.reference
+    ref_e = float(ref["energy"]) if ref and ref.get("energy") is not None else None
+    best, at = data.best()
+    paths = []
+
+    # best energy so far against evaluations
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if at is None:
+        ax.text(0.5, 0.5, "no successful evaluation yet", ha="center", va="center", transform=ax.transAxes)
+    else:
+        n = np.arange(1, data.n_evaluations + 1)
+        running = data.best_so_far()
+        shown = np.isfinite(running)
+        ax.plot(n[data.ok], data.energy[data.ok], ".", color="0.6", ms=3, alpha=0.5, label="evaluated energy")
+        ax.step(n[shown], running[shown], where="post", color="C0", lw=2, label="best so far")
+        ax.plot([at], [best], "o", color="C0", ms=6)
+        right = at > 0.6 * data.n_evaluations
+        ax.annotate(f"{best:.4f} eV at evaluation {at}", (at, best), textcoords="offset points",
+                    xytext=(-6 if right else 6, -8), ha="right" if right else "left", va="top", fontsize=9)
+        # iteration boundaries
+        ends = np.flatnonzero(np.diff(data.iteration) != 0) + 1.5
+        for x in ends:
+            ax.axvline(x, color="0.85", lw=0.8, zorder=0)
+        lo = min(best, ref_e) if ref_e is not None else best
+        # top: the best-so-far after the first 2 % of evaluations, so early clashes don't dominate
+        first = running[shown][min(int(shown.sum()) - 1, max(0, data.n_evaluations // 50))]
+        hi = max(first, lo + 0.1, (ref_e if ref_e is not None else lo) + 0.1)
+        pad = 0.08 * (hi - lo)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlim(0, max(2, data.n_evaluations) + 0.5)
+    if ref_e is not None:
+        ax.axhline(ref_e, color="C3", ls="--", lw=1.2, label=f"reference {ref_e:.4f} eV")
+    ax.set_xlabel("evaluations (energy calculations spent)")
+    ax.set_ylabel("energy (eV)")
+    ax.set_title(f"{name}: best energy so far")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside lower center", ncols=3, fontsize=9, frameon=False)
+    paths.append(out_dir / FIGURES[0])
+    fig.savefig(paths[-1], dpi=120)
+
+    # energy distribution per iteration
+    iterations = sorted(set(int(i) for i in data.iteration[data.ok])) if at is not None else []
+    fig = Figure(figsize=(max(6.0, min(16.0, 2.5 + 0.45 * len(iterations))), 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if not iterations:
+        ax.text(0.5, 0.5, "no successful evaluation yet", ha="center", va="center", transform=ax.transAxes)
+    else:
+        lo, hi = energy_window(data.energy[data.ok], best)
+        if ref_e is not None:
+            lo = min(lo, ref_e - 0.05 * (hi - ref_e))
+        last_done = max((r.get("iteration", -1) for r in data.log), default=-1)
+        for k in iterations:
+            e = data.energy[data.ok & (data.iteration == k)]
+            inside = e[e <= hi]
+            above = len(e) - len(inside)
+            x = k + 1
+            if len(np.unique(inside)) >= 2:
+                parts = ax.violinplot(inside, positions=[x], widths=0.8, showextrema=False, showmedians=False)
+                for body in parts["bodies"]:
+                    body.set_facecolor("C0")
+                    body.set_alpha(0.45)
+            if len(inside):
+                ax.plot(np.full(len(inside), x), inside, "_", color="C0", ms=6, alpha=0.6)
+                if np.median(e) <= hi:
+                    ax.plot([x], [np.median(e)], "o", color="k", ms=3)
+            if above:
+                ax.text(x, hi, f"+{above}", ha="center", va="bottom", fontsize=7, color="0.35")
+            if k > last_done:
+                ax.text(x, lo, "running", ha="center", va="bottom", fontsize=7, color="0.35")
+        ax.plot([], [], "o", color="k", ms=3, label="median")
+        ax.axhline(best, color="C0", lw=0.8, ls=":", label=f"best {best:.4f} eV")
+        if ref_e is not None:
+            ax.axhline(ref_e, color="C3", ls="--", lw=1.2, label=f"reference {ref_e:.4f} eV")
+        ax.set_ylim(lo, hi + 0.06 * (hi - lo))
+        ax.set_xlim(min(iterations) + 0.3, max(iterations) + 1.7)
+        step = max(1, len(iterations) // 20)
+        ax.set_xticks([k + 1 for k in iterations[::step]])
+        fig.legend(loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+        ax.set_title(f"{name}: energies per iteration\n(shown up to {hi - best:.3g} eV above the best; "
+                     "+n: how many lie higher)", fontsize=10)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("energy (eV)")
+    ax.grid(True, axis="y", alpha=0.3)
+    paths.append(out_dir / FIGURES[1])
+    fig.savefig(paths[-1], dpi=120)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return paths
