@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 __all__ = ["SearchConfig", "Search", "Result"]
 
 
+SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size"}
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Settings of a search; round-trips through JSON (``to_dict`` / ``from_dict``).
@@ -123,13 +126,17 @@ class SearchConfig:
         return cls(**data)
 
     def with_overrides(self, **overrides) -> "SearchConfig":
-        """A copy with top-level or sampler fields replaced (``None`` values are ignored)."""
+        """A copy with top-level or sampler fields replaced (``None`` values are ignored).
+
+        Sampler fields may also be named as on the command line (``sampling_steps``).
+        """
         top = {f.name for f in fields(self)}
         samp = {f.name for f in fields(SamplerConfig)}
         main, sampler = {}, {}
         for key, value in overrides.items():
             if value is None:
                 continue
+            key = SAMPLER_ALIASES.get(key, key)
             if key in top:
                 main[key] = value
             elif key in samp:

@@ -216,7 +216,7 @@ def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batc
 
     search = Search(
         system_obj, out=out, command=_command_line(ctx),
-        iterations=iterations, samples=samples, train_steps=train_steps, steps=sampling_steps,
+        iterations=iterations, samples=samples, train_steps=train_steps, sampling_steps=sampling_steps,
         batch_size=batch_size, buffer_size=buffer_size, seed=seed, workers=workers,
         guidance=guidance, relax_steps=relax_steps,
         temperature_start=temperature_start, temperature_end=temperature_end,
@@ -257,6 +257,38 @@ def report(run_dir, out):
     click.echo(summarize(run_dir))
     for path in plot(run_dir, out if out is not None else Path(run_dir) / "report"):
         click.echo(f"wrote {path}")
+
+
+# -- bench ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("system")
+@click.option("--methods", default="godiff,godiff-ffg", show_default=True,
+              help="Comma-separated methods (see godiff.bench.methods).")
+@click.option("--seeds", type=int, default=8, show_default=True, help="Seeds 0..N-1.")
+@click.option("--budget", type=int, default=2560, show_default=True, help="Energy evaluations per run.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Benchmark directory (re-run to resume).")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (cores are split between them).")
+def bench(system, methods, seeds, budget, out, jobs):
+    """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
+
+    Every method spends its evaluations through the same counting evaluator; success is an
+    evaluated structure that relaxes (BFGS, fmax 0.05, not counted) to within the system's
+    reference tolerance. Re-running the same command skips finished (method, seed) runs.
+    """
+    from godiff.bench.harness import run_benchmark
+    from godiff.system import load_system
+
+    sys_obj = load_system(system)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+
+    def progress(record):
+        hit = record["evaluations_to_success"]
+        click.echo(f"{record['method']} seed {record['seed']}: "
+                   f"{'success after ' + str(hit) + ' evaluations' if hit else 'no success'}, "
+                   f"best {record['best_energy']:.4f} eV, {record['wall_seconds']:.0f} s", err=True)
+
+    run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress)
+    click.echo((Path(out) / "table.md").read_text())
 
 
 # -- systems -------------------------------------------------------------------------------------

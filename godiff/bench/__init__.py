@@ -1,0 +1,1 @@
+"""Benchmarks: godiff and classical global optimisation on the same problems and budget."""

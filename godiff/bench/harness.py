@@ -1,0 +1,206 @@
+"""Run methods x seeds on one problem with one budget; judge, tabulate and plot them alike.
+
+Layout of a benchmark directory::
+
+    results.json                  one record per finished (method, seed), rewritten atomically
+    table.md                      the summary table
+    success_vs_evaluations.png    fraction of seeds that have succeeded against evaluations spent
+    runs/<method>/seed-<k>/       each run's own directory (evaluations.db etc.)
+
+Seeds are 0..N-1, never hand-picked. Restarted with the same command, a benchmark skips the
+(method, seed) pairs already in ``results.json`` and resumes an interrupted godiff run from its
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from godiff.bench.methods import get_method
+from godiff.rundir import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_benchmark", "summarize", "table_markdown", "plot_success"]
+
+
+def _versions() -> dict:
+    import ase
+    import e3nn
+    import numpy
+    import torch
+
+    from godiff import __version__
+
+    return {"godiff": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__,
+            "ase": ase.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count()}
+
+
+def _reference(system) -> tuple[float, float]:
+    ref = system.reference or {}
+    if "energy" not in ref:
+        from godiff.errors import ConfigError
+
+        raise ConfigError(f"{system.name}: no reference energy; add 'reference: {{energy: ..., tolerance: ...}}' to the system file")
+    return float(ref["energy"]), float(ref.get("tolerance", 0.05))
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str) -> dict:
+    """Run one (method, seed) and judge it; returns its record. Runs in a worker process."""
+    from godiff.bench.success import first_success
+    from godiff.rundir import RunDir
+    from godiff.system import System
+
+    system = System.from_dict(system_dict)
+    reference, tolerance = _reference(system)
+    run_dir = Path(out) / "runs" / method / f"seed-{seed}"
+    resumed = (run_dir / "run.json").exists()
+    start = time.perf_counter()
+    get_method(method).run(system, seed=seed, budget=budget, out=run_dir)
+    wall = time.perf_counter() - start
+    rows = RunDir(run_dir).rows()[:budget]
+    ok = [r for r in rows if r.get("ok", True) and r.get("energy") is not None]
+    success = first_success(rows, system, reference=reference, tolerance=tolerance)
+    return {
+        "method": method,
+        "seed": seed,
+        "budget": budget,
+        "evaluations": len(rows),
+        "evaluations_to_success": None if success is None else success.evaluations,
+        "success_relaxed_energy": None if success is None else success.relaxed_energy,
+        "best_energy": min((r.energy for r in ok), default=None),
+        "wall_seconds": wall,
+        "resumed": resumed,
+        "run_dir": str(run_dir),
+        "versions": _versions(),
+        "machine": _machine(),
+    }
+
+
+def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None) -> list[dict]:
+    """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
+
+    Args:
+        system: a :class:`godiff.system.System`.
+        methods: method names (see :data:`godiff.bench.methods.METHODS`).
+        seeds: seeds 0..seeds-1.
+        budget: energy evaluations per run.
+        out: benchmark directory.
+        jobs: runs in parallel (each gets cores // jobs torch threads).
+        progress: called with each finished record.
+    """
+    for m in methods:
+        get_method(m)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    header = {"system": system.to_dict(), "budget": budget}
+    records = []
+    if results_path.exists():
+        previous = json.loads(results_path.read_text())
+        records = [r for r in previous.get("records", []) if r.get("budget") == budget]
+    done = {(r["method"], r["seed"]) for r in records}
+    todo = [(m, s) for m in methods for s in range(seeds) if (m, s) not in done]
+
+    def save():
+        atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if todo:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_threads, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_one, system.to_dict(), m, s, budget, str(out)): (m, s) for m, s in todo}
+            for fut in as_completed(futures):
+                record = fut.result()
+                records.append(record)
+                save()
+                if progress:
+                    progress(record)
+    save()
+    wanted = [r for r in records if r["method"] in methods and r["seed"] < seeds]
+    atomic_write_text(out / "table.md", table_markdown(summarize(wanted, methods), system=system, budget=budget))
+    plot_success(wanted, out / "success_vs_evaluations.png", budget=budget, title=f"{system.name}, {budget} evaluations")
+    return wanted
+
+
+def summarize(records: list[dict], methods: list[str]) -> list[dict]:
+    """One row per method: successes, median and worst evaluations to success, energies, time."""
+    rows = []
+    for m in methods:
+        rs = sorted((r for r in records if r["method"] == m), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        hits = [r["evaluations_to_success"] for r in rs if r["evaluations_to_success"] is not None]
+        rows.append({
+            "method": m,
+            "seeds": len(rs),
+            "successes": len(hits),
+            "median_to_success": statistics.median(hits) if hits else None,
+            "worst_to_success": max(hits) if hits else None,
+            "median_best_energy": statistics.median(r["best_energy"] for r in rs if r["best_energy"] is not None),
+            "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
+        })
+    return rows
+
+
+def table_markdown(summary: list[dict], *, system=None, budget: int | None = None) -> str:
+    def fmt(v, spec="{:.0f}"):
+        return "-" if v is None else spec.format(v)
+
+    title = f"{system.name}, budget {budget} evaluations" if system is not None else "benchmark"
+    lines = [
+        f"### {title}",
+        "",
+        "| method | success | median evals to success | worst evals to success | median best energy (eV) | median wall (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in summary:
+        lines.append(
+            f"| {r['method']} | {r['successes']}/{r['seeds']} | {fmt(r['median_to_success'])} | {fmt(r['worst_to_success'])} "
+            f"| {fmt(r['median_best_energy'], '{:.3f}')} | {fmt(r['median_wall_seconds'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "") -> Path:
+    """Fraction of seeds succeeded against evaluations spent, one step curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for m in dict.fromkeys(r["method"] for r in records):
+        rs = [r for r in records if r["method"] == m]
+        hits = sorted(r["evaluations_to_success"] for r in rs if r["evaluations_to_success"] is not None)
+        xs = [0] + hits + [budget]
+        ys = [0] + [(i + 1) / len(rs) for i in range(len(hits))] + [len(hits) / len(rs)]
+        ax.step(xs, ys, where="post", label=f"{m} ({len(hits)}/{len(rs)})")
+    ax.set_xlabel("energy evaluations")
+    ax.set_ylabel("fraction of seeds succeeded")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(0, budget)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

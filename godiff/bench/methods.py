@@ -1,0 +1,66 @@
+"""The methods a benchmark can run, each a function ``(system, seed, budget, out) -> run directory``.
+
+Every method writes its evaluations, in the order they were made, to ``evaluations.db`` in its
+own run directory, through the one counting :class:`godiff.energy.Evaluator`, so the harness
+judges them all the same way (:mod:`godiff.bench.success`). A method that is interrupted is
+resumed (godiff) or restarted (a method without state) by the harness.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from godiff.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Method", "METHODS", "get_method"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A benchmark method.
+
+    Attributes:
+        name: as given on the command line.
+        description: one line for tables and help.
+        run: ``run(system, *, seed, budget, out) -> None``; writes a run directory at ``out``.
+    """
+
+    name: str
+    description: str
+    run: Callable = field(repr=False)
+
+
+def _godiff(**overrides) -> Callable:
+    def run(system, *, seed: int, budget: int, out: Path) -> None:
+        from godiff.search import Search, SearchConfig
+
+        config = SearchConfig().with_overrides(seed=seed, **overrides)
+        iterations = max(1, budget // config.samples)
+        if (Path(out) / "run.json").exists():
+            search = Search.resume(out, iterations=iterations)
+        else:
+            search = Search(system, config=config, iterations=iterations, out=out,
+                            command=f"godiff bench (method godiff, seed {seed}, budget {budget})")
+        search.run()
+
+    return run
+
+
+METHODS: dict[str, Method] = {
+    "godiff": Method("godiff", "GO-Diff, no force-field guidance", _godiff(guidance=0.0, relax_steps=0)),
+    "godiff-ffg": Method("godiff-ffg", "GO-Diff with force-field guidance and relaxation in the learned field",
+                         _godiff(guidance=0.05, relax_steps=30)),
+}
+
+
+def get_method(name: str) -> Method:
+    """Look a method up by name; a one-line ConfigError lists the known ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"methods: unknown method '{name}' (known: {', '.join(METHODS)})") from None
