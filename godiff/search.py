@@ -269,12 +269,13 @@ class Search:
 
     # -- resume -------------------------------------------------------------------------------
     @classmethod
-    def resume(cls, path, *, calculator=None, **overrides) -> "Search":
+    def resume(cls, path, *, calculator=None, read_only: bool = False, **overrides) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
         ``overrides`` may change only ``workers`` and ``iterations``; a changed setting is written
         back to ``run.json``. More iterations re-spread the annealing over the new count, so the
-        remaining iterations cool more slowly than the original plan.
+        remaining iterations cool more slowly than the original plan. ``read_only=True`` loads the
+        last checkpoint without writing anything (to inspect or measure a run still in progress).
         """
         from godiff.system import System
 
@@ -290,12 +291,12 @@ class Search:
         system = System.from_dict(manifest["system"])
         config = SearchConfig.from_dict(manifest["search"])
         search = cls(system, config=config, calculator=calculator, _run=run, **overrides)
-        if search.config.to_dict() != config.to_dict():
+        if search.config.to_dict() != config.to_dict() and not read_only:
             run.update_manifest(search=search.config.to_dict())
-        search._restore()
+        search._restore(read_only=read_only)
         return search
 
-    def _restore(self) -> None:
+    def _restore(self, *, read_only: bool = False) -> None:
         done = self.run_dir.checkpoints()
         rows = self.run_dir.rows()
         if done:
@@ -309,9 +310,10 @@ class Search:
             self.buffer = ReplayBuffer.from_state(self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()})
             self.force_scale_set = bool(state.get("force_scale_set", True))
             self.next_iteration = last + 1
-            self._repair_log(last, state.get("log"))
+            if not read_only:
+                self._repair_log(last, state.get("log"))
         kept = [r for r in rows if int(r.iteration) < self.next_iteration]
-        self._absorb(kept, into_buffer=not done)
+        self._absorb(kept, into_buffer=not done, write=not read_only)
         log.info("resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows))
 
     def _repair_log(self, last: int, record: dict | None) -> None:
@@ -324,7 +326,7 @@ class Search:
         atomic_write_text(self.run_dir.path / "log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
 
     # -- data from rows -----------------------------------------------------------------------
-    def _absorb(self, rows: list, *, into_buffer: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _absorb(self, rows: list, *, into_buffer: bool, write: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Take finished evaluations into the counters, best, force memory (and buffer)."""
         self.n_evaluations += len(rows)
         ok = [r for r in rows if r.ok and r.get("energy") is not None]
@@ -342,7 +344,8 @@ class Search:
         if energies[i] < self.best_energy:
             self.best_energy = float(energies[i])
             self.best_id = int(ids[i])
-            self.run_dir.write_best(ok[i].toatoms(), self.best_energy, evaluation_id=self.best_id)
+            if write:
+                self.run_dir.write_best(ok[i].toatoms(), self.best_energy, evaluation_id=self.best_id)
         return energies, ids
 
     # -- the loop -----------------------------------------------------------------------------

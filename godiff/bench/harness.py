@@ -63,7 +63,7 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str) -> dict:
+def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None) -> dict:
     """Run one (method, seed) and judge it; returns its record. Runs in a worker process."""
     from godiff.bench.success import first_success
     from godiff.rundir import RunDir
@@ -74,7 +74,7 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str) ->
     run_dir = Path(out) / "runs" / method / f"seed-{seed}"
     resumed = (run_dir / "run.json").exists()
     start = time.perf_counter()
-    get_method(method).run(system, seed=seed, budget=budget, out=run_dir)
+    get_method(method).run(system, seed=seed, budget=budget, out=run_dir, **(overrides or {}))
     wall = time.perf_counter() - start
     rows = RunDir(run_dir).rows()[:budget]
     ok = [r for r in rows if r.get("ok", True) and r.get("energy") is not None]
@@ -95,7 +95,8 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str) ->
     }
 
 
-def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None) -> list[dict]:
+def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
+                  overrides: dict | None = None) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
     Args:
@@ -106,6 +107,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         out: benchmark directory.
         jobs: runs in parallel (each gets cores // jobs torch threads).
         progress: called with each finished record.
+        overrides: search settings applied to every godiff method (e.g. a smaller ``samples``).
     """
     for m in methods:
         get_method(m)
@@ -126,7 +128,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if todo:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_threads, initargs=(threads,)) as pool:
-            futures = {pool.submit(run_one, system.to_dict(), m, s, budget, str(out)): (m, s) for m, s in todo}
+            futures = {pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides): (m, s) for m, s in todo}
             for fut in as_completed(futures):
                 record = fut.result()
                 records.append(record)

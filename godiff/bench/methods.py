@@ -27,7 +27,8 @@ class Method:
     Attributes:
         name: as given on the command line.
         description: one line for tables and help.
-        run: ``run(system, *, seed, budget, out) -> None``; writes a run directory at ``out``.
+        run: ``run(system, *, seed, budget, out, **overrides) -> None``; writes a run directory at
+            ``out``; ``overrides`` are search settings (godiff methods only).
     """
 
     name: str
@@ -35,11 +36,11 @@ class Method:
     run: Callable = field(repr=False)
 
 
-def _godiff(**overrides) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path) -> None:
+def _godiff(**settings) -> Callable:
+    def run(system, *, seed: int, budget: int, out: Path, **overrides) -> None:
         from godiff.search import Search, SearchConfig
 
-        config = SearchConfig().with_overrides(seed=seed, **overrides)
+        config = SearchConfig().with_overrides(seed=seed, **{**settings, **overrides})
         iterations = max(1, budget // config.samples)
         if (Path(out) / "run.json").exists():
             search = Search.resume(out, iterations=iterations)

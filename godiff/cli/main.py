@@ -291,6 +291,49 @@ def bench(system, methods, seeds, budget, out, jobs):
     click.echo((Path(out) / "table.md").read_text())
 
 
+@cli.command("bench-speed")
+@click.argument("target", metavar="SYSTEM_OR_RUN")
+@click.option("--samples", type=int, default=128, show_default=True, help="Structures per forward pass and per draw.")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Repeats per figure (the median is shown).")
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--steps-sweep", default=None, metavar="N,N,...",
+              help="Also measure sample energies against sampling steps (needs a run directory).")
+def bench_speed(target, samples, repeats, threads, steps_sweep):
+    """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
+    for the last checkpoint of a run directory; medians of several repeats. Writes nothing."""
+    import tempfile
+
+    import torch
+
+    from godiff.bench.speed import forward_costs, iteration_costs, steps_sweep as sweep
+    from godiff.search import Search
+
+    if threads:
+        torch.set_num_threads(threads)
+    if (Path(target) / "run.json").exists():
+        search = Search.resume(target, read_only=True)
+        tmp = None
+    else:
+        tmp = tempfile.TemporaryDirectory()
+        search = Search(target, out=Path(tmp.name) / "run")
+    click.echo(f"{search.system.name}: {search.model!r}; torch threads {torch.get_num_threads()}")
+    f = forward_costs(search, samples=samples, repeats=repeats)
+    click.echo(f"forward pass, {samples} samples: template cached {f['forward_cached_s'] * 1e3:.1f} ms, "
+               f"recomputed {f['forward_plain_s'] * 1e3:.1f} ms (template context alone {f['template_context_s'] * 1e3:.1f} ms)")
+    it = iteration_costs(search, samples=samples, repeats=max(1, repeats // 2))
+    cfg = search.config
+    click.echo(f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps): {it['sampling_s']:.2f} s")
+    click.echo(f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps")
+    if steps_sweep:
+        if tmp is not None:
+            raise click.UsageError("--steps-sweep needs a run directory with a trained model")
+        for row in sweep(search, [int(v) for v in steps_sweep.split(",")], samples=samples):
+            click.echo(f"steps {row['steps']:4d}: sampling {row['seconds']:.2f} s, median energy {row['median_energy']:.3f} eV, "
+                       f"lowest {row['lowest_energy']:.3f} eV ({row['n']} evaluated)")
+    if tmp is not None:
+        tmp.cleanup()
+
+
 # -- systems -------------------------------------------------------------------------------------
 def _template_phrase(system) -> str:
     t = system.template

@@ -1,0 +1,95 @@
+"""Speed figures: what one forward pass, one sampling run and one training step cost.
+
+``godiff bench-speed SYSTEM`` prints medians of several repeats of:
+
+* a forward pass of the score network over ``samples`` structures with the template's features
+  cached (as the sampler runs it) and recomputed (the plain path): the saving of treating the
+  template as frozen context;
+* drawing ``samples`` structures (all sampling steps, guidance and relaxation included);
+* one training step (denoising batch + force batch, template context included).
+
+With ``--steps-sweep`` and a run directory it also measures sample quality against the number
+of sampling steps: for each step count, the median and lowest energy of structures drawn from
+that run's last checkpoint (each evaluation counted, none written to the run).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+__all__ = ["median_seconds", "forward_costs", "iteration_costs", "steps_sweep"]
+
+
+def median_seconds(fn, *, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def forward_costs(search, *, samples: int = 128, repeats: int = 5) -> dict:
+    """Seconds per forward pass with the template context cached and recomputed."""
+    model, graph = search.model, search.graph
+    x = search.domain.sample_uniform((samples, search.system.n_mobile), torch.Generator().manual_seed(0))
+    sigma = torch.full((samples,), 0.5)
+    with torch.no_grad():
+        context = model.template_context(graph)
+        cached = median_seconds(lambda: model(x, sigma, graph, context), repeats=repeats)
+        plain = median_seconds(lambda: model(x, sigma, graph, None), repeats=repeats)
+        ctx = median_seconds(lambda: model.template_context(graph), repeats=repeats)
+    return {"forward_cached_s": cached, "forward_plain_s": plain, "template_context_s": ctx}
+
+
+def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
+    """Seconds to draw ``samples`` structures, per training step, and an estimated iteration."""
+    cfg = search.config
+    gen = torch.Generator().manual_seed(0)
+    sample_s = median_seconds(lambda: search.sampler.sample(samples, generator=gen), repeats=repeats)
+    x0 = search.sampler.finish(search.domain.sample_uniform((max(cfg.batch_size, cfg.force_batch), search.system.n_mobile), gen))
+    model, graph, sde = search.model, search.graph, search.sde
+
+    def step():
+        xt, sigma, eps = sde.perturb(x0[: cfg.batch_size], torch.rand(cfg.batch_size, generator=gen), search.domain, gen)
+        positions = torch.cat([xt, x0[: cfg.force_batch]])
+        sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), sde.sigma_min)])
+        out = model(positions, sigmas, graph, model.template_context(graph))
+        loss = ((out.eps[: cfg.batch_size] - eps) ** 2).mean() + out.forces.pow(2).mean()
+        search.optimizer.zero_grad()
+        loss.backward()
+        search.optimizer.step()
+
+    step_s = median_seconds(step, repeats=max(5, repeats))
+    return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}
+
+
+def steps_sweep(search, step_counts, *, samples: int = 64, seed: int = 0) -> list[dict]:
+    """Energies of structures drawn with each number of sampling steps (same model, same seed)."""
+    from dataclasses import replace
+
+    from godiff.energy import Evaluator
+    from godiff.sampler import Sampler
+
+    energy = search.calculator if search.calculator is not None else search.system.energy
+    out = []
+    with Evaluator(energy) as evaluator:
+        for steps in step_counts:
+            sampler = Sampler(search.model, search.sde, search.domain, search.graph,
+                              replace(search.config.sampler, steps=int(steps)),
+                              min_distance=search.sampler.min_distance,
+                              template_min_distance=search.sampler.template_min_distance)
+            t = time.perf_counter()
+            x = sampler.sample(samples, generator=torch.Generator().manual_seed(seed)).double().numpy()
+            seconds = time.perf_counter() - t
+            results = evaluator.evaluate([search.system.atoms(p) for p in x])
+            energies = sorted(r.energy for r in results if r.ok)
+            out.append({"steps": int(steps), "seconds": seconds, "median_energy": statistics.median(energies),
+                        "lowest_energy": energies[0], "n": len(energies)})
+    return out
