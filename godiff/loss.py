@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["boltzmann_weights", "draw_weighted", "dsm_loss", "force_loss"]
+__all__ = ["boltzmann_weights", "draw_weighted", "dsm_loss", "force_loss", "energy_loss"]
 
 
 def boltzmann_weights(energies: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -54,3 +54,16 @@ def force_loss(predicted: torch.Tensor, target: torch.Tensor, scale: float, clip
     norm = target.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     clipped = target * torch.clamp(clip / norm, max=1.0)
     return (((predicted - clipped) / scale) ** 2).sum(-1).mean()
+
+
+def energy_loss(predicted: torch.Tensor, target: torch.Tensor, scale: float, ceiling: float) -> torch.Tensor:
+    """Mean squared error of total energies in units of ``scale`` (eV), targets capped at ``ceiling``.
+
+    Only the low-energy end matters for ranking candidates; capping the targets keeps the
+    thousands of eV of a near-collision from swamping the differences that matter, and the
+    prediction is only pulled down to the ceiling, never up to it, when both exceed it.
+    """
+    capped = target.clamp(max=ceiling)
+    over = (predicted > ceiling) & (target >= ceiling)
+    err = torch.where(over, torch.zeros_like(predicted), (predicted - capped) / scale)
+    return (err**2).mean()

@@ -14,10 +14,14 @@ One step from noise level sigma_k down to sigma_{k+1} (k = 0 .. steps-1, log-eve
    meaningful.
 
 After the last step, ``relax_steps`` steps of capped steepest descent in the learned force field
-(FFG at t = 0, one forward pass each) settle atoms into the nearest learned minimum: candidates
-are polished in the model before any real evaluation, the lesson of surrogate searches such as
-GOFEE. Finally a geometric de-clash pushes apart atoms closer than the system's minimum
-distance, so no evaluation is spent on a structure that is certainly unphysical.
+(FFG at t = 0, one forward pass each) settle atoms into the nearest learned minimum. A geometric
+de-clash then pushes apart atoms closer than the system's minimum distance, so no evaluation is
+spent on a structure that is certainly unphysical.
+
+**Ranking.** With ``oversample`` > 1 the sampler draws ``oversample x n`` candidates and returns
+the ``n`` with the lowest energy predicted by the energy head. Candidates are relaxed and ranked
+in the learned model before any real evaluation, the lesson of surrogate searches such as GOFEE:
+a rare good structure among many ordinary ones is evaluated rather than left to chance.
 
 Every intermediate and final position is folded into the box.
 """
@@ -41,6 +45,12 @@ __all__ = ["SamplerConfig", "Sampler", "declash"]
 class SamplerConfig:
     """Settings of :class:`Sampler`; round-trips through JSON.
 
+    Defaults are the settings measured best on Pt7/Pt(111) under EMT (README, Benchmarks):
+    40 steps (sample energies from a trained model: median 26.35 eV at 10 steps, 25.99 at 20,
+    25.63 at 40, 25.81 at 60, 25.62 at 100; lowest 25.05 from 40 steps on), guidance with
+    relaxation in the learned field (first success at evaluation 1795 against none in 2,560
+    without), and 4x oversampling ranked by the energy head (first success at 1025 and 906).
+
     Attributes:
         steps: predictor steps from sigma_max to sigma_min.
         corrector_steps: Langevin corrector steps after each predictor step.
@@ -50,17 +60,19 @@ class SamplerConfig:
         guidance_cap: largest guidance displacement of an atom per step, in Å.
         relax_steps: steps of steepest descent in the learned force field after sampling.
         relax_rate: step of that descent in Å^2/eV (displacement = rate x force, capped).
+        oversample: candidates drawn per returned sample; the lowest predicted energies are kept.
         batch_size: samples per forward pass.
     """
 
-    steps: int = 60
+    steps: int = 40
     corrector_steps: int = 0
     snr: float = 0.16
-    guidance: float = 0.0
+    guidance: float = 0.05
     guidance_power: float = 3.0
     guidance_cap: float = 0.1
-    relax_steps: int = 0
-    relax_rate: float = 0.02
+    relax_steps: int = 30
+    relax_rate: float = 0.05
+    oversample: float = 4.0
     batch_size: int = 128
 
     def to_dict(self) -> dict:
@@ -181,14 +193,32 @@ class Sampler:
         self.model.eval()
         try:
             context = self.model.template_context(self.graph)
+            total = max(n, int(math.ceil(n * self.config.oversample)))
             chunks = []
-            for start in range(0, n, self.config.batch_size):
-                m = min(self.config.batch_size, n - start)
+            for start in range(0, total, self.config.batch_size):
+                m = min(self.config.batch_size, total - start)
                 chunks.append(self._sample_chunk(m, context, generator))
             x = torch.cat(chunks) if chunks else torch.zeros(0, self.graph.n_mobile, 3)
+            x = self.finish(x, generator=generator)
+            if total > n:
+                x = x[self.rank(x, context)[:n]]
         finally:
             self.model.train(was_training)
-        return self.finish(x, generator=generator)
+        return x
+
+    def predicted_energy(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        """(n,) energies the model predicts for structures ``x``, eV."""
+        if context is None:
+            context = self.model.template_context(self.graph)
+        out = []
+        for start in range(0, x.shape[0], self.config.batch_size):
+            out.append(self._forward(x[start:start + self.config.batch_size], self.sde.sigma_min, context).energy)
+        return torch.cat(out)
+
+    def rank(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        """Indices of ``x`` from the lowest predicted energy up (ties by index)."""
+        energy = self.predicted_energy(x, context)
+        return torch.sort(energy, stable=True).indices
 
     def finish(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """De-clash and fold final positions (also applied to prior samples)."""

@@ -38,7 +38,7 @@ import torch
 from godiff import __version__
 from godiff.buffer import ReplayBuffer
 from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError
-from godiff.loss import boltzmann_weights, draw_weighted, dsm_loss, force_loss
+from godiff.loss import boltzmann_weights, draw_weighted, dsm_loss, energy_loss, force_loss
 from godiff.rundir import RunDir
 from godiff.sampler import Sampler, SamplerConfig
 from godiff.schedule import ExponentialSchedule
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SearchConfig", "Search", "Result"]
 
+
+MEMORY = 20000  # evaluated structures kept for the force and energy heads (the most recent)
 
 SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size"}
 
@@ -70,6 +72,7 @@ class SearchConfig:
         temperature_start: first temperature, eV.
         temperature_end: last temperature, eV.
         force_weight: weight of the force loss.
+        energy_weight: weight of the energy-head loss.
         force_clip: per-atom force norm above which targets are clipped, eV/Å.
         max_failed_fraction: an iteration with more failed evaluations than this stops the run.
         seed: seeds every random stream of the run.
@@ -80,7 +83,7 @@ class SearchConfig:
 
     iterations: int = 20
     samples: int = 128
-    train_steps: int = 300
+    train_steps: int = 200
     batch_size: int = 32
     force_batch: int = 16
     learning_rate: float = 2e-3
@@ -90,6 +93,7 @@ class SearchConfig:
     temperature_start: float = 5.0
     temperature_end: float = 0.02
     force_weight: float = 1.0
+    energy_weight: float = 1.0
     force_clip: float = 10.0
     max_failed_fraction: float = 0.5
     seed: int = 0
@@ -231,6 +235,7 @@ class Search:
         self.buffer = ReplayBuffer(self.config.buffer_size)
         self.force_positions = np.zeros((0, self.system.n_mobile, 3))
         self.force_values = np.zeros((0, self.system.n_mobile, 3))
+        self.force_energies = np.zeros(0)
         self.force_scale_set = self.pretrained
         self.best_energy = math.inf
         self.best_id = None
@@ -336,8 +341,9 @@ class Search:
         energies = np.array([r.energy for r in ok])
         forces = np.stack([r.forces[self.n_template:] for r in ok])
         ids = np.array([r.id for r in ok])
-        self.force_positions = np.concatenate([self.force_positions, pos])[-20000:]
-        self.force_values = np.concatenate([self.force_values, forces])[-20000:]
+        self.force_positions = np.concatenate([self.force_positions, pos])[-MEMORY:]
+        self.force_values = np.concatenate([self.force_values, forces])[-MEMORY:]
+        self.force_energies = np.concatenate([self.force_energies, energies])[-MEMORY:]
         if into_buffer:
             self.buffer.add(pos, energies, ids)
         i = int(np.argmin(energies))
@@ -438,17 +444,26 @@ class Search:
         evaluator.evaluate(structures, on_result=on_result)
 
     def _set_force_scale(self) -> None:
+        """Output scales of the force and energy heads, set once from the first data.
+
+        Forces: RMS of the (clipped) force components. Energies: shift at the median, scale the
+        standard deviation of energies capped at that median (the low end that ranking needs).
+        Fixed afterwards, so that the meaning of the network's outputs never changes mid-run.
+        """
         f = torch.as_tensor(self.force_values, dtype=torch.float32)
         norm = f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         f = f * torch.clamp(self.config.force_clip / norm, max=1.0)
-        scale = float(f.pow(2).mean().sqrt().clamp_min(1e-2))
-        self.model.force_scale.fill_(scale)
+        self.model.force_scale.fill_(float(f.pow(2).mean().sqrt().clamp_min(1e-2)))
+        e = np.asarray(self.force_energies, dtype=float)
+        median = float(np.median(e))
+        self.model.energy_shift.fill_(median)
+        self.model.energy_scale.fill_(float(max(np.minimum(e, median).std(), 1e-2)))
         self.force_scale_set = True
 
     def _train(self, k: int, temperature: float) -> dict:
         cfg = self.config
         if len(self.buffer) == 0 or cfg.train_steps == 0:
-            return {"loss_dsm": None, "loss_force": None}
+            return {"loss_dsm": None, "loss_force": None, "loss_energy": None}
         if not self.force_scale_set and len(self.force_values):
             self._set_force_scale()
         gen = _generator(cfg.seed, k, "train")
@@ -456,9 +471,12 @@ class Search:
         buf_pos = torch.as_tensor(self.buffer.positions, dtype=torch.float32)
         f_pos = torch.as_tensor(self.force_positions, dtype=torch.float32)
         f_val = torch.as_tensor(self.force_values, dtype=torch.float32)
+        f_energy = torch.as_tensor(self.force_energies, dtype=torch.float32)
+        ceiling = float(np.median(self.force_energies))
         scale = float(self.model.force_scale)
+        e_scale = float(self.model.energy_scale)
         self.model.train()
-        dsm_total, force_total = 0.0, 0.0
+        dsm_total, force_total, energy_total = 0.0, 0.0, 0.0
         for _ in range(cfg.train_steps):
             idx = draw_weighted(weights, cfg.batch_size, gen)
             t = torch.rand(cfg.batch_size, generator=gen)
@@ -470,14 +488,17 @@ class Search:
             out = self.model(positions, sigmas, self.graph, context)
             l_dsm = dsm_loss(out.eps[: cfg.batch_size], eps)
             l_force = force_loss(out.forces[cfg.batch_size :], f_val[fidx], scale, cfg.force_clip)
-            loss = l_dsm + cfg.force_weight * l_force
+            l_energy = energy_loss(out.energy[cfg.batch_size :], f_energy[fidx], e_scale, ceiling)
+            loss = l_dsm + cfg.force_weight * l_force + cfg.energy_weight * l_energy
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             dsm_total += l_dsm.item()
             force_total += l_force.item()
-        return {"loss_dsm": dsm_total / cfg.train_steps, "loss_force": force_total / cfg.train_steps}
+            energy_total += l_energy.item()
+        n = cfg.train_steps
+        return {"loss_dsm": dsm_total / n, "loss_force": force_total / n, "loss_energy": energy_total / n}
 
     def _checkpoint(self, k: int, record: dict) -> None:
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())

@@ -53,9 +53,10 @@ def _godiff(**settings) -> Callable:
 
 
 METHODS: dict[str, Method] = {
-    "godiff": Method("godiff", "GO-Diff, no force-field guidance", _godiff(guidance=0.0, relax_steps=0)),
-    "godiff-ffg": Method("godiff-ffg", "GO-Diff with force-field guidance and relaxation in the learned field",
-                         _godiff(guidance=0.05, relax_steps=30)),
+    "godiff": Method("godiff", "godiff's defaults without force-field guidance or relaxation in the learned field",
+                     _godiff(guidance=0.0, relax_steps=0)),
+    "godiff-ffg": Method("godiff-ffg", "godiff's defaults: force-field guidance, relaxation and ranking in the learned model",
+                         _godiff()),
 }
 
 

@@ -49,12 +49,20 @@ def forward_costs(search, *, samples: int = 128, repeats: int = 5) -> dict:
 
 
 def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
-    """Seconds to draw ``samples`` structures, per training step, and an estimated iteration."""
+    """Seconds to draw ``samples`` structures, per training step, and an estimated iteration.
+
+    Training steps are timed on copies of the model and optimizer, so the search's own weights
+    are left as they were.
+    """
+    import copy
+
     cfg = search.config
     gen = torch.Generator().manual_seed(0)
     sample_s = median_seconds(lambda: search.sampler.sample(samples, generator=gen), repeats=repeats)
     x0 = search.sampler.finish(search.domain.sample_uniform((max(cfg.batch_size, cfg.force_batch), search.system.n_mobile), gen))
-    model, graph, sde = search.model, search.graph, search.sde
+    model, graph, sde = copy.deepcopy(search.model), search.graph, search.sde
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer.load_state_dict(copy.deepcopy(search.optimizer.state_dict()))
 
     def step():
         xt, sigma, eps = sde.perturb(x0[: cfg.batch_size], torch.rand(cfg.batch_size, generator=gen), search.domain, gen)
@@ -62,9 +70,9 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
         sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), sde.sigma_min)])
         out = model(positions, sigmas, graph, model.template_context(graph))
         loss = ((out.eps[: cfg.batch_size] - eps) ** 2).mean() + out.forces.pow(2).mean()
-        search.optimizer.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        search.optimizer.step()
+        optimizer.step()
 
     step_s = median_seconds(step, repeats=max(5, repeats))
     return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}

@@ -296,9 +296,10 @@ def bench(system, methods, seeds, budget, out, jobs):
 @click.option("--samples", type=int, default=128, show_default=True, help="Structures per forward pass and per draw.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Repeats per figure (the median is shown).")
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--sampling-steps", type=int, default=None, help="Measure with this many sampling steps.")
 @click.option("--steps-sweep", default=None, metavar="N,N,...",
               help="Also measure sample energies against sampling steps (needs a run directory).")
-def bench_speed(target, samples, repeats, threads, steps_sweep):
+def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep):
     """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
     for the last checkpoint of a run directory; medians of several repeats. Writes nothing."""
     import tempfile
@@ -316,13 +317,19 @@ def bench_speed(target, samples, repeats, threads, steps_sweep):
     else:
         tmp = tempfile.TemporaryDirectory()
         search = Search(target, out=Path(tmp.name) / "run")
+    if sampling_steps:
+        from dataclasses import replace
+
+        search.sampler.config = replace(search.sampler.config, steps=sampling_steps)
+        search.config = replace(search.config, sampler=search.sampler.config)
     click.echo(f"{search.system.name}: {search.model!r}; torch threads {torch.get_num_threads()}")
     f = forward_costs(search, samples=samples, repeats=repeats)
     click.echo(f"forward pass, {samples} samples: template cached {f['forward_cached_s'] * 1e3:.1f} ms, "
                f"recomputed {f['forward_plain_s'] * 1e3:.1f} ms (template context alone {f['template_context_s'] * 1e3:.1f} ms)")
     it = iteration_costs(search, samples=samples, repeats=max(1, repeats // 2))
     cfg = search.config
-    click.echo(f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps): {it['sampling_s']:.2f} s")
+    click.echo(f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps, "
+               f"{cfg.sampler.oversample:g}x oversampled): {it['sampling_s']:.2f} s")
     click.echo(f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps")
     if steps_sweep:
         if tmp is not None:
