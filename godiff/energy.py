@@ -97,6 +97,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError
 
 __all__ = [
+    "CALCULATOR_OPTIONS",
     "KNOWN_CALCULATORS",
     "Evaluation",
     "Evaluator",
@@ -107,7 +108,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KNOWN_CALCULATORS: tuple[str, ...] = ("emt", "lj", "mace", "mace-mp-0", "chgnet")
+#: Every calculator an energy spec may name, with its optional fields and their defaults.
+#: The one list of them in godiff: :mod:`godiff.system` validates system files against it.
+CALCULATOR_OPTIONS: dict[str, dict[str, Any]] = {
+    "emt": {},
+    "lj": {"epsilon": 1.0, "sigma": 1.0, "cutoff": 1000.0},
+    "mace": {"model": None, "device": "auto", "default_dtype": "float64"},
+    "mace-mp-0": {"model": "medium", "device": "auto", "default_dtype": "float64"},
+    "chgnet": {"model": None, "device": None},
+}
+
+KNOWN_CALCULATORS: tuple[str, ...] = tuple(CALCULATOR_OPTIONS)
 """The calculator names an energy spec may use."""
 
 #: MACE-MP-0 release files (ACEsuit/mace-mp, release ``mace_mp_0``), by size.
@@ -130,13 +141,7 @@ _MAX_ERROR_CHARS = 500
 
 def _fields(name: str) -> dict[str, Any]:
     """The optional fields of a calculator spec and their defaults."""
-    return {
-        "emt": {},
-        "lj": {"epsilon": 1.0, "sigma": 1.0, "cutoff": 1000.0},
-        "mace": {"model": None, "device": "auto", "default_dtype": "float64"},
-        "mace-mp-0": {"model": "medium", "device": "auto", "default_dtype": "float64"},
-        "chgnet": {"model": None, "device": None},
-    }[name]
+    return dict(CALCULATOR_OPTIONS[name])
 
 
 def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:

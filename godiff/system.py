@@ -65,6 +65,7 @@ import yaml
 from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
 
+from godiff.energy import CALCULATOR_OPTIONS, KNOWN_CALCULATORS
 from godiff.errors import SystemFileError
 
 __all__ = [
@@ -86,17 +87,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Energy calculators a system file may name (built by :mod:`godiff.energy`).
-KNOWN_CALCULATORS: tuple[str, ...] = ("emt", "lj", "mace", "mace-mp-0", "chgnet")
-
-#: The fields each calculator spec accepts besides ``calculator`` (anything else is a typo).
-ENERGY_FIELDS: dict[str, tuple[str, ...]] = {
-    "emt": (),
-    "lj": ("epsilon", "sigma", "cutoff"),
-    "mace": ("model", "device", "default_dtype"),
-    "mace-mp-0": ("model", "device", "default_dtype"),
-    "chgnet": ("model", "device"),
-}
+#: The fields each calculator spec accepts besides ``calculator`` (anything else is a typo);
+#: :mod:`godiff.energy` owns the list of calculators and their options.
+ENERGY_FIELDS: dict[str, tuple[str, ...]] = {name: tuple(opts) for name, opts in CALCULATOR_OPTIONS.items()}
 _ENERGY_FLOAT_FIELDS = ("epsilon", "sigma", "cutoff")
 _ENERGY_STR_FIELDS = ("model", "device", "default_dtype")
 

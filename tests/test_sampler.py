@@ -10,17 +10,13 @@ from godiff.score import ScoreConfig, ScoreModel, SystemGraph
 from godiff.sde import VESDE, Domain
 from godiff.system import System
 
+from conftest import cuboid_system, slab_system
+
 CONFIG = ScoreConfig(
     scalars=8, vectors=4, lmax=1, layers=2, cutoff=4.0, mobile_cutoff=6.0, radial_hidden=8, head_hidden=16
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Setup:
@@ -71,28 +67,8 @@ class Setup:
         return torch.cdist(x.reshape(-1, 3), images).min(-1).values.reshape(x.shape[:2])
 
 
-def slab_system(z_min=1.5, z_max=4.5, mobile="Pt3") -> System:
-    return System.from_dict(
-        {
-            "name": "slab",
-            "mobile": mobile,
-            "template": {"builder": "fcc111", "symbol": "Pt", "size": [3, 3, 2], "vacuum": 6.0},
-            "box": {"kind": "slab", "z_min": z_min, "z_max": z_max},
-            "energy": {"calculator": "emt"},
-        }
-    )
 
 
-def cuboid_system() -> System:
-    return System.from_dict(
-        {
-            "name": "cuboid",
-            "mobile": "Ar5",
-            "box": {"kind": "cuboid", "lengths": [3.0, 4.0, 5.0], "center": [1.0, -2.0, 0.5]},
-            "energy": {"calculator": "lj"},
-            "min_distance": 0.7,
-        }
-    )
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,6 @@ CONFIG = ScoreConfig(
 SLAB_PBC = (True, True, False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: OpenMP threads only contend on a busy machine (index_add_ is 1000x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -15,42 +15,18 @@ import torch
 from godiff.sde import VESDE, Domain
 from godiff.system import System
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from conftest import cuboid_system, slab_system
 
 
-def slab_system(z_min=1.5, z_max=4.5) -> System:
-    return System.from_dict(
-        {
-            "name": "slab",
-            "mobile": "Pt3",
-            "template": {"builder": "fcc111", "symbol": "Pt", "size": [3, 3, 2], "vacuum": 10.0},
-            "box": {"kind": "slab", "z_min": z_min, "z_max": z_max},
-            "energy": {"calculator": "emt"},
-        }
-    )
 
 
-def cuboid_system() -> System:
-    return System.from_dict(
-        {
-            "name": "cuboid",
-            "mobile": "Ar5",
-            "box": {"kind": "cuboid", "lengths": [3.0, 4.0, 5.0], "center": [1.0, -2.0, 0.5]},
-            "energy": {"calculator": "lj"},
-            "min_distance": 0.7,
-        }
-    )
+
+
 
 
 @pytest.fixture(scope="module")
 def slab():
-    return Domain.from_geometry(slab_system().geometry())
+    return Domain.from_geometry(slab_system(vacuum=10.0).geometry())
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +168,7 @@ def test_fold_is_identity_inside_and_reflects_at_walls(cuboid):
 
 @pytest.mark.parametrize("z_min, z_max", [(1.5, 4.5), (1.0, 7.0)])
 def test_for_domain_sigma_max_is_0_6_longest_period_slab(z_min, z_max):
-    system = slab_system(z_min, z_max)
+    system = slab_system(z_min, z_max, vacuum=10.0)
     domain = Domain.from_geometry(system.geometry())
     a = system.template_atoms().cell[:2, :2]
     area = abs(np.linalg.det(a))

@@ -45,14 +45,6 @@ def lj() -> LennardJones:
     return LennardJones(epsilon=1.0, sigma=1.0, rc=1000.0, smooth=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: OpenMP threads only contend on a busy machine. The subprocess of the kill
-    # test uses one thread too, so that all runs do bit-identical arithmetic.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def db_rows(run_dir: Path) -> list:
