@@ -1,0 +1,16 @@
+"""The examples in the public docstrings run and print what they show."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["godiff.score", "godiff.sde", "godiff.schedule", "godiff.loss", "godiff.energy", "godiff.system",
+           "godiff.testing", "godiff.search", "godiff"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
