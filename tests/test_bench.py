@@ -89,3 +89,18 @@ def test_connectivity_prefilter_uses_minimum_image():
     assert is_connected(system, pos)
     pos[3:] += [0, 6.0, 0]  # split into two groups 6 Å apart
     assert not is_connected(system, pos)
+
+
+@pytest.mark.parametrize("method", ["random", "rss", "rss-cluster", "basin-hopping"])
+def test_classical_methods_spend_exactly_their_budget_through_the_evaluator(method, tmp_path):
+    from godiff.bench.methods import get_method
+
+    system = load_system("lj13")
+    get_method(method).run(system, seed=0, budget=60, out=tmp_path / method)
+    rows = RunDir.open(tmp_path / method).rows()
+    assert len(rows) == 60  # every single point, each relaxation step included, is one row
+    assert all(r.ok for r in rows)
+    if method == "random":
+        assert len({r.iteration for r in rows}) == 60  # one evaluation per placement
+    else:
+        assert min(r.energy for r in rows) < rows[0].energy  # relaxations went downhill

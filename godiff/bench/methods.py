@@ -60,6 +60,27 @@ METHODS: dict[str, Method] = {
 }
 
 
+def _classical(name: str, **kwargs) -> Callable:
+    def run(system, *, seed: int, budget: int, out: Path, **overrides) -> None:
+        from godiff.bench import classical
+
+        func = {"random": classical.run_random, "rss": classical.run_rss,
+                "basin-hopping": classical.run_basin_hopping}[name]
+        func(system, seed=seed, budget=budget, out=out, **kwargs)
+
+    return run
+
+
+METHODS.update({
+    "random": Method("random", "uniform placement in the box, one single point each (the floor)", _classical("random")),
+    "rss": Method("rss", "random structure search: uniform placement, BFGS to 0.05 eV/Å, repeated", _classical("rss")),
+    "rss-cluster": Method("rss-cluster", "random structure search with the mobile atoms grown as one cluster",
+                          _classical("rss", cluster=True)),
+    "basin-hopping": Method("basin-hopping", "basin hopping on the mobile atoms, Metropolis on relaxed energies (T 0.2 eV, dr 1 Å)",
+                            _classical("basin-hopping")),
+})
+
+
 def get_method(name: str) -> Method:
     """Look a method up by name; a one-line ConfigError lists the known ones."""
     try:
