@@ -60,6 +60,16 @@ def _periodic_mask(periodic, device=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(periodic, dtype=bool), device=device)
 
 
+def _shift_fractional(vectors: torch.Tensor, cell: torch.Tensor, periodic, to_integer) -> torch.Tensor:
+    """Subtract ``to_integer(frac)`` from the fractional coordinates along periodic directions."""
+    mask = _periodic_mask(periodic, vectors.device)
+    if not bool(mask.any()):
+        return vectors
+    frac = vectors @ torch.linalg.inv(cell)
+    frac = torch.where(mask, frac - to_integer(frac), frac)
+    return frac @ cell
+
+
 def wrap(positions: torch.Tensor, cell: torch.Tensor, periodic) -> torch.Tensor:
     """Wrap positions into the cell along its periodic directions.
 
@@ -71,12 +81,7 @@ def wrap(positions: torch.Tensor, cell: torch.Tensor, periodic) -> torch.Tensor:
     Returns:
         (..., 3) positions whose fractional coordinates lie in [0, 1) along periodic directions.
     """
-    mask = _periodic_mask(periodic, positions.device)
-    if not bool(mask.any()):
-        return positions
-    frac = positions @ torch.linalg.inv(cell)
-    frac = torch.where(mask, frac - torch.floor(frac), frac)
-    return frac @ cell
+    return _shift_fractional(positions, cell, periodic, torch.floor)
 
 
 def minimum_image(vectors: torch.Tensor, cell: torch.Tensor, periodic) -> torch.Tensor:
@@ -84,14 +89,9 @@ def minimum_image(vectors: torch.Tensor, cell: torch.Tensor, periodic) -> torch.
 
     Exact for orthogonal cells; for oblique cells it is the image nearest in fractional
     coordinates, which is the nearest in space whenever the vector is shorter than half the
-    smallest cell height (always true for the cutoffs the score network uses on a slab).
+    smallest cell height.
     """
-    mask = _periodic_mask(periodic, vectors.device)
-    if not bool(mask.any()):
-        return vectors
-    frac = vectors @ torch.linalg.inv(cell)
-    frac = torch.where(mask, frac - torch.round(frac), frac)
-    return frac @ cell
+    return _shift_fractional(vectors, cell, periodic, torch.round)
 
 
 def _cell_heights(cell: np.ndarray) -> np.ndarray:

@@ -36,9 +36,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from godiff.geometry import minimum_image, wrap
+
 __all__ = ["Domain", "VESDE"]
 
 PRIOR_FACTOR = 0.6
+SLAB_PERIODIC = (True, True, False)  # a and b in the xy plane, c along z (checked by godiff.system)
 
 
 def _fold(u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -118,9 +121,7 @@ class Domain:
     def fold(self, x: torch.Tensor) -> torch.Tensor:
         """Map positions (..., 3) into the box: wrap periodic axes, reflect at walls."""
         if self.kind == "slab":
-            a = self._t(self._inplane(), x)
-            frac = x[..., :2] @ torch.linalg.inv(a)
-            xy = (frac - torch.floor(frac)) @ a
+            xy = wrap(x, self._t(self.cell, x), SLAB_PERIODIC)[..., :2]
             z = _fold(x[..., 2:], self._t(self.lower[2:], x), self._t(self.upper[2:], x))
             return torch.cat([xy, z], dim=-1)
         if self.kind == "cuboid":
@@ -162,9 +163,7 @@ class Domain:
         d = x - y
         if self.kind != "slab":
             return d
-        a = self._t(self._inplane(), d)
-        frac = d[..., :2] @ torch.linalg.inv(a)
-        return torch.cat([(frac - torch.round(frac)) @ a, d[..., 2:]], dim=-1)
+        return minimum_image(d, self._t(self.cell, d), SLAB_PERIODIC)
 
     # -- transition kernel --------------------------------------------------------------------
     def _reflect_score(self, xt, x0, lo, hi, sigma, sigma_max):
