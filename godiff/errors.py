@@ -11,6 +11,7 @@ code  meaning
 2     bad input: a system file, an option, a run directory in the way
 3     not found: a run directory, a model, a version
 4     integrity: a corrupt checkpoint, a digest mismatch, a format too new
+5     the Hub: unreachable, or it refused the request (e.g. no or a bad token)
 ====  ==============================================================
 """
 
@@ -28,6 +29,8 @@ __all__ = [
     "ModelNotFoundError",
     "DigestMismatchError",
     "FormatVersionError",
+    "VersionExistsError",
+    "HubError",
 ]
 
 
@@ -91,3 +94,15 @@ class EvaluationFailureError(GodiffError, RuntimeError):
     """Most evaluations of an iteration failed: the energy function is broken for this system."""
 
     exit_code = 1
+
+
+class VersionExistsError(GodiffError, FileExistsError):
+    """A released model version exists with different content (versions are immutable)."""
+
+    exit_code = 2
+
+
+class HubError(GodiffError, ConnectionError):
+    """The Hugging Face Hub is unreachable, or refused the request (missing or bad token)."""
+
+    exit_code = 5

@@ -8,6 +8,7 @@ Layout::
                            as the row's calculator results; the error text in ``data`` if failed)
     samples/iter-NNNN.npy  the structures of iteration N, saved *before* any is evaluated, so a
                            resumed run evaluates exactly the same ones and only those not yet done
+    start_model.safetensors  the pretrained weights a search started from (pretrained runs only)
     checkpoints/iter-NNNN/ after iteration N: model.safetensors, optimizer.safetensors,
                            buffer.safetensors and state.json (iteration, counters, RNG scheme)
     best.xyz               the lowest-energy structure so far (extxyz, energy in the comment line)
@@ -36,6 +37,7 @@ __all__ = ["RunDir", "atomic_write_text", "atomic_write_bytes"]
 FORMAT = 1
 MANIFEST = "run.json"
 KEEP_CHECKPOINTS = 2
+START_MODEL = "start_model.safetensors"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -182,6 +184,22 @@ class RunDir:
         os.replace(tmp, final)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(self._ckpt_dir(old), ignore_errors=True)
+
+    def save_start_model(self, tensors: dict) -> None:
+        """Keep the pretrained weights a search started from, so a resume before the first
+        checkpoint starts from them again."""
+        from safetensors.torch import save
+
+        atomic_write_bytes(self.path / START_MODEL, save(tensors))
+
+    def load_start_model(self) -> dict:
+        from safetensors.torch import load
+
+        path = self.path / START_MODEL
+        try:
+            return load(path.read_bytes())
+        except Exception as exc:  # OSError, or safetensors' own error types on corruption
+            raise CheckpointError(f"{path}: cannot read the starting model ({type(exc).__name__}: {exc})") from exc
 
     def checkpoints(self) -> list[int]:
         """Iterations that have a complete checkpoint, ascending."""

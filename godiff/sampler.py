@@ -149,6 +149,20 @@ def declash(
     return x
 
 
+def _min_distance_matrix(system) -> torch.Tensor:
+    sym = system.mobile_symbols
+    return torch.tensor([[system.pair_min_distance(a, b) for b in sym] for a in sym], dtype=torch.float32)
+
+
+def _template_min_distance(system) -> torch.Tensor | None:
+    template = system.template_atoms()
+    if template is None:
+        return None
+    tsym = sorted(set(template.get_chemical_symbols()))
+    return torch.tensor([min(system.pair_min_distance(m, t) for t in tsym) for m in system.mobile_symbols],
+                        dtype=torch.float32)
+
+
 class Sampler:
     """Draws structures from a score model inside a system's box.
 
@@ -180,6 +194,18 @@ class Sampler:
         self.config = config
         self.min_distance = min_distance
         self.template_min_distance = template_min_distance
+
+    @classmethod
+    def for_system(cls, model: ScoreModel, system, config: SamplerConfig = SamplerConfig()) -> "Sampler":
+        """The sampler of ``model`` over ``system``'s box: its SDE, graph and de-clash distances.
+
+        The one way a search and a zoo model build their sampler, so the same model, system,
+        settings and generator draw the same structures wherever they run.
+        """
+        domain = Domain.from_geometry(system.geometry())
+        graph = SystemGraph.from_system(system, model.config.cutoff)
+        return cls(model, VESDE.for_domain(domain), domain, graph, config,
+                   min_distance=_min_distance_matrix(system), template_min_distance=_template_min_distance(system))
 
     def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(steps + 1,) noise levels from sigma_max down to sigma_min, and their times."""

@@ -203,33 +203,23 @@ class Search:
         ...                        steps=5, out=tmp_path / "run").run()   # doctest: +SKIP
     """
 
-    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, command: str | None = None, _run: RunDir | None = None, **overrides):
+    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, _run: RunDir | None = None, **overrides):
         from godiff.system import load_system
 
         self.system = load_system(system)
         self.config = (config or SearchConfig()).with_overrides(**overrides)
         self.calculator = calculator
-        self._pretrained_given = model is not None
+        self.parent = parent
+        self.pretrained = model is not None
         score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(_bond_length(self.system)))
         self.config = replace(self.config, score=score_config)
-        self.geometry = self.system.geometry()
-        self.domain = Domain.from_geometry(self.geometry)
-        self.sde = VESDE.for_domain(self.domain)
         self.schedule = ExponentialSchedule(self.config.temperature_start, self.config.temperature_end, self.config.iterations)
         self.template = self.system.template_atoms()
         self.n_template = 0 if self.template is None else len(self.template)
-        if _run is not None:
-            self.run_dir = _run
-        else:
-            self.run_dir = RunDir.create(out or _default_out(self.system), self._manifest(command))
-        self.graph = SystemGraph.from_system(self.system, score_config.cutoff)
         if model is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed)
                 model = ScoreModel(score_config)
-            self.pretrained = False
-        else:
-            self.pretrained = True
         self.model = model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         self.buffer = ReplayBuffer(self.config.buffer_size)
@@ -241,10 +231,14 @@ class Search:
         self.best_id = None
         self.n_evaluations = 0
         self.next_iteration = 0
-        self.sampler = Sampler(
-            self.model, self.sde, self.domain, self.graph, self.config.sampler,
-            min_distance=self._min_distance_matrix(), template_min_distance=self._template_min_distance(),
-        )
+        self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler)
+        self.domain, self.sde, self.graph = self.sampler.domain, self.sampler.sde, self.sampler.graph
+        if _run is not None:
+            self.run_dir = _run
+        else:
+            self.run_dir = RunDir.create(out or _default_out(self.system), self._manifest(command))
+            if self.pretrained:
+                self.run_dir.save_start_model(self.model.state_tensors())
 
     # -- construction helpers -----------------------------------------------------------------
     def _manifest(self, command: str | None) -> dict:
@@ -257,20 +251,9 @@ class Search:
             "energy": energy,
             "search": self.config.to_dict(),
             "sde": self.sde.to_dict(),
-            "pretrained": self._pretrained_given,
+            "pretrained": self.pretrained,
+            "parent": self.parent,
         }
-
-    def _min_distance_matrix(self) -> torch.Tensor:
-        sym = self.system.mobile_symbols
-        return torch.tensor([[self.system.pair_min_distance(a, b) for b in sym] for a in sym], dtype=torch.float32)
-
-    def _template_min_distance(self) -> torch.Tensor | None:
-        if self.template is None:
-            return None
-        tsym = sorted(set(self.template.get_chemical_symbols()))
-        return torch.tensor(
-            [min(self.system.pair_min_distance(m, t) for t in tsym) for m in self.system.mobile_symbols], dtype=torch.float32
-        )
 
     # -- resume -------------------------------------------------------------------------------
     @classmethod
@@ -295,7 +278,7 @@ class Search:
             raise ConfigError(f"{path}: this run used a Python calculator object ({energy.get('class')}); pass it again to resume")
         system = System.from_dict(manifest["system"])
         config = SearchConfig.from_dict(manifest["search"])
-        search = cls(system, config=config, calculator=calculator, _run=run, **overrides)
+        search = cls(system, config=config, calculator=calculator, parent=manifest.get("parent"), _run=run, **overrides)
         if search.config.to_dict() != config.to_dict() and not read_only:
             run.update_manifest(search=search.config.to_dict())
         search._restore(read_only=read_only)
@@ -317,6 +300,9 @@ class Search:
             self.next_iteration = last + 1
             if not read_only:
                 self._repair_log(last, state.get("log"))
+        elif self.run_dir.manifest.get("pretrained"):
+            self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
+            self.pretrained = self.force_scale_set = True
         kept = [r for r in rows if int(r.iteration) < self.next_iteration]
         self._absorb(kept, into_buffer=not done, write=not read_only)
         log.info("resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows))

@@ -98,16 +98,6 @@ def test_usage_error_keeps_click_exit_code():
     assert result.exit_code == 2
 
 
-def test_zoo_stub_exits_1():
-    from godiff.cli.zoo import cli as zoo
-
-    for args in ([], ["list"], ["pull", "x@1", "--force"]):
-        result = CliRunner().invoke(zoo, args)
-        assert result.exit_code == 1
-        assert "not built yet" in result.stderr
-    assert CliRunner().invoke(zoo, ["--help"]).exit_code == 0
-
-
 # -- bad input -----------------------------------------------------------------------------------
 def test_unknown_preset_exits_2(tmp_path):
     line = _one_line_error(_invoke("run", "no-such-preset", "--out", tmp_path / "r"), 2)

@@ -46,7 +46,7 @@ class GodiffGroup(click.Group):
         argv = list(args) if args is not None else sys.argv[1:]
         obj = extra.pop("obj", None) or {}
         obj.setdefault("argv", argv)
-        return super().main(args=argv, prog_name=prog_name or "godiff", obj=obj, **extra)
+        return super().main(args=argv, prog_name=prog_name or self.name, obj=obj, **extra)
 
     def invoke(self, ctx: click.Context):
         show_traceback = bool(ctx.params.get("traceback"))
@@ -61,13 +61,13 @@ class GodiffGroup(click.Group):
         except GodiffError as exc:
             if show_traceback:
                 raise
-            _fail(f"godiff: error: {_one_line(exc)}", exc.exit_code)
+            _fail(f"{ctx.info_name}: error: {_one_line(exc)}", exc.exit_code)
         except KeyboardInterrupt:
-            _fail("\ngodiff: interrupted", EXIT_INTERRUPTED)
+            _fail(f"\n{ctx.info_name}: interrupted", EXIT_INTERRUPTED)
         except Exception as exc:
             if show_traceback:
                 raise
-            _fail(f"godiff: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            _fail(f"{ctx.info_name}: internal error: {type(exc).__name__}: {_one_line(exc)} "
                   "(run with --traceback for details)", 1)
 
 
@@ -130,7 +130,7 @@ def _command_line(ctx: click.Context) -> str:
     argv = (ctx.find_root().obj or {}).get("argv")
     if argv is None:
         argv = sys.argv[1:]
-    return "godiff " + shlex.join(str(a) for a in argv)
+    return f"{ctx.find_root().info_name} " + shlex.join(str(a) for a in argv)
 
 
 def _drive(search, *, quiet: bool, resumed: bool) -> None:
@@ -199,10 +199,12 @@ def _print_summary(search, result) -> None:
 @click.option("--relax-steps", type=int, default=None, help="Steps of relaxation in the learned force field.")
 @click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (eV).")
 @click.option("--temperature-end", type=float, default=None, metavar="EV", help="Last temperature (eV).")
+@click.option("--from", "start_from", metavar="MODEL", default=None,
+              help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @click.pass_context
 def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batch_size, buffer_size, seed,
-        workers, guidance, relax_steps, temperature_start, temperature_end, quiet):
+        workers, guidance, relax_steps, temperature_start, temperature_end, start_from, quiet):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -214,14 +216,29 @@ def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batc
     system_obj = load_system(system)  # before importing torch: a bad file fails fast
     from godiff.search import Search
 
+    model = parent = None
+    if start_from is not None:
+        from godiff.zoo import load
+
+        zoo_model = load(start_from)
+        model, parent = zoo_model.model, _parent_ref(start_from, zoo_model)
     search = Search(
-        system_obj, out=out, command=_command_line(ctx),
+        system_obj, out=out, command=_command_line(ctx), model=model, parent=parent,
         iterations=iterations, samples=samples, train_steps=train_steps, sampling_steps=sampling_steps,
         batch_size=batch_size, buffer_size=buffer_size, seed=seed, workers=workers,
         guidance=guidance, relax_steps=relax_steps,
         temperature_start=temperature_start, temperature_end=temperature_end,
     )
     _drive(search, quiet=quiet, resumed=False)
+
+
+def _parent_ref(given: str, zoo_model) -> str:
+    """How lineage names the parent: the Hub repo with its version, else name@version."""
+    from godiff.zoo import is_hub_ref
+
+    if is_hub_ref(given):
+        return f"{given.partition('@')[0]}@{zoo_model.version}"
+    return zoo_model.ref
 
 
 @cli.command()

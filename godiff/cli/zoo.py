@@ -1,53 +1,185 @@
-"""``godiff-zoo``: the model-zoo command line (a placeholder until :mod:`godiff.zoo` exists).
+"""``godiff-zoo``: register, list, show, push, pull and version zoo models.
 
-Every invocation, with or without a subcommand, says that the zoo is not built yet and exits
-with 1; ``--help`` and ``--version`` work, so the entry point is installed and discoverable.
+Errors follow ``godiff``'s rules (:class:`godiff.cli.main.GodiffGroup`): one line on stderr and
+the error's exit code (2 bad input, 3 not found, 4 integrity, 5 the Hub).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from godiff import __version__
+from godiff.cli.main import GodiffGroup
 
 __all__ = ["cli", "main"]
 
-_MESSAGE = "godiff-zoo: error: the model zoo is not built yet in this version of godiff"
 
-
-def _not_built(**_ignored) -> None:
-    click.echo(_MESSAGE, err=True)
-    raise click.exceptions.Exit(1)
-
-
-class _StubGroup(click.Group):
-    """Any subcommand name resolves to a command that reports the zoo as not built."""
-
-    def get_command(self, ctx, cmd_name):
-        return click.Command(
-            cmd_name,
-            callback=_not_built,
-            params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-            context_settings={"ignore_unknown_options": True},
-            help="Not built yet.",
-        )
-
-    def list_commands(self, ctx):
-        return []
-
-
-@click.group(
-    cls=_StubGroup,
-    name="godiff-zoo",
-    invoke_without_command=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+@click.group(cls=GodiffGroup, name="godiff-zoo",
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--traceback", is_flag=True, help="Show the full Python traceback of an error.")
 @click.version_option(__version__, "--version", prog_name="godiff-zoo")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
-    """Manage the model zoo (register, list, push, pull, match). Not built yet."""
-    if ctx.invoked_subcommand is None:
-        _not_built()
+def cli(ctx: click.Context, traceback: bool) -> None:
+    """Versioned godiff models: a local registry, the shipped zoo/ and the Hugging Face Hub.
+
+    \b
+    Examples:
+      godiff-zoo register runs/pt7 --name pt-islands-emt --version 1.0.0
+      godiff-zoo list
+      godiff-zoo show pt-islands-emt@1.0.0
+      godiff-zoo push pt-islands-emt@1.0.0 --repo myorg/pt-islands-emt
+      godiff-zoo pull myorg/pt-islands-emt@1.0.0
+      godiff-zoo versions myorg/pt-islands-emt
+
+    The local registry lives in $GODIFF_ZOO (default ~/.cache/godiff/zoo). Hub commands use the
+    standard Hugging Face login or HF_TOKEN, and HF_ENDPOINT if set.
+
+    \b
+    Exit codes: 0 success, 1 internal error, 2 bad input, 3 not found,
+    4 integrity (corrupt file, digest mismatch, newer format), 5 Hub unreachable or refused
+    """
+    ctx.ensure_object(dict)
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Model name (lower-case letters, digits, '.', '_', '-').")
+@click.option("--version", "version", required=True, help="Semantic version MAJOR.MINOR.PATCH.")
+@click.option("--force", is_flag=True, help="Replace an existing version with different content.")
+def register(run_dir, name, version, force):
+    """Register the model of a godiff run directory as NAME@VERSION in the local registry."""
+    from godiff.zoo.registry import Registry
+
+    entry = Registry().add_run(run_dir, name=name, version=version, force=force)
+    click.echo(f"registered {entry.ref} at {entry.path}")
+
+
+@cli.command("list")
+def list_models():
+    """Local and shipped models: name, version, system, evaluations, best energy."""
+    from godiff.zoo.registry import Registry
+
+    entries = Registry().entries()
+    if not entries:
+        click.echo("no models registered (godiff-zoo register RUN --name NAME --version 1.0.0)")
+        return
+    rows = [("model", "source", "system", "mobile", "energy", "evals", "best energy")]
+    for e in entries:
+        training, system = e.training(), e.system()["system"]
+        rows.append((e.ref, e.source, str(system.get("name")), str(system.get("mobile")),
+                     str((training.get("energy") or system.get("energy") or {}).get("calculator")),
+                     str(training.get("evaluations")), f"{float(training.get('best_energy')):.4f}"))
+    _table(rows)
+
+
+@cli.command()
+@click.argument("ref", metavar="MODEL")
+@click.option("--card", "with_card", is_flag=True, help="Print the whole model card too.")
+def show(ref, with_card):
+    """Metadata, lineage, files and digests of MODEL (NAME@VERSION, ORG/NAME@VERSION or a folder)."""
+    from godiff.zoo import resolve
+    from godiff.zoo.format import read_json, verify_folder
+    from godiff.zoo.model import describe_files
+
+    folder = resolve(ref)
+    verify_folder(folder)
+    training = read_json(folder / "training.json")
+    meta = read_json(folder / "system.json")
+    config = read_json(folder / "config.json")
+    system = meta["system"]
+    parent = (training.get("lineage") or {}).get("parent")
+    lines = [
+        f"{training['name']}@{training['version']}   ({folder})",
+        f"system        {system.get('name')}: {system.get('mobile')} on {_template(system)}",
+        f"energy        {(training.get('energy') or system.get('energy') or {}).get('calculator')}",
+        f"system digest {meta.get('digest')}",
+        f"trained       {training.get('iterations')} iterations, {training.get('evaluations')} evaluations, "
+        f"best energy {float(training.get('best_energy')):.4f}",
+        f"command       {training.get('command')}",
+        f"lineage       {parent or '-' } -> {training['name']}@{training['version']}",
+        f"format        {config.get('format_version')} ({config.get('architecture')}, {config.get('n_parameters')} parameters)",
+        "files (all digests verified):",
+    ]
+    lines += [f"  {name:<18} {size:>9} B  sha256 {digest}" for name, size, digest in describe_files(folder)]
+    click.echo("\n".join(lines))
+    if with_card:
+        click.echo("\n" + (folder / "README.md").read_text())
+
+
+@cli.command()
+@click.argument("ref", metavar="MODEL")
+@click.option("--repo", required=True, help="Hub repository id, e.g. myorg/pt-islands-emt.")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--force", is_flag=True, help="Replace a version already on the Hub with different content.")
+def push(ref, repo, private, force):
+    """Upload MODEL to the Hub repo in one commit and tag it v<version>."""
+    from godiff.zoo import hub, resolve
+    from godiff.zoo.format import read_json
+
+    folder = resolve(ref)
+    version = read_json(folder / "training.json")["version"]
+    url = hub.push(folder, repo, version, private=private, force=force)
+    click.echo(f"pushed {repo}@{version} (tag v{version}): {url}")
+
+
+@cli.command()
+@click.argument("ref", metavar="ORG/NAME@VERSION")
+def pull(ref):
+    """Download a version from the Hub into the Hugging Face cache and verify every digest."""
+    from godiff.zoo import is_hub_ref, resolve
+
+    if not is_hub_ref(ref):
+        from godiff.errors import ConfigError
+
+        raise ConfigError(f"{ref!r}: expected a Hub reference ORG/NAME@VERSION")
+    folder = resolve(ref)
+    click.echo(f"pulled {ref} into {folder} (digests verified)")
+
+
+@cli.command()
+@click.argument("repo", metavar="ORG/NAME")
+def versions(repo):
+    """The versions (tags v<version>) of a Hub repo, oldest first."""
+    from godiff.zoo import hub
+
+    found = hub.versions(repo)
+    click.echo("\n".join(found) if found else f"{repo} has no tagged versions")
+
+
+@cli.command()
+@click.argument("refs", metavar="[MODEL]...", nargs=-1)
+@click.option("--write", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write cards/<name>-<version>.md into this folder instead of printing.")
+def card(refs, out_dir):
+    """Generate the model card of each MODEL (default: every shipped model) from its metadata."""
+    from godiff.zoo import resolve
+    from godiff.zoo.card import card_of_folder
+    from godiff.zoo.registry import Registry
+
+    folders = [resolve(r) for r in refs] or [e.path for e in Registry().entries() if e.source == "shipped"]
+    for folder in folders:
+        name, text = card_of_folder(folder)
+        if out_dir is None:
+            click.echo(text)
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{name}.md").write_text(text)
+            click.echo(f"wrote {out_dir / (name + '.md')}")
+
+
+def _template(system: dict) -> str:
+    t = system.get("template")
+    if not t:
+        return "no template (cluster)"
+    return f"structure file {t['file']}" if "file" in t else f"{t.get('builder')} {t.get('symbol', '')}".strip()
+
+
+def _table(rows: list[tuple]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def main(args=None) -> int:

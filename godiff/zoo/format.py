@@ -1,0 +1,167 @@
+"""One folder per model version, the layout that the registry, ``save_pretrained`` and the Hub share.
+
+Layout::
+
+    model.safetensors   the score network's weights (safetensors; never a pickle)
+    config.json         {"format_version", "architecture": "ScoreModel", "score": ScoreConfig, "godiff_version"}
+    system.json         {"system": the system definition, "fingerprint": features used to find
+                         related systems, "digest": SHA-256 of the canonical system definition}
+    training.json       name, version, iterations, evaluations, temperature schedule, best energy,
+                        godiff version, the exact command, search settings and lineage (parent)
+    README.md           the model card (:mod:`godiff.zoo.card`)
+    manifest.json       {"format_version", "files": {name: {"sha256", "size"}}} of every file above
+
+A folder is written under a temporary name and renamed into place, so nothing half-written is
+ever seen; it is read only after every digest in its manifest has been checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, FormatVersionError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FILES",
+    "MANIFEST",
+    "parse_version",
+    "sha256_file",
+    "write_manifest",
+    "verify_folder",
+    "write_folder",
+    "read_json",
+    "content_digest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FILES = ("model.safetensors", "config.json", "system.json", "training.json", "README.md")
+
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"1.2.3"`` -> ``(1, 2, 3)``; anything but MAJOR.MINOR.PATCH is a :class:`ConfigError`.
+
+    Example:
+        >>> parse_version("1.10.0") > parse_version("1.9.3")
+        True
+    """
+    m = _SEMVER.match(str(text).strip().removeprefix("v"))
+    if m is None:
+        raise ConfigError(f"version {text!r}: expected a semantic version MAJOR.MINOR.PATCH, e.g. 1.0.0")
+    return tuple(int(g) for g in m.groups())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder) -> dict:
+    """Write ``manifest.json`` listing the digest and size of every other file in ``folder``."""
+    folder = Path(folder)
+    files = {
+        p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
+    manifest = {"format_version": FORMAT_VERSION, "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: missing") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def check_format_version(data: dict, path: Path) -> None:
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: no integer 'format_version'")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{path}: model format {version} is newer than this godiff reads ({FORMAT_VERSION}); upgrade godiff"
+        )
+
+
+def verify_folder(folder) -> dict:
+    """Check every digest of ``folder``'s manifest; return the manifest.
+
+    Files the manifest does not list (e.g. a Hub repo's ``.gitattributes``) are ignored; every
+    file of :data:`FILES` must be listed. Raises :class:`CheckpointError` for a missing or
+    unreadable manifest or file, :class:`DigestMismatchError` for a changed file and
+    :class:`FormatVersionError` for a format this godiff does not know.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a model folder")
+    manifest = read_json(folder / MANIFEST)
+    check_format_version(manifest, folder / MANIFEST)
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{folder / MANIFEST}: no 'files' table")
+    missing = [name for name in FILES if name not in files]
+    if missing:
+        raise CheckpointError(f"{folder / MANIFEST}: does not list {', '.join(missing)}")
+    for name, entry in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in the manifest but missing")
+        digest = sha256_file(path)
+        if digest != entry.get("sha256"):
+            raise DigestMismatchError(f"{path}: SHA-256 {digest[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...")
+    return manifest
+
+
+def content_digest(folder) -> str:
+    """One SHA-256 over the manifest's file table: equal for two folders with the same content."""
+    files = read_json(Path(folder) / MANIFEST).get("files", {})
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def write_folder(folder, *, tensors: dict, config: dict, system: dict, training: dict, card: str) -> Path:
+    """Write a complete model folder atomically (temporary sibling, then rename) and return it.
+
+    ``folder`` must not exist. ``tensors`` are saved with safetensors; the JSON documents are
+    written with sorted keys so that equal content gives equal bytes.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder}: already exists")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.mkdir()
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for name, data in (("config.json", config), ("system.json", system), ("training.json", training)):
+            (tmp / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(card)
+        write_manifest(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -1,0 +1,208 @@
+"""A zoo model: a trained score network with the system it learned and how it was trained.
+
+Example:
+    >>> from godiff.zoo import load
+    >>> zm = load("lj13-emt@latest")                           # doctest: +SKIP
+    >>> zm.sample(4, seed=0).shape                             # doctest: +SKIP
+    (4, 13, 3)
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from godiff import __version__
+from godiff.errors import CheckpointError, ConfigError, NotARunError
+from godiff.zoo.format import (
+    FORMAT_VERSION,
+    MANIFEST,
+    check_format_version,
+    parse_version,
+    read_json,
+    verify_folder,
+    write_folder,
+)
+
+__all__ = ["ZooModel", "from_run", "read_folder", "check_name"]
+
+ARCHITECTURE = "ScoreModel"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
+
+
+def check_name(name: str) -> str:
+    """A model name: lower-case letters, digits, ``.``, ``_`` and ``-`` (a valid Hub repo name)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".", "-")):
+        raise ConfigError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-', e.g. pt-islands-emt")
+    return name
+
+
+@dataclass
+class ZooModel:
+    """A loaded zoo model.
+
+    Attributes:
+        model: the :class:`godiff.score.ScoreModel`, weights loaded, in eval mode.
+        system: the :class:`godiff.system.System` it was trained on.
+        training: ``training.json`` (name, version, command, evaluations, lineage, settings).
+        config: ``config.json`` (format version and architecture).
+        path: the folder it was read from (``None`` if built in memory and not saved).
+    """
+
+    model: object
+    system: object
+    training: dict
+    config: dict
+    path: Path | None = None
+    system_meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.training["name"]
+
+    @property
+    def version(self) -> str:
+        return self.training["version"]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def parent(self) -> str | None:
+        return (self.training.get("lineage") or {}).get("parent")
+
+    def sampler_config(self):
+        """The sampler settings the model was trained with."""
+        from godiff.sampler import SamplerConfig
+
+        return SamplerConfig(**self.training.get("search", {}).get("sampler", {}))
+
+    def sampler(self, system=None, config=None):
+        """A :class:`godiff.sampler.Sampler` of this model over ``system`` (default: its own)."""
+        from godiff.sampler import Sampler
+        from godiff.system import load_system
+
+        system = self.system if system is None else load_system(system)
+        return Sampler.for_system(self.model, system, config or self.sampler_config())
+
+    def sample(self, n: int, *, seed: int = 0, system=None) -> np.ndarray:
+        """``n`` structures (mobile positions in Å, shape (n, n_mobile, 3)); equal seeds give equal bits."""
+        generator = torch.Generator().manual_seed(int(seed))
+        return self.sampler(system).sample(n, generator=generator).double().numpy()
+
+    def save_pretrained(self, folder) -> Path:
+        """Write this model as a model folder (see :mod:`godiff.zoo.format`); ``folder`` must not exist."""
+        from godiff.zoo.card import render_card
+
+        return write_folder(
+            folder, tensors=self.model.state_tensors(), config=self.config, system=self.system_meta,
+            training=self.training, card=render_card(self.config, self.system_meta, self.training),
+        )
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool = False, force: bool = False) -> str:
+        """Push this version to the Hub repo ``repo_id`` and tag it ``v<version>``; returns the commit URL."""
+        from godiff.zoo.hub import push
+
+        if self.path is not None:
+            return push(self.path, repo_id, self.version, token=token, private=private, force=force)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / self.name)
+            return push(folder, repo_id, self.version, token=token, private=private, force=force)
+
+    @classmethod
+    def from_pretrained(cls, ref) -> "ZooModel":
+        """Same as :func:`godiff.zoo.load`: a folder, ``name@version`` or ``org/name@version``."""
+        from godiff.zoo import load
+
+        return load(ref)
+
+
+def read_folder(folder, *, verify: bool = True) -> ZooModel:
+    """Load a model folder; every digest is checked first (``verify=False`` skips that)."""
+    from safetensors.torch import load_file
+
+    from godiff.score import ScoreConfig, ScoreModel
+    from godiff.system import System
+
+    folder = Path(folder)
+    if verify:
+        verify_folder(folder)
+    config = read_json(folder / "config.json")
+    check_format_version(config, folder / "config.json")
+    if config.get("architecture") != ARCHITECTURE:
+        raise CheckpointError(f"{folder}: architecture {config.get('architecture')!r} is not {ARCHITECTURE!r}")
+    system_meta = read_json(folder / "system.json")
+    training = read_json(folder / "training.json")
+    try:
+        tensors = load_file(str(folder / "model.safetensors"))
+    except Exception as exc:  # safetensors raises its own error types on a corrupt file
+        raise CheckpointError(f"{folder / 'model.safetensors'}: unreadable ({type(exc).__name__}: {exc})") from exc
+    model = ScoreModel(ScoreConfig.from_dict(config["score"]))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{folder}: weights do not fit the architecture in config.json ({first})") from exc
+    model.eval()
+    system = System.from_dict(system_meta["system"])
+    return ZooModel(model, system, training, config, folder, system_meta)
+
+
+def from_run(run, *, name: str, version: str, iteration: int | None = None) -> ZooModel:
+    """The model of a run directory's last (or given) checkpoint, with its metadata, in memory."""
+    from godiff.rundir import RunDir
+    from godiff.schedule import ExponentialSchedule
+    from godiff.score import ScoreConfig, ScoreModel
+    from godiff.system import System
+
+    check_name(name)
+    parse_version(version)
+    run_dir = RunDir.open(run)
+    done = run_dir.checkpoints()
+    if not done:
+        raise NotARunError(f"{run_dir.path}: no finished iteration to take a model from")
+    k = done[-1] if iteration is None else iteration
+    if k not in done:
+        raise CheckpointError(f"{run_dir.path}: no checkpoint of iteration {k} (have {done})")
+    tensors, state = run_dir.load_checkpoint(k)
+    manifest = run_dir.manifest
+    search = manifest["search"]
+    model = ScoreModel(ScoreConfig.from_dict(search["score"]))
+    model.load_state_dict(tensors["model"], strict=True)
+    model.eval()
+    system = System.from_dict(manifest["system"])
+    schedule = ExponentialSchedule(search["temperature_start"], search["temperature_end"], search["iterations"])
+    training = {
+        "name": name,
+        "version": version,
+        "godiff_version": __version__,
+        "run_created": manifest.get("created"),
+        "command": manifest.get("command"),
+        "run_godiff_version": manifest.get("godiff_version"),
+        "iterations": k + 1,
+        "iterations_planned": search["iterations"],
+        "evaluations": int(state["n_evaluations"]),
+        "best_energy": float(state["best_energy"]),
+        "temperature": {"schedule": "exponential", "start": search["temperature_start"],
+                        "end": search["temperature_end"], "last": schedule.temperature(k)},
+        "seed": search.get("seed"),
+        "energy": manifest.get("energy"),
+        "search": search,
+        "lineage": {"parent": manifest.get("parent"), "pretrained_start": bool(manifest.get("pretrained"))},
+    }
+    config = {"format_version": FORMAT_VERSION, "architecture": ARCHITECTURE, "score": search["score"], "godiff_version": __version__,
+              "n_parameters": sum(p.numel() for p in model.parameters())}
+    system_meta = {"system": system.to_dict(), "fingerprint": system.fingerprint(), "digest": system.digest()}
+    return ZooModel(model, system, training, config, None, system_meta)
+
+
+def describe_files(folder) -> list[tuple[str, int, str]]:
+    """(name, size, sha256) of each file in a model folder's manifest."""
+    files = read_json(Path(folder) / MANIFEST).get("files", {})
+    return [(n, e.get("size", 0), e.get("sha256", "")) for n, e in sorted(files.items())]

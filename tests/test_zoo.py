@@ -1,0 +1,155 @@
+"""The model zoo: folder format, registry, cards, loading and the ``godiff-zoo`` command line."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from godiff.errors import CheckpointError, DigestMismatchError, FormatVersionError, ModelNotFoundError, VersionExistsError
+from godiff.search import Search
+from godiff.zoo import load
+from godiff.zoo.card import card_of_folder
+from godiff.zoo.format import FILES, MANIFEST, verify_folder, write_manifest
+from godiff.zoo.registry import Registry, shipped_root
+
+TINY = dict(iterations=2, samples=4, train_steps=3, steps=5, relax_steps=2, oversample=1, batch_size=4, force_batch=4)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo") / "run"
+    Search("lj13", out=out, command="godiff run lj13 (tiny)", **TINY).run()
+    return out
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("GODIFF_ZOO", str(tmp_path / "registry"))
+    return Registry(shipped=tmp_path / "no-shipped")
+
+
+def _cli(*args):
+    from godiff.cli.zoo import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_registered_model_samples_like_the_run(run_dir, registry):
+    entry = registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
+    assert sorted(p.name for p in entry.path.iterdir()) == sorted([*FILES, MANIFEST])
+    training = json.loads((entry.path / "training.json").read_text())
+    assert training["command"] == "godiff run lj13 (tiny)"
+    assert training["evaluations"] == 8 and training["lineage"]["parent"] is None
+    search = Search.resume(run_dir, read_only=True)
+    expected = search.sampler.sample(3, generator=torch.Generator().manual_seed(5)).double().numpy()
+    zoo_model = load("lj13-tiny@latest", registry=registry)
+    assert zoo_model.ref == "lj13-tiny@1.0.0"
+    assert np.array_equal(zoo_model.sample(3, seed=5), expected)
+
+
+def test_same_version_is_immutable(run_dir, registry, tmp_path):
+    entry = registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
+    assert registry.add_run(run_dir, name="lj13-tiny", version="1.0.0") == entry  # same content: no-op
+    other = tmp_path / "other"
+    shutil.copytree(entry.path, other)
+    training = json.loads((other / "training.json").read_text())
+    training["best_energy"] = -1.0
+    (other / "training.json").write_text(json.dumps(training))
+    write_manifest(other)
+    with pytest.raises(VersionExistsError):
+        registry.add(other)
+    assert registry.add(other, force=True).path == entry.path
+    assert json.loads((entry.path / "training.json").read_text())["best_energy"] == -1.0
+    assert [p.name for p in entry.path.parent.iterdir()] == ["1.0.0"]  # no temporary folder left
+
+
+def test_tampered_truncated_and_newer_folders_are_refused(run_dir, tmp_path):
+    from godiff.zoo.model import from_run
+
+    folder = from_run(run_dir, name="lj13-tiny", version="1.0.0").save_pretrained(tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DigestMismatchError):
+        load(folder)
+    write_manifest(folder)  # a consistent manifest over a truncated file: safetensors must refuse it
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load(folder)
+    weights.write_bytes(data)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    write_manifest(folder)
+    with pytest.raises(FormatVersionError, match="upgrade godiff"):
+        load(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(FormatVersionError):
+        verify_folder(folder)
+
+
+def test_failed_registration_leaves_nothing(run_dir, registry, tmp_path):
+    from godiff.zoo.model import from_run
+
+    folder = from_run(run_dir, name="lj13-tiny", version="2.0.0").save_pretrained(tmp_path / "m")
+    (folder / "README.md").write_text("edited by hand")
+    with pytest.raises(DigestMismatchError):
+        registry.add(folder)
+    assert registry.entries() == []
+    assert not registry.local.exists() or not any(registry.local.rglob("*"))
+
+
+def test_unknown_names_and_versions_list_what_exists(run_dir, registry):
+    registry.add_run(run_dir, name="lj13-tiny", version="1.2.0")
+    with pytest.raises(ModelNotFoundError, match=r"available: 1\.2\.0"):
+        registry.resolve("lj13-tiny@1.3.0")
+    with pytest.raises(ModelNotFoundError, match="known: lj13-tiny"):
+        registry.resolve("pt-islands@1.0.0")
+
+
+def test_cli_register_list_show_and_errors(run_dir, registry):
+    result = _cli("register", run_dir, "--name", "lj13-tiny", "--version", "1.0.0")
+    assert result.exit_code == 0, result.output
+    listing = _cli("list")
+    assert "lj13-tiny@1.0.0" in listing.output and "lj13" in listing.output
+    shown = _cli("show", "lj13-tiny@1.0.0")
+    digest = json.loads((registry.local / "lj13-tiny" / "1.0.0" / MANIFEST).read_text())["files"]["model.safetensors"]["sha256"]
+    assert digest in shown.output and "godiff run lj13 (tiny)" in shown.output
+    for args, code in [(("show", "lj13-tiny@9.9.9"), 3), (("show", "lj13-tiny@1.0"), 2),
+                       (("register", run_dir, "--name", "Bad Name", "--version", "1.0.0"), 2),
+                       (("register", run_dir.parent / "missing", "--name", "x", "--version", "1.0.0"), 3),
+                       (("pull", "lj13-tiny@1.0.0"), 2)]:
+        result = _cli(*args)
+        assert result.exit_code == code, (args, result.output, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("godiff-zoo: error: ")
+
+
+def test_run_from_a_zoo_model_records_its_parent(run_dir, registry, tmp_path):
+    from godiff.cli.main import cli
+
+    registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
+    out = tmp_path / "child"
+    args = ["run", "lj13", "--from", "lj13-tiny@1.0.0", "--out", str(out), "--iterations", "1", "--samples", "4",
+            "--train-steps", "2", "--sampling-steps", "5", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert json.loads((out / "run.json").read_text())["parent"] == "lj13-tiny@1.0.0"
+    assert (out / "start_model.safetensors").exists()
+    child = registry.add_run(out, name="lj13-child", version="1.0.0")
+    assert json.loads((child.path / "training.json").read_text())["lineage"]["parent"] == "lj13-tiny@1.0.0"
+
+
+def test_shipped_models_load_and_their_cards_match():
+    entries = [e for e in Registry().entries() if e.source == "shipped"]
+    if not shipped_root().is_dir():
+        pytest.skip("no zoo/ folder beside the package (installed without the repository)")
+    assert entries, "the repository ships at least one model in zoo/"
+    cards = shipped_root().parent / "cards"
+    for entry in entries:
+        name, text = card_of_folder(entry.path)
+        assert (entry.path / "README.md").read_text() == text, f"{entry.ref}: README.md is not the generated card"
+        assert (cards / f"{name}.md").read_text() == text, f"cards/{name}.md differs: run 'godiff-zoo card --write cards'"
+        zoo_model = load(entry.path)
+        assert zoo_model.sample(2, seed=0).shape == (2, zoo_model.system.n_mobile, 3)
