@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["godiff.score", "godiff.sde", "godiff.schedule", "godiff.loss", "godiff.energy", "godiff.system",
-           "godiff.testing", "godiff.search", "godiff", "godiff.zoo.format", "godiff.zoo.registry"]
+           "godiff.testing", "godiff.search", "godiff", "godiff.zoo.format", "godiff.zoo.registry", "godiff.zoo.similarity"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -153,3 +153,29 @@ def test_shipped_models_load_and_their_cards_match():
         assert (cards / f"{name}.md").read_text() == text, f"cards/{name}.md differs: run 'godiff-zoo card --write cards'"
         zoo_model = load(entry.path)
         assert zoo_model.sample(2, seed=0).shape == (2, zoo_model.system.n_mobile, 3)
+
+
+def _variant(preset: str, **changes):
+    from godiff.system import System, load_system
+
+    data = load_system(preset).to_dict()
+    template = changes.pop("template_symbol", None)
+    if template:
+        data["template"] = {**data["template"], "symbol": template}
+    return System.from_dict({**data, **changes})
+
+
+def test_match_ranks_identical_first_and_explains_each_term(run_dir, registry):
+    from godiff.zoo.similarity import distance, match, related
+
+    registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
+    lj13 = _variant("lj13")
+    ranked = match(lj13, registry)
+    assert ranked[0].entry.ref == "lj13-tiny@1.0.0" and ranked[0].distance.total == 0.0
+    pt7 = _variant("pt7-pt111").fingerprint()
+    pt5, au7 = _variant("pt7-pt111", mobile="Pt5").fingerprint(), _variant("pt7-pt111", mobile="Au7", template_symbol="Au").fingerprint()
+    assert 0 < distance(pt7, pt5).total < distance(pt7, au7).total < distance(pt7, lj13.fingerprint()).total
+    assert distance(pt7, au7).terms["mobile"] == 0.5 and distance(pt7, pt5).terms["size"] > 0
+    assert related(pt7, au7) and not related(pt7, lj13.fingerprint())
+    result = _cli("match", "pt7-pt111")
+    assert result.exit_code == 0 and "lj13-tiny@1.0.0" in result.output and " no" in result.output

@@ -149,6 +149,26 @@ def versions(repo):
 
 
 @cli.command()
+@click.argument("system")
+@click.option("--top", type=int, default=10, show_default=True, help="How many models to show.")
+def match(system, top):
+    """Registered models ranked by closeness to SYSTEM, with each term of the distance."""
+    from godiff.system import load_system
+    from godiff.zoo.similarity import WEIGHTS, match as rank
+
+    matches = rank(load_system(system))
+    if not matches:
+        click.echo("no models registered: run a search from scratch ('godiff run SYSTEM')")
+        return
+    terms = list(WEIGHTS)
+    rows = [("rank", "model", "distance", *terms, "related")]
+    for i, m in enumerate(matches[:top], start=1):
+        rows.append((str(i), m.entry.ref, f"{m.distance.total:.3f}", *(f"{m.distance.terms[t]:.2f}" for t in terms),
+                     "yes" if m.related else "no"))
+    _table(rows)
+
+
+@cli.command()
 @click.argument("refs", metavar="[MODEL]...", nargs=-1)
 @click.option("--write", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Write cards/<name>-<version>.md into this folder instead of printing.")
