@@ -1,5 +1,6 @@
 """The README's promises: its Python example runs as written, and CI installs as it says."""
 
+import os
 import re
 import subprocess
 import sys
@@ -9,9 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def _example() -> str:
-    marker = README.index("<!-- readme-example")
-    block = re.search(r"```python\n(.*?)```", README[marker:], re.S)
+def _example(marker: str = "<!-- readme-example") -> str:
+    block = re.search(r"```python\n(.*?)```", README[README.index(marker):], re.S)
     return block.group(1)
 
 
@@ -28,6 +28,13 @@ def test_readme_python_example_runs_as_written(tmp_path):
     best = read(tmp_path / "lj13-best.xyz")
     assert len(best) == 13
     assert (tmp_path / "runs" / "lj13-example" / "evaluations.db").exists()
+
+
+def test_readme_zoo_example_loads_the_shipped_model(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _example("<!-- zoo-example")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "GODIFF_ZOO": str(tmp_path / "empty-registry")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("(8, 13, 3) godiff run lj13")
 
 
 def test_ci_installs_and_tests_exactly_as_the_readme_says():

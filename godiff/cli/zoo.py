@@ -116,10 +116,12 @@ def show(ref, with_card):
 def push(ref, repo, private, force):
     """Upload MODEL to the Hub repo in one commit and tag it v<version>."""
     from godiff.zoo import hub, resolve
-    from godiff.zoo.format import read_json
+    from godiff.zoo.format import verify_folder
+    from godiff.zoo.model import folder_version
 
     folder = resolve(ref)
-    version = read_json(folder / "training.json")["version"]
+    verify_folder(folder)
+    version = folder_version(folder)
     url = hub.push(folder, repo, version, private=private, force=force)
     click.echo(f"pushed {repo}@{version} (tag v{version}): {url}")
 

@@ -206,3 +206,13 @@ def describe_files(folder) -> list[tuple[str, int, str]]:
     """(name, size, sha256) of each file in a model folder's manifest."""
     files = read_json(Path(folder) / MANIFEST).get("files", {})
     return [(n, e.get("size", 0), e.get("sha256", "")) for n, e in sorted(files.items())]
+
+
+def folder_version(folder) -> str:
+    """The version a model folder's ``training.json`` declares (checked to be semantic)."""
+    path = Path(folder) / "training.json"
+    version = read_json(path).get("version")
+    if not isinstance(version, str):
+        raise CheckpointError(f"{path}: no 'version'")
+    parse_version(version)
+    return version

@@ -46,16 +46,15 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     """``"name@1.0.0"`` -> ``("name", "1.0.0")``; ``"name"`` and ``"name@latest"`` -> ``("name", None)``.
 
     Example:
-        >>> split_ref("pt-islands-emt@1.2.0"), split_ref("pt-islands-emt@latest")
-        (('pt-islands-emt', '1.2.0'), ('pt-islands-emt', None))
+        >>> split_ref("pt-islands-emt@1.2.0"), split_ref("pt-islands-emt@v1.2.0"), split_ref("pt-islands-emt@latest")
+        (('pt-islands-emt', '1.2.0'), ('pt-islands-emt', '1.2.0'), ('pt-islands-emt', None))
     """
     name, _, version = str(ref).partition("@")
     if not name:
         raise ConfigError(f"model reference {ref!r}: expected NAME@VERSION, e.g. pt-islands-emt@1.0.0")
     if version in ("", "latest"):
         return name, None
-    parse_version(version)
-    return name, version
+    return name, ".".join(map(str, parse_version(version)))
 
 
 @dataclass(frozen=True)
