@@ -7,6 +7,7 @@ import pytest
 from ase.build import fcc111
 
 from godiff.bench import harness
+from godiff.bench.success import criterion
 from godiff.bench.success import first_success, is_connected
 from godiff.rundir import RunDir
 from godiff.system import System, load_system
@@ -56,6 +57,21 @@ def test_rerun_skips_finished_pairs(tiny_bench):
     assert json.loads((out / "results.json").read_text())["records"] == json.loads(before)["records"]
 
 
+def test_records_judged_under_another_criterion_are_judged_again_without_a_rerun(tiny_bench):
+    out, _, _ = tiny_bench
+    saved = json.loads((out / "results.json").read_text())
+    for r in saved["records"]:
+        r["judge"], r["evaluations_to_success"] = {"version": 1, "screen": 1.0}, 1
+    (out / "results.json").write_text(json.dumps(saved))
+    again = harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out,
+                                  overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    current = criterion(load_system("lj13"))
+    by_seed = {r["seed"]: r for r in saved["records"]}
+    for r in again:
+        assert r["judge"] == current and r["evaluations_to_success"] is None  # 8 samples of a tiny model
+        assert r["wall_seconds"] == by_seed[r["seed"]]["wall_seconds"]  # judged again, not run again
+
+
 def test_first_success_finds_the_lj13_minimum_by_relaxation(tmp_path):
     # An evaluated structure counts as a success if it *relaxes* to the reference: a slightly
     # distorted icosahedron is one, a far-off random structure (evaluated first) is not.
@@ -76,6 +92,33 @@ def test_first_success_finds_the_lj13_minimum_by_relaxation(tmp_path):
     hit = first_success(run.rows(), system, reference=-44.326801, tolerance=1e-3)
     assert hit is not None and hit.evaluations == 2
     assert abs(hit.relaxed_energy + 44.326801) < 1e-3
+
+
+def test_trajectories_are_judged_by_their_endpoints_then_scanned_from_their_start(tmp_path):
+    # Segment 0 wanders among flat layers (its endpoint fails); segment 1 starts far off and
+    # ends at a distorted icosahedron: its first row that relaxes into the minimum is the success.
+    from ase.cluster import Icosahedron
+
+    from godiff.energy import Evaluator
+
+    system = load_system("lj13")
+    ico = Icosahedron("Ar", noshells=2, latticeconstant=1.5496)
+    rng = np.random.default_rng(1)
+    flat = [rng.uniform(-2, 2, (13, 3)) * np.array([1, 1, 0.05]) for _ in range(3)]
+    centre = ico.positions - ico.positions.mean(0)
+    path = [centre * 1.6 + rng.normal(0, 0.02, (13, 3)), centre + rng.normal(0, 0.08, (13, 3)), centre]
+    run = RunDir.create(tmp_path / "r", {"system": system.to_dict()})
+    with Evaluator(system.energy) as ev:
+        for k, segment in enumerate([flat, path]):
+            for i, pos in enumerate(segment):
+                atoms = system.atoms(pos)
+                run.record(atoms, ev.single_point(atoms), iteration=k, sample=i, temperature=0.0)
+    rows = run.rows()
+    every = first_success(rows, system, reference=-44.326801, tolerance=1e-3)
+    by_path = first_success(rows, system, reference=-44.326801, tolerance=1e-3, trajectories=True)
+    assert every is not None and by_path is not None
+    assert by_path.evaluations == every.evaluations and by_path.evaluations in (4, 5)
+    assert first_success(rows[:3], system, reference=-44.326801, tolerance=1e-3, trajectories=True) is None
 
 
 def test_connectivity_prefilter_uses_minimum_image():

@@ -9,7 +9,8 @@ Layout of a benchmark directory::
 
 Seeds are 0..N-1, never hand-picked. Restarted with the same command, a benchmark skips the
 (method, seed) pairs already in ``results.json`` and resumes an interrupted godiff run from its
-last checkpoint.
+last checkpoint. A record judged under another success criterion (``judge`` in the record, see
+:func:`godiff.bench.success.criterion`) is judged again from its run directory, without a rerun.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from itertools import product
 from pathlib import Path
 
 from godiff.bench.methods import get_method
+from godiff.bench.success import criterion
 from godiff.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -63,36 +66,59 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None) -> dict:
-    """Run one (method, seed) and judge it; returns its record. Runs in a worker process."""
+def judge(system, method: str, run_dir: Path, budget: int) -> dict:
+    """The success fields of a record, judged from a finished run directory under :func:`criterion`."""
     from godiff.bench.success import first_success
     from godiff.rundir import RunDir
+
+    reference, tolerance = _reference(system)
+    rows = RunDir(run_dir).rows()[:budget]
+    ok = [r for r in rows if r.get("ok", True) and r.get("energy") is not None]
+    trajectories = get_method(method).trajectories
+    success = first_success(rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories)
+    return {
+        "evaluations": len(rows),
+        "evaluations_to_success": None if success is None else success.evaluations,
+        "success_relaxed_energy": None if success is None else success.relaxed_energy,
+        "best_energy": min((r.energy for r in ok), default=None),
+        "judge": criterion(system, trajectories=trajectories),
+    }
+
+
+def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None) -> dict:
+    """Run one (method, seed) and judge it; returns its record. Runs in a worker process."""
     from godiff.system import System
 
     system = System.from_dict(system_dict)
-    reference, tolerance = _reference(system)
+    _reference(system)
     run_dir = Path(out) / "runs" / method / f"seed-{seed}"
     resumed = (run_dir / "run.json").exists()
     start = time.perf_counter()
     get_method(method).run(system, seed=seed, budget=budget, out=run_dir, **(overrides or {}))
     wall = time.perf_counter() - start
-    rows = RunDir(run_dir).rows()[:budget]
-    ok = [r for r in rows if r.get("ok", True) and r.get("energy") is not None]
-    success = first_success(rows, system, reference=reference, tolerance=tolerance)
     return {
         "method": method,
         "seed": seed,
         "budget": budget,
-        "evaluations": len(rows),
-        "evaluations_to_success": None if success is None else success.evaluations,
-        "success_relaxed_energy": None if success is None else success.relaxed_energy,
-        "best_energy": min((r.energy for r in ok), default=None),
+        **judge(system, method, run_dir, budget),
         "wall_seconds": wall,
         "resumed": resumed,
         "run_dir": str(run_dir),
         "versions": _versions(),
         "machine": _machine(),
     }
+
+
+def rejudge_one(system_dict: dict, record: dict) -> dict:
+    """``record`` with its success fields judged again under the current criterion (no rerun)."""
+    from godiff.system import System
+
+    system = System.from_dict(system_dict)
+    if not (Path(record["run_dir"]) / "run.json").exists():
+        log.warning("%s seed %s: run directory %s is gone; keeping the record as judged before",
+                    record["method"], record["seed"], record["run_dir"])
+        return record
+    return {**record, **judge(system, record["method"], Path(record["run_dir"]), record["budget"])}
 
 
 def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
@@ -125,12 +151,17 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     def save():
         atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
 
+    pairs = set(product(methods, range(seeds)))
+    stale = [r for r in records if (r["method"], r["seed"]) in pairs
+             and r.get("judge") != criterion(system, trajectories=get_method(r["method"]).trajectories)]
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    if todo:
+    if todo or stale:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_threads, initargs=(threads,)) as pool:
-            futures = {pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides): (m, s) for m, s in todo}
+            futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
+            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides) for m, s in todo]
             for fut in as_completed(futures):
                 record = fut.result()
+                records = [r for r in records if (r["method"], r["seed"]) != (record["method"], record["seed"])]
                 records.append(record)
                 save()
                 if progress:

@@ -29,11 +29,14 @@ class Method:
         description: one line for tables and help.
         run: ``run(system, *, seed, budget, out, **overrides) -> None``; writes a run directory at
             ``out``; ``overrides`` are search settings (godiff methods only).
+        trajectories: each ``iteration`` of its rows is one local relaxation (see
+            :func:`godiff.bench.success.first_success`).
     """
 
     name: str
     description: str
     run: Callable = field(repr=False)
+    trajectories: bool = False
 
 
 def _godiff(**settings) -> Callable:
@@ -73,11 +76,12 @@ def _classical(name: str, **kwargs) -> Callable:
 
 METHODS.update({
     "random": Method("random", "uniform placement in the box, one single point each (the floor)", _classical("random")),
-    "rss": Method("rss", "random structure search: uniform placement, BFGS to 0.05 eV/Å, repeated", _classical("rss")),
+    "rss": Method("rss", "random structure search: uniform placement, BFGS to 0.05 eV/Å, repeated", _classical("rss"),
+                  trajectories=True),
     "rss-cluster": Method("rss-cluster", "random structure search with the mobile atoms grown as one cluster",
-                          _classical("rss", cluster=True)),
+                          _classical("rss", cluster=True), trajectories=True),
     "basin-hopping": Method("basin-hopping", "basin hopping on the mobile atoms, Metropolis on relaxed energies (T 0.2 eV, dr 1 Å)",
-                            _classical("basin-hopping")),
+                            _classical("basin-hopping"), trajectories=True),
 })
 
 
