@@ -62,6 +62,8 @@ class SearchConfig:
     Attributes:
         iterations: self-sampling iterations.
         samples: structures sampled and evaluated per iteration.
+        first_samples: structures of the first iteration (``None``: ``samples``); a search from
+            a pretrained model needs fewer to start (see :data:`godiff.zoo.transfer.TRANSFER`).
         train_steps: optimizer steps per iteration.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
@@ -83,6 +85,7 @@ class SearchConfig:
 
     iterations: int = 20
     samples: int = 128
+    first_samples: int | None = None
     train_steps: int = 200
     batch_size: int = 32
     force_batch: int = 16
@@ -106,6 +109,8 @@ class SearchConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name.replace('_', '-')}: must be at least 1 (got {getattr(self, name)})")
+        if self.first_samples is not None and int(self.first_samples) < 1:
+            raise ConfigError(f"first-samples: must be at least 1 (got {self.first_samples})")
         if self.train_steps < 0:
             raise ConfigError(f"train-steps: must not be negative (got {self.train_steps})")
         if self.sampler.steps < 1:
@@ -405,7 +410,7 @@ class Search:
 
     def _sample(self, k: int) -> np.ndarray:
         gen = _generator(self.config.seed, k, "sample")
-        n = self.config.samples
+        n = self.config.first_samples if k == 0 and self.config.first_samples else self.config.samples
         if k == 0 and not self.pretrained:
             x = self.domain.sample_uniform((n, self.system.n_mobile), gen)
             x = self.sampler.finish(x)

@@ -179,3 +179,33 @@ def test_match_ranks_identical_first_and_explains_each_term(run_dir, registry):
     assert related(pt7, au7) and not related(pt7, lj13.fingerprint())
     result = _cli("match", "pt7-pt111")
     assert result.exit_code == 0 and "lj13-tiny@1.0.0" in result.output and " no" in result.output
+
+
+def test_unseen_elements_start_from_their_nearest_seen_element(run_dir, registry):
+    from ase.data import atomic_numbers
+
+    from godiff.zoo.transfer import adapt
+
+    zoo_model = load(registry.add_run(run_dir, name="lj13-tiny", version="1.0.0").path)
+    kr13 = _variant("lj13", mobile="Kr13")
+    model, mapping = adapt(zoo_model, kr13)
+    assert mapping == {"Kr": "Ar"}
+    weights = model.species.weight
+    assert torch.equal(weights[atomic_numbers["Kr"]], weights[atomic_numbers["Ar"]])
+    assert not torch.equal(zoo_model.model.species.weight[atomic_numbers["Kr"]], weights[atomic_numbers["Ar"]])
+
+
+def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir, registry, tmp_path):
+    from godiff.errors import ConfigError
+    from godiff.zoo.transfer import finetune
+
+    registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
+    result, entry = finetune(_variant("lj13", name="lj12", mobile="Ar12"), registry=registry, out=tmp_path / "ft",
+                             iterations=1, first_samples=3, train_steps=1, steps=4, relax_steps=1, oversample=1)
+    assert result.n_evaluations == 3  # the first batch of a transfer is its own size
+    training = entry.training()
+    assert entry.ref == "lj12-from-lj13-tiny@1.0.0" and training["lineage"]["parent"] == "lj13-tiny@1.0.0"
+    assert training["search"]["temperature_start"] == 1.0  # the transfer preset, not the scratch schedule
+    with pytest.raises(ConfigError, match="no registered model is related"):
+        finetune("pt1-step", registry=registry, out=tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()

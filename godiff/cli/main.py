@@ -219,9 +219,10 @@ def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batc
     model = parent = None
     if start_from is not None:
         from godiff.zoo import load
+        from godiff.zoo.transfer import adapt
 
         zoo_model = load(start_from)
-        model, parent = zoo_model.model, _parent_ref(start_from, zoo_model)
+        (model, _), parent = adapt(zoo_model, system_obj), _parent_ref(start_from, zoo_model)
     search = Search(
         system_obj, out=out, command=_command_line(ctx), model=model, parent=parent,
         iterations=iterations, samples=samples, train_steps=train_steps, sampling_steps=sampling_steps,

@@ -171,6 +171,39 @@ def match(system, top):
 
 
 @cli.command()
+@click.argument("system")
+@click.option("--from", "start", metavar="MODEL", default=None,
+              help="Start from this model (NAME@VERSION, ORG/NAME@VERSION or a folder); default: the closest related one.")
+@click.option("--name", default=None, help="Register the result under this name (default: <system>-from-<parent>).")
+@click.option("--version", "version", default="1.0.0", show_default=True, help="Version to register the result as.")
+@click.option("--force", is_flag=True, help="Replace an existing version with different content.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
+@click.option("--iterations", type=int, default=None, help="Iterations (transfer preset: 10).")
+@click.option("--samples", type=int, default=None, help="Structures per iteration.")
+@click.option("--first-samples", type=int, default=None, help="Structures of the first iteration (transfer preset: 64).")
+@click.option("--train-steps", type=int, default=None, help="Optimizer steps per iteration.")
+@click.option("--sampling-steps", type=int, default=None, help="Reverse-diffusion steps per sample.")
+@click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (transfer preset: 1 eV).")
+@click.option("--seed", type=int, default=None, help="Seed of every random stream.")
+@click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
+@click.pass_context
+def finetune(ctx, system, start, name, version, force, out, iterations, samples, first_samples, train_steps,
+             sampling_steps, temperature_start, seed, workers):
+    """Search SYSTEM starting from the closest registered model (or --from), then register the result."""
+    from godiff.cli.main import _command_line
+    from godiff.system import load_system
+    from godiff.zoo.transfer import finetune as run_finetune
+
+    result, entry = run_finetune(
+        load_system(system), start=start, name=name, version=version, force=force, out=out, command=_command_line(ctx),
+        iterations=iterations, samples=samples, first_samples=first_samples, train_steps=train_steps,
+        sampling_steps=sampling_steps, temperature_start=temperature_start, seed=seed, workers=workers,
+    )
+    click.echo(f"best energy     {result.best_energy:.6f} eV after {result.n_evaluations} evaluations\n"
+               f"run directory   {result.run_dir}\nregistered      {entry.ref} (parent {entry.training()['lineage']['parent']})")
+
+
+@cli.command()
 @click.argument("refs", metavar="[MODEL]...", nargs=-1)
 @click.option("--write", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Write cards/<name>-<version>.md into this folder instead of printing.")

@@ -1,0 +1,116 @@
+"""Start a search from the closest registered model, adapted to the new system, and register the result.
+
+Steps of :func:`finetune`:
+
+1. **Choose** the starting model: the one given, else the closest *related* registered model
+   (:func:`godiff.zoo.similarity.match`). When none is related, it refuses and suggests a scratch run.
+2. **Adapt** it (:func:`adapt`): the architecture is kept (the network does not depend on the
+   number of atoms or the template); the species embedding of each element the model never saw
+   starts as a copy of the nearest element it did see (periodic-table distance), so Au on a
+   Pt-trained model starts as Pt.
+3. **Search** with the transfer preset :data:`TRANSFER` (lower starting temperature, fewer
+   iterations, a smaller first batch); the replay buffer starts empty, since the new system's
+   energies are new. Any setting can be overridden.
+4. **Register** the finished run as a new zoo model whose lineage names its parent.
+
+Example:
+    >>> from godiff.zoo.transfer import finetune
+    >>> result, entry = finetune("my_system.yaml", start="pt-islands-emt@1.0.0")   # doctest: +SKIP
+    >>> entry.ref, result.best_energy                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+
+import torch
+
+from godiff.errors import ConfigError, ModelNotFoundError
+from godiff.zoo.similarity import element_distance
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TRANSFER", "adapt", "choose", "finetune", "seen_species"]
+
+#: The search settings of a fine-tune (provisional until issue 6's transfer benchmark measures
+#: them): start at 1 eV rather than 5 (the model already concentrates on low energies), 10
+#: iterations rather than 20, and 64 structures in the first iteration rather than 128.
+TRANSFER = {"iterations": 10, "temperature_start": 1.0, "temperature_end": 0.02, "first_samples": 64}
+
+
+def seen_species(zoo_model) -> list[str]:
+    """The elements a zoo model was trained on (mobile and template)."""
+    fp = zoo_model.system_meta.get("fingerprint") or zoo_model.system.fingerprint()
+    return sorted(set(fp.get("mobile_species", [])) | set(fp.get("template_species", [])))
+
+
+def adapt(zoo_model, system) -> tuple[object, dict]:
+    """A copy of the zoo model's network ready for ``system``, and ``{new element: seen element}``
+    for every element of ``system`` whose embedding was started from a seen one."""
+    from ase.data import atomic_numbers
+
+    model = copy.deepcopy(zoo_model.model)
+    seen = seen_species(zoo_model)
+    fp = system.fingerprint()
+    needed = sorted(set(fp["mobile_species"]) | set(fp.get("template_species", [])))
+    mapping = {}
+    for element in needed:
+        if element in seen or not seen:
+            continue
+        source = min(seen, key=lambda s: (element_distance(element, s), abs(atomic_numbers[s] - atomic_numbers[element])))
+        with torch.no_grad():
+            model.species.weight[atomic_numbers[element]] = model.species.weight[atomic_numbers[source]]
+        mapping[element] = source
+    return model, mapping
+
+
+def choose(system, *, start=None, registry=None):
+    """The zoo model to start from: ``start`` if given, else the closest related registered model."""
+    from godiff.zoo import load
+    from godiff.zoo.similarity import match
+
+    if start is not None:
+        return load(start, registry=registry)
+    ranked = match(system, registry)
+    if not ranked:
+        raise ModelNotFoundError(f"no registered models to start {system.name} from; run a scratch search: godiff run {system.name}")
+    best = ranked[0]
+    if not best.related:
+        raise ConfigError(
+            f"no registered model is related to {system.name} (closest: {best.entry.ref} at distance "
+            f"{best.distance.total:.2f}, no shared element and another template kind); run a scratch search: "
+            f"godiff run {system.name}"
+        )
+    return load(best.entry.path)
+
+
+def finetune(system, *, start=None, registry=None, out=None, name: str | None = None, version: str = "1.0.0",
+             force: bool = False, command: str | None = None, calculator=None, progress=None, **overrides):
+    """Fine-tune from ``start`` (or the closest related model) on ``system``; returns ``(result, entry)``.
+
+    Args:
+        system: a :class:`godiff.system.System`, preset name or YAML path.
+        start: a zoo reference (``name@version``, a folder, ``org/name@version``); default: matched.
+        registry: the :class:`godiff.zoo.registry.Registry` to match in and register into.
+        out: run directory (default ``runs/<system>-<time>``).
+        name, version: what to register the result as (default name: ``<system>-from-<parent>``).
+        overrides: search settings on top of :data:`TRANSFER`.
+    """
+    from godiff.search import Search
+    from godiff.system import load_system
+    from godiff.zoo.registry import Registry
+
+    system = load_system(system)
+    registry = registry or Registry()
+    parent = choose(system, start=start, registry=registry)
+    model, mapping = adapt(parent, system)
+    for new, source in mapping.items():
+        log.info("species %s starts from the embedding of %s", new, source)
+    settings = {**TRANSFER, **{k: v for k, v in overrides.items() if v is not None}}
+    search = Search(system, out=out, model=model, parent=parent.ref, command=command, calculator=calculator, **settings)
+    result = search.run(progress=progress)
+    name = name or re.sub(r"[^a-z0-9._-]+", "-", f"{system.name}-from-{parent.name}".lower()).strip("-.")
+    entry = registry.add_run(result.run_dir, name=name, version=version, force=force)
+    return result, entry
