@@ -147,3 +147,19 @@ def test_classical_methods_spend_exactly_their_budget_through_the_evaluator(meth
         assert len({r.iteration for r in rows}) == 60  # one evaluation per placement
     else:
         assert min(r.energy for r in rows) < rows[0].energy  # relaxations went downhill
+
+
+def test_godiff_transfer_starts_from_the_given_zoo_model(tmp_path):
+    from godiff.search import Search
+    from godiff.zoo.registry import Registry
+
+    run = tmp_path / "parent"
+    Search("lj13", out=run, iterations=1, samples=4, train_steps=2, steps=3, relax_steps=1, oversample=1,
+           batch_size=4, force_batch=4).run()
+    entry = Registry(local=tmp_path / "zoo", shipped=tmp_path / "none").add_run(run, name="lj13-parent", version="1.0.0")
+    records = harness.run_benchmark(load_system("lj13"), methods=["godiff-transfer"], seeds=1, budget=10, out=tmp_path / "b",
+                                    start=str(entry.path), overrides={"samples": 4, "first_samples": 2, "train_steps": 1,
+                                                                      "sampling_steps": 3, "relax_steps": 1})
+    assert records[0]["evaluations"] == 10  # 2 + 2 x 4: the transfer preset's first batch, then the budget
+    manifest = json.loads((tmp_path / "b" / "runs" / "godiff-transfer" / "seed-0" / "run.json").read_text())
+    assert manifest["parent"] == "lj13-parent@1.0.0" and manifest["search"]["temperature_start"] == 1.0

@@ -85,7 +85,8 @@ def judge(system, method: str, run_dir: Path, budget: int) -> dict:
     }
 
 
-def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None) -> dict:
+def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None,
+            start_from: str | None = None) -> dict:
     """Run one (method, seed) and judge it; returns its record. Runs in a worker process."""
     from godiff.system import System
 
@@ -94,7 +95,9 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
     run_dir = Path(out) / "runs" / method / f"seed-{seed}"
     resumed = (run_dir / "run.json").exists()
     start = time.perf_counter()
-    get_method(method).run(system, seed=seed, budget=budget, out=run_dir, **(overrides or {}))
+    spec = get_method(method)
+    extra = {"start": start_from} if spec.pretrained else {}
+    spec.run(system, seed=seed, budget=budget, out=run_dir, **extra, **(overrides or {}))
     wall = time.perf_counter() - start
     return {
         "method": method,
@@ -122,7 +125,7 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
 
 
 def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
-                  overrides: dict | None = None) -> list[dict]:
+                  overrides: dict | None = None, start: str | None = None) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
     Args:
@@ -134,6 +137,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         jobs: runs in parallel (each gets cores // jobs torch threads).
         progress: called with each finished record.
         overrides: search settings applied to every godiff method (e.g. a smaller ``samples``).
+        start: the zoo model ``godiff-transfer`` starts from (default: the closest related one).
     """
     for m in methods:
         get_method(m)
@@ -158,7 +162,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     if todo or stale:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_threads, initargs=(threads,)) as pool:
             futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
-            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides) for m, s in todo]
+            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start) for m, s in todo]
             for fut in as_completed(futures):
                 record = fut.result()
                 records = [r for r in records if (r["method"], r["seed"]) != (record["method"], record["seed"])]

@@ -31,15 +31,17 @@ class Method:
             ``out``; ``overrides`` are search settings (godiff methods only).
         trajectories: each ``iteration`` of its rows is one local relaxation (see
             :func:`godiff.bench.success.first_success`).
+        pretrained: starts from a zoo model; its ``run`` takes ``start`` (a zoo reference or None).
     """
 
     name: str
     description: str
     run: Callable = field(repr=False)
     trajectories: bool = False
+    pretrained: bool = False
 
 
-def _godiff(**settings) -> Callable:
+def _godiff(name: str, **settings) -> Callable:
     def run(system, *, seed: int, budget: int, out: Path, **overrides) -> None:
         from godiff.search import Search, SearchConfig
 
@@ -49,17 +51,37 @@ def _godiff(**settings) -> Callable:
             search = Search.resume(out, iterations=iterations)
         else:
             search = Search(system, config=config, iterations=iterations, out=out,
-                            command=f"godiff bench (method godiff, seed {seed}, budget {budget})")
+                            command=f"godiff bench (method {name}, seed {seed}, budget {budget})")
         search.run()
 
     return run
 
 
+def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, **overrides) -> None:
+    """A fine-tune (:mod:`godiff.zoo.transfer`) from ``start`` or the closest related registered
+    model, with the transfer preset's iterations, fewer if the budget is smaller; nothing is registered."""
+    from godiff.search import Search, SearchConfig
+    from godiff.zoo.transfer import TRANSFER, adapt, choose
+
+    config = SearchConfig().with_overrides(seed=seed, **{**TRANSFER, **overrides})
+    first = config.first_samples or config.samples
+    iterations = max(1, min(config.iterations, 1 + (budget - first) // config.samples))
+    if (Path(out) / "run.json").exists():
+        Search.resume(out, iterations=iterations).run()
+        return
+    parent = choose(system, start=start)
+    model, _ = adapt(parent, system)
+    Search(system, config=config, iterations=iterations, out=out, model=model, parent=parent.ref,
+           command=f"godiff bench (method godiff-transfer from {parent.ref}, seed {seed}, budget {budget})").run()
+
+
 METHODS: dict[str, Method] = {
     "godiff": Method("godiff", "godiff's defaults without force-field guidance or relaxation in the learned field",
-                     _godiff(guidance=0.0, relax_steps=0)),
+                     _godiff("godiff", guidance=0.0, relax_steps=0)),
     "godiff-ffg": Method("godiff-ffg", "godiff's defaults: force-field guidance, relaxation and ranking in the learned model",
-                         _godiff()),
+                         _godiff("godiff-ffg")),
+    "godiff-transfer": Method("godiff-transfer", "godiff-ffg fine-tuned from a zoo model (--from, else the closest related one)",
+                              _godiff_transfer, pretrained=True),
 }
 
 

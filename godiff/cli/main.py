@@ -286,7 +286,9 @@ def report(run_dir, out):
 @click.option("--budget", type=int, default=2560, show_default=True, help="Energy evaluations per run.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Benchmark directory (re-run to resume).")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (cores are split between them).")
-def bench(system, methods, seeds, budget, out, jobs):
+@click.option("--from", "start", metavar="MODEL", default=None,
+              help="Zoo model that godiff-transfer starts from (default: the closest related registered one).")
+def bench(system, methods, seeds, budget, out, jobs, start):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -305,7 +307,7 @@ def bench(system, methods, seeds, budget, out, jobs):
                    f"{'success after ' + str(hit) + ' evaluations' if hit else 'no success'}, "
                    f"best {record['best_energy']:.4f} eV, {record['wall_seconds']:.0f} s", err=True)
 
-    run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress)
+    run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start)
     click.echo((Path(out) / "table.md").read_text())
 
 
