@@ -217,7 +217,7 @@ def card(refs, out_dir):
     for folder in folders:
         name, text = card_of_folder(folder)
         if out_dir is None:
-            click.echo(text)
+            click.echo(text, nl=False)
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / f"{name}.md").write_text(text)

@@ -26,13 +26,13 @@ def _template(system: dict) -> str:
         return "none (gas-phase cluster)"
     if "file" in t:
         return f"structure file {t['file']}"
-    args = ", ".join(f"{k}={v}" for k, v in t.items() if k not in ("builder", "frozen"))
+    args = ", ".join(f"{k}={v}" for k, v in sorted(t.items()) if k not in ("builder", "frozen"))
     return f"{t['builder']}({args}), frozen: {t.get('frozen', 'all')}"
 
 
 def _energy(training: dict, system: dict) -> str:
     e = training.get("energy") or system.get("energy") or {}
-    rest = ", ".join(f"{k}={v}" for k, v in e.items() if k != "calculator")
+    rest = ", ".join(f"{k}={v}" for k, v in sorted(e.items()) if k != "calculator")
     return e.get("calculator", "?") + (f" ({rest})" if rest else "")
 
 
@@ -72,7 +72,10 @@ def _front_matter(config: dict, meta: dict, training: dict) -> dict:
 
 
 def render_card(config: dict, meta: dict, training: dict) -> str:
-    """The model card of a model folder's ``config.json``, ``system.json`` and ``training.json``."""
+    """The model card of a model folder's ``config.json``, ``system.json`` and ``training.json``.
+
+    Depends only on their content, not on the order of their keys: a card rendered from a model in
+    memory equals the one rendered from its saved folder."""
     system = meta["system"]
     ref = system.get("reference") or {}
     front = yaml.safe_dump(_front_matter(config, meta, training), sort_keys=False, allow_unicode=True)
@@ -95,7 +98,7 @@ def render_card(config: dict, meta: dict, training: dict) -> str:
         "",
         f"- System: `{system.get('name')}`, mobile atoms {_composition(system)}",
         f"- Template: {_template(system)}",
-        f"- Box: {', '.join(f'{k}={v}' for k, v in box.items())}",
+        f"- Box: {', '.join(f'{k}={v}' for k, v in sorted(box.items(), key=lambda kv: (kv[0] != 'kind', kv[0])))}",
         f"- Energy function: {_energy(training, system)}",
         f"- System digest: `{meta.get('digest')}`",
         "",
