@@ -115,7 +115,7 @@ def render_card(config: dict, meta: dict, training: dict) -> str:
         "",
         "## Results",
         "",
-        f"- Lowest evaluated energy: {float(training['best_energy']):.4f} eV"
+        f"- Lowest energy evaluated during training (as sampled, not relaxed): {float(training['best_energy']):.4f} eV"
         + (f" (reference global minimum {ref['energy']} eV)" if "energy" in ref else ""),
         "",
         "## What it is for",
