@@ -209,3 +209,28 @@ def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir,
     with pytest.raises(ConfigError, match="no registered model is related"):
         finetune("pt1-step", registry=registry, out=tmp_path / "nope")
     assert not (tmp_path / "nope").exists()
+
+
+def test_cli_refuses_a_corrupt_or_newer_folder_in_one_line(run_dir, tmp_path):
+    from godiff.cli.main import cli as godiff_cli
+    from godiff.zoo.model import from_run
+
+    folder = from_run(run_dir, name="lj13-tiny", version="1.0.0").save_pretrained(tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:100])
+
+    def one_line(result, code, text, prog="godiff-zoo"):
+        assert result.exit_code == code and text in result.stderr, (result.exit_code, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(f"{prog}: error: ")
+
+    one_line(_cli("show", folder), 4, "SHA-256")
+    write_manifest(folder)  # consistent digests over a truncated file: safetensors itself must refuse it
+    one_line(CliRunner().invoke(godiff_cli, ["run", "lj13", "--from", str(folder), "--out", str(tmp_path / "r")]),
+             4, "unreadable", prog="godiff")
+    assert not (tmp_path / "r").exists()
+    weights.write_bytes(data)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "format_version": 2}))
+    write_manifest(folder)
+    one_line(_cli("show", folder), 4, "upgrade godiff")

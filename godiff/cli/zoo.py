@@ -80,11 +80,11 @@ def list_models():
 def show(ref, with_card):
     """Metadata, lineage, files and digests of MODEL (NAME@VERSION, ORG/NAME@VERSION or a folder)."""
     from godiff.zoo import resolve
-    from godiff.zoo.format import read_json, verify_folder
-    from godiff.zoo.model import describe_files
+    from godiff.zoo.format import read_json
+    from godiff.zoo.model import describe_files, read_folder
 
     folder = resolve(ref)
-    verify_folder(folder)
+    read_folder(folder)  # every digest, the format version and the weights checked
     training = read_json(folder / "training.json")
     meta = read_json(folder / "system.json")
     config = read_json(folder / "config.json")
@@ -100,7 +100,7 @@ def show(ref, with_card):
         f"command       {training.get('command')}",
         f"lineage       {parent or '-' } -> {training['name']}@{training['version']}",
         f"format        {config.get('format_version')} ({config.get('architecture')}, {config.get('n_parameters')} parameters)",
-        "files (all digests verified):",
+        "files (all digests verified, weights loaded):",
     ]
     lines += [f"  {name:<18} {size:>9} B  sha256 {digest}" for name, size, digest in describe_files(folder)]
     click.echo("\n".join(lines))
