@@ -107,6 +107,28 @@ METHODS.update({
 })
 
 
+def _agox(name: str) -> Callable:
+    def run(system, *, seed: int, budget: int, out: Path, **overrides) -> None:
+        from godiff.bench import agox
+
+        func = {"agox-random": agox.run_agox_random, "agox-basin-hopping": agox.run_agox_basin_hopping,
+                "agox-gofee": agox.run_agox_gofee}[name]
+        func(system, seed=seed, budget=budget, out=out)
+
+    return run
+
+
+# External references, where the agox package imports (its own environment: see godiff.bench.agox).
+METHODS.update({
+    "agox-random": Method("agox-random", "AGOX's random structure search (its defaults): contiguous placement, BFGS to 0.05 eV/Å, at most 100 steps",
+                          _agox("agox-random"), trajectories=True),
+    "agox-basin-hopping": Method("agox-basin-hopping", "AGOX's basin hopping (its defaults): rattle, BFGS, Metropolis at T 0.25 eV",
+                                 _agox("agox-basin-hopping"), trajectories=True),
+    "agox-gofee": Method("agox-gofee", "AGOX's GOFEE (its defaults): 10 candidates relaxed in a Gaussian-process LCB, the best evaluated plus one BFGS step",
+                         _agox("agox-gofee"), trajectories=True),
+})
+
+
 def get_method(name: str) -> Method:
     """Look a method up by name; a one-line ConfigError lists the known ones."""
     try:
