@@ -163,3 +163,16 @@ def test_godiff_transfer_starts_from_the_given_zoo_model(tmp_path):
     assert records[0]["evaluations"] == 10  # 2 + 2 x 4: the transfer preset's first batch, then the budget
     manifest = json.loads((tmp_path / "b" / "runs" / "godiff-transfer" / "seed-0" / "run.json").read_text())
     assert manifest["parent"] == "lj13-parent@1.0.0" and manifest["search"]["temperature_start"] == 1.0
+
+
+def test_bench_speed_prints_each_cost_including_one_energy_evaluation():
+    from click.testing import CliRunner
+
+    from godiff.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["bench-speed", "lj13", "--samples", "4", "--repeats", "1", "--threads", "1",
+                                      "--sampling-steps", "3", "--evaluations", "3"])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    for phrase in ("forward pass, 4 samples", "sampling 4 structures (3 steps", "training:",
+                   "energy evaluation (lj):", "(median of 3, the first call excluded)"):
+        assert phrase in result.output, result.output

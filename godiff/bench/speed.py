@@ -6,7 +6,9 @@
   cached (as the sampler runs it) and recomputed (the plain path): the saving of treating the
   template as frozen context;
 * drawing ``samples`` structures (all sampling steps, guidance and relaxation included);
-* one training step (denoising batch + force batch, template context included).
+* one training step (denoising batch + force batch, template context included);
+* one energy evaluation with the system's own energy function (a single point with forces on
+  structures drawn from the prior; the first call, which loads the model, is not counted).
 
 With ``--steps-sweep`` and a run directory it also measures sample quality against the number
 of sampling steps: for each step count, the median and lowest energy of structures drawn from
@@ -20,7 +22,7 @@ import time
 
 import torch
 
-__all__ = ["median_seconds", "forward_costs", "iteration_costs", "steps_sweep"]
+__all__ = ["median_seconds", "forward_costs", "iteration_costs", "evaluation_costs", "steps_sweep"]
 
 
 def median_seconds(fn, *, repeats: int = 5, warmup: int = 1) -> float:
@@ -76,6 +78,24 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
 
     step_s = median_seconds(step, repeats=max(5, repeats))
     return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}
+
+
+def evaluation_costs(search, *, evaluations: int = 8) -> dict:
+    """Median seconds of one single point (energy and forces) with the system's energy function."""
+    from godiff.energy import Evaluator
+
+    gen = torch.Generator().manual_seed(1)
+    x = search.sampler.finish(search.domain.sample_uniform((evaluations + 1, search.system.n_mobile), gen))
+    structures = [search.system.atoms(p) for p in x.double().numpy()]
+    energy = search.calculator if search.calculator is not None else search.system.energy
+    times = []
+    with Evaluator(energy) as evaluator:
+        for i, atoms in enumerate(structures):
+            t = time.perf_counter()
+            evaluator.single_point(atoms)
+            if i:  # the first call loads the model
+                times.append(time.perf_counter() - t)
+    return {"evaluation_s": statistics.median(times), "evaluations": len(times)}
 
 
 def steps_sweep(search, step_counts, *, samples: int = 64, seed: int = 0) -> list[dict]:

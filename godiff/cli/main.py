@@ -317,16 +317,18 @@ def bench(system, methods, seeds, budget, out, jobs, start):
 @click.option("--repeats", type=int, default=5, show_default=True, help="Repeats per figure (the median is shown).")
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
 @click.option("--sampling-steps", type=int, default=None, help="Measure with this many sampling steps.")
+@click.option("--evaluations", type=int, default=8, show_default=True,
+              help="Single points timed with the system's energy function (0: skip).")
 @click.option("--steps-sweep", default=None, metavar="N,N,...",
               help="Also measure sample energies against sampling steps (needs a run directory).")
-def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep):
+def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, evaluations):
     """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
     for the last checkpoint of a run directory; medians of several repeats. Writes nothing."""
     import tempfile
 
     import torch
 
-    from godiff.bench.speed import forward_costs, iteration_costs, steps_sweep as sweep
+    from godiff.bench.speed import evaluation_costs, forward_costs, iteration_costs, steps_sweep as sweep
     from godiff.search import Search
 
     if threads:
@@ -351,6 +353,10 @@ def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep):
     click.echo(f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps, "
                f"{cfg.sampler.oversample:g}x oversampled): {it['sampling_s']:.2f} s")
     click.echo(f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps")
+    if evaluations:
+        ev = evaluation_costs(search, evaluations=evaluations)
+        click.echo(f"energy evaluation ({search.system.energy['calculator']}): {ev['evaluation_s']:.3f} s per single point "
+                   f"(median of {ev['evaluations']}, the first call excluded)")
     if steps_sweep:
         if tmp is not None:
             raise click.UsageError("--steps-sweep needs a run directory with a trained model")
