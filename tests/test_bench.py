@@ -9,6 +9,7 @@ from ase.build import fcc111
 from godiff.bench import harness
 from godiff.bench.success import criterion
 from godiff.bench.success import first_success, is_connected
+from godiff.errors import ConfigError
 from godiff.rundir import RunDir
 from godiff.system import System, load_system
 
@@ -55,6 +56,15 @@ def test_rerun_skips_finished_pairs(tiny_bench):
                                   overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
     assert len(again) == 2
     assert json.loads((out / "results.json").read_text())["records"] == json.loads(before)["records"]
+
+
+def test_another_budget_in_the_same_directory_is_refused_and_nothing_is_lost(tiny_bench):
+    out, _, _ = tiny_bench
+    before = (out / "results.json").read_text()
+    with pytest.raises(ConfigError, match="budget 8, not 12; give another --out"):
+        harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=12, out=out,
+                              overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    assert (out / "results.json").read_text() == before
 
 
 def test_records_judged_under_another_criterion_are_judged_again_without_a_rerun(tiny_bench):

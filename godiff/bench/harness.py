@@ -152,7 +152,13 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     records = []
     if results_path.exists():
         previous = json.loads(results_path.read_text())
-        records = [r for r in previous.get("records", []) if r.get("budget") == budget]
+        records = previous.get("records", [])
+        budgets = sorted({r.get("budget") for r in records} - {budget}, key=str)
+        if budgets:  # its runs/ would be resumed under another budget, and its records dropped
+            from godiff.errors import ConfigError
+
+            raise ConfigError(f"{out}: holds runs at budget {', '.join(map(str, budgets))}, not {budget}; "
+                              "give another --out for another budget")
     done = {(r["method"], r["seed"]) for r in records}
     todo = [(m, s) for m in methods for s in range(seeds) if (m, s) not in done]
 
