@@ -191,8 +191,37 @@ def run_rss(system, *, seed: int, budget: int, out: Path, cluster: bool = False)
             pass
 
 
-def run_basin_hopping(system, *, seed: int, budget: int, out: Path, temperature: float = 0.2, dr: float = 1.0) -> None:
-    """Basin hopping on the mobile atoms, Metropolis on relaxed energies."""
+PT_BOND = 1.904 / 0.7  # the bond length the metal settings were set on (Pt, from covalent radii)
+
+
+def basin_hopping_settings(system) -> dict:
+    """The Metropolis temperature and largest hop of basin hopping on ``system``.
+
+    Metals (set on Pt7/Pt(111)): T 0.2 eV, hops of up to 1 Å. The hop scales with the system's
+    bond length (from its minimum distance), so a Lennard-Jones cluster hops up to 0.37 sigma;
+    a Lennard-Jones calculator gets T = 0.8 epsilon, the classic setting for LJ clusters (Wales &
+    Doye 1997), rather than a temperature in eV that means nothing in reduced units.
+
+    Example:
+        >>> from godiff.system import load_system
+        >>> basin_hopping_settings(load_system("pt7-pt111")), basin_hopping_settings(load_system("lj13"))
+        ({'temperature': 0.2, 'dr': 1.0}, {'temperature': 0.8, 'dr': 0.368})
+    """
+    symbol = system.mobile_symbols[0]
+    dr = round(system.pair_min_distance(symbol, symbol) / 0.7 / PT_BOND, 3)
+    energy = system.energy or {}
+    if energy.get("calculator") == "lj":
+        return {"temperature": 0.8 * float(energy.get("epsilon", 1.0)), "dr": dr}
+    return {"temperature": 0.2, "dr": dr}
+
+
+def run_basin_hopping(system, *, seed: int, budget: int, out: Path, temperature: float | None = None,
+                      dr: float | None = None) -> None:
+    """Basin hopping on the mobile atoms, Metropolis on relaxed energies (defaults:
+    :func:`basin_hopping_settings`)."""
+    defaults = basin_hopping_settings(system)
+    temperature = defaults["temperature"] if temperature is None else temperature
+    dr = defaults["dr"] if dr is None else dr
     run, evaluator, calc, rng = _setup(system, seed, budget, out, "basin-hopping")
     n_template = system.n_template
     with evaluator:

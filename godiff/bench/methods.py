@@ -102,7 +102,7 @@ METHODS.update({
                   trajectories=True),
     "rss-cluster": Method("rss-cluster", "random structure search with the mobile atoms grown as one cluster",
                           _classical("rss", cluster=True), trajectories=True),
-    "basin-hopping": Method("basin-hopping", "basin hopping on the mobile atoms, Metropolis on relaxed energies (T 0.2 eV, dr 1 Å)",
+    "basin-hopping": Method("basin-hopping", "basin hopping on the mobile atoms, Metropolis on relaxed energies (metals T 0.2 eV, hops up to 1 Å; LJ 0.8 epsilon, 0.37 sigma)",
                             _classical("basin-hopping"), trajectories=True),
 })
 
