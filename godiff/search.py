@@ -346,8 +346,13 @@ class Search:
         return energies, ids
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self, *, progress=None) -> Result:
-        """Run the remaining iterations; returns the :class:`Result`."""
+    def run(self, *, progress=None, stop=None) -> Result:
+        """Run the remaining iterations; returns the :class:`Result`.
+
+        ``stop(search) -> bool``, if given, is asked after each finished iteration (checkpoint
+        written); True ends the run there, e.g. once a benchmark has seen its success
+        (:class:`godiff.bench.success.SuccessWatch`). A stopped run resumes like any other.
+        """
         from godiff.energy import Evaluator
 
         emit = progress or (lambda event: None)
@@ -355,6 +360,8 @@ class Search:
         with Evaluator(energy, workers=self.config.workers) as evaluator:
             for k in range(self.next_iteration, self.config.iterations):
                 self._iteration(k, evaluator, emit)
+                if stop is not None and stop(self):
+                    break
         return self.result()
 
     def result(self) -> Result:

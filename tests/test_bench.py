@@ -186,3 +186,20 @@ def test_bench_speed_prints_each_cost_including_one_energy_evaluation():
     for phrase in ("forward pass, 4 samples", "sampling 4 structures (3 steps", "training:",
                    "energy evaluation (lj):", "(median of 3, the first call excluded)"):
         assert phrase in result.output, result.output
+
+
+def test_stop_at_success_ends_a_godiff_run_after_the_iteration_of_its_first_success(tmp_path):
+    from godiff.bench.success import first_success
+
+    system = load_system("pt1-step")  # one adatom: a random placement often relaxes to the minimum
+    records = harness.run_benchmark(system, methods=["godiff-ffg"], seeds=1, budget=40, out=tmp_path / "b",
+                                    stop_at_success=True,
+                                    overrides={"samples": 8, "train_steps": 2, "sampling_steps": 3, "relax_steps": 1,
+                                               "oversample": 1})
+    record = records[0]
+    hit = record["evaluations_to_success"]
+    assert record["stopped_at_success"] and hit is not None
+    assert record["evaluations"] == 8 * -(-hit // 8) < 40  # the success's iteration finished, no more
+    rows = RunDir.open(record["run_dir"]).rows()
+    fresh = first_success(rows, system, reference=5.5058, tolerance=0.05)
+    assert fresh.evaluations == hit  # the watch's verdict is the post-hoc judge's

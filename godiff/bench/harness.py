@@ -70,8 +70,12 @@ def _threads(n: int) -> None:
     _threads.limits = threadpool_limits(limits=n)  # kept alive for the worker's lifetime
 
 
-def judge(system, method: str, run_dir: Path, budget: int) -> dict:
-    """The success fields of a record, judged from a finished run directory under :func:`criterion`."""
+def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
+    """The success fields of a record, judged from a finished run directory under :func:`criterion`.
+
+    ``watch``: the :class:`godiff.bench.success.SuccessWatch` that watched the run, whose verdict
+    is taken when it has seen a success or every row, rather than relaxing them all again.
+    """
     from godiff.bench.success import first_success
     from godiff.rundir import RunDir
 
@@ -79,7 +83,11 @@ def judge(system, method: str, run_dir: Path, budget: int) -> dict:
     rows = RunDir(run_dir).rows()[:budget]
     ok = [r for r in rows if r.get("ok", True) and r.get("energy") is not None]
     trajectories = get_method(method).trajectories
-    success = first_success(rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories)
+    if watch is not None:
+        watch.scan(rows)  # rows evaluated after its last look (e.g. an interrupted iteration resumed)
+        success = watch.success
+    else:
+        success = first_success(rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories)
     return {
         "evaluations": len(rows),
         "evaluations_to_success": None if success is None else success.evaluations,
@@ -90,24 +98,34 @@ def judge(system, method: str, run_dir: Path, budget: int) -> dict:
 
 
 def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None,
-            start_from: str | None = None) -> dict:
-    """Run one (method, seed) and judge it; returns its record. Runs in a worker process."""
+            start_from: str | None = None, stop_at_success: bool = False) -> dict:
+    """Run one (method, seed) and judge it; returns its record. Runs in a worker process.
+
+    ``stop_at_success``: a method that can be stopped (godiff's) ends after the iteration of its
+    first success; its evaluations to success are the same, its ``evaluations`` and best energy
+    are those of the shortened run (``stopped_at_success`` in the record).
+    """
+    from godiff.bench.success import SuccessWatch
     from godiff.system import System
 
     system = System.from_dict(system_dict)
-    _reference(system)
+    reference, tolerance = _reference(system)
     run_dir = Path(out) / "runs" / method / f"seed-{seed}"
     resumed = (run_dir / "run.json").exists()
     start = time.perf_counter()
     spec = get_method(method)
     extra = {"start": start_from} if spec.pretrained else {}
+    watch = None
+    if stop_at_success and spec.stoppable:
+        watch = extra["stop"] = SuccessWatch(system, reference=reference, tolerance=tolerance)
     spec.run(system, seed=seed, budget=budget, out=run_dir, **extra, **(overrides or {}))
     wall = time.perf_counter() - start
     return {
         "method": method,
         "seed": seed,
         "budget": budget,
-        **judge(system, method, run_dir, budget),
+        **judge(system, method, run_dir, budget, watch=watch),
+        "stopped_at_success": watch is not None,
         "wall_seconds": wall,
         "resumed": resumed,
         "run_dir": str(run_dir),
@@ -129,7 +147,7 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
 
 
 def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
-                  overrides: dict | None = None, start: str | None = None) -> list[dict]:
+                  overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
     Args:
@@ -142,6 +160,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         progress: called with each finished record.
         overrides: search settings applied to every godiff method (e.g. a smaller ``samples``).
         start: the zoo model ``godiff-transfer`` starts from (default: the closest related one).
+        stop_at_success: end godiff runs after the iteration of their first success (saves the
+            rest of the budget; see :func:`run_one`).
     """
     for m in methods:
         get_method(m)
@@ -172,7 +192,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     if todo or stale:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_threads, initargs=(threads,)) as pool:
             futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
-            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start) for m, s in todo]
+            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success)
+                        for m, s in todo]
             for fut in as_completed(futures):
                 record = fut.result()
                 records = [r for r in records if (r["method"], r["seed"]) != (record["method"], record["seed"])]

@@ -32,6 +32,8 @@ class Method:
         trajectories: each ``iteration`` of its rows is one local relaxation (see
             :func:`godiff.bench.success.first_success`).
         pretrained: starts from a zoo model; its ``run`` takes ``start`` (a zoo reference or None).
+        stoppable: its ``run`` takes ``stop`` (see :meth:`godiff.search.Search.run`), so a
+            benchmark can end it at its first success.
     """
 
     name: str
@@ -39,10 +41,11 @@ class Method:
     run: Callable = field(repr=False)
     trajectories: bool = False
     pretrained: bool = False
+    stoppable: bool = False
 
 
 def _godiff(name: str, **settings) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, **overrides) -> None:
+    def run(system, *, seed: int, budget: int, out: Path, stop=None, **overrides) -> None:
         from godiff.search import Search, SearchConfig
 
         config = SearchConfig().with_overrides(seed=seed, **{**settings, **overrides})
@@ -52,12 +55,12 @@ def _godiff(name: str, **settings) -> Callable:
         else:
             search = Search(system, config=config, iterations=iterations, out=out,
                             command=f"godiff bench (method {name}, seed {seed}, budget {budget})")
-        search.run()
+        search.run(stop=stop)
 
     return run
 
 
-def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, **overrides) -> None:
+def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, stop=None, **overrides) -> None:
     """A fine-tune (:mod:`godiff.zoo.transfer`) from ``start`` or the closest related registered
     model, with the transfer preset's iterations, fewer if the budget is smaller; nothing is registered."""
     from godiff.search import Search, SearchConfig
@@ -67,21 +70,21 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, *
     first = config.first_samples or config.samples
     iterations = max(1, min(config.iterations, 1 + (budget - first) // config.samples))
     if (Path(out) / "run.json").exists():
-        Search.resume(out, iterations=iterations).run()
+        Search.resume(out, iterations=iterations).run(stop=stop)
         return
     parent = choose(system, start=start)
     model, _ = adapt(parent, system)
     Search(system, config=config, iterations=iterations, out=out, model=model, parent=parent.ref,
-           command=f"godiff bench (method godiff-transfer from {parent.ref}, seed {seed}, budget {budget})").run()
+           command=f"godiff bench (method godiff-transfer from {parent.ref}, seed {seed}, budget {budget})").run(stop=stop)
 
 
 METHODS: dict[str, Method] = {
     "godiff": Method("godiff", "godiff's defaults without force-field guidance or relaxation in the learned field",
-                     _godiff("godiff", guidance=0.0, relax_steps=0)),
+                     _godiff("godiff", guidance=0.0, relax_steps=0), stoppable=True),
     "godiff-ffg": Method("godiff-ffg", "godiff's defaults: force-field guidance, relaxation and ranking in the learned model",
-                         _godiff("godiff-ffg")),
+                         _godiff("godiff-ffg"), stoppable=True),
     "godiff-transfer": Method("godiff-transfer", "godiff-ffg fine-tuned from a zoo model (--from, else the closest related one)",
-                              _godiff_transfer, pretrained=True),
+                              _godiff_transfer, pretrained=True, stoppable=True),
 }
 
 

@@ -37,7 +37,7 @@ from godiff.energy import make_calculator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Success", "relaxed_energy", "is_connected", "first_success", "criterion"]
+__all__ = ["SuccessWatch", "Success", "relaxed_energy", "is_connected", "first_success", "criterion"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,40 @@ def first_success(rows, system, *, reference: float, tolerance: float, fmax: flo
                     return judge.success(count, rows[count - 1])
         start = end
     return None
+
+
+class SuccessWatch:
+    """Judges a run's evaluations as they arrive; the ``stop`` of :meth:`godiff.search.Search.run`.
+
+    Each call scans the rows evaluated since the last one, in order, exactly as
+    :func:`first_success` does (same judge, each structure relaxed at most once), and answers
+    True once one succeeds. ``success`` is then the run's first success; when every row has been
+    scanned without one, ``scanned`` equals the number of rows and the run has none, so the
+    harness does not judge the run a second time. For methods whose rows are single points
+    (not relaxation trajectories).
+
+    Example:
+        >>> watch = SuccessWatch(system, reference=24.987, tolerance=0.05)   # doctest: +SKIP
+        >>> Search(system, out="runs/s").run(stop=watch); watch.success       # doctest: +SKIP
+    """
+
+    def __init__(self, system, *, reference: float, tolerance: float, fmax: float = 0.05):
+        self._judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=None, screen="default")
+        self.scanned = 0
+        self.success: Success | None = None
+
+    def __call__(self, search) -> bool:
+        return self.scan(search.run_dir.rows())
+
+    def scan(self, rows) -> bool:
+        """Judge ``rows[scanned:]`` (rows in evaluation order); True once a success is seen."""
+        if self.success is None:
+            for count, row in enumerate(rows[self.scanned:], start=self.scanned + 1):
+                self.scanned = count
+                if self._judge.succeeds(row):
+                    self.success = self._judge.success(count, row)
+                    break
+        return self.success is not None
 
 
 class _Judge:

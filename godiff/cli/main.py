@@ -288,7 +288,10 @@ def report(run_dir, out):
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (cores are split between them).")
 @click.option("--from", "start", metavar="MODEL", default=None,
               help="Zoo model that godiff-transfer starts from (default: the closest related registered one).")
-def bench(system, methods, seeds, budget, out, jobs, start):
+@click.option("--stop-at-success", is_flag=True,
+              help="End each godiff run after the iteration of its first success (same evaluations to success, "
+                   "the rest of the budget saved; best energies are then those of the shortened runs).")
+def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -307,7 +310,8 @@ def bench(system, methods, seeds, budget, out, jobs, start):
                    f"{'success after ' + str(hit) + ' evaluations' if hit else 'no success'}, "
                    f"best {record['best_energy']:.4f} eV, {record['wall_seconds']:.0f} s", err=True)
 
-    run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start)
+    run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
+                  stop_at_success=stop_at_success)
     click.echo((Path(out) / "table.md").read_text())
 
 
