@@ -295,3 +295,18 @@ def test_logging_configuration_is_restored_after_a_command():
     assert _invoke("-vv", "systems").exit_code == 0
     assert _invoke("resume", "/nonexistent/run", "--quiet").exit_code == 3
     assert (logger.level, list(logger.handlers)) == before
+
+
+def test_bench_set_passes_search_settings_to_godiff_runs_and_refuses_bad_ones(tmp_path):
+    out = tmp_path / "b"
+    result = _invoke("bench", "lj13", "--methods", "godiff", "--seeds", "1", "--budget", "8", "--out", out,
+                     "--set", "samples=4", "--set", "train_steps=1", "--set", "sampling_steps=2",
+                     "--set", "temperature_start=3")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "runs" / "godiff" / "seed-0" / "run.json").read_text())
+    assert manifest["search"]["temperature_start"] == 3 and manifest["search"]["sampler"]["steps"] == 2
+    assert "| godiff | " in result.output
+    for bad, message in [("foo=1", "unknown search setting 'foo'"), ("samples=abc", "must be a number"),
+                         ("samples", "expected KEY=VALUE")]:
+        line = _one_line_error(_invoke("bench", "lj13", "--out", tmp_path / "c", "--set", bad), 2)
+        assert message in line

@@ -22,7 +22,7 @@ import click
 
 from godiff import __version__
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_energy
-from godiff.errors import GodiffError
+from godiff.errors import ConfigError, GodiffError
 
 __all__ = ["cli", "main"]
 
@@ -291,7 +291,10 @@ def report(run_dir, out):
 @click.option("--stop-at-success", is_flag=True,
               help="End each godiff run after the iteration of its first success (same evaluations to success, "
                    "the rest of the budget saved; best energies are then those of the shortened runs).")
-def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success):
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A search setting for every godiff method, e.g. --set temperature_start=3 (repeatable; "
+                   "names as in godiff.SearchConfig and godiff.SamplerConfig).")
+def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -303,6 +306,7 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success):
 
     sys_obj = load_system(system)
     names = [m.strip() for m in methods.split(",") if m.strip()]
+    overrides = _parse_settings(settings)
 
     def progress(record):
         hit = record["evaluations_to_success"]
@@ -311,8 +315,30 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success):
                    f"best {record['best_energy']:.4f} eV, {record['wall_seconds']:.0f} s", err=True)
 
     run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
-                  stop_at_success=stop_at_success)
+                  stop_at_success=stop_at_success, overrides=overrides or None)
     click.echo((Path(out) / "table.md").read_text())
+
+
+def _parse_settings(settings) -> dict:
+    """``("temperature_start=3", ...)`` -> ``{"temperature_start": 3}``, checked against SearchConfig."""
+    import json
+
+    from godiff.search import SearchConfig
+
+    overrides = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set temperature_start=3")
+        try:
+            overrides[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"--set {item!r}: the value must be a number, true/false or null") from None
+    try:
+        SearchConfig().with_overrides(**overrides)  # an unknown or invalid setting fails here, in one line
+    except TypeError as exc:
+        raise ConfigError(f"--set: {exc}") from None
+    return overrides
 
 
 @cli.command("bench-speed")
