@@ -82,6 +82,23 @@ def test_records_judged_under_another_criterion_are_judged_again_without_a_rerun
         assert r["wall_seconds"] == by_seed[r["seed"]]["wall_seconds"]  # judged again, not run again
 
 
+def test_the_unrelaxed_figure_is_the_first_evaluated_energy_within_tolerance(tiny_bench, monkeypatch):
+    out, _, _ = tiny_bench
+    saved = json.loads((out / "results.json").read_text())
+    rows = RunDir.open(saved["records"][0]["run_dir"]).rows()
+    energies = [r.energy for r in rows]
+    threshold = sorted(energies)[2]  # a made-up reference that three of the eight evaluations reach
+    assert harness._first_within(rows, threshold) == 1 + next(i for i, e in enumerate(energies) if e <= threshold)
+    assert harness._first_within(rows, min(energies) - 1) is None
+    for r in saved["records"]:
+        del r["evaluations_to_energy"]  # a record judged before the figure existed
+    (out / "results.json").write_text(json.dumps(saved))
+    again = harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out,
+                                  overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    assert all("evaluations_to_energy" in r for r in again)  # filled in from the run directories, not re-run
+    assert [r["wall_seconds"] for r in again] == [r["wall_seconds"] for r in saved["records"]]
+
+
 def test_first_success_finds_the_lj13_minimum_by_relaxation(tmp_path):
     # An evaluated structure counts as a success if it *relaxes* to the reference: a slightly
     # distorted icosahedron is one, a far-off random structure (evaluated first) is not.
