@@ -92,7 +92,7 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
     return {
         "evaluations": len(rows),
         "evaluations_to_success": None if success is None else success.evaluations,
-        "evaluations_to_energy": _first_within(rows, reference + tolerance),
+        "evaluations_to_energy": watch.within if watch is not None else _first_within(rows, reference + tolerance),
         "success_relaxed_energy": None if success is None else success.relaxed_energy,
         "best_energy": min((r.energy for r in ok), default=None),
         "judge": criterion(system, trajectories=trajectories),
@@ -112,9 +112,10 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
             start_from: str | None = None, stop_at_success: bool = False) -> dict:
     """Run one (method, seed) and judge it; returns its record. Runs in a worker process.
 
-    ``stop_at_success``: a method that can be stopped (godiff's) ends after the iteration of its
-    first success; its evaluations to success are the same, its ``evaluations`` and best energy
-    are those of the shortened run (``stopped_at_success`` in the record).
+    ``stop_at_success``: a method that can be stopped (godiff's) ends after the iteration in which
+    both its first success and its first evaluated energy within tolerance are in
+    (:class:`godiff.bench.success.SuccessWatch`); both figures are the same as in a full run, its
+    ``evaluations`` and best energy are those of the shortened run (``stopped_at_success``).
     """
     from godiff.bench.success import SuccessWatch
     from godiff.system import System
@@ -175,8 +176,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         progress: called with each finished record.
         overrides: search settings applied to every godiff method (e.g. a smaller ``samples``).
         start: the zoo model ``godiff-transfer`` starts from (default: the closest related one).
-        stop_at_success: end godiff runs after the iteration of their first success (saves the
-            rest of the budget; see :func:`run_one`).
+        stop_at_success: end godiff runs once both their success figures are in (saves the rest
+            of the budget; see :func:`run_one`).
     """
     for m in methods:
         get_method(m)

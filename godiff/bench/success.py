@@ -146,11 +146,13 @@ class SuccessWatch:
     """Judges a run's evaluations as they arrive; the ``stop`` of :meth:`godiff.search.Search.run`.
 
     Each call scans the rows evaluated since the last one, in order, exactly as
-    :func:`first_success` does (same judge, each structure relaxed at most once), and answers
-    True once one succeeds. ``success`` is then the run's first success; when every row has been
-    scanned without one, ``scanned`` equals the number of rows and the run has none, so the
-    harness does not judge the run a second time. For methods whose rows are single points
-    (not relaxation trajectories).
+    :func:`first_success` does (same judge, each structure relaxed at most once, none after the
+    first success), and also notes the first row whose *evaluated* energy is within tolerance of
+    the reference (no relaxation). It answers True once both are seen: a random placement that
+    happens to relax into the minimum (common on LJ13) does not end a run before the model itself
+    samples the minimum. ``success`` and ``within`` (evaluations to each) are then the run's;
+    ``scanned`` rows have been judged, so the harness does not judge them a second time. For
+    methods whose rows are single points (not relaxation trajectories).
 
     Example:
         >>> watch = SuccessWatch(system, reference=24.987, tolerance=0.05)   # doctest: +SKIP
@@ -159,21 +161,26 @@ class SuccessWatch:
 
     def __init__(self, system, *, reference: float, tolerance: float, fmax: float = 0.05):
         self._judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=None, screen="default")
+        self.threshold = reference + tolerance
         self.scanned = 0
         self.success: Success | None = None
+        self.within: int | None = None
 
     def __call__(self, search) -> bool:
         return self.scan(search.run_dir.rows())
 
     def scan(self, rows) -> bool:
-        """Judge ``rows[scanned:]`` (rows in evaluation order); True once a success is seen."""
-        if self.success is None:
-            for count, row in enumerate(rows[self.scanned:], start=self.scanned + 1):
-                self.scanned = count
-                if self._judge.succeeds(row):
-                    self.success = self._judge.success(count, row)
-                    break
-        return self.success is not None
+        """Judge ``rows[scanned:]`` (rows in evaluation order); True once both figures are seen."""
+        for count, row in enumerate(rows[self.scanned:], start=self.scanned + 1):
+            self.scanned = count
+            evaluated = row.get("ok", True) and row.get("energy") is not None
+            if self.within is None and evaluated and row.energy <= self.threshold:
+                self.within = count
+            if self.success is None and self._judge.succeeds(row):
+                self.success = self._judge.success(count, row)
+            if self.success is not None and self.within is not None:
+                break
+        return self.success is not None and self.within is not None
 
 
 class _Judge:

@@ -289,8 +289,9 @@ def report(run_dir, out):
 @click.option("--from", "start", metavar="MODEL", default=None,
               help="Zoo model that godiff-transfer starts from (default: the closest related registered one).")
 @click.option("--stop-at-success", is_flag=True,
-              help="End each godiff run after the iteration of its first success (same evaluations to success, "
-                   "the rest of the budget saved; best energies are then those of the shortened runs).")
+              help="End each godiff run once it has both succeeded and evaluated an energy within tolerance of the "
+                   "reference (both figures unchanged, the rest of the budget saved; best energies are then those "
+                   "of the shortened runs).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A search setting for every godiff method, e.g. --set temperature_start=3 (repeatable; "
                    "names as in godiff.SearchConfig and godiff.SamplerConfig).")
