@@ -123,6 +123,14 @@ class ScoreConfig:
         return cls(**base)
 
 
+def _plain(values):
+    """A torch tensor or an ase ``Cell`` as a NumPy array (numpy 2.4 warns when converting either
+    through its ``__array__``, which takes no ``copy`` argument); anything else as it is."""
+    if torch.is_tensor(values):
+        return values.detach().cpu().numpy()
+    return getattr(values, "array", values)
+
+
 @dataclass(frozen=True)
 class SystemGraph:
     """Everything about a system's geometry that the network needs and that never changes.
@@ -159,8 +167,8 @@ class SystemGraph:
         cutoff: float,
     ) -> "SystemGraph":
         """Build from plain arrays (positions in Å)."""
-        tpos = np.array(template_positions, dtype=float).reshape(-1, 3)
-        cell = np.array(cell, dtype=float)
+        tpos = np.array(_plain(template_positions), dtype=float).reshape(-1, 3)
+        cell = np.array(_plain(cell), dtype=float)
         periodic = tuple(bool(p) for p in periodic)
         return cls(
             mobile_numbers=torch.as_tensor(np.asarray(mobile_numbers), dtype=torch.long),
