@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["ExponentialSchedule", "scratch", "transfer"]
+__all__ = ["ExponentialSchedule"]
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,3 @@ class ExponentialSchedule:
     @classmethod
     def from_dict(cls, data: dict) -> "ExponentialSchedule":
         return cls(**data)
-
-
-def scratch(iterations: int = 20) -> ExponentialSchedule:
-    """The schedule of a search from an untrained model: 5 eV down to 0.02 eV."""
-    return ExponentialSchedule(start=5.0, end=0.02, iterations=iterations)
-
-
-def transfer(iterations: int = 10) -> ExponentialSchedule:
-    """The schedule of a search started from a pretrained model: 1 eV down to 0.02 eV."""
-    return ExponentialSchedule(start=1.0, end=0.02, iterations=iterations)

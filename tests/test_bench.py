@@ -178,6 +178,7 @@ def test_classical_methods_spend_exactly_their_budget_through_the_evaluator(meth
 
 def test_godiff_transfer_starts_from_the_given_zoo_model(tmp_path):
     from godiff.search import Search
+    from godiff.zoo.transfer import TRANSFER
     from godiff.zoo.registry import Registry
 
     run = tmp_path / "parent"
@@ -189,7 +190,7 @@ def test_godiff_transfer_starts_from_the_given_zoo_model(tmp_path):
                                                                       "sampling_steps": 3, "relax_steps": 1})
     assert records[0]["evaluations"] == 10  # 2 + 2 x 4: the transfer preset's first batch, then the budget
     manifest = json.loads((tmp_path / "b" / "runs" / "godiff-transfer" / "seed-0" / "run.json").read_text())
-    assert manifest["parent"] == "lj13-parent@1.0.0" and manifest["search"]["temperature_start"] == 1.0
+    assert manifest["parent"] == "lj13-parent@1.0.0" and manifest["search"]["temperature_start"] == TRANSFER["temperature_start"]
 
 
 def test_bench_speed_prints_each_cost_including_one_energy_evaluation():

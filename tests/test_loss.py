@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from godiff.buffer import ReplayBuffer
 from godiff.loss import boltzmann_weights, draw_weighted, dsm_loss, force_loss
-from godiff.schedule import ExponentialSchedule, scratch, transfer
+from godiff.schedule import ExponentialSchedule
 
 # ------------------------------------------------------------------ Boltzmann weights
 
@@ -153,6 +153,5 @@ def test_exponential_schedule_endpoints_and_monotonicity():
     assert s.temperature(25) == pytest.approx(0.02)  # clamped past the end
     assert ExponentialSchedule(start=5.0, end=0.02, iterations=1).temperature(0) == 0.02
     assert ExponentialSchedule.from_dict(s.to_dict()) == s
-    assert scratch(10).temperature(0) == 5.0 and transfer(10).temperature(0) == 1.0
     with pytest.raises(ValueError):
         ExponentialSchedule(start=0.0, end=0.02, iterations=3)

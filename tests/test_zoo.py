@@ -9,9 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from godiff.errors import CheckpointError, DigestMismatchError, FormatVersionError, ModelNotFoundError, VersionExistsError
-from godiff.search import Search
+from godiff.search import Search, SearchConfig
 from godiff.zoo import load
 from godiff.zoo.card import card_of_folder
+from godiff.zoo.transfer import TRANSFER
 from godiff.zoo.format import FILES, MANIFEST, verify_folder, write_manifest
 from godiff.zoo.registry import Registry, shipped_root
 
@@ -205,7 +206,7 @@ def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir,
     assert result.n_evaluations == 3  # the first batch of a transfer is its own size
     training = entry.training()
     assert entry.ref == "lj12-from-lj13-tiny@1.0.0" and training["lineage"]["parent"] == "lj13-tiny@1.0.0"
-    assert training["search"]["temperature_start"] == 1.0  # the transfer preset, not the scratch schedule
+    assert training["search"]["temperature_start"] == TRANSFER["temperature_start"] != SearchConfig().temperature_start
     with pytest.raises(ConfigError, match="no registered model is related"):
         finetune("pt1-step", registry=registry, out=tmp_path / "nope")
     assert not (tmp_path / "nope").exists()

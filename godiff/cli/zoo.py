@@ -180,10 +180,10 @@ def match(system, top):
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @click.option("--iterations", type=int, default=None, help="Iterations (transfer preset: 10).")
 @click.option("--samples", type=int, default=None, help="Structures per iteration.")
-@click.option("--first-samples", type=int, default=None, help="Structures of the first iteration (transfer preset: 64).")
+@click.option("--first-samples", type=int, default=None, help="Structures of the first iteration (transfer preset: 32).")
 @click.option("--train-steps", type=int, default=None, help="Optimizer steps per iteration.")
 @click.option("--sampling-steps", type=int, default=None, help="Reverse-diffusion steps per sample.")
-@click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (transfer preset: 1 eV).")
+@click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (transfer preset: 3 eV).")
 @click.option("--seed", type=int, default=None, help="Seed of every random stream.")
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
 @click.pass_context
