@@ -41,7 +41,7 @@ __all__ = ["TRANSFER", "adapt", "choose", "finetune", "seen_species"]
 #: ==============================  ===============================  =====================
 #: start T, first batch            evaluations to it, per seed      benchmark directory
 #: ==============================  ===============================  =====================
-#: 1 eV, 64                        65 x 5, 193 x 3                  pt7-pt111
+#: 1 eV, 64                        65 x 5, 193 x 3                  pt7-transfer-t1-first64
 #: 3 eV, 64                        65 x 7, 68                       pt7-transfer-t3
 #: 1 eV, 32                        33 x 6, 35, 161                  pt7-transfer-first32
 #: **3 eV, 32** (the preset)       33 x 7, 35                       pt7-transfer-t3-first32
