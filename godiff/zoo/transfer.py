@@ -45,12 +45,14 @@ __all__ = ["TRANSFER", "adapt", "choose", "finetune", "seen_species"]
 #: 3 eV, 64                        65 x 7, 68                       pt7-transfer-t3
 #: 1 eV, 32                        33 x 6, 35, 161                  pt7-transfer-first32
 #: **3 eV, 32** (the preset)       33 x 7, 35                       pt7-transfer-t3-first32
+#: 3 eV, 16                        17 x 5, 18, 145 x 2              pt7-transfer-t3-first16
 #: ==============================  ===============================  =====================
 #:
 #: The model needs one round of training on the new system's energies before it samples the
-#: minimum itself, so a small first batch pays; starting at 3 eV rather than 1 removed the slow
-#: seeds (193, 161) in both pairs (the authors also start transfer at 3 eV). 10 iterations rather
-#: than 20. Measure with ``godiff bench pt7-pt111 --methods
+#: minimum itself, so a small first batch pays, down to 32: with 16, two seeds in eight took 145
+#: (and the relaxed check needed up to 17 evaluations, not 1). Starting at 3 eV rather than 1
+#: removed the slow seeds (193, 161) in both pairs (the authors also start transfer at 3 eV).
+#: 10 iterations rather than 20. Measure with ``godiff bench pt7-pt111 --methods
 #: godiff-transfer --from pt-islands-emt@1.0.0 --stop-at-success --set temperature_start=3 ...``.
 TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02, "first_samples": 32}
 
