@@ -8,7 +8,7 @@ from ase.build import fcc111
 
 from godiff.bench import harness
 from godiff.bench.success import criterion
-from godiff.bench.success import first_success, is_connected
+from godiff.bench.success import first_success, first_within, is_connected
 from godiff.errors import ConfigError
 from godiff.rundir import RunDir
 from godiff.system import System, load_system
@@ -88,8 +88,8 @@ def test_the_unrelaxed_figure_is_the_first_evaluated_energy_within_tolerance(tin
     rows = RunDir.open(saved["records"][0]["run_dir"]).rows()
     energies = [r.energy for r in rows]
     threshold = sorted(energies)[2]  # a made-up reference that three of the eight evaluations reach
-    assert harness._first_within(rows, threshold) == 1 + next(i for i, e in enumerate(energies) if e <= threshold)
-    assert harness._first_within(rows, min(energies) - 1) is None
+    assert first_within(rows, threshold) == 1 + next(i for i, e in enumerate(energies) if e <= threshold)
+    assert first_within(rows, min(energies) - 1) is None
     for r in saved["records"]:
         del r["evaluations_to_energy"]  # a record judged before the figure existed
     (out / "results.json").write_text(json.dumps(saved))
@@ -233,7 +233,7 @@ def test_stop_at_success_gives_the_figures_of_the_post_hoc_judge(tmp_path):
     system, record, rows = _stopped_pt1_run(tmp_path, reference=5.5058, tolerance=0.05)
     fresh = first_success(rows, system, reference=5.5058, tolerance=0.05)
     assert record["evaluations_to_success"] == (fresh and fresh.evaluations)
-    assert record["evaluations_to_energy"] == harness._first_within(rows, 5.5558)
+    assert record["evaluations_to_energy"] == first_within(rows, 5.5558)
     figures = [record["evaluations_to_success"], record["evaluations_to_energy"]]
     expected = 40 if None in figures else 8 * -(-max(figures) // 8)  # ran on until both were in, no further
     assert record["evaluations"] == len(rows) == expected

@@ -27,7 +27,7 @@ from itertools import product
 from pathlib import Path
 
 from godiff.bench.methods import get_method
-from godiff.bench.success import criterion
+from godiff.bench.success import criterion, first_within
 from godiff.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -92,20 +92,11 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
     return {
         "evaluations": len(rows),
         "evaluations_to_success": None if success is None else success.evaluations,
-        "evaluations_to_energy": watch.within if watch is not None else _first_within(rows, reference + tolerance),
+        "evaluations_to_energy": watch.within if watch is not None else first_within(rows, reference + tolerance),
         "success_relaxed_energy": None if success is None else success.relaxed_energy,
         "best_energy": min((r.energy for r in ok), default=None),
         "judge": criterion(system, trajectories=trajectories),
     }
-
-
-def _first_within(rows, threshold: float) -> int | None:
-    """Evaluations spent up to the first structure whose *evaluated* energy is at most
-    ``threshold`` (no relaxation): the strict figure beside the relaxed success check."""
-    for count, row in enumerate(rows, start=1):
-        if row.get("ok", True) and row.get("energy") is not None and row.energy <= threshold:
-            return count
-    return None
 
 
 def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None,
@@ -158,7 +149,7 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
         return record
     if record.get("judge") == criterion(system, trajectories=get_method(record["method"]).trajectories):
         rows = RunDir(Path(record["run_dir"])).rows()[: record["budget"]]  # only the unrelaxed figure is missing
-        return {**record, "evaluations_to_energy": _first_within(rows, sum(_reference(system)))}
+        return {**record, "evaluations_to_energy": first_within(rows, sum(_reference(system)))}
     return {**record, **judge(system, record["method"], Path(record["run_dir"]), record["budget"])}
 
 

@@ -37,7 +37,7 @@ from godiff.energy import make_calculator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SuccessWatch", "Success", "relaxed_energy", "is_connected", "first_success", "criterion"]
+__all__ = ["SuccessWatch", "first_within", "within", "Success", "relaxed_energy", "is_connected", "first_success", "criterion"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,17 @@ def first_success(rows, system, *, reference: float, tolerance: float, fmax: flo
     return None
 
 
+def within(row, threshold: float) -> bool:
+    """Whether ``row`` is a finished evaluation whose *evaluated* energy is at most ``threshold``."""
+    return bool(row.get("ok", True)) and row.get("energy") is not None and row.energy <= threshold
+
+
+def first_within(rows, threshold: float) -> int | None:
+    """Evaluations spent up to the first row :func:`within` ``threshold`` (no relaxation): the
+    strict figure beside the relaxed success check; None if there is none."""
+    return next((count for count, row in enumerate(rows, start=1) if within(row, threshold)), None)
+
+
 class SuccessWatch:
     """Judges a run's evaluations as they arrive; the ``stop`` of :meth:`godiff.search.Search.run`.
 
@@ -173,8 +184,7 @@ class SuccessWatch:
         """Judge ``rows[scanned:]`` (rows in evaluation order); True once both figures are seen."""
         for count, row in enumerate(rows[self.scanned:], start=self.scanned + 1):
             self.scanned = count
-            evaluated = row.get("ok", True) and row.get("energy") is not None
-            if self.within is None and evaluated and row.energy <= self.threshold:
+            if self.within is None and within(row, self.threshold):
                 self.within = count
             if self.success is None and self._judge.succeeds(row):
                 self.success = self._judge.success(count, row)
