@@ -227,6 +227,15 @@ def test_stop_at_success_ends_a_run_once_both_figures_are_in(tmp_path):
     assert record["evaluations"] == len(rows) == 8
 
 
+def test_a_run_that_never_sees_both_figures_is_not_marked_stopped(tmp_path):
+    # No structure reaches a reference far below the adatom's minimum: the watch never stops
+    # the run, which spends its whole budget, and the record must not claim it was stopped.
+    _, record, rows = _stopped_pt1_run(tmp_path, reference=-100.0, tolerance=0.05)
+    assert not record["stopped_at_success"]
+    assert record["evaluations_to_success"] is None and record["evaluations_to_energy"] is None
+    assert record["evaluations"] == len(rows) == 40
+
+
 def test_stop_at_success_gives_the_figures_of_the_post_hoc_judge(tmp_path):
     from godiff.bench.success import first_success
 

@@ -106,7 +106,8 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
     ``stop_at_success``: a method that can be stopped (godiff's) ends after the iteration in which
     both its first success and its first evaluated energy within tolerance are in
     (:class:`godiff.bench.success.SuccessWatch`); both figures are the same as in a full run, its
-    ``evaluations`` and best energy are those of the shortened run (``stopped_at_success``).
+    ``evaluations`` and best energy are those of the shortened run. ``stopped_at_success`` says
+    that the watch ended it; a run that never saw both figures ran its whole schedule.
     """
     from godiff.bench.success import SuccessWatch
     from godiff.system import System
@@ -128,7 +129,7 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
         "seed": seed,
         "budget": budget,
         **judge(system, method, run_dir, budget, watch=watch),
-        "stopped_at_success": watch is not None,
+        "stopped_at_success": watch is not None and watch.success is not None and watch.within is not None,
         "wall_seconds": wall,
         "resumed": resumed,
         "run_dir": str(run_dir),
