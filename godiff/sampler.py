@@ -29,7 +29,7 @@ Every intermediate and final position is folded into the box.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ class SamplerConfig:
         guidance_cap: largest guidance displacement of an atom per step, in Å.
         relax_steps: steps of steepest descent in the learned force field after sampling.
         relax_rate: step of that descent in Å^2/eV (displacement = rate x force, capped).
+
+    The three lengths (``guidance``, ``guidance_cap``, ``relax_rate``) are given for Pt's bond;
+    :meth:`Sampler.for_system` scales them to the system (:meth:`for_length_scale`).
         oversample: candidates drawn per returned sample; the lowest predicted energies are kept.
         batch_size: samples per forward pass.
     """
@@ -77,6 +80,24 @@ class SamplerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def for_length_scale(self, scale: float) -> "SamplerConfig":
+        """These settings for a system whose bonds are ``scale`` times Pt's
+        (:meth:`godiff.system.System.length_scale`): the cap scales with length, the two rates
+        (length over force) with its square.
+
+        A descent step of rate x force is stable while rate x stiffness < 2, and stiffness goes
+        as energy over length squared: in Lennard-Jones reduced units (bond 0.37 of Pt's, energies
+        alike) the unscaled rate overshoots about threefold and 0.1 is a tenth of a bond, so
+        sampled clusters sat several epsilon above their minima.
+
+        Example:
+            >>> c = SamplerConfig().for_length_scale(0.5)
+            >>> c.guidance_cap, c.relax_rate, c.guidance
+            (0.05, 0.0125, 0.0125)
+        """
+        return replace(self, guidance=self.guidance * scale**2, relax_rate=self.relax_rate * scale**2,
+                       guidance_cap=self.guidance_cap * scale)
 
     @classmethod
     def from_dict(cls, data: dict) -> "SamplerConfig":
@@ -200,11 +221,12 @@ class Sampler:
         """The sampler of ``model`` over ``system``'s box: its SDE, graph and de-clash distances.
 
         The one way a search and a zoo model build their sampler, so the same model, system,
-        settings and generator draw the same structures wherever they run.
+        settings and generator draw the same structures wherever they run. The lengths of
+        ``config`` are scaled to the system's bonds (:meth:`SamplerConfig.for_length_scale`).
         """
         domain = Domain.from_geometry(system.geometry())
         graph = SystemGraph.from_system(system, model.config.cutoff)
-        return cls(model, VESDE.for_domain(domain), domain, graph, config,
+        return cls(model, VESDE.for_domain(domain), domain, graph, config.for_length_scale(system.length_scale()),
                    min_distance=_min_distance_matrix(system), template_min_distance=_template_min_distance(system))
 
     def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:

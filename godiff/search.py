@@ -182,11 +182,6 @@ def _generator(seed: int, *parts) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
 
 
-def _bond_length(system) -> float:
-    symbols = sorted(set(system.mobile_symbols))
-    return float(np.mean([system.pair_min_distance(s, s) for s in symbols]) / 0.7)
-
-
 def _default_out(system) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{system.name}-{stamp}"
@@ -216,7 +211,7 @@ class Search:
         self.calculator = calculator
         self.parent = parent
         self.pretrained = model is not None
-        score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(_bond_length(self.system)))
+        score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length()))
         self.config = replace(self.config, score=score_config)
         self.schedule = ExponentialSchedule(self.config.temperature_start, self.config.temperature_end, self.config.iterations)
         self.template = self.system.template_atoms()

@@ -113,6 +113,9 @@ PACKING_FRACTION = 0.64
 LAYER_TOLERANCE = 0.3
 #: Default minimum distance is this fraction of the sum of covalent radii.
 _COVALENT_FRACTION = 0.7
+#: The Pt-Pt bond from covalent radii (2.72 Å): the length on which godiff's length-valued
+#: defaults were measured (sampler steps, basin-hopping hops); :meth:`System.length_scale`.
+REFERENCE_BOND_LENGTH = 2 * 1.36
 #: Extra side length (Å) of the non-periodic cell around a cluster box.
 _CLUSTER_CELL_PADDING = 10.0
 #: Tolerance (Å) on the slab cell: a, b in the xy plane and c along z.
@@ -1034,6 +1037,22 @@ class System:
     def n_template(self) -> int:
         """Number of template atoms (0 for a cluster)."""
         return 0 if self._template_atoms is None else len(self._template_atoms)
+
+    def bond_length(self) -> float:
+        """Typical bond of the mobile atoms, Å: the same-species minimum distance over 0.7 (the
+        sum of covalent radii by default), averaged over the mobile species.
+
+        Example:
+            >>> round(load_system("pt7-pt111").bond_length(), 3), load_system("lj13").bond_length()
+            (2.72, 1.0)
+        """
+        symbols = sorted(set(self.mobile_symbols))
+        return float(np.mean([self.pair_min_distance(s, s) for s in symbols]) / _COVALENT_FRACTION)
+
+    def length_scale(self) -> float:
+        """:meth:`bond_length` over :data:`REFERENCE_BOND_LENGTH`: 1 for Pt, 0.368 for a
+        Lennard-Jones cluster in reduced units. Settings measured on Pt in Å scale with it."""
+        return self.bond_length() / REFERENCE_BOND_LENGTH
 
     def pair_min_distance(self, sym_a: str, sym_b: str) -> float:
         """Minimum allowed distance in Å between atoms of species ``sym_a`` and ``sym_b``.

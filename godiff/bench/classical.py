@@ -191,9 +191,6 @@ def run_rss(system, *, seed: int, budget: int, out: Path, cluster: bool = False)
             pass
 
 
-PT_BOND = 1.904 / 0.7  # the bond length the metal settings were set on (Pt, from covalent radii)
-
-
 def basin_hopping_settings(system) -> dict:
     """The Metropolis temperature and largest hop of basin hopping on ``system``.
 
@@ -207,8 +204,7 @@ def basin_hopping_settings(system) -> dict:
         >>> basin_hopping_settings(load_system("pt7-pt111")), basin_hopping_settings(load_system("lj13"))
         ({'temperature': 0.2, 'dr': 1.0}, {'temperature': 0.8, 'dr': 0.368})
     """
-    symbol = system.mobile_symbols[0]
-    dr = round(system.pair_min_distance(symbol, symbol) / 0.7 / PT_BOND, 3)
+    dr = round(system.length_scale(), 3)
     energy = system.energy or {}
     if energy.get("calculator") == "lj":
         return {"temperature": 0.8 * float(energy.get("epsilon", 1.0)), "dr": dr}
