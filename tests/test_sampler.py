@@ -175,3 +175,17 @@ def test_declash_uses_the_minimum_image_across_the_cell_edge(slab):
     assert float(slab.mobile_distances(y)[0, 0, 1]) >= float(slab.min_distance[0, 1]) - 1e-3
     # pushed apart through the boundary (about 0.75 Å each), not across the whole cell
     assert float(slab.domain.displacement(y, x).norm(dim=-1).max()) < 1.0
+
+
+def test_for_system_scales_the_step_lengths_to_the_bond_and_keeps_pt_as_measured():
+    from godiff.system import load_system
+
+    model = ScoreModel(ScoreConfig(scalars=4, vectors=2, layers=1, cutoff=3.0, mobile_cutoff=4.0))
+    given = SamplerConfig(guidance=0.05, guidance_cap=0.1, relax_rate=0.05)
+    pt = Sampler.for_system(model, load_system("pt7-pt111"), given).config
+    assert (pt.guidance, pt.guidance_cap, pt.relax_rate) == (0.05, 0.1, 0.05)
+    lj = Sampler.for_system(model, load_system("lj13"), given).config
+    scale = 1.0 / 2.72  # LJ bond 1 sigma against Pt's 2.72 A
+    assert lj.guidance_cap == pytest.approx(0.1 * scale)
+    assert lj.relax_rate == pytest.approx(0.05 * scale**2) and lj.guidance == pytest.approx(0.05 * scale**2)
+    assert (lj.steps, lj.relax_steps, lj.oversample) == (given.steps, given.relax_steps, given.oversample)

@@ -195,7 +195,7 @@ def _print_summary(search, result) -> None:
 @click.option("--buffer-size", type=int, default=None, help="Replay-buffer capacity.")
 @click.option("--seed", type=int, default=None, help="Seed of every random stream of the run.")
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
-@click.option("--guidance", type=float, default=None, help="Force-field guidance strength (Å²/eV; 0: off).")
+@click.option("--guidance", type=float, default=None, help="Force-field guidance strength (Å²/eV at the Pt bond, scaled to the system's; 0: off).")
 @click.option("--relax-steps", type=int, default=None, help="Steps of relaxation in the learned force field.")
 @click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (eV).")
 @click.option("--temperature-end", type=float, default=None, metavar="EV", help="Last temperature (eV).")
