@@ -98,6 +98,20 @@ def test_usage_error_keeps_click_exit_code():
     assert result.exit_code == 2
 
 
+def test_threads_sets_the_runs_torch_threads_and_refuses_zero(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = _invoke("run", "lj13", *TINY, "--iterations", "1", "--threads", "2", "--out", tmp_path / "r", "--quiet")
+        assert result.exit_code == 0, (result.output, result.stderr)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    result = _invoke("run", "lj13", "--threads", "0", "--out", tmp_path / "z")
+    assert result.exit_code == 2 and "--threads" in result.stderr and not (tmp_path / "z").exists()
+
+
 # -- bad input -----------------------------------------------------------------------------------
 def test_unknown_preset_exits_2(tmp_path):
     line = _one_line_error(_invoke("run", "no-such-preset", "--out", tmp_path / "r"), 2)

@@ -29,6 +29,7 @@ from pathlib import Path
 from godiff.bench.methods import get_method
 from godiff.bench.success import criterion, first_within
 from godiff.rundir import atomic_write_text
+from godiff.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,6 @@ def _reference(system) -> tuple[float, float]:
 
         raise ConfigError(f"{system.name}: no reference energy; add 'reference: {{energy: ..., tolerance: ...}}' to the system file")
     return float(ref["energy"]), float(ref.get("tolerance", 0.05))
-
-
-def _threads(n: int) -> None:
-    """Limit a worker to ``n`` threads in torch and in numpy's BLAS (threadpoolctl): an unlimited
-    BLAS on a busy machine made one 237x237 ``eigh`` of a BFGS step take 0.35-0.9 s, not 0.01 s."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n)
-    _threads.limits = threadpool_limits(limits=n)  # kept alive for the worker's lifetime
 
 
 def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
@@ -199,7 +190,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
                   or ("evaluations_to_energy" not in r and (Path(r["run_dir"]) / "run.json").exists()))]
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if todo or stale:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_threads, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,)) as pool:
             futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
             futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success)
                         for m, s in todo]

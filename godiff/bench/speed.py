@@ -110,7 +110,7 @@ def steps_sweep(search, step_counts, *, samples: int = 64, seed: int = 0) -> lis
     with Evaluator(energy) as evaluator:
         for steps in step_counts:
             sampler = Sampler(search.model, search.sde, search.domain, search.graph,
-                              replace(search.config.sampler, steps=int(steps)),
+                              replace(search.sampler.config, steps=int(steps)),  # scaled to the system
                               min_distance=search.sampler.min_distance,
                               template_min_distance=search.sampler.template_min_distance)
             t = time.perf_counter()

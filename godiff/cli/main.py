@@ -183,6 +183,13 @@ def _print_summary(search, result) -> None:
     click.echo("\n".join(lines))
 
 
+def threads_option(command):
+    """``--threads N``: torch and BLAS threads of this process (:func:`godiff.threads.limit_threads`)."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="torch and BLAS threads (default: one per core; give each of several "
+                             "processes on one machine its share).")(command)
+
+
 @cli.command()
 @click.argument("system")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -202,9 +209,10 @@ def _print_summary(search, result) -> None:
 @click.option("--from", "start_from", metavar="MODEL", default=None,
               help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@threads_option
 @click.pass_context
 def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batch_size, buffer_size, seed,
-        workers, guidance, relax_steps, temperature_start, temperature_end, start_from, quiet):
+        workers, guidance, relax_steps, temperature_start, temperature_end, start_from, quiet, threads):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -215,6 +223,9 @@ def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batc
     _quiet_logging(ctx, quiet)
     system_obj = load_system(system)  # before importing torch: a bad file fails fast
     from godiff.search import Search
+    from godiff.threads import limit_threads
+
+    limit_threads(threads)
 
     model = parent = None
     if start_from is not None:
@@ -247,15 +258,18 @@ def _parent_ref(given: str, zoo_model) -> str:
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
 @click.option("--iterations", type=int, default=None, help="Extend the run to this many iterations in all.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@threads_option
 @click.pass_context
-def resume(ctx, run_dir, workers, iterations, quiet):
+def resume(ctx, run_dir, workers, iterations, quiet, threads):
     """Continue the run in DIR from its last checkpoint.
 
     The evaluations of an unfinished iteration are kept; only the missing ones are computed.
     """
     from godiff.search import Search
+    from godiff.threads import limit_threads
 
     _quiet_logging(ctx, quiet)
+    limit_threads(threads)
     search = Search.resume(run_dir, workers=workers, iterations=iterations)
     _drive(search, quiet=quiet, resumed=True)
 
@@ -346,7 +360,7 @@ def _parse_settings(settings) -> dict:
 @click.argument("target", metavar="SYSTEM_OR_RUN")
 @click.option("--samples", type=int, default=128, show_default=True, help="Structures per forward pass and per draw.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Repeats per figure (the median is shown).")
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@threads_option
 @click.option("--sampling-steps", type=int, default=None, help="Measure with this many sampling steps.")
 @click.option("--evaluations", type=int, default=8, show_default=True,
               help="Single points timed with the system's energy function (0: skip).")
@@ -361,9 +375,9 @@ def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, 
 
     from godiff.bench.speed import evaluation_costs, forward_costs, iteration_costs, steps_sweep as sweep
     from godiff.search import Search
+    from godiff.threads import limit_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    limit_threads(threads)
     if (Path(target) / "run.json").exists():
         search = Search.resume(target, read_only=True)
         tmp = None
@@ -374,7 +388,7 @@ def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, 
         from dataclasses import replace
 
         search.sampler.config = replace(search.sampler.config, steps=sampling_steps)
-        search.config = replace(search.config, sampler=search.sampler.config)
+        search.config = replace(search.config, sampler=replace(search.config.sampler, steps=sampling_steps))
     click.echo(f"{search.system.name}: {search.model!r}; torch threads {torch.get_num_threads()}")
     f = forward_costs(search, samples=samples, repeats=repeats)
     click.echo(f"forward pass, {samples} samples: template cached {f['forward_cached_s'] * 1e3:.1f} ms, "

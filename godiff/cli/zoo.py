@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from godiff import __version__
-from godiff.cli.main import GodiffGroup
+from godiff.cli.main import GodiffGroup, threads_option
 
 __all__ = ["cli", "main"]
 
@@ -186,16 +186,21 @@ def match(system, top):
 @click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (transfer preset: 3 eV).")
 @click.option("--seed", type=int, default=None, help="Seed of every random stream.")
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
+@threads_option
 @click.pass_context
 def finetune(ctx, system, start, name, version, force, out, iterations, samples, first_samples, train_steps,
-             sampling_steps, temperature_start, seed, workers):
+             sampling_steps, temperature_start, seed, workers, threads):
     """Search SYSTEM starting from the closest registered model (or --from), then register the result."""
     from godiff.cli.main import _command_line
     from godiff.system import load_system
+    from godiff.threads import limit_threads
     from godiff.zoo.transfer import finetune as run_finetune
 
+    system_obj = load_system(system)  # a bad file fails before torch is imported
+    limit_threads(threads)
+
     result, entry = run_finetune(
-        load_system(system), start=start, name=name, version=version, force=force, out=out, command=_command_line(ctx),
+        system_obj, start=start, name=name, version=version, force=force, out=out, command=_command_line(ctx),
         iterations=iterations, samples=samples, first_samples=first_samples, train_steps=train_steps,
         sampling_steps=sampling_steps, temperature_start=temperature_start, seed=seed, workers=workers,
     )
