@@ -22,7 +22,7 @@ def tiny_bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     system = load_system("lj13")
     calls = []
-    records = harness.run_benchmark(system, methods=["godiff"], seeds=2, budget=8, out=out, jobs=1,
+    records = harness.run_benchmark(system, methods=["godiff"], seeds=2, budget=8, out=out, jobs=1, threads=1,
                                     progress=calls.append, overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
     return out, records, calls
 
@@ -36,6 +36,7 @@ def test_every_seed_runs_once_with_its_budget_and_is_recorded(tiny_bench):
         rows = RunDir.open(r["run_dir"]).rows()
         assert len(rows) == 8
         assert r["versions"]["godiff"] and r["machine"]["cpu_count"] >= 1
+        assert r["threads"] == 1  # the worker ran on the threads it was given, not on one per core
         assert r["best_energy"] == min(row.energy for row in rows if row.ok)
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["records"]) == 2 and saved["budget"] == 8

@@ -126,7 +126,14 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
         "run_dir": str(run_dir),
         "versions": _versions(),
         "machine": _machine(),
+        "threads": _torch_threads(),
     }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def rejudge_one(system_dict: dict, record: dict) -> dict:
@@ -146,7 +153,8 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
 
 
 def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
-                  overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False) -> list[dict]:
+                  overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False,
+                  threads: int | None = None) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
     Args:
@@ -155,7 +163,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         seeds: seeds 0..seeds-1.
         budget: energy evaluations per run.
         out: benchmark directory.
-        jobs: runs in parallel (each gets cores // jobs torch threads).
+        jobs: runs in parallel.
+        threads: torch and BLAS threads of each run (default: cores // jobs).
         progress: called with each finished record.
         overrides: search settings applied to every godiff method (e.g. a smaller ``samples``).
         start: the zoo model ``godiff-transfer`` starts from (default: the closest related one).
@@ -188,7 +197,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     stale = [r for r in records if (r["method"], r["seed"]) in pairs
              and (r.get("judge") != criterion(system, trajectories=get_method(r["method"]).trajectories)
                   or ("evaluations_to_energy" not in r and (Path(r["run_dir"]) / "run.json").exists()))]
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     if todo or stale:
         with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,)) as pool:
             futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]

@@ -309,7 +309,9 @@ def report(run_dir, out):
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A search setting for every godiff method, e.g. --set temperature_start=3 (repeatable; "
                    "names as in godiff.SearchConfig and godiff.SamplerConfig).")
-def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings):
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch and BLAS threads of each run (default: cores // jobs; lower it when other work shares the machine).")
+def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -330,7 +332,7 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, set
                    f"best {record['best_energy']:.4f} eV, {record['wall_seconds']:.0f} s", err=True)
 
     run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
-                  stop_at_success=stop_at_success, overrides=overrides or None)
+                  stop_at_success=stop_at_success, overrides=overrides or None, threads=threads)
     click.echo((Path(out) / "table.md").read_text())
 
 
