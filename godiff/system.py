@@ -131,7 +131,7 @@ _TOP_FIELDS = (
     "min_distance",
     "reference",
 )
-_REFERENCE_FIELDS = ("energy", "source", "tolerance")
+_REFERENCE_FIELDS = ("energy", "source", "tolerance", "next_energy")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _FORMULA_RE = re.compile(r"([A-Z][a-z]?)(\d*)")
 _ELEMENTS = frozenset(chemical_symbols[1:])  # 'X' (dummy, Z = 0) is not an element
@@ -756,6 +756,11 @@ def _normalize_reference(spec: object) -> dict[str, Any]:
         out["source"] = _as_str("reference.source", spec["source"])
     if spec.get("tolerance") is not None:
         out["tolerance"] = _as_positive("reference.tolerance", spec["tolerance"])
+    if spec.get("next_energy") is not None:
+        out["next_energy"] = _as_float("reference.next_energy", spec["next_energy"])
+        if out["next_energy"] <= out["energy"] + out.get("tolerance", 0.0):
+            raise _fail("reference.next_energy", f"{out['next_energy']} is not above energy + tolerance "
+                        f"({out['energy'] + out.get('tolerance', 0.0)}): it is the next distinct minimum")
     return out
 
 
@@ -802,7 +807,9 @@ class System:
             ``all`` (default), ``none``, ``{bottom: N}`` or a list of indices); ``None`` for
             a gas-phase cluster.
         description: free text; its first line is the one-line summary.
-        reference: known global minimum ``{"energy": eV, "source": str, "tolerance": eV}``.
+        reference: known global minimum ``{"energy": eV, "source": str, "tolerance": eV}``, and
+            optionally ``next_energy``, the lowest known distinct minimum above it (eV): an
+            evaluated energy below that lies in the global minimum's basin, unrelaxed.
         min_distance: minimum allowed distance in Å between a mobile atom and any other
             atom; ``None`` means 0.7 times the sum of covalent radii (see
             :meth:`pair_min_distance`).

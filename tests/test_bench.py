@@ -1,6 +1,7 @@
 """The benchmark harness: one run per (method, seed), judged alike, resumable, tabulated and plotted."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -57,6 +58,31 @@ def test_rerun_skips_finished_pairs(tiny_bench):
                                   overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
     assert len(again) == 2
     assert json.loads((out / "results.json").read_text())["records"] == json.loads(before)["records"]
+
+
+def test_naming_the_next_minimum_adds_the_basin_figure_to_old_records_without_a_rerun(tiny_bench, tmp_path):
+    from godiff.system import System
+
+    out, _, _ = tiny_bench
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    data = json.loads((copy / "results.json").read_text())
+    for r in data["records"]:  # records judged before the figure existed, their runs kept
+        r.pop("evaluations_to_basin", None)
+        r["run_dir"] = str(copy / "runs" / r["method"] / f"seed-{r['seed']}")
+    (copy / "results.json").write_text(json.dumps(data))
+    rows = {r["seed"]: RunDir.open(r["run_dir"]).rows() for r in data["records"]}
+    threshold = sorted(row.energy for row in rows[0])[3]  # a "next minimum" four of seed 0's rows lie under
+    spec = load_system("lj13").to_dict()
+    spec["reference"]["next_energy"] = threshold
+    again = harness.run_benchmark(System.from_dict(spec), methods=["godiff"], seeds=2, budget=8, out=copy,
+                                  overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    for r in again:
+        energies = [row.energy for row in rows[r["seed"]]]
+        expected = next((i + 1 for i, e in enumerate(energies) if e <= threshold), None)
+        assert r["evaluations_to_basin"] == expected and r["evaluations"] == len(energies) == 8
+    assert next(r for r in again if r["seed"] == 0)["evaluations_to_basin"] is not None
+    assert "median evals to E < next minimum, unrelaxed" in (copy / "table.md").read_text()
 
 
 def test_another_budget_in_the_same_directory_is_refused_and_nothing_is_lost(tiny_bench):

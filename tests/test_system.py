@@ -290,6 +290,8 @@ BAD = [
                                                   "vacuum": 8.0, "frozen": "some"}), "template.frozen"),
     ("top-typo", lambda p: {**slab_dict(), "mobil": "Pt"}, "unknown field 'mobil' (did you mean 'mobile'?"),
     ("reference", lambda p: slab_dict(reference={"energy": 1.0, "tolerance": -1}), "reference.tolerance"),
+    ("reference-next", lambda p: slab_dict(reference={"energy": 1.0, "tolerance": 0.05, "next_energy": 1.02}),
+     "reference.next_energy: 1.02 is not above energy + tolerance"),
     ("reference-typo", lambda p: slab_dict(reference={"energy": 1.0, "sorce": "x"}),
      "reference: unknown field 'sorce'"),
     ("min-distance", lambda p: slab_dict(min_distance=0), "min_distance: must be positive"),
@@ -372,6 +374,31 @@ def test_lj13_reference_energy():
     assert atoms.get_potential_energy() == pytest.approx(-44.326801, abs=1e-4)
     assert s.reference["energy"] == -44.326801
     assert s.geometry().contains(atoms.positions).all()
+
+
+def test_lj13_next_minimum_is_the_icosahedron_with_one_vertex_capping_a_face():
+    # The preset's next distinct minimum, built by hand: move one vertex atom of the icosahedron
+    # onto the far side, above the centre of a face it is not part of, and relax.
+    import itertools
+
+    s = load_system("lj13")
+    x = _icosahedron()
+    vertices = x[1:]
+    d = np.linalg.norm(vertices[:, None] - vertices[None], axis=-1)
+    edge = d[d > 1e-6].min()
+    faces = [f for f in itertools.combinations(range(1, 12), 3)
+             if all(abs(d[i, j] - edge) < 1e-6 for i, j in itertools.combinations(f, 2))]
+    energies = []
+    for face in faces:
+        centre = vertices[list(face)].mean(0)
+        y = x.copy()
+        y[1] = centre * (1 + 0.8 * edge / np.linalg.norm(centre))
+        atoms = s.atoms(y)
+        atoms.calc = lj_calculator(s)
+        BFGS(atoms, logfile=None).run(fmax=1e-4, steps=2000)
+        energies.append(atoms.get_potential_energy())
+    assert min(energies) == pytest.approx(s.reference["next_energy"], abs=1e-3)
+    assert s.reference["next_energy"] - s.reference["energy"] == pytest.approx(2.855, abs=1e-3)
 
 
 @pytest.mark.parametrize("name, energy", [("lj19", -72.659782), ("lj38", -173.928427)])

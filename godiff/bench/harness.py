@@ -62,6 +62,24 @@ def _reference(system) -> tuple[float, float]:
     return float(ref["energy"]), float(ref.get("tolerance", 0.05))
 
 
+def _next_energy(system) -> float | None:
+    """The lowest known minimum above the reference (``reference.next_energy``), or None."""
+    value = (system.reference or {}).get("next_energy")
+    return None if value is None else float(value)
+
+
+def _unrelaxed_figures(system, rows) -> dict:
+    """Figures read off the evaluated energies alone (no relaxation): evaluations to the first
+    energy within tolerance of the reference, and, where the system names its next distinct
+    minimum, to the first energy below that one, a structure certainly in the global minimum's
+    basin (its descent can only end in a minimum lower still)."""
+    next_energy = _next_energy(system)
+    out = {"evaluations_to_energy": first_within(rows, sum(_reference(system)))}
+    if next_energy is not None:
+        out["evaluations_to_basin"] = first_within(rows, next_energy)
+    return out
+
+
 def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
     """The success fields of a record, judged from a finished run directory under :func:`criterion`.
 
@@ -83,7 +101,7 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
     return {
         "evaluations": len(rows),
         "evaluations_to_success": None if success is None else success.evaluations,
-        "evaluations_to_energy": watch.within if watch is not None else first_within(rows, reference + tolerance),
+        **_unrelaxed_figures(system, rows),
         "success_relaxed_energy": None if success is None else success.relaxed_energy,
         "best_energy": min((r.energy for r in ok), default=None),
         "judge": criterion(system, trajectories=trajectories),
@@ -147,8 +165,8 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
                     record["method"], record["seed"], record["run_dir"])
         return record
     if record.get("judge") == criterion(system, trajectories=get_method(record["method"]).trajectories):
-        rows = RunDir(Path(record["run_dir"])).rows()[: record["budget"]]  # only the unrelaxed figure is missing
-        return {**record, "evaluations_to_energy": first_within(rows, sum(_reference(system)))}
+        rows = RunDir(Path(record["run_dir"])).rows()[: record["budget"]]  # only unrelaxed figures are missing
+        return {**record, **_unrelaxed_figures(system, rows)}
     return {**record, **judge(system, record["method"], Path(record["run_dir"]), record["budget"])}
 
 
@@ -196,7 +214,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     pairs = set(product(methods, range(seeds)))
     stale = [r for r in records if (r["method"], r["seed"]) in pairs
              and (r.get("judge") != criterion(system, trajectories=get_method(r["method"]).trajectories)
-                  or ("evaluations_to_energy" not in r and (Path(r["run_dir"]) / "run.json").exists()))]
+                  or (_lacks_unrelaxed_figures(system, r) and (Path(r["run_dir"]) / "run.json").exists()))]
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     if todo or stale:
         with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,)) as pool:
@@ -217,6 +235,11 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     return wanted
 
 
+def _lacks_unrelaxed_figures(system, record: dict) -> bool:
+    wanted = ["evaluations_to_energy"] + (["evaluations_to_basin"] if _next_energy(system) is not None else [])
+    return any(key not in record for key in wanted)
+
+
 def summarize(records: list[dict], methods: list[str]) -> list[dict]:
     """One row per method: successes, median and worst evaluations to success, energies, time."""
     rows = []
@@ -231,20 +254,20 @@ def summarize(records: list[dict], methods: list[str]) -> list[dict]:
             "successes": len(hits),
             "median_to_success": statistics.median(hits) if hits else None,
             "worst_to_success": max(hits) if hits else None,
-            "median_to_energy": _median_to_energy(rs),
+            "median_to_energy": _median_over_seeds(rs, "evaluations_to_energy"),
+            "median_to_basin": _median_over_seeds(rs, "evaluations_to_basin"),
             "median_best_energy": statistics.median(r["best_energy"] for r in rs if r["best_energy"] is not None),
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
         })
     return rows
 
 
-def _median_to_energy(records: list[dict]) -> float | None:
-    """Median over seeds of ``evaluations_to_energy`` (a seed that never got there counts as
-    infinite); None when no record carries the figure (judged before it existed) or most seeds
-    never got there."""
-    if any("evaluations_to_energy" not in r for r in records):
+def _median_over_seeds(records: list[dict], key: str) -> float | None:
+    """Median over seeds of the figure ``key`` (a seed that never got there counts as infinite);
+    None when a record lacks the figure (judged before it existed) or most seeds never got there."""
+    if any(key not in r for r in records):
         return None
-    values = sorted(math.inf if r["evaluations_to_energy"] is None else r["evaluations_to_energy"] for r in records)
+    values = sorted(math.inf if r[key] is None else r[key] for r in records)
     median = statistics.median(values)
     return None if math.isinf(median) else median
 
@@ -254,17 +277,20 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
         return "-" if v is None else spec.format(v)
 
     title = f"{system.name}, budget {budget} evaluations" if system is not None else "benchmark"
+    basin = system is not None and _next_energy(system) is not None
     lines = [
         f"### {title}",
         "",
         "| method | success | median evals to success | worst evals to success | median evals to E ≤ ref + tol, unrelaxed "
-        "| median best energy (eV) | median wall (s) |",
-        "|---|---|---|---|---|---|---|",
+        + ("| median evals to E < next minimum, unrelaxed " if basin else "")
+        + "| median best energy (eV) | median wall (s) |",
+        "|---|---|---|---|---|---|---|" + ("---|" if basin else ""),
     ]
     for r in summary:
         lines.append(
             f"| {r['method']} | {r['successes']}/{r['seeds']} | {fmt(r['median_to_success'])} | {fmt(r['worst_to_success'])} "
-            f"| {fmt(r.get('median_to_energy'))} | {fmt(r['median_best_energy'], '{:.3f}')} | {fmt(r['median_wall_seconds'])} |"
+            f"| {fmt(r.get('median_to_energy'))} " + (f"| {fmt(r.get('median_to_basin'))} " if basin else "")
+            + f"| {fmt(r['median_best_energy'], '{:.3f}')} | {fmt(r['median_wall_seconds'])} |"
         )
     return "\n".join(lines) + "\n"
 
