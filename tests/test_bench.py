@@ -72,14 +72,14 @@ def test_naming_the_next_minimum_adds_the_basin_figure_to_old_records_without_a_
         r["run_dir"] = str(copy / "runs" / r["method"] / f"seed-{r['seed']}")
     (copy / "results.json").write_text(json.dumps(data))
     rows = {r["seed"]: RunDir.open(r["run_dir"]).rows() for r in data["records"]}
-    threshold = sorted(row.energy for row in rows[0])[3]  # a "next minimum" four of seed 0's rows lie under
+    threshold = sorted(row.energy for row in rows[0])[3] + 0.01  # a "next minimum" four of seed 0's rows lie under
     spec = load_system("lj13").to_dict()
     spec["reference"]["next_energy"] = threshold
     again = harness.run_benchmark(System.from_dict(spec), methods=["godiff"], seeds=2, budget=8, out=copy,
                                   overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
     for r in again:
         energies = [row.energy for row in rows[r["seed"]]]
-        expected = next((i + 1 for i, e in enumerate(energies) if e <= threshold), None)
+        expected = next((i + 1 for i, e in enumerate(energies) if e <= threshold - 1e-3), None)  # LJ tolerance
         assert r["evaluations_to_basin"] == expected and r["evaluations"] == len(energies) == 8
     assert next(r for r in again if r["seed"] == 0)["evaluations_to_basin"] is not None
     assert "median evals to E < next minimum, unrelaxed" in (copy / "table.md").read_text()

@@ -71,12 +71,14 @@ def _next_energy(system) -> float | None:
 def _unrelaxed_figures(system, rows) -> dict:
     """Figures read off the evaluated energies alone (no relaxation): evaluations to the first
     energy within tolerance of the reference, and, where the system names its next distinct
-    minimum, to the first energy below that one, a structure certainly in the global minimum's
-    basin (its descent can only end in a minimum lower still)."""
+    minimum, to the first energy more than the tolerance below that one: a structure certainly in
+    the global minimum's basin (its descent can only end in a minimum lower still; the margin keeps
+    the next minimum itself, evaluated to rounding, out)."""
+    reference, tolerance = _reference(system)
     next_energy = _next_energy(system)
-    out = {"evaluations_to_energy": first_within(rows, sum(_reference(system)))}
+    out = {"evaluations_to_energy": first_within(rows, reference + tolerance)}
     if next_energy is not None:
-        out["evaluations_to_basin"] = first_within(rows, next_energy)
+        out["evaluations_to_basin"] = first_within(rows, next_energy - tolerance)
     return out
 
 
