@@ -280,12 +280,13 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
 
     title = f"{system.name}, budget {budget} evaluations" if system is not None else "benchmark"
     basin = system is not None and _next_energy(system) is not None
+    unit = "ε" if system is not None and (system.energy or {}).get("calculator") == "lj" else "eV"  # LJ: reduced units
     lines = [
         f"### {title}",
         "",
         "| method | success | median evals to success | worst evals to success | median evals to E ≤ ref + tol, unrelaxed "
         + ("| median evals to E < next minimum, unrelaxed " if basin else "")
-        + "| median best energy (eV) | median wall (s) |",
+        + f"| median best energy ({unit}) | median wall (s) |",
         "|---|---|---|---|---|---|---|" + ("---|" if basin else ""),
     ]
     for r in summary:
