@@ -227,6 +227,7 @@ class Search:
         self.force_values = np.zeros((0, self.system.n_mobile, 3))
         self.force_energies = np.zeros(0)
         self.force_scale_set = self.pretrained
+        self.energy_shift_anchored = not self.pretrained
         self.best_energy = math.inf
         self.best_id = None
         self.n_evaluations = 0
@@ -297,12 +298,14 @@ class Search:
                 raise CheckpointError(f"{self.run_dir.path}: checkpoint iter-{last:04d} does not fit this run ({exc})") from exc
             self.buffer = ReplayBuffer.from_state(self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()})
             self.force_scale_set = bool(state.get("force_scale_set", True))
+            self.energy_shift_anchored = bool(state.get("energy_shift_anchored", True))
             self.next_iteration = last + 1
             if not read_only:
                 self._repair_log(last, state.get("log"))
         elif self.run_dir.manifest.get("pretrained"):
             self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
             self.pretrained = self.force_scale_set = True
+            self.energy_shift_anchored = False
         kept = [r for r in rows if int(r.iteration) < self.next_iteration]
         self._absorb(kept, into_buffer=not done, write=not read_only)
         log.info("resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows))
@@ -453,12 +456,32 @@ class Search:
         self.model.energy_scale.fill_(float(max(np.minimum(e, median).std(), 1e-2)))
         self.force_scale_set = True
 
+    def _anchor_energy_shift(self) -> None:
+        """Move a pretrained model's energy shift onto this search's energies, once, from its first data.
+
+        The shift is an additive reference that belongs to the energy function (and the atom
+        count) the model was trained on: a Pt island model trained under EMT predicts about
+        +46 eV where CHGNet gives -446 eV, and an energy loss of that size (1,000 in units of
+        the scale, against 0.01 from scratch) overwrote what the model knew in its first
+        training steps. Adding the median residual on the first evaluated structures removes
+        the offset and keeps every relative prediction, so the ranking is unchanged.
+        """
+        with torch.no_grad():
+            positions = torch.as_tensor(self.force_positions, dtype=torch.float32)
+            predicted = self.sampler.predicted_energy(positions).double().numpy()
+        residual = float(np.median(np.asarray(self.force_energies, dtype=float) - predicted))
+        self.model.energy_shift += residual
+        self.energy_shift_anchored = True
+        log.info("energy shift of the pretrained model moved by %+.4f eV onto this energy function", residual)
+
     def _train(self, k: int, temperature: float) -> dict:
         cfg = self.config
         if len(self.buffer) == 0 or cfg.train_steps == 0:
             return {"loss_dsm": None, "loss_force": None, "loss_energy": None}
         if not self.force_scale_set and len(self.force_values):
             self._set_force_scale()
+        if not self.energy_shift_anchored and len(self.force_values):
+            self._anchor_energy_shift()
         gen = _generator(cfg.seed, k, "train")
         weights = boltzmann_weights(torch.as_tensor(self.buffer.energies), temperature)
         buf_pos = torch.as_tensor(self.buffer.positions, dtype=torch.float32)
@@ -501,6 +524,7 @@ class Search:
             "n_evaluations": self.n_evaluations,
             "best_energy": self.best_energy,
             "force_scale_set": self.force_scale_set,
+            "energy_shift_anchored": self.energy_shift_anchored,
             "optimizer": opt_meta,
             "rng": {"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
             "log": record,

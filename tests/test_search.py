@@ -130,6 +130,31 @@ def test_run_directory_holds_no_pickles(finished_run):
             np.load(path, allow_pickle=False)
 
 
+def test_a_pretrained_model_moves_its_energy_shift_onto_the_new_energies_once(finished_run, tmp_path):
+    """A model trained under one energy function is offset from another's (EMT puts a Pt7 island
+    at +25 eV, CHGNet at -446 eV). Fine-tuning moves the shift onto the new energies from the first
+    data, before any training step, and a resumed run keeps it rather than moving it again."""
+    out, _, _ = finished_run
+    model = Search.resume(out, read_only=True).model
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    model.energy_shift += 500.0  # as if trained where every energy is 500 higher
+    child = tmp_path / "child"
+    Search("lj13", config=tiny_config(), iterations=1, model=model, out=child).run()
+    # the shift lands where the trained model's median residual on the first data is zero
+    moved = load_file(str(child / "checkpoints" / "iter-0000" / "model.safetensors"))["energy_shift"]
+    first_data = Search.resume(child, read_only=True)
+    first_data.model.load_state_dict(trained)
+    with torch.no_grad():
+        predicted = first_data.sampler.predicted_energy(torch.as_tensor(first_data.force_positions, dtype=torch.float32))
+    residual = np.median(first_data.force_energies - predicted.double().numpy())
+    assert float(moved) == pytest.approx(float(trained["energy_shift"]) + residual, rel=1e-5)
+    resumed = Search.resume(child, iterations=2)
+    assert resumed.energy_shift_anchored
+    resumed.run()
+    again = load_file(str(child / "checkpoints" / "iter-0001" / "model.safetensors"))["energy_shift"]
+    assert float(again) == float(moved)
+
+
 def test_running_again_into_the_same_directory_is_refused(finished_run):
     out, _, _ = finished_run
     with pytest.raises(RunExistsError, match="already holds a run"):
