@@ -10,7 +10,9 @@ Steps of :func:`finetune`:
    Pt-trained model starts as Pt.
 3. **Search** with the transfer preset :data:`TRANSFER` (lower starting temperature, fewer
    iterations, a smaller first batch); the replay buffer starts empty, since the new system's
-   energies are new. Any setting can be overridden.
+   energies are new, and the energy head's additive shift is moved onto them from the first
+   data, so a model trained under EMT fine-tunes under CHGNet or DFT, whose energies lie
+   hundreds of eV away (:class:`godiff.search.Search`). Any setting can be overridden.
 4. **Register** the finished run as a new zoo model whose lineage names its parent.
 
 Example:
