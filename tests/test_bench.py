@@ -1,5 +1,6 @@
 """The benchmark harness: one run per (method, seed), judged alike, resumable, tabulated and plotted."""
 
+import importlib.metadata
 import json
 import shutil
 
@@ -37,6 +38,7 @@ def test_every_seed_runs_once_with_its_budget_and_is_recorded(tiny_bench):
         rows = RunDir.open(r["run_dir"]).rows()
         assert len(rows) == 8
         assert r["versions"]["godiff"] and r["machine"]["cpu_count"] >= 1
+        assert r["versions"]["mace-torch"] == importlib.metadata.version("mace-torch")  # a dependency
         assert r["threads"] == 1  # the worker ran on the threads it was given, not on one per core
         assert r["best_energy"] == min(row.energy for row in rows if row.ok)
     saved = json.loads((out / "results.json").read_text())

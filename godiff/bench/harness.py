@@ -15,6 +15,7 @@ last checkpoint. A record judged under another success criterion (``judge`` in t
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import math
@@ -44,8 +45,25 @@ def _versions() -> dict:
 
     from godiff import __version__
 
-    return {"godiff": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__,
-            "ase": ase.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    versions = {"godiff": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__,
+                "ase": ase.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    return versions | _optional_versions()
+
+
+#: Packages whose version decides a record's numbers when they are installed: the universal
+#: potentials (the CHGNet reference was relaxed under 0.4.2) and AGOX for its methods.
+OPTIONAL_PACKAGES = ("agox", "chgnet", "mace-torch")
+
+
+def _optional_versions() -> dict:
+    """Versions of the installed :data:`OPTIONAL_PACKAGES`, read without importing them."""
+    found = {}
+    for name in OPTIONAL_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def _machine() -> dict:
