@@ -1061,6 +1061,15 @@ class System:
         Lennard-Jones cluster in reduced units. Settings measured on Pt in Å scale with it."""
         return self.bond_length() / REFERENCE_BOND_LENGTH
 
+    def energy_unit(self) -> str:
+        """The unit its energies are in: ``"ε"`` for a Lennard-Jones cluster (reduced units), else ``"eV"``.
+
+        Example:
+            >>> load_system("lj13").energy_unit(), load_system("pt7-pt111").energy_unit()
+            ('ε', 'eV')
+        """
+        return "ε" if (self.energy or {}).get("calculator") == "lj" else "eV"
+
     def pair_min_distance(self, sym_a: str, sym_b: str) -> float:
         """Minimum allowed distance in Å between atoms of species ``sym_a`` and ``sym_b``.
 

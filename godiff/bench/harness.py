@@ -92,12 +92,17 @@ def _unrelaxed_figures(system, rows) -> dict:
     minimum, to the first energy more than the tolerance below that one: a structure certainly in
     the global minimum's basin (its descent can only end in a minimum lower still; the margin keeps
     the next minimum itself, evaluated to rounding, out)."""
+    return {key: first_within(rows, threshold) for key, threshold in _unrelaxed_thresholds(system).items()}
+
+
+def _unrelaxed_thresholds(system) -> dict:
+    """Each unrelaxed figure's record key and the energy an evaluation must reach for it."""
     reference, tolerance = _reference(system)
     next_energy = _next_energy(system)
-    out = {"evaluations_to_energy": first_within(rows, reference + tolerance)}
+    thresholds = {"evaluations_to_energy": reference + tolerance}
     if next_energy is not None:
-        out["evaluations_to_basin"] = first_within(rows, next_energy - tolerance)
-    return out
+        thresholds["evaluations_to_basin"] = next_energy - tolerance
+    return thresholds
 
 
 def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
@@ -256,8 +261,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
 
 
 def _lacks_unrelaxed_figures(system, record: dict) -> bool:
-    wanted = ["evaluations_to_energy"] + (["evaluations_to_basin"] if _next_energy(system) is not None else [])
-    return any(key not in record for key in wanted)
+    return any(key not in record for key in _unrelaxed_thresholds(system))
 
 
 def summarize(records: list[dict], methods: list[str]) -> list[dict]:
@@ -298,7 +302,7 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
 
     title = f"{system.name}, budget {budget} evaluations" if system is not None else "benchmark"
     basin = system is not None and _next_energy(system) is not None
-    unit = "ε" if system is not None and (system.energy or {}).get("calculator") == "lj" else "eV"  # LJ: reduced units
+    unit = system.energy_unit() if system is not None else "eV"
     lines = [
         f"### {title}",
         "",
