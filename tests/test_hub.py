@@ -343,3 +343,54 @@ def test_a_registered_run_round_trips_through_the_hub_bit_identically(hub_server
     assert np.array_equal(np.load(out), expected)
     missing = cli(tmp_path / "hf-clean", "pull", "myorg/lj13-rt@2.0.0")
     assert missing.returncode == 3 and "available: 1.0.0" in missing.stderr
+
+
+def test_a_file_template_model_loads_anywhere_after_a_move_and_a_pull(hub_server, tmp_path):
+    """A model trained on a template read from a file carries those atoms (template.xyz, digested
+    like the rest): moved away from the file, the file deleted, pushed and pulled into a clean
+    cache, it samples exactly what it sampled where it was trained, and names no local path."""
+    import shutil
+
+    import ase.io
+    import numpy as np
+    from ase.build import fcc111
+
+    from godiff.search import Search
+    from godiff.zoo import load
+    from godiff.zoo.registry import Registry
+
+    systems = tmp_path / "systems"
+    systems.mkdir()
+    ase.io.write(systems / "slab.xyz", fcc111("Pt", (2, 2, 2), vacuum=6.0), format="extxyz")
+    (systems / "island.yaml").write_text(
+        "name: island\nmobile: Pt2\ntemplate: {file: slab.xyz, frozen: {bottom: 1}}\n"
+        "box: {kind: slab, z_min: 1.5, z_max: 4.0}\nenergy: {calculator: emt}\n")
+    run = tmp_path / "run"
+    Search(systems / "island.yaml", out=run, iterations=1, samples=4, train_steps=2, steps=4, relax_steps=2,
+           oversample=1, batch_size=4, force_batch=4).run()
+    entry = Registry(local=tmp_path / "registry", shipped=tmp_path / "none").add_run(run, name="island-rt", version="1.0.0")
+    expected = load(entry.path).sample(3, seed=7)
+
+    moved = tmp_path / "elsewhere" / "island-rt"
+    shutil.copytree(entry.path, moved)
+    shutil.rmtree(tmp_path / "registry")
+    shutil.rmtree(systems)  # the file it was trained on is gone
+    for name in ("system.json", "README.md", "training.json", "manifest.json"):
+        assert str(systems) not in (moved / name).read_text(), name
+    assert "template.xyz" in json.loads((moved / "manifest.json").read_text())["files"]
+    assert np.array_equal(load(moved).sample(3, seed=7), expected)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub_server.url, HF_HOME=str(tmp_path / "hf-pusher"), HF_HUB_DISABLE_PROGRESS_BARS="1",
+               HF_TOKEN=TOKEN, HF_HUB_DISABLE_XET="1", GODIFF_ZOO=str(tmp_path / "empty-registry"))
+    code = "import sys; from godiff.cli.zoo import main; sys.argv[0] = 'godiff-zoo'; main(sys.argv[1:])"
+    pushed = subprocess.run([sys.executable, "-c", code, "push", str(moved), "--repo", "myorg/island-rt"], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    sample = ("import numpy, sys; from godiff.zoo import load; "
+              "numpy.save(sys.argv[1], load('myorg/island-rt@1.0.0').sample(3, seed=7))")
+    env.update(HF_HOME=str(tmp_path / "hf-clean"), OMP_NUM_THREADS="1")  # one thread, as this process: the same sums
+    out = tmp_path / "pulled.npy"
+    proc = subprocess.run([sys.executable, "-c", sample, str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.array_equal(np.load(out), expected)

@@ -12,23 +12,48 @@ Example:
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 __all__ = ["load", "resolve", "is_hub_ref"]
 
 
+_HUB_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[^/@]*)?$")
+
+
 def is_hub_ref(ref: str) -> bool:
-    """``org/name[@version]`` (a Hub repo id) rather than a registry name or a folder."""
-    return "/" in str(ref).partition("@")[0] and not Path(str(ref)).exists()
+    """``org/name[@version]`` (a Hub repo id) rather than a registry name or a folder.
+
+    Example:
+        >>> is_hub_ref("myorg/pt-islands-emt@1.0.0"), is_hub_ref("../../etc@1.0.0"), is_hub_ref("pt-islands-emt")
+        (True, False, False)
+    """
+    return bool(_HUB_REF.match(str(ref))) and not Path(str(ref)).exists()
+
+
+def _looks_like_folder(ref: str) -> bool:
+    text = str(ref)
+    return text.startswith((".", "/", "~")) or os.sep in text.partition("@")[0]
 
 
 def resolve(ref, *, registry=None) -> Path:
     """The verified local folder of ``ref`` (a folder, ``name@version``, or ``org/name@version``
-    on the Hub, pulled into the Hugging Face cache if it is not there yet)."""
+    on the Hub, pulled into the Hugging Face cache if it is not there yet).
+
+    Raises :class:`~godiff.errors.ModelNotFoundError` (exit 3) for a folder that does not exist
+    and a name or version that is not registered, :class:`~godiff.errors.ConfigError` (exit 2)
+    for a reference that is none of the three forms.
+    """
+    from godiff.errors import ModelNotFoundError
     from godiff.zoo.registry import Registry, split_ref
 
     if isinstance(ref, Path) or Path(str(ref)).is_dir():
+        if not Path(ref).is_dir():
+            raise ModelNotFoundError(f"{ref}: no such model folder")
         return Path(ref)
+    if not is_hub_ref(ref) and _looks_like_folder(ref):
+        raise ModelNotFoundError(f"{ref}: no such model folder, and not a NAME@VERSION or ORG/NAME@VERSION reference")
     if is_hub_ref(ref):
         from godiff.zoo import hub
 
@@ -36,8 +61,6 @@ def resolve(ref, *, registry=None) -> Path:
         if version is None:
             available = hub.versions(repo_id)
             if not available:
-                from godiff.errors import ModelNotFoundError
-
                 raise ModelNotFoundError(f"{repo_id} has no tagged versions on the Hub")
             version = available[-1]
         return hub.pull(repo_id, version)

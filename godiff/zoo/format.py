@@ -9,6 +9,8 @@ Layout::
     training.json       name, version, iterations, evaluations, temperature schedule, best energy,
                         godiff version, the exact command, search settings and lineage (parent)
     README.md           the model card (:mod:`godiff.zoo.card`)
+    template.xyz        only for a template read from a file: those atoms (extxyz), which
+                        system.json names relative to the folder, so the model loads anywhere
     manifest.json       {"format_version", "files": {name: {"sha256", "size"}}} of every file above
 
 A folder is written under a temporary name and renamed into place, so nothing half-written is
@@ -25,16 +27,19 @@ import shutil
 import uuid
 from pathlib import Path
 
+from godiff.digests import confined, sha256_file
 from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, FormatVersionError
 
 __all__ = [
     "FORMAT_VERSION",
     "FILES",
+    "TEMPLATE_FILE",
     "MANIFEST",
     "parse_version",
     "sha256_file",
     "write_manifest",
     "verify_folder",
+    "link_root",
     "write_folder",
     "read_json",
     "content_digest",
@@ -43,6 +48,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "config.json", "system.json", "training.json", "README.md")
+TEMPLATE_FILE = "template.xyz"
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
@@ -58,14 +64,6 @@ def parse_version(text: str) -> tuple[int, int, int]:
     if m is None:
         raise ConfigError(f"version {text!r}: expected a semantic version MAJOR.MINOR.PATCH, e.g. 1.0.0")
     return tuple(int(g) for g in m.groups())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(folder) -> dict:
@@ -103,17 +101,30 @@ def check_format_version(data: dict, path: Path) -> None:
         )
 
 
-def verify_folder(folder) -> dict:
+def link_root(folder) -> Path:
+    """Where the links of a model folder's files may lead: the folder itself, or for a Hugging
+    Face cache snapshot (``models--ORG--NAME/snapshots/REV``) its repository's cache folder,
+    whose ``blobs/`` the snapshot's files link to."""
+    folder = Path(folder)
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent
+    return folder
+
+
+def verify_folder(folder, *, root=None) -> dict:
     """Check every digest of ``folder``'s manifest; return the manifest.
 
     Files the manifest does not list (e.g. a Hub repo's ``.gitattributes``) are ignored; every
-    file of :data:`FILES` must be listed. Raises :class:`CheckpointError` for a missing or
-    unreadable manifest or file, :class:`DigestMismatchError` for a changed file and
+    file of :data:`FILES` must be listed, and every listed name must be a file inside the
+    folder (:func:`godiff.digests.confined`; links may lead only within ``root``, default the
+    folder). Raises :class:`CheckpointError` for a missing or unreadable manifest or file, or a
+    name that leaves the folder, :class:`DigestMismatchError` for a changed file and
     :class:`FormatVersionError` for a format this godiff does not know.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a model folder")
+    root = link_root(folder) if root is None else root
     manifest = read_json(folder / MANIFEST)
     check_format_version(manifest, folder / MANIFEST)
     files = manifest.get("files")
@@ -123,7 +134,9 @@ def verify_folder(folder) -> dict:
     if missing:
         raise CheckpointError(f"{folder / MANIFEST}: does not list {', '.join(missing)}")
     for name, entry in sorted(files.items()):
-        path = folder / name
+        path = confined(folder, name, what=MANIFEST, root=root)
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{folder / MANIFEST}: entry {name!r} is not a table")
         if not path.is_file():
             raise CheckpointError(f"{path}: listed in the manifest but missing")
         digest = sha256_file(path)
@@ -138,11 +151,13 @@ def content_digest(folder) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def write_folder(folder, *, tensors: dict, config: dict, system: dict, training: dict, card: str) -> Path:
+def write_folder(folder, *, tensors: dict, config: dict, system: dict, training: dict, card: str,
+                 extra: dict[str, bytes] | None = None) -> Path:
     """Write a complete model folder atomically (temporary sibling, then rename) and return it.
 
     ``folder`` must not exist. ``tensors`` are saved with safetensors; the JSON documents are
-    written with sorted keys so that equal content gives equal bytes.
+    written with sorted keys so that equal content gives equal bytes; ``extra`` files (such as
+    :data:`TEMPLATE_FILE`) are written as given, and all are covered by the manifest.
     """
     from safetensors.torch import save_file
 
@@ -157,6 +172,8 @@ def write_folder(folder, *, tensors: dict, config: dict, system: dict, training:
         for name, data in (("config.json", config), ("system.json", system), ("training.json", training)):
             (tmp / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(card)
+        for name, data in (extra or {}).items():
+            confined(tmp, name, what="extra").write_bytes(data)
         write_manifest(tmp)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:

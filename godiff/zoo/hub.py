@@ -42,6 +42,7 @@ from huggingface_hub.errors import (
 
 from godiff.errors import (
     CheckpointError,
+    ConfigError,
     DigestMismatchError,
     GodiffError,
     HubError,
@@ -50,7 +51,7 @@ from godiff.errors import (
 )
 from godiff.zoo.format import MANIFEST, parse_version, read_json, verify_folder
 
-__all__ = ["push", "versions", "pull"]
+__all__ = ["push", "versions", "pull", "check_repo_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def push(
         VersionExistsError: the version exists with different content and ``force`` is false.
         HubError: no token, the token was refused, or the Hub cannot be reached.
     """
+    check_repo_id(repo_id)
     folder = Path(folder)
     manifest = verify_folder(folder)
     version = _canonical_version(version)
@@ -119,6 +121,7 @@ def versions(repo_id: str) -> list[str]:
         >>> versions("myorg/pt-islands-emt")   # doctest: +SKIP
         ['1.0.0', '1.2.0', '1.10.0']
     """
+    check_repo_id(repo_id)
     if constants.HF_HUB_OFFLINE:
         return _cached_versions(repo_id)
     with _hub_errors(repo_id):
@@ -141,6 +144,7 @@ def pull(repo_id: str, version: str) -> Path:
         CheckpointError: the version is not a valid model folder.
         HubError: the Hub cannot be reached or refused the request.
     """
+    check_repo_id(repo_id)
     version = _canonical_version(version)
     with _hub_errors(repo_id):
         try:
@@ -163,7 +167,7 @@ def pull(repo_id: str, version: str) -> Path:
                 f"{repo_id}@{version}: {_first_line(exc).rstrip('.')}; the download was removed from the cache"
             ) from exc
     try:
-        verify_folder(folder)
+        verify_folder(folder)  # a snapshot: its links may lead into the repo's blobs/, no further
     except DigestMismatchError as exc:
         _evict_snapshot(folder)
         raise DigestMismatchError(f"{repo_id}@{version}: {exc}; the download was removed from the cache") from exc
@@ -293,6 +297,21 @@ def _token(token: str | None) -> str:
     if not token:
         raise HubError(NO_TOKEN)
     return token
+
+
+def check_repo_id(repo_id: object) -> str:
+    """A Hub repository id ``organization/name`` as the Hub accepts it, else a one-line
+    :class:`ConfigError` (exit 2)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    shown = repr(repo_id)[:100]
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ConfigError(f"Hub repository {shown}: expected ORGANIZATION/NAME, e.g. myorg/pt-islands-emt")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ConfigError(f"Hub repository {shown}: {_first_line(exc)}") from None
+    return repo_id
 
 
 @contextmanager

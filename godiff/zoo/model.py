@@ -9,6 +9,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -18,18 +21,23 @@ import numpy as np
 import torch
 
 from godiff import __version__
+from godiff.digests import confined
 from godiff.errors import CheckpointError, ConfigError, NotARunError
 from godiff.zoo.format import (
     FORMAT_VERSION,
     MANIFEST,
+    TEMPLATE_FILE,
     check_format_version,
+    link_root,
     parse_version,
     read_json,
     verify_folder,
     write_folder,
 )
 
-__all__ = ["ZooModel", "from_run", "read_folder", "check_name"]
+__all__ = ["ZooModel", "from_run", "read_folder", "check_name", "portable_system"]
+
+log = logging.getLogger(__name__)
 
 ARCHITECTURE = "ScoreModel"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
@@ -100,9 +108,11 @@ class ZooModel:
         """Write this model as a model folder (see :mod:`godiff.zoo.format`); ``folder`` must not exist."""
         from godiff.zoo.card import render_card
 
+        _, template = portable_system(self.system)
         return write_folder(
             folder, tensors=self.model.state_tensors(), config=self.config, system=self.system_meta,
             training=self.training, card=render_card(self.config, self.system_meta, self.training),
+            extra=None if template is None else {TEMPLATE_FILE: template},
         )
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool = False, force: bool = False) -> str:
@@ -150,8 +160,40 @@ def read_folder(folder, *, verify: bool = True) -> ZooModel:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{folder}: weights do not fit the architecture in config.json ({first})") from exc
     model.eval()
-    system = System.from_dict(system_meta["system"])
+    system_data = system_meta["system"]
+    template_file = (system_data.get("template") or {}).get("file")
+    if template_file is not None and Path(template_file).is_absolute():
+        # a folder written before models carried their template: it names a file of the machine
+        # that trained it, and loads only where that file still is
+        log.info("%s: written before model folders carried their template; reading %s", folder, template_file)
+        system = System.from_dict(system_data)
+    elif template_file is not None:  # the folder's own template.xyz, listed and digested in its manifest
+        own = confined(folder, template_file, what="system.json template", root=link_root(folder))
+        system = System.from_dict({**system_data, "template": {**system_data["template"], "file": str(own)}})
+    else:
+        system = System.from_dict(system_data)
     return ZooModel(model, system, training, config, folder, system_meta)
+
+
+def portable_system(system) -> tuple[dict, bytes | None]:
+    """The system definition as a model folder stores it, and the template file to store with it.
+
+    A template read from a file is named by an absolute path of this machine; in a model folder
+    it becomes the folder's own :data:`~godiff.zoo.format.TEMPLATE_FILE` (its atoms in extxyz),
+    so the model loads after a move or a pull on another machine. Other systems are unchanged.
+    """
+    import io
+
+    import ase.io
+
+    data = system.to_dict()
+    template = data.get("template")
+    if not template or "file" not in template:
+        return data, None
+    text = io.StringIO()
+    ase.io.write(text, system.template_atoms(), format="extxyz")
+    data["template"] = {"file": TEMPLATE_FILE, "index": 0, "format": "extxyz", "frozen": template["frozen"]}
+    return data, text.getvalue().encode()
 
 
 def from_run(run, *, name: str, version: str, iteration: int | None = None) -> ZooModel:
@@ -163,7 +205,7 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
 
     check_name(name)
     parse_version(version)
-    run_dir = RunDir.open(run)
+    run_dir = RunDir.open(run, lock=False)  # reading a model out of a run, live or not
     done = run_dir.checkpoints()
     if not done:
         raise NotARunError(f"{run_dir.path}: no finished iteration to take a model from")
@@ -198,7 +240,9 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     }
     config = {"format_version": FORMAT_VERSION, "architecture": ARCHITECTURE, "score": search["score"], "godiff_version": __version__,
               "n_parameters": sum(p.numel() for p in model.parameters())}
-    system_meta = {"system": system.to_dict(), "fingerprint": system.fingerprint(), "digest": system.digest()}
+    system_data, _ = portable_system(system)
+    digest = hashlib.sha256(json.dumps(system_data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    system_meta = {"system": system_data, "fingerprint": system.fingerprint(), "digest": digest}
     return ZooModel(model, system, training, config, None, system_meta)
 
 

@@ -30,11 +30,19 @@ ENV = "GODIFF_ZOO"
 
 
 def local_root() -> Path:
-    """The local registry's folder (``$GODIFF_ZOO``, else the user's cache directory)."""
+    """The local registry's folder (``$GODIFF_ZOO``, else the user's cache directory).
+
+    Raises :class:`ConfigError` when that path exists and is not a directory.
+    """
     if os.environ.get(ENV):
-        return Path(os.environ[ENV]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "godiff" / "zoo"
+        root = Path(os.environ[ENV]).expanduser()
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(cache) / "godiff" / "zoo"
+    if root.exists() and not root.is_dir():
+        where = f"${ENV}" if os.environ.get(ENV) else "the local registry"
+        raise ConfigError(f"{where} ({root}) is not a directory; point {ENV} at a directory for the local registry")
+    return root
 
 
 def shipped_root() -> Path:
@@ -49,9 +57,11 @@ def split_ref(ref: str) -> tuple[str, str | None]:
         >>> split_ref("pt-islands-emt@1.2.0"), split_ref("pt-islands-emt@v1.2.0"), split_ref("pt-islands-emt@latest")
         (('pt-islands-emt', '1.2.0'), ('pt-islands-emt', '1.2.0'), ('pt-islands-emt', None))
     """
-    name, _, version = str(ref).partition("@")
+    name, sep, version = str(ref).partition("@")
     if not name:
         raise ConfigError(f"model reference {ref!r}: expected NAME@VERSION, e.g. pt-islands-emt@1.0.0")
+    if sep and not version:
+        raise ConfigError(f"model reference {ref!r}: the version after '@' is empty (write {name}@1.0.0 or {name}@latest)")
     if version in ("", "latest"):
         return name, None
     return name, ".".join(map(str, parse_version(version)))
@@ -114,6 +124,7 @@ class Registry:
     def resolve(self, ref: str) -> Entry:
         """The entry of ``name@version`` / ``name@latest``; a one-line error names what exists."""
         name, version = split_ref(ref)
+        check_name(name)
         entries = [e for e in self.entries() if e.name == name]
         if not entries:
             known = sorted({e.name for e in self.entries()})

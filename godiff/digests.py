@@ -1,0 +1,59 @@
+"""SHA-256 digests of files, and the one rule for names that a digest table may hold.
+
+Checkpoints of a run (:mod:`godiff.rundir`) and model folders (:mod:`godiff.zoo.format`) both
+list their files with a digest and are read only after every digest has been checked. A name in
+such a table comes from a file on disk that someone else may have written, so before it is
+joined to a folder it must be a plain name inside that folder (:func:`confined`): no absolute
+path, no ``..``, no symbolic link that leads out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path, PurePosixPath
+
+from godiff.errors import CheckpointError
+
+__all__ = ["sha256_file", "confined"]
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def confined(folder: Path, name: object, *, what: str = "manifest", root: Path | None = None) -> Path:
+    """``folder / name``, refused unless it is a file path that stays inside ``folder``.
+
+    Raises :class:`CheckpointError` (exit 4) for a name that is not a string, is empty,
+    absolute, holds ``..`` or a backslash, or resolves (through symbolic links) outside
+    ``root`` (default ``folder``; a Hugging Face cache snapshot links into its repository's
+    ``blobs/``, so there ``root`` is the repository's cache folder).
+
+    Example:
+        >>> confined(Path("/models/m"), "config.json").as_posix()
+        '/models/m/config.json'
+        >>> confined(Path("/models/m"), "../../etc/passwd")
+        Traceback (most recent call last):
+        ...
+        godiff.errors.CheckpointError: /models/m: manifest entry '../../etc/passwd' leaves the folder
+    """
+    folder = Path(folder)
+    text = name if isinstance(name, str) else None
+    shown = repr(name)[:80]
+    if not text or "\\" in text or "\x00" in text:
+        raise CheckpointError(f"{folder}: {what} entry {shown} is not a file name")
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise CheckpointError(f"{folder}: {what} entry {shown} leaves the folder")
+    path = folder / pure
+    root = Path(root if root is not None else folder).resolve()
+    if path.exists() or path.is_symlink():
+        target = path.resolve()
+        if target != root and root not in target.parents:
+            raise CheckpointError(f"{folder}: {what} entry {shown} leaves the folder (a link to {target})")
+    return path
