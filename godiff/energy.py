@@ -94,7 +94,7 @@ import ase
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError
+from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError, shown
 
 __all__ = [
     "CALCULATOR_OPTIONS",
@@ -172,14 +172,14 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     name = spec.get("calculator")
     if name not in KNOWN_CALCULATORS:
         raise EnergyFunctionError(
-            f"unknown calculator {name!r}; known calculators: {', '.join(KNOWN_CALCULATORS)}"
+            f"unknown calculator {shown(name)}; known calculators: {', '.join(KNOWN_CALCULATORS)}"
         )
     defaults = _fields(name)
     unknown = sorted(set(spec) - set(defaults) - {"calculator"})
     if unknown:
         allowed = ", ".join(defaults) or "none"
         raise EnergyFunctionError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for calculator {name!r}; "
+            f"unknown option(s) {', '.join(map(repr, unknown))} for calculator {shown(name)}; "
             f"allowed options: {allowed}"
         )
     out: dict[str, Any] = {"calculator": name, **defaults, **spec}
@@ -188,15 +188,15 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         for key in ("epsilon", "sigma", "cutoff"):
             value = out[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise EnergyFunctionError(f"lj option {key!r} must be a number, not {value!r}")
+                raise EnergyFunctionError(f"lj option {shown(key)} must be a number, not {shown(value)}")
             if not (math.isfinite(value) and value > 0):
-                raise EnergyFunctionError(f"lj option {key!r} must be positive, not {value!r}")
+                raise EnergyFunctionError(f"lj option {shown(key)} must be positive, not {shown(value)}")
             out[key] = float(value)
     if name in ("mace", "mace-mp-0"):
         if out["default_dtype"] not in _DTYPES:
             raise EnergyFunctionError(
                 f"{name} option 'default_dtype' must be one of {', '.join(_DTYPES)}, "
-                f"not {out['default_dtype']!r}"
+                f"not {shown(out['default_dtype'])}"
             )
         if not isinstance(out["device"], str):
             raise EnergyFunctionError(f"{name} option 'device' must be a string")
@@ -215,7 +215,7 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             str(model) not in _MACE_MP_0_URLS and not Path(model).is_file()
         ):
             raise EnergyFunctionError(
-                f"unknown MACE-MP-0 model {model!r}: give one of "
+                f"unknown MACE-MP-0 model {shown(model)}: give one of "
                 f"{', '.join(_MACE_MP_0_URLS)} or an existing model file"
             )
         out["model"] = str(model)
@@ -354,7 +354,7 @@ def _mace_mp_0_file(model: str) -> str:
     hint = "pass a model file as `energy: {calculator: mace, model: PATH}`"
     if not _reachable(*_PROBE_HOST, timeout=_PROBE_SECONDS):
         raise EnergyFunctionError(
-            f"the MACE-MP-0 weights ({model!r}) could not be obtained: not in mace's cache "
+            f"the MACE-MP-0 weights ({shown(model)}) could not be obtained: not in mace's cache "
             f"({cached}) and {_PROBE_HOST[0]} is unreachable; {hint}"
         )
     _import_mace_calculator()
@@ -366,7 +366,7 @@ def _mace_mp_0_file(model: str) -> str:
             path = download_mace_mp_checkpoint(url)
     except Exception as exc:
         raise EnergyFunctionError(
-            f"the MACE-MP-0 weights ({model!r}) could not be obtained: "
+            f"the MACE-MP-0 weights ({shown(model)}) could not be obtained: "
             f"{type(exc).__name__}: {exc}; {hint}"
         ) from exc
     return str(path)
@@ -592,7 +592,7 @@ class Evaluator:
         executor: concurrent.futures.Executor | None = None,
     ):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers must be a positive integer, not {workers!r}")
+            raise ConfigError(f"workers must be a positive integer, not {shown(workers)}")
         self.workers = workers
         self._lock = threading.Lock()
         self._n_calls = 0
@@ -777,6 +777,14 @@ class Evaluator:
         """One counted calculation of ``atoms`` (energy in eV, forces in eV/Å)."""
         return self.evaluate([atoms])[0]
 
+    def check(self) -> None:
+        """Build the energy function once in this process, so that a broken one (a missing
+        package or model file, an unreachable download) fails here, before anything is
+        written; an in-process evaluator has built it already, and a calculator object is
+        taken as it is. The check's calculator is dropped (workers build their own)."""
+        if self._calc is None and self.spec is not None:
+            make_calculator(self._source if isinstance(self._source, dict) else self.spec)
+
     def as_calculator(self) -> Calculator:
         """An ASE calculator backed by this evaluator, for classical methods (BFGS, ...).
 
@@ -817,7 +825,7 @@ def check_iteration(
     """
     if not 0.0 <= max_failed_fraction <= 1.0:
         raise ConfigError(
-            f"max_failed_fraction must be in [0, 1], not {max_failed_fraction!r}"
+            f"max_failed_fraction must be in [0, 1], not {shown(max_failed_fraction)}"
         )
     failed = [e for e in evaluations if not e.ok]
     total = len(evaluations)

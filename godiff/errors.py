@@ -17,12 +17,16 @@ code  meaning
 
 from __future__ import annotations
 
+import reprlib
+
 __all__ = [
     "GodiffError",
     "SystemFileError",
+    "SystemNotFoundError",
     "ConfigError",
     "EnergyFunctionError",
     "RunExistsError",
+    "RunLockedError",
     "NotARunError",
     "CheckpointError",
     "EvaluationFailureError",
@@ -31,7 +35,24 @@ __all__ = [
     "FormatVersionError",
     "VersionExistsError",
     "HubError",
+    "shown",
 ]
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 4, 60, 60
+
+
+def shown(value: object) -> str:
+    """A value as an error message shows it: its ``repr``, bounded in depth and length.
+
+    Messages name the value a user gave; a value read from a file can be huge, so neither the
+    work nor the line may grow with it.
+
+    Example:
+        >>> shown(list(range(1000)))
+        '[0, 1, 2, 3, ...]'
+    """
+    return _REPR.repr(value)
 
 
 class GodiffError(Exception):
@@ -44,6 +65,12 @@ class SystemFileError(GodiffError, ValueError):
     """A system definition (YAML file or dict) is invalid; the message names the field."""
 
     exit_code = 2
+
+
+class SystemNotFoundError(GodiffError, FileNotFoundError):
+    """A system file that does not exist, or a name that is neither a file nor a preset."""
+
+    exit_code = 3
 
 
 class ConfigError(GodiffError, ValueError):
@@ -60,6 +87,12 @@ class EnergyFunctionError(GodiffError, ValueError):
 
 class RunExistsError(GodiffError, FileExistsError):
     """``godiff run`` was pointed at a directory that already holds a run."""
+
+    exit_code = 2
+
+
+class RunLockedError(GodiffError, RuntimeError):
+    """Another live process holds the run directory's lock (``godiff run``/``resume`` on it)."""
 
     exit_code = 2
 

@@ -78,6 +78,18 @@ class SamplerConfig:
     oversample: float = 4.0
     batch_size: int = 128
 
+    def __post_init__(self):
+        from godiff.checks import number
+
+        number("sampling_steps", self.steps, minimum=1, integer=True)
+        number("corrector_steps", self.corrector_steps, minimum=0, integer=True)
+        number("relax_steps", self.relax_steps, minimum=0, integer=True)
+        number("sampling_batch_size", self.batch_size, minimum=1, integer=True)
+        for name in ("snr", "guidance", "guidance_power", "relax_rate"):
+            number(name, getattr(self, name), minimum=0)
+        number("guidance_cap", self.guidance_cap, above=0)
+        number("oversample", self.oversample, minimum=1)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -66,7 +66,8 @@ from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
 
 from godiff.energy import CALCULATOR_OPTIONS, KNOWN_CALCULATORS
-from godiff.errors import SystemFileError
+from godiff.errors import SystemFileError, SystemNotFoundError
+from godiff.errors import shown as _shown
 
 __all__ = [
     "SlabBox",
@@ -159,31 +160,42 @@ def _check_keys(where: str, data: Mapping, known: Sequence[str]) -> None:
             hint = f"did you mean '{close[0]}'? " if close else ""
             prefix = f"{where}: " if where else ""
             raise SystemFileError(
-                f"{prefix}unknown field '{key}' ({hint}known: {', '.join(known)})"
+                f"{prefix}unknown field '{str(key)[:60]}' ({hint}known: {', '.join(known)})"
             )
 
 
 def _as_mapping(where: str, value: object) -> Mapping:
     if not isinstance(value, Mapping):
-        raise _fail(where, f"expected a mapping, got {value!r}")
+        raise _fail(where, f"expected a mapping, got {_shown(value)}")
     return value
 
 
 def _as_float(where: str, value: object) -> float:
     """A finite float from a number (or a numeric string: YAML 1.1 reads ``1e-3`` as one)."""
     if isinstance(value, bool) or value is None:
-        raise _fail(where, f"expected a number, got {value!r}")
+        raise _fail(where, f"expected a number, got {_shown(value)}")
     if isinstance(value, (int, float, np.integer, np.floating)):
         out = float(value)
     elif isinstance(value, str):
         try:
             out = float(value)
         except ValueError:
-            raise _fail(where, f"expected a number, got {value!r}") from None
+            raise _fail(where, f"expected a number, got {_shown(value)}") from None
     else:
-        raise _fail(where, f"expected a number, got {value!r}")
+        raise _fail(where, f"expected a number, got {_shown(value)}")
     if not math.isfinite(out):
-        raise _fail(where, f"expected a finite number, got {value!r}")
+        raise _fail(where, f"expected a finite number, got {_shown(value)}")
+    return out
+
+
+MAX_LENGTH = 1.0e4  # Å (or σ): no box, cell or distance of a system is larger
+
+
+def _as_length(where: str, value: object) -> float:
+    """A finite coordinate or length of at most :data:`MAX_LENGTH` in size (1e308 overflows the SDE)."""
+    out = _as_float(where, value)
+    if abs(out) > MAX_LENGTH:
+        raise _fail(where, f"{out:g} is out of range (lengths and coordinates are at most {MAX_LENGTH:g} in size)")
     return out
 
 
@@ -198,27 +210,28 @@ def _as_int(where: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise _fail(where, f"expected an integer, got {value!r}")
+        raise _fail(where, f"expected an integer, got {_shown(value)}")
     return int(value)
 
 
 def _as_vector(where: str, value: object, length: int = 3) -> tuple[float, ...]:
+    """``length`` coordinates (each checked by :func:`_as_length`)."""
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise _fail(where, f"expected {length} numbers, got {value!r}")
+        raise _fail(where, f"expected {length} numbers, got {_shown(value)}")
     if len(value) != length:
         raise _fail(where, f"expected {length} numbers, got {len(value)}")
-    return tuple(_as_float(where, v) for v in value)
+    return tuple(_as_length(where, v) for v in value)
 
 
 def _as_str(where: str, value: object) -> str:
     if not isinstance(value, str):
-        raise _fail(where, f"expected a string, got {value!r}")
+        raise _fail(where, f"expected a string, got {_shown(value)}")
     return value
 
 
 def _check_element(where: str, symbol: object) -> str:
     if not isinstance(symbol, str) or symbol not in _ELEMENTS:
-        raise _fail(where, f"unknown element {symbol!r}")
+        raise _fail(where, f"unknown element {_shown(symbol)}")
     return symbol
 
 
@@ -258,7 +271,7 @@ def parse_formula(formula: str | Mapping[str, int], *, where: str = "mobile") ->
             bad = re.match(r"[A-Za-z]+", text[pos:])
             if bad and text[pos].isupper():
                 raise _fail(where, f"unknown element '{bad.group(0)}'")
-            raise _fail(where, f"cannot parse formula {formula!r} (write e.g. 'Pt5Au2')")
+            raise _fail(where, f"cannot parse formula {_shown(formula)} (write e.g. 'Pt5Au2')")
     elif isinstance(formula, Mapping):
         for symbol, count in formula.items():
             _check_element(where, symbol)
@@ -267,7 +280,7 @@ def parse_formula(formula: str | Mapping[str, int], *, where: str = "mobile") ->
                 raise _fail(where, f"count of '{symbol}' must be a positive integer (got {n})")
             counts[symbol] = counts.get(symbol, 0) + n
     else:
-        raise _fail(where, f"expected a formula string or a mapping, got {formula!r}")
+        raise _fail(where, f"expected a formula string or a mapping, got {_shown(formula)}")
     if not counts:
         raise _fail(where, "empty composition")
     return {s: counts[s] for s in sorted(counts, key=lambda s: (atomic_numbers[s], s))}
@@ -299,8 +312,8 @@ class SlabBox:
     kind: ClassVar[str] = "slab"
 
     def __post_init__(self) -> None:
-        z_min = _as_float("box.z_min", self.z_min)
-        z_max = _as_float("box.z_max", self.z_max)
+        z_min = _as_length("box.z_min", self.z_min)
+        z_max = _as_length("box.z_max", self.z_max)
         if z_max <= z_min:
             raise _fail("box.z_max", f"must be greater than box.z_min ({z_min} >= {z_max})")
         object.__setattr__(self, "z_min", z_min)
@@ -358,7 +371,7 @@ class SphereBox:
     kind: ClassVar[str] = "sphere"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "radius", _as_positive("box.radius", self.radius))
+        object.__setattr__(self, "radius", _as_positive("box.radius", _as_length("box.radius", self.radius)))
         object.__setattr__(self, "center", _as_vector("box.center", self.center))
 
     def to_dict(self) -> dict[str, Any]:
@@ -388,7 +401,7 @@ def box_from_dict(data: Mapping[str, Any] | Box) -> Box:
         raise _fail("box.kind", f"missing (known: {', '.join(_BOX_TYPES)})")
     kind = data["kind"]
     if kind not in _BOX_TYPES:
-        raise _fail("box.kind", f"unknown {kind!r} (known: {', '.join(_BOX_TYPES)})")
+        raise _fail("box.kind", f"unknown {_shown(kind)} (known: {', '.join(_BOX_TYPES)})")
     _check_keys("box", data, _BOX_FIELDS[kind])
     kwargs = {k: v for k, v in data.items() if k != "kind"}
     required = {"slab": ("z_min", "z_max"), "cuboid": ("lengths",), "sphere": ("radius",)}[kind]
@@ -528,7 +541,7 @@ def _normalize_frozen(value: object) -> str | dict[str, int] | list[int]:
     if isinstance(value, str):
         if value in ("all", "none"):
             return value
-        raise _fail(where, f"unknown {value!r} (use all, none, {{bottom: N}} or a list of indices)")
+        raise _fail(where, f"unknown {_shown(value)} (use all, none, {{bottom: N}} or a list of indices)")
     if isinstance(value, Mapping):
         _check_keys(where, value, ("bottom",))
         if "bottom" not in value:
@@ -542,7 +555,7 @@ def _normalize_frozen(value: object) -> str | dict[str, int] | list[int]:
         if indices and indices[0] < 0:
             raise _fail(where, f"indices must be >= 0 (got {indices[0]})")
         return indices
-    raise _fail(where, f"expected all, none, {{bottom: N}} or a list of indices, got {value!r}")
+    raise _fail(where, f"expected all, none, {{bottom: N}} or a list of indices, got {_shown(value)}")
 
 
 def _normalize_template(spec: object) -> dict[str, Any]:
@@ -567,7 +580,7 @@ def _normalize_template(spec: object) -> dict[str, Any]:
 
     builder = spec["builder"]
     if builder not in _KNOWN_BUILDERS:
-        raise _fail("template.builder", f"unknown {builder!r} (known: {', '.join(_KNOWN_BUILDERS)})")
+        raise _fail("template.builder", f"unknown {_shown(builder)} (known: {', '.join(_KNOWN_BUILDERS)})")
     known = ("builder", *_builder_fields(builder), "frozen")
     _check_keys("template", spec, known)
     out = {"builder": builder}
@@ -580,7 +593,7 @@ def _normalize_template(spec: object) -> dict[str, Any]:
                 raise _fail(f"template.{key}", "missing (the surface builder needs indices and layers)")
         indices = spec["indices"]
         if isinstance(indices, (str, Mapping)) or not isinstance(indices, (Sequence, np.ndarray)):
-            raise _fail("template.indices", f"expected 3 Miller indices, got {indices!r}")
+            raise _fail("template.indices", f"expected 3 Miller indices, got {_shown(indices)}")
         if len(indices) != 3:
             raise _fail("template.indices", f"expected 3 Miller indices, got {len(indices)}")
         out["indices"] = [_as_int("template.indices", i) for i in indices]
@@ -594,7 +607,7 @@ def _normalize_template(spec: object) -> dict[str, Any]:
             raise _fail("template.size", f"missing (the {builder} builder needs [nx, ny, layers])")
         size = spec["size"]
         if isinstance(size, (str, Mapping)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 3:
-            raise _fail("template.size", f"expected 3 positive integers, got {size!r}")
+            raise _fail("template.size", f"expected 3 positive integers, got {_shown(size)}")
         out["size"] = [_as_int("template.size", n) for n in size]
         if min(out["size"]) <= 0:
             raise _fail("template.size", f"expected 3 positive integers, got {out['size']}")
@@ -602,14 +615,14 @@ def _normalize_template(spec: object) -> dict[str, Any]:
         if key in out or key == "frozen" or value is None:  # None means the ase default
             continue
         if key in ("a", "c"):
-            out[key] = _as_positive(f"template.{key}", value)
+            out[key] = _as_positive(f"template.{key}", _as_length(f"template.{key}", value))
         elif key == "vacuum":
-            out[key] = _as_float("template.vacuum", value)
+            out[key] = _as_length("template.vacuum", value)
             if out[key] < 0:
                 raise _fail("template.vacuum", f"must be >= 0 (got {out[key]})")
         elif key == "orthogonal":
             if not isinstance(value, bool):
-                raise _fail("template.orthogonal", f"expected true or false, got {value!r}")
+                raise _fail("template.orthogonal", f"expected true or false, got {_shown(value)}")
             out[key] = value
         else:  # a keyword a future ase builder accepts: pass through as written
             out[key] = value
@@ -623,6 +636,22 @@ def _resolve(path: str, base_dir: str | Path | None) -> str:
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
     return str(p.absolute())
+
+
+def _beside(name: str, base_dir: str | Path) -> str:
+    """A template file named by a system file: relative to its folder and inside it (through
+    links too), made absolute. A system file is data people share; it may not make godiff read
+    ``/etc/passwd`` or ``../../secrets`` as a structure."""
+    path = Path(name)
+    if path.is_absolute() or name.startswith("~"):
+        raise _fail("template.file", f"'{name[:200]}' must be relative to the system file's folder")
+    full = Path(base_dir).absolute() / path
+    root = Path(base_dir).resolve()
+    target = full.resolve()
+    if target != root and root not in target.parents:
+        raise _fail("template.file", f"'{name[:200]}' leads outside the system file's folder; "
+                    "a system file reads only files in its folder or below")
+    return str(full)
 
 
 def _build_template(spec: Mapping[str, Any]) -> ase.Atoms:
@@ -729,7 +758,7 @@ def _normalize_energy(spec: object) -> dict[str, Any]:
     if name not in KNOWN_CALCULATORS:
         raise _fail(
             "energy.calculator",
-            f"unknown {spec['calculator']!r} (known: {', '.join(KNOWN_CALCULATORS)})",
+            f"unknown {_shown(spec['calculator'])} (known: {', '.join(KNOWN_CALCULATORS)})",
         )
     _check_keys("energy", spec, ("calculator", *ENERGY_FIELDS[name]))
     out: dict[str, Any] = {"calculator": name}
@@ -762,6 +791,17 @@ def _normalize_reference(spec: object) -> dict[str, Any]:
             raise _fail("reference.next_energy", f"{out['next_energy']} is not above energy + tolerance "
                         f"({out['energy'] + out.get('tolerance', 0.0)}): it is the next distinct minimum")
     return out
+
+
+class _SystemLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases: a system file is data that people share, and a few
+    nested aliases (``&a [*b, *b, ...]``) expand a kilobyte into gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a system file", mark)
+        return super().compose_node(parent, index)
 
 
 class _YamlDumper(yaml.SafeDumper):
@@ -856,16 +896,16 @@ class System:
             raise _fail(
                 "name",
                 f"expected letters, digits and _ . + - (starting with a letter or digit), "
-                f"got {self.name!r}",
+                f"got {_shown(self.name)}",
             )
         if not isinstance(self.description, str):
-            raise _fail("description", f"expected a string, got {self.description!r}")
+            raise _fail("description", f"expected a string, got {_shown(self.description)}")
         put("mobile", parse_formula(self.mobile, where="mobile"))
         put("box", box_from_dict(self.box))
         put("energy", _normalize_energy(self.energy))
         put("reference", None if self.reference is None else _normalize_reference(self.reference))
         if self.min_distance is not None:
-            put("min_distance", _as_positive("min_distance", self.min_distance))
+            put("min_distance", _as_positive("min_distance", _as_length("min_distance", self.min_distance)))
 
         if self.template is None:
             if isinstance(self.box, SlabBox):
@@ -875,7 +915,7 @@ class System:
             if not isinstance(self.box, SlabBox):
                 raise _fail(
                     "box.kind",
-                    f"a template needs a slab box (got {self.box.kind!r}; "
+                    f"a template needs a slab box (got {_shown(self.box.kind)}; "
                     "cuboid and sphere are for gas-phase clusters)",
                 )
             template = _normalize_template(self.template)
@@ -931,7 +971,7 @@ class System:
         if base_dir is not None:  # resolve relative paths against base_dir, not the cwd
             template, energy = kwargs.get("template"), kwargs.get("energy")
             if isinstance(template, Mapping) and isinstance(template.get("file"), str):
-                kwargs["template"] = {**template, "file": _resolve(template["file"], base_dir)}
+                kwargs["template"] = {**template, "file": _beside(template["file"], base_dir)}
             if (
                 isinstance(energy, Mapping)
                 and str(energy.get("calculator", "")).strip().lower() == "mace"
@@ -954,13 +994,13 @@ class System:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise SystemFileError(f"{path}: no such file") from None
+            raise SystemNotFoundError(f"{path}: no such file") from None
         except IsADirectoryError:
             raise SystemFileError(f"{path}: is a directory, not a system file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SystemFileError(f"{path}: cannot read: {_one_line(exc)}") from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_SystemLoader)  # noqa: S506 (a SafeLoader without aliases)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or _one_line(exc)
@@ -1079,7 +1119,7 @@ class System:
             return self.min_distance
         for s in (sym_a, sym_b):
             if s not in _ELEMENTS:
-                raise ValueError(f"unknown element {s!r}")
+                raise ValueError(f"unknown element {_shown(s)}")
         r = covalent_radii[atomic_numbers[sym_a]] + covalent_radii[atomic_numbers[sym_b]]
         return float(_COVALENT_FRACTION * r)
 
@@ -1260,7 +1300,7 @@ def load_system(spec: str | Path | Mapping[str, Any] | System) -> System:
             return System.from_yaml(presets.preset_path(spec))
         if looks_like_path or os.path.isfile(spec):
             return System.from_yaml(spec)
-        raise SystemFileError(
+        raise SystemNotFoundError(
             f"unknown system '{spec}': no such file and no preset of that name "
             f"(presets: {', '.join(presets.list_presets())})"
         )

@@ -15,7 +15,7 @@ from ase.calculators.lj import LennardJones
 from ase.constraints import FixAtoms
 from ase.optimize import BFGS
 
-from godiff.errors import SystemFileError
+from godiff.errors import SystemFileError, SystemNotFoundError
 from godiff.presets import list_presets, preset_description, preset_path
 from godiff.system import (
     BoxGeometry,
@@ -322,7 +322,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
         System.from_yaml(path)
     assert str(info.value).startswith(f"{path}: not valid YAML (line ") and "\n" not in str(info.value)
 
-    with pytest.raises(SystemFileError, match="no such file") as info:
+    with pytest.raises(SystemNotFoundError, match="no such file") as info:  # exit 3, "not found"
         System.from_yaml(tmp_path / "absent.yaml")
     assert str(info.value) == f"{tmp_path / 'absent.yaml'}: no such file"
 
@@ -334,11 +334,12 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_load_system_unknown_name():
-    with pytest.raises(SystemFileError) as info:
+    with pytest.raises(SystemNotFoundError) as info:
         load_system("no-such-system")
     message = str(info.value)
     assert "no-such-system" in message and "lj13" in message and "pt7-pt111" in message
-    with pytest.raises(SystemFileError, match="no such file"):
+    assert info.value.exit_code == 3  # "not found", as the README's table says
+    with pytest.raises(SystemNotFoundError, match="no such file"):
         load_system("missing/file.yaml")
 
 

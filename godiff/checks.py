@@ -1,0 +1,41 @@
+"""One range check for every number of a configuration (search, sampler): finite, of the right
+type, inside its bounds, or a one-line :class:`~godiff.errors.ConfigError` (exit 2) that names
+the setting as the command line spells it.
+
+Example:
+    >>> number("guidance", 0.05, minimum=0)
+    0.05
+    >>> number("guidance", float("nan"), minimum=0)
+    Traceback (most recent call last):
+    ...
+    godiff.errors.ConfigError: guidance: must be a finite number (got nan)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from godiff.errors import ConfigError, shown
+
+__all__ = ["number"]
+
+
+def number(name: str, value: object, *, minimum: float | None = None, above: float | None = None,
+           maximum: float | None = None, integer: bool = False):
+    """``value`` checked: an int (``integer``) or a finite real, ``>= minimum``, ``> above``,
+    ``<= maximum``; returned as given. ``name`` is shown with dashes (``relax-steps``)."""
+    label = name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{label}: expected {'an integer' if integer else 'a number'}, got {shown(value)}")
+    if integer and not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{label}: expected an integer, got {shown(value)}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{label}: must be a finite number (got {value})")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{label}: must be at least {minimum:g} (got {value})")
+    if above is not None and value <= above:
+        raise ConfigError(f"{label}: must be greater than {above:g} (got {value})")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{label}: must be at most {maximum:g} (got {value})")
+    return value
