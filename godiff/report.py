@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from godiff.errors import GodiffError
+from godiff.errors import CheckpointError, GodiffError
 from godiff.rundir import RunDir
 from godiff.system import parse_formula
 
@@ -106,13 +106,18 @@ def load_run(run_dir) -> RunData:
         NotARunError: ``run_dir`` is not a run directory.
         CheckpointError: ``run.json`` is unreadable or of an unsupported format.
     """
-    run = RunDir.open(run_dir)
+    run = RunDir.open(run_dir, lock=False)  # report reads beside a live run
     data = RunData(path=run.path, manifest=run.manifest, log=run.read_log())
     if run.db_path.exists():
         import ase.db
 
+        import sqlite3
+
         db = ase.db.connect(str(run.db_path), type="db")
-        rows = sorted(db.select(include_data=False, columns=["id", "energy", "key_value_pairs"]), key=lambda r: r.id)
+        try:
+            rows = sorted(db.select(include_data=False, columns=["id", "energy", "key_value_pairs"]), key=lambda r: r.id)
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"{run.db_path}: unreadable database ({exc})") from exc
         iteration, ok, energy = [], [], []
         for r in rows:
             kv = r.key_value_pairs

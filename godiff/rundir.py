@@ -10,19 +10,28 @@ Layout::
                            resumed run evaluates exactly the same ones and only those not yet done
     start_model.safetensors  the pretrained weights a search started from (pretrained runs only)
     checkpoints/iter-NNNN/ after iteration N: model.safetensors, optimizer.safetensors,
-                           buffer.safetensors and state.json (iteration, counters, RNG scheme)
+                           buffer.safetensors, state.json (iteration, counters, RNG scheme) and
+                           digests.json (the SHA-256 of each of them, checked before any is used)
     best.xyz               the lowest-energy structure so far (extxyz, energy in the comment line)
     log.jsonl              one JSON line of metrics per finished iteration
+    run.lock               held (an OS file lock) by the one process running the search; it
+                           names that process. The kernel releases it when the process dies,
+                           even by kill -9, so a stale lock never blocks a resume.
 
 Files are written to a temporary name and renamed into place (directories too), so a reader
 never sees half a file. No pickles: tensors go to safetensors, everything else to JSON.
+Reading is kept apart from writing: every check of a reopened run (its lock, its checkpoint's
+digests, its database against the checkpoint's count) raises before anything is written.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +39,16 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from godiff.errors import CheckpointError, NotARunError, RunExistsError
+from godiff.digests import confined, sha256_file
+from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, GodiffError, NotARunError, RunExistsError, RunLockedError
 
-__all__ = ["RunDir", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["RunDir", "RunLock", "atomic_write_text", "atomic_write_bytes"]
 
 FORMAT = 1
 MANIFEST = "run.json"
+DATABASE = "evaluations.db"
+LOCK = "run.lock"
+DIGESTS = "digests.json"
 KEEP_CHECKPOINTS = 2
 START_MODEL = "start_model.safetensors"
 
@@ -55,33 +68,98 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-class RunDir:
-    """A run directory; create it with :meth:`create`, reopen it with :meth:`open`."""
+class RunLock:
+    """An exclusive, advisory OS lock on ``run.lock`` (``flock``), held by one process at a time.
+
+    The holder writes its process id and host into the file, so a refused caller can say who
+    holds it. The kernel drops the lock when the holder's file is closed or the process ends in
+    any way, so there is never a stale lock to remove by hand.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunLockedError` naming the process that holds it."""
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot open the run's lock file ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.path.parent}: in use by {holder}; a run directory is used by one process at a time "
+                "(wait for it to end or stop it; 'godiff report' may read it meanwhile)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the file drops the flock
+
+    def __del__(self):
+        self.release()
+
+
+class RunDir:
+    """A run directory; create it with :meth:`create`, reopen it with :meth:`open`.
+
+    Both take the directory's :class:`RunLock` unless told not to (``open(lock=False)``, for
+    readers such as ``godiff report``); :meth:`release` gives it back.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = RunLock(self.path / LOCK)
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
     def create(cls, path, manifest: dict) -> "RunDir":
-        """Make a new run directory; refuse one that already holds a run or other files."""
+        """Make a new run directory and lock it; refuse one that already holds a run or other files."""
         path = Path(path)
-        if (path / MANIFEST).exists() or (path / "evaluations.db").exists():
+        cls._check_free(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            run = cls(path)
+            run.lock()
+            cls._check_free(path, ignore=(LOCK,))  # a second 'run --out' that raced past the first check
+            (path / "samples").mkdir(exist_ok=True)
+            (path / "checkpoints").mkdir(exist_ok=True)
+            run.create_database()
+            atomic_write_text(path / MANIFEST, json.dumps({"format": FORMAT, **manifest}, indent=2, sort_keys=True))
+        except GodiffError:
+            raise
+        except OSError as exc:  # a directory that cannot be written, a path through a file
+            raise ConfigError(f"{path}: cannot create the run directory here ({exc.strerror or exc})") from None
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{path}: cannot create the run's database ({exc})") from None
+        return run
+
+    @staticmethod
+    def _check_free(path: Path, ignore: tuple[str, ...] = ()) -> None:
+        if (path / MANIFEST).exists() or (path / DATABASE).exists():
             raise RunExistsError(f"{path}: already holds a run; resume it with 'godiff resume {path}' or choose another --out")
         if path.exists() and not path.is_dir():
             raise RunExistsError(f"{path}: exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()):
+        if path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
             raise RunExistsError(f"{path}: directory is not empty; choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        run = cls(path)
-        (path / "samples").mkdir(exist_ok=True)
-        (path / "checkpoints").mkdir(exist_ok=True)
-        atomic_write_text(path / MANIFEST, json.dumps({"format": FORMAT, **manifest}, indent=2, sort_keys=True))
-        return run
 
     @classmethod
-    def open(cls, path) -> "RunDir":
-        """Open an existing run; refuse a directory that is not one."""
+    def open(cls, path, *, lock: bool = True) -> "RunDir":
+        """Open an existing run (locked unless ``lock=False``); refuse a directory that is not one."""
         path = Path(path)
         if not path.is_dir():
             raise NotARunError(f"{path}: no such run directory")
@@ -91,14 +169,33 @@ class RunDir:
         fmt = run.manifest.get("format")
         if fmt != FORMAT:
             raise CheckpointError(f"{path / MANIFEST}: run format {fmt!r} is not supported (this godiff reads {FORMAT})")
+        if lock:
+            run.lock()
         return run
+
+    def lock(self) -> None:
+        """Take the run's lock (a no-op when this object holds it already)."""
+        self._lock.acquire()
+
+    def release(self) -> None:
+        """Give the run's lock back (a no-op when it is not held)."""
+        self._lock.release()
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
     @property
     def manifest(self) -> dict:
         try:
-            return json.loads((self.path / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads((self.path / MANIFEST).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{self.path / MANIFEST}: unreadable ({exc})") from exc
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{self.path / MANIFEST}: expected a JSON object")
+        return data
 
     def update_manifest(self, **fields) -> None:
         """Replace top-level fields of ``run.json`` (atomically)."""
@@ -109,12 +206,25 @@ class RunDir:
     # -- evaluations --------------------------------------------------------------------------
     @property
     def db_path(self) -> Path:
-        return self.path / "evaluations.db"
+        return self.path / DATABASE
 
-    def _db(self):
+    def _connect(self):
         import ase.db
 
         return ase.db.connect(str(self.db_path), type="db")
+
+    def _db(self):
+        """The database of an existing run; a lost one is never silently made anew."""
+        if not self.db_path.is_file():
+            raise CheckpointError(f"{self.db_path}: missing; every evaluation of the run was in it")
+        return self._connect()
+
+    def get_row(self, row_id: int):
+        """One database row by id."""
+        try:
+            return self._db().get(id=int(row_id))
+        except (sqlite3.DatabaseError, KeyError) as exc:
+            raise CheckpointError(f"{self.db_path}: cannot read row {row_id} ({type(exc).__name__}: {exc})") from exc
 
     def record(self, atoms: Atoms, evaluation, *, iteration: int, sample: int, temperature: float) -> int:
         """Store one evaluation at once (one committed SQLite transaction); returns its row id."""
@@ -124,18 +234,31 @@ class RunDir:
         data = {"seconds": float(evaluation.seconds)}
         if evaluation.error:
             data["error"] = str(evaluation.error)
-        return self._db().write(
+        # _connect, not _db: an evaluation in hand is written even if the file vanished meanwhile
+        # (a resume then finds fewer rows than the checkpoint says and refuses)
+        return self._connect().write(
             atoms,
             key_value_pairs=dict(iteration=int(iteration), sample=int(sample), temperature=float(temperature), ok=bool(evaluation.ok)),
             data=data,
         )
 
+    def has_database(self) -> bool:
+        return self.db_path.is_file()
+
+    def create_database(self) -> None:
+        """Make the empty database (a new run, or a rebuild): from then on a missing one was lost."""
+        self._connect().count()
+
     def rows(self, iteration: int | None = None) -> list:
-        """Database rows (all, or one iteration's), in the order they were written."""
-        if not self.db_path.exists():
-            return []
+        """Database rows (all, or one iteration's), in the order they were written.
+
+        Raises :class:`CheckpointError` (exit 4) for a missing, truncated or corrupt database.
+        """
         query = {} if iteration is None else {"iteration": int(iteration)}
-        return sorted(self._db().select(**query), key=lambda r: r.id)
+        try:
+            return sorted(self._db().select(**query), key=lambda r: r.id)
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(f"{self.db_path}: unreadable database ({exc}); restore it from a backup") from exc
 
     def done_samples(self, iteration: int) -> set[int]:
         """Sample indices of an iteration that already have a row."""
@@ -177,6 +300,8 @@ class RunDir:
             clean = {k: v.detach().cpu().contiguous().clone() for k, v in group.items()}
             save_file(clean, str(tmp / f"{name}.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+        digests = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        (tmp / DIGESTS).write_text(json.dumps(digests, indent=1, sort_keys=True))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -187,18 +312,29 @@ class RunDir:
 
     def save_start_model(self, tensors: dict) -> None:
         """Keep the pretrained weights a search started from, so a resume before the first
-        checkpoint starts from them again."""
+        checkpoint starts from them again; their digest goes into ``run.json``."""
         from safetensors.torch import save
 
         atomic_write_bytes(self.path / START_MODEL, save(tensors))
+        self.update_manifest(start_model_sha256=sha256_file(self.path / START_MODEL))
 
     def load_start_model(self) -> dict:
         from safetensors.torch import load
 
         path = self.path / START_MODEL
         try:
-            return load(path.read_bytes())
-        except Exception as exc:  # OSError, or safetensors' own error types on corruption
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read the starting model ({exc})") from exc
+        expected = self.manifest.get("start_model_sha256")
+        if expected is not None:
+            import hashlib
+
+            if hashlib.sha256(data).hexdigest() != expected:
+                raise DigestMismatchError(f"{path}: SHA-256 differs from the one in {MANIFEST}; the starting model is corrupt")
+        try:
+            return load(data)
+        except Exception as exc:  # safetensors' own error types on corruption
             raise CheckpointError(f"{path}: cannot read the starting model ({type(exc).__name__}: {exc})") from exc
 
     def checkpoints(self) -> list[int]:
@@ -212,16 +348,43 @@ class RunDir:
                 out.append(int(d.name[5:]))
         return sorted(out)
 
+    def verify_checkpoint(self, iteration: int) -> bool:
+        """Check a checkpoint's files against its ``digests.json``.
+
+        Returns False for a checkpoint written before digests were kept (nothing to check);
+        raises :class:`DigestMismatchError` naming the first file whose bytes changed and
+        :class:`CheckpointError` for a missing file or an unreadable table.
+        """
+        d = self._ckpt_dir(iteration)
+        if not (d / DIGESTS).exists():
+            return False
+        try:
+            table = json.loads((d / DIGESTS).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{d / DIGESTS}: unreadable ({exc})") from exc
+        if not isinstance(table, dict) or "state.json" not in table or "model.safetensors" not in table:
+            raise CheckpointError(f"{d / DIGESTS}: does not list the checkpoint's files")
+        for name, digest in sorted(table.items()):
+            path = confined(d, name, what=DIGESTS)
+            if not path.is_file():
+                raise CheckpointError(f"{path}: listed in {DIGESTS} but missing")
+            if sha256_file(path) != digest:
+                raise DigestMismatchError(f"{path}: SHA-256 differs from the one in {DIGESTS}; the checkpoint is corrupt")
+        return True
+
     def load_checkpoint(self, iteration: int) -> tuple[dict, dict]:
-        """Return ``({name: {key: tensor}}, state)`` of a checkpoint."""
+        """Return ``({name: {key: tensor}}, state)`` of a checkpoint, after checking its digests."""
         from safetensors.torch import load_file
 
         d = self._ckpt_dir(iteration)
+        self.verify_checkpoint(iteration)
         try:
             state = json.loads((d / "state.json").read_text())
             tensors = {f.stem: load_file(str(f)) for f in d.glob("*.safetensors")}
         except Exception as exc:  # safetensors raises its own error types on corruption
             raise CheckpointError(f"{d}: corrupt checkpoint ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{d / 'state.json'}: expected a JSON object")
         return tensors, state
 
     # -- best and log -------------------------------------------------------------------------
@@ -237,6 +400,10 @@ class RunDir:
         buf = io.StringIO()
         write(buf, atoms, format="extxyz")
         atomic_write_text(self.path / "best.xyz", buf.getvalue())
+
+    def rewrite_log(self, records: list[dict]) -> None:
+        """Replace ``log.jsonl`` with ``records`` (atomically)."""
+        atomic_write_text(self.path / "log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
     def append_log(self, record: dict) -> None:
         with open(self.path / "log.jsonl", "a") as fh:

@@ -29,6 +29,7 @@ import math
 import shlex
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -105,18 +106,19 @@ class SearchConfig:
     score: ScoreConfig | None = None
 
     def __post_init__(self):
-        positive = ["iterations", "samples", "batch_size", "force_batch", "buffer_size", "workers"]
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name.replace('_', '-')}: must be at least 1 (got {getattr(self, name)})")
-        if self.first_samples is not None and int(self.first_samples) < 1:
-            raise ConfigError(f"first-samples: must be at least 1 (got {self.first_samples})")
-        if self.train_steps < 0:
-            raise ConfigError(f"train-steps: must not be negative (got {self.train_steps})")
-        if self.sampler.steps < 1:
-            raise ConfigError(f"sampling-steps: must be at least 1 (got {self.sampler.steps})")
-        if not (self.temperature_start > 0 and self.temperature_end > 0):
-            raise ConfigError("temperature: must be positive")
+        from godiff.checks import number
+
+        for name in ("iterations", "samples", "batch_size", "force_batch", "buffer_size", "workers"):
+            number(name, getattr(self, name), minimum=1, integer=True)
+        if self.first_samples is not None:
+            number("first_samples", self.first_samples, minimum=1, integer=True)
+        number("train_steps", self.train_steps, minimum=0, integer=True)
+        number("seed", self.seed, minimum=0, integer=True)
+        for name in ("learning_rate", "grad_clip", "force_clip", "temperature_start", "temperature_end"):
+            number(name, getattr(self, name), above=0)
+        for name in ("weight_decay", "force_weight", "energy_weight"):
+            number(name, getattr(self, name), minimum=0)
+        number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -234,12 +236,25 @@ class Search:
         self.next_iteration = 0
         self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler)
         self.domain, self.sde, self.graph = self.sampler.domain, self.sampler.sde, self.sampler.graph
+        self._rebuild = False
+        self._restored_from_checkpoint = False
+        # the energy function is built and checked before the run directory exists, so a broken
+        # one (a missing model file, an offline download) leaves nothing behind to block --out
+        self._evaluator = self._open_evaluator()
         if _run is not None:
             self.run_dir = _run
         else:
             self.run_dir = RunDir.create(out or _default_out(self.system), self._manifest(command))
             if self.pretrained:
                 self.run_dir.save_start_model(self.model.state_tensors())
+
+    def _open_evaluator(self):
+        from godiff.energy import Evaluator
+
+        energy = self.calculator if self.calculator is not None else self.system.energy
+        evaluator = Evaluator(energy, workers=self.config.workers)
+        evaluator.check()
+        return evaluator
 
     # -- construction helpers -----------------------------------------------------------------
     def _manifest(self, command: str | None) -> dict:
@@ -258,39 +273,53 @@ class Search:
 
     # -- resume -------------------------------------------------------------------------------
     @classmethod
-    def resume(cls, path, *, calculator=None, read_only: bool = False, **overrides) -> "Search":
+    def resume(cls, path, *, calculator=None, read_only: bool = False, from_checkpoint: int | None = None,
+               rebuild_database: bool = False, **overrides) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
         ``overrides`` may change only ``workers`` and ``iterations``; a changed setting is written
         back to ``run.json``. More iterations re-spread the annealing over the new count, so the
         remaining iterations cool more slowly than the original plan. ``read_only=True`` loads the
-        last checkpoint without writing anything (to inspect or measure a run still in progress).
+        last checkpoint without writing anything and without taking the run's lock (to inspect or
+        measure a run still in progress).
+
+        Every check comes before any write: the run's lock (another live process refuses it,
+        :class:`~godiff.errors.RunLockedError`), the checkpoint's digests and the database
+        against the checkpoint's count (:class:`~godiff.errors.CheckpointError`, exit 4).
+        ``from_checkpoint=N`` restores checkpoint N instead of the last one (the fall-back from
+        a corrupt one; the evaluations made after it are reused, not paid again), and
+        ``rebuild_database=True`` accepts a lost or short database: the saved structures of the
+        finished iterations that have no row are evaluated again when the run continues.
         """
         from godiff.system import System
 
-        run = RunDir.open(path)
-        manifest = run.manifest
-        allowed = {"workers", "iterations"}
-        bad = {k for k, v in overrides.items() if v is not None} - allowed
-        if bad:
-            raise ConfigError(f"resume: cannot change {sorted(bad)} of an existing run")
-        energy = manifest.get("energy", {})
-        if energy.get("calculator") == "python" and calculator is None:
-            raise ConfigError(f"{path}: this run used a Python calculator object ({energy.get('class')}); pass it again to resume")
-        system = System.from_dict(manifest["system"])
-        config = SearchConfig.from_dict(manifest["search"])
-        search = cls(system, config=config, calculator=calculator, parent=manifest.get("parent"), _run=run, **overrides)
+        run = RunDir.open(path, lock=not read_only)
+        try:
+            manifest = run.manifest
+            allowed = {"workers", "iterations"}
+            bad = {k for k, v in overrides.items() if v is not None} - allowed
+            if bad:
+                raise ConfigError(f"resume: cannot change {sorted(bad)} of an existing run")
+            energy = manifest.get("energy", {})
+            if energy.get("calculator") == "python" and calculator is None:
+                raise ConfigError(f"{path}: this run used a Python calculator object ({energy.get('class')}); pass it again to resume")
+            system = System.from_dict(manifest["system"])
+            config = SearchConfig.from_dict(manifest["search"])
+            search = cls(system, config=config, calculator=calculator, parent=manifest.get("parent"), _run=run, **overrides)
+            search._restore(read_only=read_only, from_checkpoint=from_checkpoint, rebuild=rebuild_database)
+        except BaseException:
+            run.release()
+            raise
         if search.config.to_dict() != config.to_dict() and not read_only:
             run.update_manifest(search=search.config.to_dict())
-        search._restore(read_only=read_only)
         return search
 
-    def _restore(self, *, read_only: bool = False) -> None:
-        done = self.run_dir.checkpoints()
-        rows = self.run_dir.rows()
-        if done:
-            last = done[-1]
-            tensors, state = self.run_dir.load_checkpoint(last)
+    def _restore(self, *, read_only: bool = False, from_checkpoint: int | None = None, rebuild: bool = False) -> None:
+        # read and check everything first ...
+        last = self._checkpoint_to_restore(from_checkpoint)
+        tensors, state = self._load_checkpoint(last) if last is not None else (None, None)
+        rows = self._rows_to_restore(last, state, rebuild)
+        if last is not None:
             try:
                 self.model.load_state_dict(tensors["model"], strict=True)
                 self.optimizer.load_state_dict(_unflatten_optimizer(tensors["optimizer"], state["optimizer"]))
@@ -300,24 +329,99 @@ class Search:
             self.force_scale_set = bool(state.get("force_scale_set", True))
             self.energy_shift_anchored = bool(state.get("energy_shift_anchored", True))
             self.next_iteration = last + 1
-            if not read_only:
-                self._repair_log(last, state.get("log"))
         elif self.run_dir.manifest.get("pretrained"):
             self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
             self.pretrained = self.force_scale_set = True
             self.energy_shift_anchored = False
-        kept = [r for r in rows if int(r.iteration) < self.next_iteration]
-        self._absorb(kept, into_buffer=not done, write=not read_only)
+        # ... then write
+        if last is not None and not read_only:
+            self._repair_log(last, state.get("log"))
+        self._restored_from_checkpoint = last is not None
+        self._absorb_history(rows, write=not read_only)
         log.info("resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows))
+
+    @property
+    def rebuilding_database(self) -> bool:
+        """True when a resume accepted a lost or short database that :meth:`run` will rebuild first."""
+        return self._rebuild
+
+    def _load_checkpoint(self, k: int) -> tuple[dict, dict]:
+        """A checkpoint, digests checked; a corrupt one names the earlier one to fall back to."""
+        try:
+            return self.run_dir.load_checkpoint(k)
+        except CheckpointError as exc:
+            earlier = [j for j in self.run_dir.checkpoints() if j < k]
+            if not earlier:
+                raise
+            fallback = earlier[-1]
+            raise type(exc)(f"{exc}; fall back to checkpoint {fallback} with "
+                            f"'godiff resume {shlex.quote(str(self.run_dir.path))} --from-checkpoint {fallback}'") from exc
+
+    def _checkpoint_to_restore(self, wanted: int | None) -> int | None:
+        done = self.run_dir.checkpoints()
+        if wanted is None:
+            return done[-1] if done else None
+        if wanted not in done:
+            have = ", ".join(str(k) for k in done) or "none"
+            raise ConfigError(f"{self.run_dir.path}: no checkpoint {wanted} (checkpoints on disk: {have})")
+        return wanted
+
+    def _rows_to_restore(self, last: int | None, state: dict | None, rebuild: bool) -> list:
+        """The database rows, checked against the checkpoint; refuse a lost or short database."""
+        path = self.run_dir.db_path
+        hint = "restore it from a backup, or resume with --rebuild-database to evaluate the saved samples/ of the finished iterations again"
+        if not self.run_dir.has_database():
+            if not rebuild:
+                raise CheckpointError(f"{path}: missing; {hint}")
+            self._rebuild = True
+            return []
+        rows = self.run_dir.rows()
+        seen = Counter((int(r.iteration), int(r.sample)) for r in rows)
+        twice = sorted(key for key, n in seen.items() if n > 1)
+        if twice:
+            raise CheckpointError(f"{path}: {len(twice)} evaluations are stored more than once (first: iteration {twice[0][0]}, sample {twice[0][1]})")
+        if state is not None:
+            expected = int(state.get("n_evaluations", 0))
+            have = sum(1 for r in rows if int(r.iteration) <= last)
+            if have > expected:
+                raise CheckpointError(f"{path}: holds {have} evaluations of iterations 0..{last}, more than the {expected} of checkpoint {last}")
+            if have < expected:
+                if not rebuild:
+                    raise CheckpointError(f"{path}: holds {have} evaluations of iterations 0..{last} where checkpoint {last} counts {expected}; {hint}")
+                self._rebuild = True
+        return rows
+
+    def _absorb_history(self, rows: list, *, write: bool) -> None:
+        """Counters, best and force memory from the rows of the finished iterations, in the order
+        an uninterrupted run took them in (iteration, then row id)."""
+        self.n_evaluations, self.best_energy, self.best_id = 0, math.inf, None
+        n = self.system.n_mobile
+        self.force_positions, self.force_values, self.force_energies = np.zeros((0, n, 3)), np.zeros((0, n, 3)), np.zeros(0)
+        kept = sorted((r for r in rows if int(r.iteration) < self.next_iteration), key=lambda r: (int(r.iteration), r.id))
+        self._absorb(kept, into_buffer=not self._restored_from_checkpoint, write=write)
+
+    def _rebuild_database(self, evaluator, emit) -> None:
+        """Evaluate again the saved structures of finished iterations that have no row."""
+        if not self.run_dir.has_database():
+            self.run_dir.create_database()
+        todo = []
+        for k in range(self.next_iteration):
+            samples = self.run_dir.load_samples(k)
+            if samples is None:
+                raise CheckpointError(f"{self.run_dir.path}: cannot rebuild the database: samples of iteration {k} are missing")
+            todo.append((k, samples, len(samples) - len(self.run_dir.done_samples(k))))
+        log.warning("rebuilding %s: evaluating %d saved structures of iterations 0..%d again",
+                    self.run_dir.db_path, sum(n for _, _, n in todo), self.next_iteration - 1)
+        for k, samples, _ in todo:
+            self._evaluate(k, samples, self.schedule.temperature(k), evaluator, emit)
+        self._absorb_history(self.run_dir.rows(), write=True)
+        self._rebuild = False
 
     def _repair_log(self, last: int, record: dict | None) -> None:
         lines = [r for r in self.run_dir.read_log() if r.get("iteration", -1) <= last]
         if record is not None and not any(r.get("iteration") == last for r in lines):
             lines.append(record)
-        from godiff.rundir import atomic_write_text
-        import json
-
-        atomic_write_text(self.run_dir.path / "log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+        self.run_dir.rewrite_log(lines)
 
     # -- data from rows -----------------------------------------------------------------------
     def _absorb(self, rows: list, *, into_buffer: bool, write: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -351,21 +455,25 @@ class Search:
         written); True ends the run there, e.g. once a benchmark has seen its success
         (:class:`godiff.bench.success.SuccessWatch`). A stopped run resumes like any other.
         """
-        from godiff.energy import Evaluator
-
         emit = progress or (lambda event: None)
-        energy = self.calculator if self.calculator is not None else self.system.energy
-        with Evaluator(energy, workers=self.config.workers) as evaluator:
-            for k in range(self.next_iteration, self.config.iterations):
-                self._iteration(k, evaluator, emit)
-                if stop is not None and stop(self):
-                    break
-        return self.result()
+        evaluator, self._evaluator = self._evaluator or self._open_evaluator(), None
+        self.run_dir.lock()
+        try:
+            with evaluator:
+                if self._rebuild:
+                    self._rebuild_database(evaluator, emit)
+                for k in range(self.next_iteration, self.config.iterations):
+                    self._iteration(k, evaluator, emit)
+                    if stop is not None and stop(self):
+                        break
+            return self.result()
+        finally:
+            self.run_dir.release()
 
     def result(self) -> Result:
         best_atoms = None
         if self.best_id is not None:
-            best_atoms = self.run_dir._db().get(id=self.best_id).toatoms()
+            best_atoms = self.run_dir.get_row(self.best_id).toatoms()
         return Result(best_atoms, self.best_energy, self.n_evaluations, self.run_dir.path, self.run_dir.read_log())
 
     def _iteration(self, k: int, evaluator, emit) -> None:

@@ -5,6 +5,7 @@ Everything runs on LJ13 with a tiny network, a few samples and a few steps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -112,8 +113,11 @@ def test_run_directory_holds_no_pickles(finished_run):
     assert [c.name for c in checkpoints] == ["iter-0001", "iter-0002"]  # the last two are kept
     for ckpt in checkpoints:
         names = sorted(p.name for p in ckpt.iterdir())
-        assert names == ["buffer.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]
+        assert names == ["buffer.safetensors", "digests.json", "model.safetensors", "optimizer.safetensors", "state.json"]
         json.loads((ckpt / "state.json").read_text())
+        digests = json.loads((ckpt / "digests.json").read_text())
+        assert sorted(digests) == [n for n in names if n != "digests.json"]
+        assert digests["model.safetensors"] == hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
     # the model loads from safetensors + the JSON config alone
     model = ScoreModel(ScoreConfig.from_dict(manifest["search"]["score"]))
     model.load_state_dict(load_file(str(out / "checkpoints" / "iter-0002" / "model.safetensors")), strict=True)

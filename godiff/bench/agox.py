@@ -229,6 +229,7 @@ def _run(method: str, system, *, seed: int, budget: int, out: Path, config: str,
     out = Path(out).absolute()  # AGOX works inside out/agox
     run, evaluator, recorder, _ = _setup(system, seed, budget, out, method)
     if recorder.count >= budget:
+        run.release()
         return
     algorithm_config = getattr(algorithms, config)()
     # the Metropolis temperature of basin hopping, recorded with its rows as godiff's basin hopping does
@@ -240,7 +241,7 @@ def _run(method: str, system, *, seed: int, budget: int, out: Path, config: str,
     search = None
     ray_dir = tempfile.mkdtemp(prefix="agox-ray-") if parallel else None
     run_kwargs = {"cpu_count": _ray_cpus(), "ray_tmp_dir": ray_dir} if parallel else {}
-    with evaluator, _inside(work, work / "agox.log"), _blas_threads():
+    with run, evaluator, _inside(work, work / "agox.log"), _blas_threads():
         try:
             problem, extra = _problem(algorithms, system, calculator)
             run_config = algorithms.RunConfig(seed=int(seed), path=str(work.resolve()), **run_kwargs)

@@ -164,7 +164,7 @@ def _relax(atoms, calc):
 def run_random(system, *, seed: int, budget: int, out: Path) -> None:
     """Random placement, one single point each, until the budget is spent."""
     run, evaluator, calc, rng = _setup(system, seed, budget, out, "random")
-    with evaluator:
+    with run, evaluator:  # the run's lock is given back when the method ends
         try:
             while True:
                 calc.evaluate(_constrained(system, uniform_placement(system, rng)))
@@ -177,7 +177,7 @@ def run_rss(system, *, seed: int, budget: int, out: Path, cluster: bool = False)
     """Random structure search: placement then BFGS relaxation, repeated until the budget is spent."""
     run, evaluator, calc, rng = _setup(system, seed, budget, out, "rss-cluster" if cluster else "rss")
     place = cluster_placement if cluster else uniform_placement
-    with evaluator:
+    with run, evaluator:  # the run's lock is given back when the method ends
         try:
             while True:
                 try:
@@ -220,7 +220,7 @@ def run_basin_hopping(system, *, seed: int, budget: int, out: Path, temperature:
     dr = defaults["dr"] if dr is None else dr
     run, evaluator, calc, rng = _setup(system, seed, budget, out, "basin-hopping")
     n_template = system.n_template
-    with evaluator:
+    with run, evaluator:  # the run's lock is given back when the method ends
         try:
             atoms, energy = _relax(_constrained(system, cluster_placement(system, rng)), calc)
             current = atoms.positions[n_template:].copy()

@@ -12,10 +12,13 @@ Heavy imports (torch through :mod:`godiff.search`, matplotlib) happen inside the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -27,11 +30,46 @@ from godiff.errors import ConfigError, GodiffError
 __all__ = ["cli", "main"]
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process ended by it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, ``kill``) arrived: stopped like Ctrl-C, exit 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a search runs, SIGTERM unwinds it like Ctrl-C, so the same clean-up runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+MAX_MESSAGE = 2000  # characters of an error message shown on its one line
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + " ..."
     return text or type(exc).__name__
+
+
+def _show_traceback(wanted: bool) -> None:
+    """``--traceback``: the stack of the error being handled on stderr; the exit code is unchanged."""
+    if wanted:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
 
 
 def _fail(message: str, code: int):
@@ -59,16 +97,16 @@ class GodiffGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except GodiffError as exc:
-            if show_traceback:
-                raise
+            _show_traceback(show_traceback)
             _fail(f"{ctx.info_name}: error: {_one_line(exc)}", exc.exit_code)
+        except Terminated:
+            _fail(f"\n{ctx.info_name}: terminated (SIGTERM)", EXIT_TERMINATED)
         except KeyboardInterrupt:
             _fail(f"\n{ctx.info_name}: interrupted", EXIT_INTERRUPTED)
         except Exception as exc:
-            if show_traceback:
-                raise
-            _fail(f"{ctx.info_name}: internal error: {type(exc).__name__}: {_one_line(exc)} "
-                  "(run with --traceback for details)", 1)
+            _show_traceback(show_traceback)
+            _fail(f"{ctx.info_name}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+                  + ("" if show_traceback else " (run with --traceback for details)"), 1)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -117,9 +155,11 @@ def cli(ctx: click.Context, traceback: bool, verbose: int) -> None:
       0    success
       1    a failed run or an internal error
       2    bad input: a system file, an option, a run directory in the way
-      3    not found: a run directory, a model
-      4    integrity: a corrupt checkpoint, a digest mismatch, a format too new
+      3    not found: a run directory, a preset, a model
+      4    integrity: a corrupt checkpoint or database, a digest mismatch, a format too new
+      5    the Hugging Face Hub: unreachable, or it refused the request
       130  interrupted (Ctrl-C); a run can be resumed with 'godiff resume DIR'
+      143  terminated (SIGTERM, e.g. a scheduler's time limit); resume it the same way
     """
     ctx.ensure_object(dict)
     _setup_logging(verbose)
@@ -153,15 +193,16 @@ def _drive(search, *, quiet: bool, resumed: bool) -> None:
         n_failed=sum(int(r.get("n_failed") or 0) for r in search.run_dir.read_log()) if resumed else 0,
     )
     try:
-        with progress:
+        with _sigterm_as_interrupt(), progress:
             result = search.run(progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         click.echo(
-            f"\ngodiff: interrupted; every finished evaluation is saved in {run_dir}\n"
+            f"\ngodiff: {what}; every finished evaluation is saved in {run_dir}\n"
             f"continue with: godiff resume {shlex.quote(str(run_dir))}",
             err=True,
         )
-        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+        raise click.exceptions.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     _print_summary(search, result)
 
 
@@ -257,20 +298,32 @@ def _parent_ref(given: str, zoo_model) -> str:
 @click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
 @click.option("--iterations", type=int, default=None, help="Extend the run to this many iterations in all.")
+@click.option("--from-checkpoint", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Restore checkpoints/iter-N instead of the last one, e.g. when the "
+                   "last is corrupt; evaluations made after it are reused, not paid again.")
+@click.option("--rebuild-database", is_flag=True,
+              help="Accept a lost or short evaluations.db: evaluate the saved structures (samples/) of the "
+                   "finished iterations again.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
 @click.pass_context
-def resume(ctx, run_dir, workers, iterations, quiet, threads):
+def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database, quiet, threads):
     """Continue the run in DIR from its last checkpoint.
 
     The evaluations of an unfinished iteration are kept; only the missing ones are computed.
+    Nothing is written until the run's lock, the checkpoint's digests and the database have
+    been checked.
     """
     from godiff.search import Search
     from godiff.threads import limit_threads
 
     _quiet_logging(ctx, quiet)
     limit_threads(threads)
-    search = Search.resume(run_dir, workers=workers, iterations=iterations)
+    search = Search.resume(run_dir, workers=workers, iterations=iterations,
+                           from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
+    if search.rebuilding_database and not quiet:
+        click.echo(f"godiff: rebuilding {search.run_dir.db_path}: the saved structures of iterations "
+                   f"1..{search.next_iteration} without a row are evaluated again", err=True)
     _drive(search, quiet=quiet, resumed=True)
 
 
