@@ -43,7 +43,8 @@ def _raise_terminated(signum, frame):
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """While a search runs, SIGTERM unwinds it like Ctrl-C, so the same clean-up runs."""
+    """While a command runs, SIGTERM unwinds it like Ctrl-C, so the same clean-up runs (a search
+    prints how to resume it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -93,7 +94,8 @@ class GodiffGroup(click.Group):
         # in-process callers (tests, notebooks) get their logging configuration back afterwards
         ctx.call_on_close(lambda: (logger.setLevel(saved[0]), setattr(logger, "handlers", saved[1])))
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except GodiffError as exc:
@@ -193,7 +195,7 @@ def _drive(search, *, quiet: bool, resumed: bool) -> None:
         n_failed=sum(int(r.get("n_failed") or 0) for r in search.run_dir.read_log()) if resumed else 0,
     )
     try:
-        with _sigterm_as_interrupt(), progress:
+        with progress:
             result = search.run(progress=progress)
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
