@@ -1,4 +1,4 @@
-"""The replay buffer: the structures the score model is trained on at the current temperature.
+"""The replay buffer and the force memory: what the score model is trained on.
 
 Policy (elitist, bounded): the buffer holds the ``capacity`` lowest-energy successful evaluations
 seen so far, one entry per structure, lowest first. A failed evaluation never enters. Every new
@@ -6,6 +6,10 @@ evaluation competes with the buffer, so a good structure found early is never fo
 authors' code redraws its 64 from all data by Boltzmann-weighted sampling each stage, which can
 drop the best structure at high temperature); the Boltzmann weights of the loss then decide how
 strongly each member counts at the current temperature.
+
+The force memory (:class:`ForceMemory`, recent, bounded) holds the most recent successful
+evaluations with their forces and energies, for the force and energy heads: every evaluated
+structure teaches forces, not only the low ones the buffer keeps.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ReplayBuffer"]
+__all__ = ["ReplayBuffer", "ForceMemory"]
+
+MEMORY = 20000  # evaluated structures the force memory keeps (the most recent)
 
 
 @dataclass
@@ -80,3 +86,30 @@ class ReplayBuffer:
             buf.energies = np.asarray(state["energies"], dtype=float)
             buf.ids = np.asarray(state["ids"], dtype=np.int64)
         return buf
+
+
+class ForceMemory:
+    """The most recent ``capacity`` successful evaluations with forces, oldest first.
+
+    Attributes:
+        positions: (n, n_mobile, 3) mobile positions, Å.
+        forces: (n, n_mobile, 3) forces on the mobile atoms, eV/Å.
+        energies: (n,) energies, eV.
+    """
+
+    def __init__(self, n_mobile: int, capacity: int = MEMORY):
+        if capacity < 1:
+            raise ValueError("force memory capacity must be at least 1")
+        self.capacity = int(capacity)
+        self.positions = np.zeros((0, n_mobile, 3))
+        self.forces = np.zeros((0, n_mobile, 3))
+        self.energies = np.zeros(0)
+
+    def __len__(self) -> int:
+        return int(self.energies.shape[0])
+
+    def add(self, positions: np.ndarray, forces: np.ndarray, energies: np.ndarray) -> None:
+        """Append new evaluations; the oldest fall out past ``capacity``."""
+        self.positions = np.concatenate([self.positions, positions])[-self.capacity:]
+        self.forces = np.concatenate([self.forces, forces])[-self.capacity:]
+        self.energies = np.concatenate([self.energies, energies])[-self.capacity:]

@@ -528,9 +528,12 @@ def _worker_evaluate(
     return _compute(_worker_calculator(key, source, threads), atoms)
 
 
-def _start_method() -> str:
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The one safe way godiff starts worker processes: ``forkserver`` (``spawn`` where it is
+    missing), never ``fork`` once torch has started threads (see the module docstring). Used by
+    the evaluator's pool and the benchmark harness's."""
     methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 class _EvaluatorCalculator(Calculator):
@@ -766,7 +769,7 @@ class Evaluator:
             self._pool_broken = False
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.workers,
-                mp_context=multiprocessing.get_context(_start_method()),
+                mp_context=worker_context(),
                 initializer=_worker_register,
                 initargs=(self._key, self._source),
             )

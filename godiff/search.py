@@ -37,21 +37,19 @@ import numpy as np
 import torch
 
 from godiff import __version__
-from godiff.buffer import ReplayBuffer
+from godiff.buffer import ForceMemory, ReplayBuffer
 from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError
-from godiff.loss import boltzmann_weights, draw_weighted, dsm_loss, energy_loss, force_loss
 from godiff.rundir import RunDir
 from godiff.sampler import Sampler, SamplerConfig
 from godiff.schedule import ExponentialSchedule
 from godiff.score import ScoreConfig, ScoreModel, SystemGraph
+from godiff.train import Trainer, TrainingData
 from godiff.sde import VESDE, Domain
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SearchConfig", "Search", "Result"]
 
-
-MEMORY = 20000  # evaluated structures kept for the force and energy heads (the most recent)
 
 SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size"}
 
@@ -225,9 +223,7 @@ class Search:
         self.model = model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         self.buffer = ReplayBuffer(self.config.buffer_size)
-        self.force_positions = np.zeros((0, self.system.n_mobile, 3))
-        self.force_values = np.zeros((0, self.system.n_mobile, 3))
-        self.force_energies = np.zeros(0)
+        self.memory = ForceMemory(self.system.n_mobile)
         self.force_scale_set = self.pretrained
         self.energy_shift_anchored = not self.pretrained
         self.best_energy = math.inf
@@ -236,6 +232,7 @@ class Search:
         self.next_iteration = 0
         self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler)
         self.domain, self.sde, self.graph = self.sampler.domain, self.sampler.sde, self.sampler.graph
+        self.trainer = Trainer(self.model, self.optimizer, self.sampler, self.config)
         self._rebuild = False
         self._restored_from_checkpoint = False
         # the energy function is built and checked before the run directory exists, so a broken
@@ -395,8 +392,7 @@ class Search:
         """Counters, best and force memory from the rows of the finished iterations, in the order
         an uninterrupted run took them in (iteration, then row id)."""
         self.n_evaluations, self.best_energy, self.best_id = 0, math.inf, None
-        n = self.system.n_mobile
-        self.force_positions, self.force_values, self.force_energies = np.zeros((0, n, 3)), np.zeros((0, n, 3)), np.zeros(0)
+        self.memory = ForceMemory(self.system.n_mobile)
         kept = sorted((r for r in rows if int(r.iteration) < self.next_iteration), key=lambda r: (int(r.iteration), r.id))
         self._absorb(kept, into_buffer=not self._restored_from_checkpoint, write=write)
 
@@ -434,9 +430,7 @@ class Search:
         energies = np.array([r.energy for r in ok])
         forces = np.stack([r.forces[self.n_template:] for r in ok])
         ids = np.array([r.id for r in ok])
-        self.force_positions = np.concatenate([self.force_positions, pos])[-MEMORY:]
-        self.force_values = np.concatenate([self.force_values, forces])[-MEMORY:]
-        self.force_energies = np.concatenate([self.force_energies, energies])[-MEMORY:]
+        self.memory.add(pos, forces, energies)
         if into_buffer:
             self.buffer.add(pos, energies, ids)
         i = int(np.argmin(energies))
@@ -554,11 +548,11 @@ class Search:
         standard deviation of energies capped at that median (the low end that ranking needs).
         Fixed afterwards, so that the meaning of the network's outputs never changes mid-run.
         """
-        f = torch.as_tensor(self.force_values, dtype=torch.float32)
+        f = torch.as_tensor(self.memory.forces, dtype=torch.float32)
         norm = f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         f = f * torch.clamp(self.config.force_clip / norm, max=1.0)
         self.model.force_scale.fill_(float(f.pow(2).mean().sqrt().clamp_min(1e-2)))
-        e = np.asarray(self.force_energies, dtype=float)
+        e = np.asarray(self.memory.energies, dtype=float)
         median = float(np.median(e))
         self.model.energy_shift.fill_(median)
         self.model.energy_scale.fill_(float(max(np.minimum(e, median).std(), 1e-2)))
@@ -575,9 +569,9 @@ class Search:
         the offset and keeps every relative prediction, so the ranking is unchanged.
         """
         with torch.no_grad():
-            positions = torch.as_tensor(self.force_positions, dtype=torch.float32)
+            positions = torch.as_tensor(self.memory.positions, dtype=torch.float32)
             predicted = self.sampler.predicted_energy(positions).double().numpy()
-        residual = float(np.median(np.asarray(self.force_energies, dtype=float) - predicted))
+        residual = float(np.median(np.asarray(self.memory.energies, dtype=float) - predicted))
         self.model.energy_shift += residual
         self.energy_shift_anchored = True
         log.info("energy shift of the pretrained model moved by %+.4f eV onto this energy function", residual)
@@ -586,43 +580,12 @@ class Search:
         cfg = self.config
         if len(self.buffer) == 0 or cfg.train_steps == 0:
             return {"loss_dsm": None, "loss_force": None, "loss_energy": None}
-        if not self.force_scale_set and len(self.force_values):
+        if not self.force_scale_set and len(self.memory):
             self._set_force_scale()
-        if not self.energy_shift_anchored and len(self.force_values):
+        if not self.energy_shift_anchored and len(self.memory):
             self._anchor_energy_shift()
-        gen = _generator(cfg.seed, k, "train")
-        weights = boltzmann_weights(torch.as_tensor(self.buffer.energies), temperature)
-        buf_pos = torch.as_tensor(self.buffer.positions, dtype=torch.float32)
-        f_pos = torch.as_tensor(self.force_positions, dtype=torch.float32)
-        f_val = torch.as_tensor(self.force_values, dtype=torch.float32)
-        f_energy = torch.as_tensor(self.force_energies, dtype=torch.float32)
-        ceiling = float(np.median(self.force_energies))
-        scale = float(self.model.force_scale)
-        e_scale = float(self.model.energy_scale)
-        self.model.train()
-        dsm_total, force_total, energy_total = 0.0, 0.0, 0.0
-        for _ in range(cfg.train_steps):
-            idx = draw_weighted(weights, cfg.batch_size, gen)
-            t = torch.rand(cfg.batch_size, generator=gen)
-            xt, sigma, eps = self.sde.perturb(buf_pos[idx], t, self.domain, gen)
-            fidx = torch.randint(len(f_pos), (cfg.force_batch,), generator=gen)
-            positions = torch.cat([xt, f_pos[fidx]])
-            sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), self.sde.sigma_min)])
-            context = self.model.template_context(self.graph)
-            out = self.model(positions, sigmas, self.graph, context)
-            l_dsm = dsm_loss(out.eps[: cfg.batch_size], eps)
-            l_force = force_loss(out.forces[cfg.batch_size :], f_val[fidx], scale, cfg.force_clip)
-            l_energy = energy_loss(out.energy[cfg.batch_size :], f_energy[fidx], e_scale, ceiling)
-            loss = l_dsm + cfg.force_weight * l_force + cfg.energy_weight * l_energy
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            dsm_total += l_dsm.item()
-            force_total += l_force.item()
-            energy_total += l_energy.item()
-        n = cfg.train_steps
-        return {"loss_dsm": dsm_total / n, "loss_force": force_total / n, "loss_energy": energy_total / n}
+        data = TrainingData.at_temperature(self.buffer, self.memory, temperature)
+        return self.trainer.train(data, cfg.train_steps, _generator(cfg.seed, k, "train")).as_log()
 
     def _checkpoint(self, k: int, record: dict) -> None:
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())

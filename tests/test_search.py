@@ -149,8 +149,8 @@ def test_a_pretrained_model_moves_its_energy_shift_onto_the_new_energies_once(fi
     first_data = Search.resume(child, read_only=True)
     first_data.model.load_state_dict(trained)
     with torch.no_grad():
-        predicted = first_data.sampler.predicted_energy(torch.as_tensor(first_data.force_positions, dtype=torch.float32))
-    residual = np.median(first_data.force_energies - predicted.double().numpy())
+        predicted = first_data.sampler.predicted_energy(torch.as_tensor(first_data.memory.positions, dtype=torch.float32))
+    residual = np.median(first_data.memory.energies - predicted.double().numpy())
     assert float(moved) == pytest.approx(float(trained["energy_shift"]) + residual, rel=1e-5)
     resumed = Search.resume(child, iterations=2)
     assert resumed.energy_shift_anchored
@@ -214,7 +214,7 @@ def test_failed_evaluations_are_recorded_and_kept_out_of_the_buffer(tmp_path):
     assert set(search.buffer.ids.tolist()) <= ok_ids
     assert not set(search.buffer.ids.tolist()) & {r.id for r in failed}
     assert len(search.buffer) == len(ok_ids)  # capacity 64 holds every success
-    assert len(search.force_values) == len(ok_ids)
+    assert len(search.memory) == len(ok_ids)
     assert [line["n_failed"] for line in result.history] == [2, 2]
     assert result.best_energy == pytest.approx(min(r.energy for r in rows if r.ok))
 

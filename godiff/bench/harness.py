@@ -29,6 +29,7 @@ from pathlib import Path
 
 from godiff.bench.methods import get_method
 from godiff.bench.success import criterion, first_within
+from godiff.energy import worker_context
 from godiff.rundir import atomic_write_text
 from godiff.threads import limit_threads
 
@@ -242,7 +243,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
                   or (_lacks_unrelaxed_figures(system, r) and (Path(r["run_dir"]) / "run.json").exists()))]
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     if todo or stale:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,),
+                                 mp_context=worker_context()) as pool:  # never fork a process with torch threads
             futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
             futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success)
                         for m, s in todo]

@@ -6,7 +6,8 @@
   cached (as the sampler runs it) and recomputed (the plain path): the saving of treating the
   template as frozen context;
 * drawing ``samples`` structures (all sampling steps, guidance and relaxation included);
-* one training step (denoising batch + force batch, template context included);
+* one training step, the search's own :class:`godiff.train.Trainer` step (denoising batch,
+  force and energy batch, template context included);
 * one energy evaluation with the system's own energy function (a single point with forces on
   structures drawn from the prior; the first call, which loads the model, is not counted).
 
@@ -53,30 +54,35 @@ def forward_costs(search, *, samples: int = 128, repeats: int = 5) -> dict:
 def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
     """Seconds to draw ``samples`` structures, per training step, and an estimated iteration.
 
-    Training steps are timed on copies of the model and optimizer, so the search's own weights
-    are left as they were.
+    A training step is the search's own :meth:`godiff.train.Trainer.step` (the same losses,
+    batch sizes and template context as a run), timed on copies of the model and optimizer so
+    the search's weights are left as they were; its data are the run's buffer and force memory,
+    or prior draws for a search that has none yet.
     """
     import copy
+
+    import numpy as np
+
+    from godiff.buffer import ForceMemory, ReplayBuffer
+    from godiff.train import Trainer, TrainingData
 
     cfg = search.config
     gen = torch.Generator().manual_seed(0)
     sample_s = median_seconds(lambda: search.sampler.sample(samples, generator=gen), repeats=repeats)
-    x0 = search.sampler.finish(search.domain.sample_uniform((max(cfg.batch_size, cfg.force_batch), search.system.n_mobile), gen))
-    model, graph, sde = copy.deepcopy(search.model), search.graph, search.sde
+    buffer, memory = search.buffer, search.memory
+    if len(buffer) == 0 or len(memory) == 0:
+        x = search.sampler.finish(search.domain.sample_uniform((cfg.batch_size, search.system.n_mobile), gen)).double().numpy()
+        buffer, memory = ReplayBuffer(cfg.buffer_size), ForceMemory(search.system.n_mobile)
+        energies = np.linspace(0.0, 1.0, len(x))
+        buffer.add(x, energies, np.arange(len(x)))
+        memory.add(x, np.zeros_like(x), energies)
+    model = copy.deepcopy(search.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     optimizer.load_state_dict(copy.deepcopy(search.optimizer.state_dict()))
-
-    def step():
-        xt, sigma, eps = sde.perturb(x0[: cfg.batch_size], torch.rand(cfg.batch_size, generator=gen), search.domain, gen)
-        positions = torch.cat([xt, x0[: cfg.force_batch]])
-        sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), sde.sigma_min)])
-        out = model(positions, sigmas, graph, model.template_context(graph))
-        loss = ((out.eps[: cfg.batch_size] - eps) ** 2).mean() + out.forces.pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    step_s = median_seconds(step, repeats=max(5, repeats))
+    trainer = Trainer(model, optimizer, search.sampler, cfg)
+    data = TrainingData.at_temperature(buffer, memory, search.schedule.temperature(search.next_iteration))
+    model.train()
+    step_s = median_seconds(lambda: trainer.step(data, gen), repeats=max(5, repeats))
     return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}
 
 
