@@ -4,7 +4,8 @@ Two roots, searched in this order:
 
 - the **local** registry, read-write: ``$GODIFF_ZOO`` if set, else ``$XDG_CACHE_HOME/godiff/zoo``
   (``~/.cache/godiff/zoo``);
-- the **shipped** registry, read-only: the repository's ``zoo/`` folder.
+- the **shipped** registry, read-only: the repository's ``zoo/`` folder, which an installed
+  wheel carries as ``godiff/_shipped_zoo``.
 
 Layout of either: ``<root>/<name>/<version>/`` holding one model folder
 (:mod:`godiff.zoo.format`). References are ``name@MAJOR.MINOR.PATCH``, ``name@latest`` or just
@@ -46,8 +47,12 @@ def local_root() -> Path:
 
 
 def shipped_root() -> Path:
-    """The repository's ``zoo/`` folder (shipped models, read-only)."""
-    return Path(__file__).resolve().parents[2] / "zoo"
+    """The shipped models (read-only): ``godiff/_shipped_zoo`` in an installed wheel, which
+    carries the repository's ``zoo/`` there (see ``pyproject.toml``), else ``zoo/`` of the
+    checkout this package runs from (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_shipped_zoo"
+    return installed if installed.is_dir() else package.parent / "zoo"
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
