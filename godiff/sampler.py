@@ -229,16 +229,21 @@ class Sampler:
         self.template_min_distance = template_min_distance
 
     @classmethod
-    def for_system(cls, model: ScoreModel, system, config: SamplerConfig = SamplerConfig()) -> "Sampler":
+    def for_system(cls, model: ScoreModel, system, config: SamplerConfig = SamplerConfig(), *,
+                   sde: VESDE | None = None, scaled: bool = False) -> "Sampler":
         """The sampler of ``model`` over ``system``'s box: its SDE, graph and de-clash distances.
 
         The one way a search and a zoo model build their sampler, so the same model, system,
         settings and generator draw the same structures wherever they run. The lengths of
-        ``config`` are scaled to the system's bonds (:meth:`SamplerConfig.for_length_scale`).
+        ``config`` are scaled to the system's bonds (:meth:`SamplerConfig.for_length_scale`)
+        unless ``scaled`` says they already are, and the SDE is derived from the box
+        (:meth:`VESDE.for_domain`) unless given: a published model passes the ones it was
+        trained with (its folder's ``sampler.json``), so a newer godiff samples it as published.
         """
         domain = Domain.from_geometry(system.geometry())
         graph = SystemGraph.from_system(system, model.config.cutoff)
-        return cls(model, VESDE.for_domain(domain), domain, graph, config.for_length_scale(system.length_scale()),
+        config = config if scaled else config.for_length_scale(system.length_scale())
+        return cls(model, sde if sde is not None else VESDE.for_domain(domain), domain, graph, config,
                    min_distance=_min_distance_matrix(system), template_min_distance=_template_min_distance(system))
 
     def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:

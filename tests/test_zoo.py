@@ -13,7 +13,7 @@ from godiff.search import Search, SearchConfig
 from godiff.zoo import load
 from godiff.zoo.card import card_of_folder
 from godiff.zoo.transfer import TRANSFER
-from godiff.zoo.format import FILES, MANIFEST, verify_folder, write_manifest
+from godiff.zoo.format import FILES, MANIFEST, SAMPLER_FILE, verify_folder, write_manifest
 from godiff.zoo.registry import Registry, shipped_root
 
 TINY = dict(iterations=2, samples=4, train_steps=3, steps=5, relax_steps=2, oversample=1, batch_size=4, force_batch=4)
@@ -40,7 +40,7 @@ def _cli(*args):
 
 def test_registered_model_samples_like_the_run(run_dir, registry):
     entry = registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
-    assert sorted(p.name for p in entry.path.iterdir()) == sorted([*FILES, MANIFEST])
+    assert sorted(p.name for p in entry.path.iterdir()) == sorted([*FILES, SAMPLER_FILE, MANIFEST])
     training = json.loads((entry.path / "training.json").read_text())
     assert training["command"] == "godiff run lj13 (tiny)"
     assert training["evaluations"] == 8 and training["lineage"]["parent"] is None
@@ -235,3 +235,32 @@ def test_cli_refuses_a_corrupt_or_newer_folder_in_one_line(run_dir, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "format_version": 2}))
     write_manifest(folder)
     one_line(_cli("show", folder), 4, "upgrade godiff")
+
+
+def test_a_model_samples_as_published_after_the_defaults_change_and_older_folders_still_load(run_dir, registry, monkeypatch, caplog):
+    """sampler.json keeps the SDE and the (scaled) sampler settings with the weights: a newer godiff
+    whose derivation changed (here the prior factor that sets sigma_max) samples the model as it
+    was published; a folder without the file loads with today's derivation and says so."""
+    import logging
+
+    import godiff.sde
+    from godiff.zoo.format import SAMPLER_FILE
+
+    entry = registry.add_run(run_dir, name="lj13-sampler", version="1.0.0")
+    meta = json.loads((entry.path / SAMPLER_FILE).read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    assert meta["sde"] == run["sde"] and meta["sampler"]["steps"] == TINY["steps"]
+    assert SAMPLER_FILE in json.loads((entry.path / MANIFEST).read_text())["files"]  # digested like the rest
+    published = load(entry.path).sample(3, seed=5)
+
+    monkeypatch.setattr(godiff.sde, "PRIOR_FACTOR", 0.45)  # a newer godiff's default
+    assert np.array_equal(load(entry.path).sample(3, seed=5), published)
+
+    old = registry.local / "old-style"
+    shutil.copytree(entry.path, old)
+    (old / SAMPLER_FILE).unlink()
+    write_manifest(old)
+    with caplog.at_level(logging.INFO, logger="godiff"):
+        derived = load(old)
+    assert any("no sampler.json" in r.getMessage() for r in caplog.records)
+    assert derived.sampler().sde.sigma_max != meta["sde"]["sigma_max"]  # today's derivation, as said

@@ -9,6 +9,10 @@ Layout::
     training.json       name, version, iterations, evaluations, temperature schedule, best energy,
                         godiff version, the exact command, search settings and lineage (parent)
     README.md           the model card (:mod:`godiff.zoo.card`)
+    sampler.json        {"format_version", "sde": VESDE, "sampler": SamplerConfig as applied to the
+                        model's own system (lengths scaled)}: what it samples, kept with the
+                        weights (as diffusers keeps scheduler_config.json), so a newer godiff
+                        whose defaults changed samples it as published; absent in older folders
     template.xyz        only for a template read from a file: those atoms (extxyz), which
                         system.json names relative to the folder, so the model loads anywhere
     manifest.json       {"format_version", "files": {name: {"sha256", "size"}}} of every file above
@@ -34,6 +38,7 @@ __all__ = [
     "FORMAT_VERSION",
     "FILES",
     "TEMPLATE_FILE",
+    "SAMPLER_FILE",
     "MANIFEST",
     "parse_version",
     "sha256_file",
@@ -49,6 +54,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "config.json", "system.json", "training.json", "README.md")
 TEMPLATE_FILE = "template.xyz"
+SAMPLER_FILE = "sampler.json"
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
@@ -152,7 +158,7 @@ def content_digest(folder) -> str:
 
 
 def write_folder(folder, *, tensors: dict, config: dict, system: dict, training: dict, card: str,
-                 extra: dict[str, bytes] | None = None) -> Path:
+                 sampler: dict | None = None, extra: dict[str, bytes] | None = None) -> Path:
     """Write a complete model folder atomically (temporary sibling, then rename) and return it.
 
     ``folder`` must not exist. ``tensors`` are saved with safetensors; the JSON documents are
@@ -169,7 +175,9 @@ def write_folder(folder, *, tensors: dict, config: dict, system: dict, training:
     try:
         tmp.mkdir()
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        for name, data in (("config.json", config), ("system.json", system), ("training.json", training)):
+        documents = [("config.json", config), ("system.json", system), ("training.json", training)]
+        documents += [] if sampler is None else [(SAMPLER_FILE, sampler)]
+        for name, data in documents:
             (tmp / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(card)
         for name, data in (extra or {}).items():

@@ -26,6 +26,7 @@ from godiff.errors import CheckpointError, ConfigError, NotARunError
 from godiff.zoo.format import (
     FORMAT_VERSION,
     MANIFEST,
+    SAMPLER_FILE,
     TEMPLATE_FILE,
     check_format_version,
     link_root,
@@ -68,6 +69,7 @@ class ZooModel:
     config: dict
     path: Path | None = None
     system_meta: dict = field(default_factory=dict)
+    sampler_meta: dict | None = None
 
     @property
     def name(self) -> str:
@@ -92,10 +94,18 @@ class ZooModel:
         return SamplerConfig(**self.training.get("search", {}).get("sampler", {}))
 
     def sampler(self, system=None, config=None):
-        """A :class:`godiff.sampler.Sampler` of this model over ``system`` (default: its own)."""
-        from godiff.sampler import Sampler
+        """A :class:`godiff.sampler.Sampler` of this model over ``system`` (default: its own).
+
+        Over its own system with its own settings it samples exactly as published: the SDE and
+        the sampler settings of its ``sampler.json``, not today's derivation of them.
+        """
+        from godiff.sampler import Sampler, SamplerConfig
+        from godiff.sde import VESDE
         from godiff.system import load_system
 
+        if system is None and config is None and self.sampler_meta is not None:
+            return Sampler.for_system(self.model, self.system, SamplerConfig.from_dict(self.sampler_meta["sampler"]),
+                                      sde=VESDE.from_dict(self.sampler_meta["sde"]), scaled=True)
         system = self.system if system is None else load_system(system)
         return Sampler.for_system(self.model, system, config or self.sampler_config())
 
@@ -112,7 +122,7 @@ class ZooModel:
         return write_folder(
             folder, tensors=self.model.state_tensors(), config=self.config, system=self.system_meta,
             training=self.training, card=render_card(self.config, self.system_meta, self.training),
-            extra=None if template is None else {TEMPLATE_FILE: template},
+            sampler=self.sampler_meta, extra=None if template is None else {TEMPLATE_FILE: template},
         )
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool = False, force: bool = False) -> str:
@@ -149,6 +159,7 @@ def read_folder(folder, *, verify: bool = True) -> ZooModel:
         raise CheckpointError(f"{folder}: architecture {config.get('architecture')!r} is not {ARCHITECTURE!r}")
     system_meta = read_json(folder / "system.json")
     training = read_json(folder / "training.json")
+    sampler_meta = _read_sampler_meta(folder)
     try:
         tensors = load_file(str(folder / "model.safetensors"))
     except Exception as exc:  # safetensors raises its own error types on a corrupt file
@@ -172,7 +183,28 @@ def read_folder(folder, *, verify: bool = True) -> ZooModel:
         system = System.from_dict({**system_data, "template": {**system_data["template"], "file": str(own)}})
     else:
         system = System.from_dict(system_data)
-    return ZooModel(model, system, training, config, folder, system_meta)
+    return ZooModel(model, system, training, config, folder, system_meta, sampler_meta)
+
+
+def _read_sampler_meta(folder: Path) -> dict | None:
+    """``sampler.json``, checked to rebuild its SDE and settings; None (and one log line) for a
+    folder written before models carried it."""
+    from godiff.sampler import SamplerConfig
+    from godiff.sde import VESDE
+
+    path = folder / SAMPLER_FILE
+    if not path.exists():
+        log.info("%s: no %s (written before models carried their sampling settings); "
+                 "its SDE and sampler settings are derived by this godiff", folder, SAMPLER_FILE)
+        return None
+    meta = read_json(path)
+    check_format_version(meta, path)
+    try:
+        VESDE.from_dict(meta["sde"])
+        SamplerConfig.from_dict(meta["sampler"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a sampler description ({exc})") from exc
+    return meta
 
 
 def portable_system(system) -> tuple[dict, bytes | None]:
@@ -240,10 +272,22 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     }
     config = {"format_version": FORMAT_VERSION, "architecture": ARCHITECTURE, "score": search["score"], "godiff_version": __version__,
               "n_parameters": sum(p.numel() for p in model.parameters())}
+    sampler_meta = _sampler_meta_of_run(manifest, system)
     system_data, _ = portable_system(system)
     digest = hashlib.sha256(json.dumps(system_data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     system_meta = {"system": system_data, "fingerprint": system.fingerprint(), "digest": digest}
-    return ZooModel(model, system, training, config, None, system_meta)
+    return ZooModel(model, system, training, config, None, system_meta, sampler_meta)
+
+
+def _sampler_meta_of_run(manifest: dict, system) -> dict:
+    """``sampler.json`` of a run's model: the SDE the run recorded and its sampler settings as
+    the run applied them to its system (lengths scaled)."""
+    from godiff.sampler import SamplerConfig
+    from godiff.sde import VESDE, Domain
+
+    sde = VESDE.from_dict(manifest["sde"]) if manifest.get("sde") else VESDE.for_domain(Domain.from_geometry(system.geometry()))
+    sampler = SamplerConfig.from_dict(manifest["search"]["sampler"]).for_length_scale(system.length_scale())
+    return {"format_version": FORMAT_VERSION, "sde": sde.to_dict(), "sampler": sampler.to_dict()}
 
 
 def describe_files(folder) -> list[tuple[str, int, str]]:
