@@ -264,3 +264,36 @@ def test_a_model_samples_as_published_after_the_defaults_change_and_older_folder
         derived = load(old)
     assert any("no sampler.json" in r.getMessage() for r in caplog.records)
     assert derived.sampler().sde.sigma_max != meta["sde"]["sigma_max"]  # today's derivation, as said
+
+
+def test_run_from_finetune_and_the_harness_transfer_are_one_search(run_dir, registry, tmp_path):
+    """godiff run --from, godiff-zoo finetune and the harness's godiff-transfer start the same search
+    (the transfer preset under the same overrides): the same settings, the same evaluations."""
+    from godiff.bench.methods import get_method
+    from godiff.cli.main import cli
+    from godiff.system import load_system
+
+    registry.add_run(run_dir, name="lj13-start", version="1.0.0")
+    options = ["--iterations", "2", "--samples", "4", "--first-samples", "4", "--train-steps", "3", "--sampling-steps", "5",
+               "--relax-steps", "2", "--batch-size", "4", "--threads", "1"]
+    ran = CliRunner().invoke(cli, ["run", "lj13", "--from", "lj13-start@1.0.0", *options, "--out", str(tmp_path / "run")])
+    assert ran.exit_code == 0, ran.stderr
+    tuned = _cli("finetune", "lj13", "--from", "lj13-start@1.0.0", *options, "--out", tmp_path / "finetune", "--name", "lj13-child")
+    assert tuned.exit_code == 0, tuned.stderr
+    assert f"run directory {tmp_path / 'finetune'}" in tuned.stderr  # the live display of run, then its summary
+    assert "best energy" in tuned.output and "registered      lj13-child@1.0.0" in tuned.output
+    get_method("godiff-transfer").run(load_system("lj13"), seed=0, budget=8, out=tmp_path / "bench", start="lj13-start@1.0.0",
+                                      samples=4, first_samples=4, train_steps=3, steps=5, relax_steps=2, batch_size=4)
+
+    manifests = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("run", "finetune", "bench")]
+    assert manifests[0]["search"]["temperature_start"] == TRANSFER["temperature_start"]  # the preset under the options
+    for m in manifests[1:]:
+        assert m["search"] == manifests[0]["search"] and m["parent"] == "lj13-start@1.0.0"
+    energies = [[r.energy for r in sorted(ase_db(tmp_path / d).select(), key=lambda r: r.id)] for d in ("run", "finetune", "bench")]
+    assert len(energies[0]) == 8 and energies[1] == energies[0] and energies[2] == energies[0]
+
+
+def ase_db(run):
+    import ase.db
+
+    return ase.db.connect(str(run / "evaluations.db"), type="db")

@@ -61,10 +61,11 @@ def _godiff(name: str, **settings) -> Callable:
 
 
 def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, stop=None, **overrides) -> None:
-    """A fine-tune (:mod:`godiff.zoo.transfer`) from ``start`` or the closest related registered
-    model, with the transfer preset's iterations, fewer if the budget is smaller; nothing is registered."""
+    """The fine-tune search of :func:`godiff.zoo.transfer.start_search` from ``start`` or the
+    closest related registered model, with the transfer preset's iterations, fewer if the budget
+    is smaller; nothing is registered."""
     from godiff.search import Search, SearchConfig
-    from godiff.zoo.transfer import TRANSFER, adapt, choose
+    from godiff.zoo.transfer import TRANSFER, start_search
 
     config = SearchConfig().with_overrides(seed=seed, **{**TRANSFER, **overrides})
     first = config.first_samples or config.samples
@@ -72,10 +73,9 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, s
     if (Path(out) / "run.json").exists():
         Search.resume(out, iterations=iterations).run(stop=stop)
         return
-    parent = choose(system, start=start)
-    model, _ = adapt(parent, system)
-    Search(system, config=config, iterations=iterations, out=out, model=model, parent=parent.ref,
-           command=f"godiff bench (method godiff-transfer from {parent.ref}, seed {seed}, budget {budget})").run(stop=stop)
+    search = start_search(system, start=start, out=out, seed=seed, **{**overrides, "iterations": iterations},
+                          command=f"godiff bench (method godiff-transfer, seed {seed}, budget {budget})")
+    search.run(stop=stop)
 
 
 METHODS: dict[str, Method] = {

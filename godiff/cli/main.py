@@ -175,8 +175,8 @@ def _command_line(ctx: click.Context) -> str:
     return f"{ctx.find_root().info_name} " + shlex.join(str(a) for a in argv)
 
 
-def _drive(search, *, quiet: bool, resumed: bool) -> None:
-    """Run a search with a progress display, handle Ctrl-C, print the summary."""
+def _drive(search, *, quiet: bool, resumed: bool):
+    """Run a search with a progress display, handle Ctrl-C, print the summary; returns the result."""
     run_dir = search.run_dir.path
     config = search.config
     mode = choose_mode(quiet=quiet)
@@ -206,6 +206,7 @@ def _drive(search, *, quiet: bool, resumed: bool) -> None:
         )
         raise click.exceptions.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     _print_summary(search, result)
+    return result
 
 
 def _print_summary(search, result) -> None:
@@ -226,6 +227,33 @@ def _print_summary(search, result) -> None:
     click.echo("\n".join(lines))
 
 
+#: The search settings ``run`` and ``godiff-zoo finetune`` share: (option, type, help). Each is a
+#: field of godiff.SearchConfig or godiff.SamplerConfig (``sampling-steps``: ``steps``).
+SEARCH_OPTIONS = (
+    ("--iterations", int, "Self-sampling iterations."),
+    ("--samples", int, "Structures sampled and evaluated per iteration."),
+    ("--first-samples", int, "Structures of the first iteration (default: --samples; from a zoo model: 32)."),
+    ("--train-steps", int, "Optimizer steps per iteration."),
+    ("--sampling-steps", int, "Reverse-diffusion steps per sample."),
+    ("--batch-size", int, "Buffer structures per training step."),
+    ("--buffer-size", int, "Replay-buffer capacity."),
+    ("--seed", int, "Seed of every random stream of the run."),
+    ("--workers", int, "Parallel energy-evaluation processes."),
+    ("--guidance", float, "Force-field guidance strength (Å²/eV at the Pt bond, scaled to the system's; 0: off)."),
+    ("--relax-steps", int, "Steps of relaxation in the learned force field."),
+    ("--temperature-start", float, "First temperature (eV; from a zoo model: 3)."),
+    ("--temperature-end", float, "Last temperature (eV)."),
+)
+
+
+def search_options(command):
+    """The :data:`SEARCH_OPTIONS`, each passed to the command under its Python name (``None``: unset)."""
+    for flag, kind, text in reversed(SEARCH_OPTIONS):
+        metavar = "EV" if flag.startswith("--temperature") else None
+        command = click.option(flag, type=kind, default=None, metavar=metavar, help=text)(command)
+    return command
+
+
 def threads_option(command):
     """``--threads N``: torch and BLAS threads of this process (:func:`godiff.threads.limit_threads`)."""
     return click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -237,25 +265,15 @@ def threads_option(command):
 @click.argument("system")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory (new or empty). Default: runs/<system>-<YYYYmmdd-HHMMSS>.")
-@click.option("--iterations", type=int, default=None, help="Self-sampling iterations.")
-@click.option("--samples", type=int, default=None, help="Structures sampled and evaluated per iteration.")
-@click.option("--train-steps", type=int, default=None, help="Optimizer steps per iteration.")
-@click.option("--sampling-steps", type=int, default=None, help="Reverse-diffusion steps per sample.")
-@click.option("--batch-size", type=int, default=None, help="Buffer structures per training step.")
-@click.option("--buffer-size", type=int, default=None, help="Replay-buffer capacity.")
-@click.option("--seed", type=int, default=None, help="Seed of every random stream of the run.")
-@click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
-@click.option("--guidance", type=float, default=None, help="Force-field guidance strength (Å²/eV at the Pt bond, scaled to the system's; 0: off).")
-@click.option("--relax-steps", type=int, default=None, help="Steps of relaxation in the learned force field.")
-@click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (eV).")
-@click.option("--temperature-end", type=float, default=None, metavar="EV", help="Last temperature (eV).")
+@search_options
 @click.option("--from", "start_from", metavar="MODEL", default=None,
-              help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder.")
+              help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder "
+                   "(the transfer preset, as godiff-zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
+                   "options given here override it).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
 @click.pass_context
-def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batch_size, buffer_size, seed,
-        workers, guidance, relax_steps, temperature_start, temperature_end, start_from, quiet, threads):
+def run(ctx, system, out, start_from, quiet, threads, **options):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -270,30 +288,13 @@ def run(ctx, system, out, iterations, samples, train_steps, sampling_steps, batc
 
     limit_threads(threads)
 
-    model = parent = None
-    if start_from is not None:
-        from godiff.zoo import load
-        from godiff.zoo.transfer import adapt
+    if start_from is not None:  # the one search from a zoo model: the transfer preset, options on top
+        from godiff.zoo.transfer import start_search
 
-        zoo_model = load(start_from)
-        (model, _), parent = adapt(zoo_model, system_obj), _parent_ref(start_from, zoo_model)
-    search = Search(
-        system_obj, out=out, command=_command_line(ctx), model=model, parent=parent,
-        iterations=iterations, samples=samples, train_steps=train_steps, sampling_steps=sampling_steps,
-        batch_size=batch_size, buffer_size=buffer_size, seed=seed, workers=workers,
-        guidance=guidance, relax_steps=relax_steps,
-        temperature_start=temperature_start, temperature_end=temperature_end,
-    )
+        search = start_search(system_obj, start=start_from, out=out, command=_command_line(ctx), **options)
+    else:
+        search = Search(system_obj, out=out, command=_command_line(ctx), **options)
     _drive(search, quiet=quiet, resumed=False)
-
-
-def _parent_ref(given: str, zoo_model) -> str:
-    """How lineage names the parent: the Hub repo with its version, else name@version."""
-    from godiff.zoo import is_hub_ref
-
-    if is_hub_ref(given):
-        return f"{given.partition('@')[0]}@{zoo_model.version}"
-    return zoo_model.ref
 
 
 @cli.command()

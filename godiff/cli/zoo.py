@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from godiff import __version__
-from godiff.cli.main import GodiffGroup, threads_option
+from godiff.cli.main import GodiffGroup, search_options, threads_option
 
 __all__ = ["cli", "main"]
 
@@ -178,34 +178,28 @@ def match(system, top):
 @click.option("--version", "version", default="1.0.0", show_default=True, help="Version to register the result as.")
 @click.option("--force", is_flag=True, help="Replace an existing version with different content.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
-@click.option("--iterations", type=int, default=None, help="Iterations (transfer preset: 10).")
-@click.option("--samples", type=int, default=None, help="Structures per iteration.")
-@click.option("--first-samples", type=int, default=None, help="Structures of the first iteration (transfer preset: 32).")
-@click.option("--train-steps", type=int, default=None, help="Optimizer steps per iteration.")
-@click.option("--sampling-steps", type=int, default=None, help="Reverse-diffusion steps per sample.")
-@click.option("--temperature-start", type=float, default=None, metavar="EV", help="First temperature (transfer preset: 3 eV).")
-@click.option("--seed", type=int, default=None, help="Seed of every random stream.")
-@click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
+@search_options
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
 @click.pass_context
-def finetune(ctx, system, start, name, version, force, out, iterations, samples, first_samples, train_steps,
-             sampling_steps, temperature_start, seed, workers, threads):
-    """Search SYSTEM starting from the closest registered model (or --from), then register the result."""
-    from godiff.cli.main import _command_line
+def finetune(ctx, system, start, name, version, force, out, quiet, threads, **options):
+    """Search SYSTEM starting from the closest registered model (or --from), then register the result.
+
+    The same search as 'godiff run SYSTEM --from MODEL', with the same live progress.
+    """
+    from godiff.cli.main import _command_line, _drive, _quiet_logging
     from godiff.system import load_system
     from godiff.threads import limit_threads
-    from godiff.zoo.transfer import finetune as run_finetune
+    from godiff.zoo.transfer import register_result, start_search
 
+    _quiet_logging(ctx, quiet)
     system_obj = load_system(system)  # a bad file fails before torch is imported
     limit_threads(threads)
 
-    result, entry = run_finetune(
-        system_obj, start=start, name=name, version=version, force=force, out=out, command=_command_line(ctx),
-        iterations=iterations, samples=samples, first_samples=first_samples, train_steps=train_steps,
-        sampling_steps=sampling_steps, temperature_start=temperature_start, seed=seed, workers=workers,
-    )
-    click.echo(f"best energy     {result.best_energy:.6f} eV after {result.n_evaluations} evaluations\n"
-               f"run directory   {result.run_dir}\nregistered      {entry.ref} (parent {entry.training()['lineage']['parent']})")
+    search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), **options)
+    result = _drive(search, quiet=quiet, resumed=False)
+    entry = register_result(result, search.system, search.parent, name=name, version=version, force=force)
+    click.echo(f"registered      {entry.ref} (parent {entry.training()['lineage']['parent']})")
 
 
 @cli.command()

@@ -34,7 +34,7 @@ from godiff.zoo.similarity import element_distance
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRANSFER", "adapt", "choose", "finetune", "seen_species"]
+__all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "register_result", "seen_species"]
 
 #: The search settings of a fine-tune, measured on Pt7/Pt(111) from pt-islands-emt (Pt5, Pt6),
 #: seeds 0..7, by the first evaluated energy within 0.05 eV of the minimum, unrelaxed (the relaxed
@@ -105,6 +105,46 @@ def choose(system, *, start=None, registry=None):
     return load(best.entry.path)
 
 
+def start_search(system, *, start=None, registry=None, out=None, command: str | None = None, calculator=None, **overrides):
+    """The one search that starts from a zoo model, used by ``godiff run --from``,
+    ``godiff-zoo finetune`` and the harness's ``godiff-transfer``: the model ``start`` (or the
+    closest related registered one), adapted to ``system`` (:func:`adapt`), searched with
+    :data:`TRANSFER` under ``overrides`` (``None`` values keep the preset). Returns the
+    :class:`godiff.search.Search`, not yet run; its ``parent`` is the lineage reference."""
+    from godiff.search import Search
+    from godiff.system import load_system
+
+    system = load_system(system)
+    parent = choose(system, start=start, registry=registry)
+    model, mapping = adapt(parent, system)
+    for new, source in mapping.items():
+        log.info("species %s starts from the embedding of %s", new, source)
+    settings = {**TRANSFER, **{k: v for k, v in overrides.items() if v is not None}}
+    return Search(system, out=out, model=model, parent=lineage_ref(start, parent), command=command,
+                  calculator=calculator, **settings)
+
+
+def lineage_ref(given, zoo_model) -> str:
+    """How a child's lineage names its parent: the Hub repo with its version when started from
+    the Hub, else ``name@version``."""
+    from godiff.zoo import is_hub_ref
+
+    if given is not None and is_hub_ref(str(given)):
+        return f"{str(given).partition('@')[0]}@{zoo_model.version}"
+    return zoo_model.ref
+
+
+def register_result(result, system, parent: str, *, registry=None, name: str | None = None, version: str = "1.0.0",
+                    force: bool = False):
+    """Register a finished fine-tune run as a new zoo model (default name ``<system>-from-<parent>``)."""
+    from godiff.zoo.registry import Registry
+
+    registry = registry or Registry()
+    parent_name = parent.rpartition("/")[2].partition("@")[0]
+    name = name or re.sub(r"[^a-z0-9._-]+", "-", f"{system.name}-from-{parent_name}".lower()).strip("-.")
+    return registry.add_run(result.run_dir, name=name, version=version, force=force)
+
+
 def finetune(system, *, start=None, registry=None, out=None, name: str | None = None, version: str = "1.0.0",
              force: bool = False, command: str | None = None, calculator=None, progress=None, **overrides):
     """Fine-tune from ``start`` (or the closest related model) on ``system``; returns ``(result, entry)``.
@@ -117,19 +157,10 @@ def finetune(system, *, start=None, registry=None, out=None, name: str | None = 
         name, version: what to register the result as (default name: ``<system>-from-<parent>``).
         overrides: search settings on top of :data:`TRANSFER`.
     """
-    from godiff.search import Search
-    from godiff.system import load_system
     from godiff.zoo.registry import Registry
 
-    system = load_system(system)
     registry = registry or Registry()
-    parent = choose(system, start=start, registry=registry)
-    model, mapping = adapt(parent, system)
-    for new, source in mapping.items():
-        log.info("species %s starts from the embedding of %s", new, source)
-    settings = {**TRANSFER, **{k: v for k, v in overrides.items() if v is not None}}
-    search = Search(system, out=out, model=model, parent=parent.ref, command=command, calculator=calculator, **settings)
+    search = start_search(system, start=start, registry=registry, out=out, command=command, calculator=calculator, **overrides)
     result = search.run(progress=progress)
-    name = name or re.sub(r"[^a-z0-9._-]+", "-", f"{system.name}-from-{parent.name}".lower()).strip("-.")
-    entry = registry.add_run(result.run_dir, name=name, version=version, force=force)
+    entry = register_result(result, search.system, search.parent, registry=registry, name=name, version=version, force=force)
     return result, entry
