@@ -175,18 +175,26 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown calculator {shown(name)}; known calculators: {', '.join(KNOWN_CALCULATORS)}"
         )
     defaults = _fields(name)
-    unknown = sorted(set(spec) - set(defaults) - {"calculator"})
+    unknown = sorted(set(spec) - set(defaults) - {"calculator"}, key=str)
     if unknown:
+        import difflib
+
         allowed = ", ".join(defaults) or "none"
+        close = difflib.get_close_matches(str(unknown[0]), list(defaults), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise EnergyFunctionError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for calculator {shown(name)}; "
-            f"allowed options: {allowed}"
+            f"unknown option(s) {', '.join(shown(k) for k in unknown)} for calculator {shown(name)} "
+            f"({hint}allowed options: {allowed})"
         )
-    out: dict[str, Any] = {"calculator": name, **defaults, **spec}
+    given = {k: v for k, v in spec.items() if v is not None}  # None: the option's default
+    out: dict[str, Any] = {"calculator": name, **defaults, **given}
 
     if name == "lj":
         for key in ("epsilon", "sigma", "cutoff"):
             value = out[key]
+            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+                with contextlib.suppress(ValueError):
+                    value = float(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise EnergyFunctionError(f"lj option {shown(key)} must be a number, not {shown(value)}")
             if not (math.isfinite(value) and value > 0):

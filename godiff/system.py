@@ -65,8 +65,8 @@ import yaml
 from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
 
-from godiff.energy import CALCULATOR_OPTIONS, KNOWN_CALCULATORS
-from godiff.errors import SystemFileError, SystemNotFoundError
+from godiff.energy import CALCULATOR_OPTIONS, KNOWN_CALCULATORS, normalize_spec
+from godiff.errors import EnergyFunctionError, SystemFileError, SystemNotFoundError
 from godiff.errors import shown as _shown
 
 __all__ = [
@@ -91,8 +91,6 @@ logger = logging.getLogger(__name__)
 #: The fields each calculator spec accepts besides ``calculator`` (anything else is a typo);
 #: :mod:`godiff.energy` owns the list of calculators and their options.
 ENERGY_FIELDS: dict[str, tuple[str, ...]] = {name: tuple(opts) for name, opts in CALCULATOR_OPTIONS.items()}
-_ENERGY_FLOAT_FIELDS = ("epsilon", "sigma", "cutoff")
-_ENERGY_STR_FIELDS = ("model", "device", "default_dtype")
 
 #: Slab builders from :mod:`ase.build` (name -> (crystal structure, facet indices)).
 SLAB_BUILDERS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -747,6 +745,10 @@ def _check_slab_cell(cell: np.ndarray) -> None:
 
 
 def _normalize_energy(spec: object) -> dict[str, Any]:
+    """The energy spec with every option filled in: validated once, by
+    :func:`godiff.energy.normalize_spec` (the one list of calculators and their options), so an
+    option is never dropped and ``mace-mp-0`` and ``{calculator: mace-mp-0, model: medium}`` are
+    the same system."""
     if isinstance(spec, str):  # shorthand: ``energy: emt``
         spec = {"calculator": spec}
     spec = _as_mapping("energy", spec)
@@ -760,19 +762,10 @@ def _normalize_energy(spec: object) -> dict[str, Any]:
             "energy.calculator",
             f"unknown {_shown(spec['calculator'])} (known: {', '.join(KNOWN_CALCULATORS)})",
         )
-    _check_keys("energy", spec, ("calculator", *ENERGY_FIELDS[name]))
-    out: dict[str, Any] = {"calculator": name}
-    for key, value in spec.items():
-        if key == "calculator" or value is None:
-            continue
-        if key in _ENERGY_FLOAT_FIELDS:
-            out[key] = _as_positive(f"energy.{key}", value)
-        elif key in _ENERGY_STR_FIELDS:
-            out[key] = _as_str(f"energy.{key}", value)
-    if name == "mace":
-        if "model" not in out:
-            raise _fail("energy.model", "missing (the mace calculator needs a model file)")
-    return out
+    try:
+        return normalize_spec({**spec, "calculator": name})
+    except EnergyFunctionError as exc:
+        raise _fail("energy", str(exc)) from None
 
 
 def _normalize_reference(spec: object) -> dict[str, Any]:
