@@ -104,6 +104,7 @@ __all__ = [
     "check_iteration",
     "make_calculator",
     "normalize_spec",
+    "energy_unit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,6 +229,17 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             )
         out["model"] = str(model)
     return out
+
+
+def energy_unit(spec: Mapping[str, Any] | None) -> str:
+    """The unit an energy spec's energies (and temperatures) are in: ``"ε"`` for Lennard-Jones in
+    reduced units, else ``"eV"``; the one place that decides it from the calculator's name.
+
+    Example:
+        >>> energy_unit({"calculator": "lj"}), energy_unit({"calculator": "emt"})
+        ('ε', 'eV')
+    """
+    return "ε" if (spec or {}).get("calculator") == "lj" else "eV"
 
 
 def make_calculator(spec: Mapping[str, Any]) -> Calculator:

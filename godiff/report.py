@@ -73,6 +73,13 @@ class RunData:
         return self.manifest.get("search", {})
 
     @property
+    def unit(self) -> str:
+        """The run's energy unit (eV; ε for Lennard-Jones)."""
+        from godiff.energy import energy_unit
+
+        return energy_unit(self.system.get("energy"))
+
+    @property
     def reference(self) -> dict | None:
         return self.system.get("reference")
 
@@ -208,7 +215,7 @@ def summarize(run_dir) -> str:
         "settings       "
         f"iterations {cfg.get('iterations')}, samples {cfg.get('samples')}, train steps {cfg.get('train_steps')}, "
         f"batch {cfg.get('batch_size')}, buffer {cfg.get('buffer_size')}, "
-        f"T {cfg.get('temperature_start')} -> {cfg.get('temperature_end')} eV, seed {cfg.get('seed')}, "
+        f"T {cfg.get('temperature_start')} -> {cfg.get('temperature_end')} {data.unit}, seed {cfg.get('seed')}, "
         f"workers {cfg.get('workers')}"
     )
     lines.append(
@@ -234,18 +241,18 @@ def summarize(run_dir) -> str:
     if at is None:
         lines.append("best energy    - (no successful evaluation yet)")
     else:
-        lines.append(f"best energy    {_fmt(best)}, first reached at evaluation {at} of {data.n_evaluations}")
+        lines.append(f"best energy    {_fmt(best, ' ' + data.unit)}, first reached at evaluation {at} of {data.n_evaluations}")
     ref = data.reference
     if ref and ref.get("energy") is not None:
         ref_e = float(ref["energy"])
-        line = f"reference      {_fmt(ref_e)}"
+        line = f"reference      {_fmt(ref_e, ' ' + data.unit)}"
         if at is not None:
-            line += f", gap {best - ref_e:+.6f} eV"
+            line += f", gap {best - ref_e:+.6f} {data.unit}"
             tol = ref.get("tolerance")
             if tol is not None:
                 hit = data.first_within(ref_e, float(tol))
-                line += (f"; within {tol:g} eV at evaluation {hit}" if hit is not None
-                         else f"; not within {tol:g} eV yet")
+                line += (f"; within {tol:g} {data.unit} at evaluation {hit}" if hit is not None
+                         else f"; not within {tol:g} {data.unit} yet")
         lines.append(line)
         if ref.get("source"):
             lines.append(f"               ({' '.join(str(ref['source']).split())})")
@@ -326,7 +333,7 @@ def plot(run_dir, out_dir) -> list[Path]:
         ax.step(n[shown], running[shown], where="post", color="C0", lw=2, label="best so far")
         ax.plot([at], [best], "o", color="C0", ms=6)
         right = at > 0.6 * data.n_evaluations
-        ax.annotate(f"{best:.4f} eV at evaluation {at}", (at, best), textcoords="offset points",
+        ax.annotate(f"{best:.4f} {data.unit} at evaluation {at}", (at, best), textcoords="offset points",
                     xytext=(-6 if right else 6, -8), ha="right" if right else "left", va="top", fontsize=9)
         # iteration boundaries
         ends = np.flatnonzero(np.diff(data.iteration) != 0) + 1.5
@@ -340,9 +347,9 @@ def plot(run_dir, out_dir) -> list[Path]:
         ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlim(0, max(2, data.n_evaluations) + 0.5)
     if ref_e is not None:
-        ax.axhline(ref_e, color="C3", ls="--", lw=1.2, label=f"reference {ref_e:.4f} eV")
+        ax.axhline(ref_e, color="C3", ls="--", lw=1.2, label=f"reference {ref_e:.4f} {data.unit}")
     ax.set_xlabel("evaluations (energy calculations spent)")
-    ax.set_ylabel("energy (eV)")
+    ax.set_ylabel(f"energy ({data.unit})")
     ax.set_title(f"{name}: best energy so far")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -381,18 +388,18 @@ def plot(run_dir, out_dir) -> list[Path]:
             if k > last_done:
                 ax.text(x, lo, "running", ha="center", va="bottom", fontsize=7, color="0.35")
         ax.plot([], [], "o", color="k", ms=3, label="median")
-        ax.axhline(best, color="C0", lw=0.8, ls=":", label=f"best {best:.4f} eV")
+        ax.axhline(best, color="C0", lw=0.8, ls=":", label=f"best {best:.4f} {data.unit}")
         if ref_e is not None:
-            ax.axhline(ref_e, color="C3", ls="--", lw=1.2, label=f"reference {ref_e:.4f} eV")
+            ax.axhline(ref_e, color="C3", ls="--", lw=1.2, label=f"reference {ref_e:.4f} {data.unit}")
         ax.set_ylim(lo, hi + 0.06 * (hi - lo))
         ax.set_xlim(min(iterations) + 0.3, max(iterations) + 1.7)
         step = max(1, len(iterations) // 20)
         ax.set_xticks([k + 1 for k in iterations[::step]])
         fig.legend(loc="outside lower center", ncols=4, fontsize=9, frameon=False)
-        ax.set_title(f"{name}: energies per iteration\n(shown up to {hi - best:.3g} eV above the best; "
+        ax.set_title(f"{name}: energies per iteration\n(shown up to {hi - best:.3g} {data.unit} above the best; "
                      "+n: how many lie higher)", fontsize=10)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("energy (eV)")
+    ax.set_ylabel(f"energy ({data.unit})")
     ax.grid(True, axis="y", alpha=0.3)
     paths.append(out_dir / FIGURES[1])
     fig.savefig(paths[-1], dpi=120)

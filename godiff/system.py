@@ -65,7 +65,7 @@ import yaml
 from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
 
-from godiff.energy import CALCULATOR_OPTIONS, KNOWN_CALCULATORS, normalize_spec
+from godiff.energy import CALCULATOR_OPTIONS, KNOWN_CALCULATORS, energy_unit, normalize_spec
 from godiff.errors import EnergyFunctionError, SystemFileError, SystemNotFoundError
 from godiff.errors import shown as _shown
 
@@ -1101,7 +1101,7 @@ class System:
             >>> load_system("lj13").energy_unit(), load_system("pt7-pt111").energy_unit()
             ('ε', 'eV')
         """
-        return "ε" if (self.energy or {}).get("calculator") == "lj" else "eV"
+        return energy_unit(self.energy)
 
     def pair_min_distance(self, sym_a: str, sym_b: str) -> float:
         """Minimum allowed distance in Å between atoms of species ``sym_a`` and ``sym_b``.

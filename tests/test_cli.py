@@ -67,7 +67,7 @@ def test_systems_lists_presets_in_process():
     names = [line.split()[0] for line in lines[1:]]
     assert names == PRESETS
     lj13 = next(line for line in lines if line.startswith("lj13 "))
-    assert "13 Ar13" in lj13 and "lj" in lj13 and "-44.326801 eV" in lj13
+    assert "13 Ar13" in lj13 and "lj" in lj13 and "-44.326801 ε" in lj13
     pt7 = next(line for line in lines if line.startswith("pt7-pt111 "))
     assert "fcc111 Pt 6x6x2" in pt7 and "emt" in pt7 and "24.987000 eV" in pt7
 
@@ -217,7 +217,7 @@ def test_report_prints_summary_and_writes_pngs(tiny_run, tmp_path):
     assert result.exit_code == 0, (result.stdout, result.stderr)
     text = result.stdout
     assert "lj13" in text and "evaluations    12 (12 ok, 0 failed)" in text
-    assert "reference      -44.326801 eV" in text and "gap" in text
+    assert "reference      -44.326801 ε" in text and "gap" in text and " eV" not in text  # LJ's reduced unit
     for name in ("best_vs_evaluations.png", "energy_histogram.png"):
         png = tmp_path / "figs" / name
         data = png.read_bytes()

@@ -193,6 +193,7 @@ def _drive(search, *, quiet: bool, resumed: bool):
         total_iterations=config.iterations, samples=config.samples, mode=mode,
         n_evaluations=search.n_evaluations, best_energy=search.best_energy,
         n_failed=sum(int(r.get("n_failed") or 0) for r in search.run_dir.read_log()) if resumed else 0,
+        unit=search.system.energy_unit(),
     )
     try:
         with progress:
@@ -211,10 +212,11 @@ def _drive(search, *, quiet: bool, resumed: bool):
 
 def _print_summary(search, result) -> None:
     n_failed = sum(int(r.get("n_failed") or 0) for r in result.history)
-    line = format_energy(result.best_energy)
+    unit = search.system.energy_unit()
+    line = format_energy(result.best_energy, unit)
     ref = search.system.reference
     if ref and ref.get("energy") is not None and math.isfinite(result.best_energy):
-        line += f"  (reference {ref['energy']:.6f} eV, gap {result.best_energy - ref['energy']:+.6f} eV)"
+        line += f"  (reference {ref['energy']:.6f} {unit}, gap {result.best_energy - ref['energy']:+.6f} {unit})"
     best_xyz = Path(result.run_dir) / "best.xyz"
     lines = [
         f"best energy     {line}",
@@ -385,7 +387,7 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, set
         hit = record["evaluations_to_success"]
         click.echo(f"{record['method']} seed {record['seed']}: "
                    f"{'success after ' + str(hit) + ' evaluations' if hit else 'no success'}, "
-                   f"best {record['best_energy']:.4f} eV, {record['wall_seconds']:.0f} s", err=True)
+                   f"best {record['best_energy']:.4f} {sys_obj.energy_unit()}, {record['wall_seconds']:.0f} s", err=True)
 
     run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
                   stop_at_success=stop_at_success, overrides=overrides or None, threads=threads)
@@ -464,8 +466,9 @@ def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, 
         if tmp is not None:
             raise click.UsageError("--steps-sweep needs a run directory with a trained model")
         for row in sweep(search, [int(v) for v in steps_sweep.split(",")], samples=samples):
-            click.echo(f"steps {row['steps']:4d}: sampling {row['seconds']:.2f} s, median energy {row['median_energy']:.3f} eV, "
-                       f"lowest {row['lowest_energy']:.3f} eV ({row['n']} evaluated)")
+            unit = search.system.energy_unit()
+            click.echo(f"steps {row['steps']:4d}: sampling {row['seconds']:.2f} s, median energy {row['median_energy']:.3f} {unit}, "
+                       f"lowest {row['lowest_energy']:.3f} {unit} ({row['n']} evaluated)")
     if tmp is not None:
         tmp.cleanup()
 
@@ -506,7 +509,7 @@ def systems():
             f"{s.n_mobile} {mobile}",
             _template_phrase(s),
             s.energy["calculator"],
-            f"{ref['energy']:.6f} eV" if ref else "-",
+            f"{ref['energy']:.6f} {s.energy_unit()}" if ref else "-",
             description,
         ))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]

@@ -59,11 +59,12 @@ def format_seconds(seconds: float | None) -> str:
     return f"{h}h{rem // 60:02d}m"
 
 
-def format_energy(energy: float | None) -> str:
-    """An energy in eV with six decimals, or ``-`` when there is none yet."""
+def format_energy(energy: float | None, unit: str = "eV") -> str:
+    """An energy with six decimals in the system's ``unit`` (:meth:`godiff.system.System.energy_unit`),
+    or ``-`` when there is none yet."""
     if energy is None or not math.isfinite(energy):
         return "-"
-    return f"{energy:.6f} eV"
+    return f"{energy:.6f} {unit}"
 
 
 class Progress:
@@ -75,17 +76,19 @@ class Progress:
         mode: ``"live"``, ``"lines"`` or ``"quiet"`` (see :func:`choose_mode`).
         n_evaluations: evaluations already spent (a resumed run).
         n_failed: failed evaluations among those.
-        best_energy: best energy so far in eV (a resumed run), ``inf`` if none.
+        best_energy: best energy so far (a resumed run), ``inf`` if none.
+        unit: the system's energy unit (eV; ε for Lennard-Jones), for energies and temperatures.
         stream: where to write (default: ``sys.stderr`` at the time of each write).
     """
 
     def __init__(self, *, total_iterations: int, samples: int, mode: str, n_evaluations: int = 0,
-                 n_failed: int = 0, best_energy: float = math.inf, stream=None):
+                 n_failed: int = 0, best_energy: float = math.inf, unit: str = "eV", stream=None):
         if mode not in ("live", "lines", "quiet"):
             raise ValueError(f"unknown progress mode {mode!r}")
         self.total = int(total_iterations)
         self.samples = int(samples)
         self.mode = mode
+        self.unit = unit
         self._stream = stream
         self.iteration: int | None = None
         self.phase = "starting"
@@ -177,8 +180,8 @@ class Progress:
     def iteration_line(self, event: dict) -> str:
         """The one-line record of a finished iteration."""
         k = event.get("iteration", 0) + 1
-        parts = [f"iteration {k}/{self.total}", f"T {event.get('temperature', float('nan')):.4g} eV",
-                 f"best {format_energy(event.get('best_energy'))}"]
+        parts = [f"iteration {k}/{self.total}", f"T {event.get('temperature', float('nan')):.4g} {self.unit}",
+                 f"best {format_energy(event.get('best_energy'), self.unit)}"]
         lo, med = event.get("iteration_min"), event.get("iteration_median")
         if lo is not None:
             parts.append(f"min {lo:.6g}, median {med:.6g}")
@@ -200,8 +203,8 @@ class Progress:
         phase += f" {format_seconds(time.monotonic() - self._phase_start)}"
         parts = [f"iteration {k}/{self.total}", phase]
         if self.temperature is not None:
-            parts.append(f"T {self.temperature:.4g} eV")
-        parts.append(f"best {format_energy(self.best_energy)}")
+            parts.append(f"T {self.temperature:.4g} {self.unit}")
+        parts.append(f"best {format_energy(self.best_energy, self.unit)}")
         failed = f" ({self.n_failed} failed)" if self.n_failed else ""
         parts.append(f"evals {self.n_evaluations}{failed}")
         if self.last_seconds:
