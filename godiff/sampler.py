@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from godiff.geometry import template_mobile_edges, wrap
+from godiff.errors import ConfigError
 from godiff.score import ScoreModel, SystemGraph
 from godiff.sde import VESDE, Domain
 
@@ -220,6 +221,10 @@ class Sampler:
         min_distance: torch.Tensor | None = None,
         template_min_distance: torch.Tensor | None = None,
     ):
+        if graph.cutoff < model.config.cutoff - 1e-9:
+            raise ConfigError(f"the system graph was built for a {graph.cutoff:g} Å cutoff, shorter than the model's "
+                              f"{model.config.cutoff:g} Å: the model would miss template neighbours; build it with "
+                              "SystemGraph.from_system(system, model.config.cutoff)")
         self.model = model
         self.sde = sde
         self.domain = domain

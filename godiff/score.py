@@ -145,6 +145,8 @@ class SystemGraph:
         images: template images a wrapped mobile atom can reach.
         cell: (3, 3) in Å.
         periodic: three booleans.
+        cutoff: the template cutoff it was built for, Å; a model with a longer one would miss
+            template neighbours, so :class:`godiff.sampler.Sampler` refuses that pairing.
     """
 
     mobile_numbers: torch.Tensor
@@ -154,6 +156,7 @@ class SystemGraph:
     images: TemplateImages
     cell: torch.Tensor
     periodic: tuple
+    cutoff: float = math.inf
 
     @classmethod
     def build(
@@ -178,6 +181,7 @@ class SystemGraph:
             images=template_images(tpos, cell, periodic, cutoff),
             cell=torch.as_tensor(cell, dtype=torch.float32),
             periodic=periodic,
+            cutoff=float(cutoff),
         )
 
     @classmethod

@@ -97,6 +97,7 @@ def assert_equivariant(
     template_positions: torch.Tensor | None = None,
     species: Sequence[int] | torch.Tensor | None = None,
     outputs: Sequence[str] = ("eps", "forces"),
+    invariants: Sequence[str] = ("energy",),
     n_trials: int = 3,
     atol: float = 1e-4,
     parity: bool = True,
@@ -131,7 +132,10 @@ def assert_equivariant(
         template_positions: (n_template, 3) in Å; ``None`` for a gas-phase cluster.
         species: (n_mobile,) labels (atomic numbers); only atoms with equal labels are permuted.
             ``None``: all mobile atoms are identical.
-        outputs: names of the output fields to check.
+        outputs: names of the output fields to check as polar vectors.
+        invariants: names of output fields that must not change under any of the
+            transformations (per-sample scalars such as the energy head, which ranks the
+            sampler's candidates); ``()`` for a model without one.
         n_trials: random draws of each transformation.
         atol: largest tolerated absolute error, in the units of the outputs.
         parity: also check improper rotations (turn off for a network that is only
@@ -186,14 +190,17 @@ def assert_equivariant(
     try:
         with torch.no_grad():
 
+            fields = (*outputs, *invariants)
+
             def run(x, tpos, c):
-                return _outputs(model(x, sigma, graph_builder(tpos, c)), outputs)
+                return _outputs(model(x, sigma, graph_builder(tpos, c)), fields)
 
             reference = run(positions, template, cell)
             worst: dict[str, tuple[float, str]] = {}
 
-            def compare(name, got, expected):
-                for field in outputs:
+            def compare(name, got, moved):
+                expected = {**moved, **{f: reference[f] for f in invariants}}  # invariants stay put
+                for field in fields:
                     err = float((got[field] - expected[field]).abs().max()) if got[field].numel() else 0.0
                     if name not in worst or err > worst[name][0]:
                         worst[name] = (err, field)
@@ -203,14 +210,14 @@ def assert_equivariant(
                 improper = [("rotation", rotation)] + ([("inversion", -rotation)] if parity else [])
                 for name, r in improper:
                     got = run(positions @ r.T, template @ r.T, cell @ r.T)
-                    compare(name, got, {f: v @ r.T for f, v in reference.items()})
+                    compare(name, got, {f: reference[f] @ r.T for f in outputs})
 
                 shift = 3.0 * torch.randn(3, generator=gen, dtype=dtype)
-                compare("translation", run(positions + shift, template + shift, cell), reference)
+                compare("translation", run(positions + shift, template + shift, cell), {f: reference[f] for f in outputs})
 
                 perm = _random_permutation(labels, gen)
                 got = run(positions[:, perm], template, cell)
-                compare("permutation", got, {f: v[:, perm] for f, v in reference.items()})
+                compare("permutation", got, {f: reference[f][:, perm] for f in outputs})
     finally:
         if training:
             model.train()

@@ -189,3 +189,16 @@ def test_for_system_scales_the_step_lengths_to_the_bond_and_keeps_pt_as_measured
     assert lj.guidance_cap == pytest.approx(0.1 * scale)
     assert lj.relax_rate == pytest.approx(0.05 * scale**2) and lj.guidance == pytest.approx(0.05 * scale**2)
     assert (lj.steps, lj.relax_steps, lj.oversample) == (given.steps, given.relax_steps, given.oversample)
+
+
+def test_a_graph_built_for_a_shorter_cutoff_than_the_model_is_refused(model):
+    """A graph built for a shorter template cutoff silently drops template neighbours the model
+    would see; the sampler refuses the pairing when it is built."""
+    from godiff.errors import ConfigError
+
+    system = slab_system()
+    domain = Domain.from_geometry(system.geometry())
+    short = SystemGraph.from_system(system, model.config.cutoff - 1.0)
+    with pytest.raises(ConfigError, match="shorter than the model's"):
+        Sampler(model, VESDE.for_domain(domain), domain, short)
+    Sampler(model, VESDE.for_domain(domain), domain, SystemGraph.from_system(system, model.config.cutoff))

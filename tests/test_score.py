@@ -101,12 +101,34 @@ def test_assert_equivariant_catches_a_broken_model(model):
 
         def forward(self, x, sigma, graph):
             out = self.inner(x, sigma, graph)
-            return {"eps": out.eps + torch.tensor([0.0, 0.0, 0.1]), "forces": out.forces}
+            return {"eps": out.eps + torch.tensor([0.0, 0.0, 0.1]), "forces": out.forces, "energy": out.energy}
 
     build = system_graph_builder(mobile_numbers=[18] * 3, cutoff=CONFIG.cutoff)
     x = torch.randn(1, 3, 3, generator=torch.Generator().manual_seed(4))
     with pytest.raises(AssertionError, match=r"rotation: max error .* in 'eps'"):
         assert_equivariant(Broken(model), build, x, torch.tensor([1.0]), cell=torch.eye(3) * 20.0, n_trials=1)
+
+
+def test_assert_equivariant_checks_that_the_energy_head_is_invariant(model):
+    """The energy head ranks the sampler's candidates, so it must not change when the whole system
+    is rotated, inverted, translated or its equal atoms permuted: a head that reads a Cartesian
+    coordinate fails."""
+
+    class Tilted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, sigma, graph):
+            out = self.inner(x, sigma, graph)
+            return {"eps": out.eps, "forces": out.forces, "energy": out.energy + x[..., 2].sum(-1)}
+
+    build = system_graph_builder(mobile_numbers=[18] * 3, cutoff=CONFIG.cutoff)
+    x = torch.randn(2, 3, 3, generator=torch.Generator().manual_seed(4))
+    errors = assert_equivariant(model, build, x, torch.tensor([0.1, 1.0]), cell=torch.eye(3) * 20.0, n_trials=2)
+    assert max(errors.values()) < 1e-4  # godiff's own energy head passes
+    with pytest.raises(AssertionError, match=r"(rotation|translation): max error .* in 'energy'"):
+        assert_equivariant(Tilted(model), build, x, torch.tensor([0.1, 1.0]), cell=torch.eye(3) * 20.0, n_trials=1)
 
 
 def test_testing_module_doctest():
