@@ -126,11 +126,13 @@ class ZooModel:
         )
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool = False, force: bool = False) -> str:
-        """Push this version to the Hub repo ``repo_id`` and tag it ``v<version>``; returns the commit URL."""
+        """Push this version to the Hub repo ``repo_id`` and tag it ``v<version>``; returns the commit URL.
+
+        What is pushed is this model as it is in memory, written afresh (:meth:`save_pretrained`),
+        not the folder it was loaded from: a model changed since is never pushed stale.
+        """
         from godiff.zoo.hub import push
 
-        if self.path is not None:
-            return push(self.path, repo_id, self.version, token=token, private=private, force=force)
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_pretrained(Path(tmp) / self.name)
             return push(folder, repo_id, self.version, token=token, private=private, force=force)
