@@ -394,3 +394,24 @@ def test_a_file_template_model_loads_anywhere_after_a_move_and_a_pull(hub_server
     proc = subprocess.run([sys.executable, "-c", sample, str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.array_equal(np.load(out), expected)
+
+
+def test_pull_and_versions_take_the_hub_clients_names_cache_dir_local_files_only_and_token(hub_server, model_folder, tmp_path):
+    """pull, versions and load take revision, token, cache_dir and local_files_only as
+    huggingface_hub names them: a pull into another cache folder with an explicit token, then
+    the cache alone (nothing asked of the Hub), and a version not in it refused as not found."""
+    run_client([push(model_folder, "1.0.0")], endpoint=hub_server.url, home=tmp_path / "pusher")
+    cache = tmp_path / "elsewhere-cache"
+    options = {"cache_dir": str(cache), "token": TOKEN}
+    [pulled] = run_client([("pull", [REPO], {"revision": "v1.0.0", **options})], endpoint=hub_server.url,
+                          home=tmp_path / "home", token=None)
+    assert Path(pulled["value"]).is_relative_to(cache)
+    assert_same_files(Path(pulled["value"]), model_folder)
+    asked = len(hub_server.requests)
+    local = {"cache_dir": str(cache), "local_files_only": True}
+    listed, again, missing = run_client(
+        [("versions", [REPO], local), ("pull", [REPO, "1.0.0"], local), ("pull", [REPO, "2.0.0"], local)],
+        endpoint=hub_server.url, home=tmp_path / "home", token=None)
+    assert listed == {"value": ["1.0.0"]} and again == pulled
+    assert missing["error"] == "ModelNotFoundError" and "local_files_only" in missing["message"]
+    assert len(hub_server.requests) == asked  # the cache alone answered

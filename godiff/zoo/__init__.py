@@ -37,13 +37,16 @@ def _looks_like_folder(ref: str) -> bool:
     return text.startswith((".", "/", "~")) or os.sep in text.partition("@")[0]
 
 
-def resolve(ref, *, registry=None) -> Path:
+def resolve(ref, *, registry=None, revision: str | None = None, token: str | None = None, cache_dir=None,
+            local_files_only: bool = False) -> Path:
     """The verified local folder of ``ref`` (a folder, ``name@version``, or ``org/name@version``
     on the Hub, pulled into the Hugging Face cache if it is not there yet).
 
     Raises :class:`~godiff.errors.ModelNotFoundError` (exit 3) for a folder that does not exist
     and a name or version that is not registered, :class:`~godiff.errors.ConfigError` (exit 2)
-    for a reference that is none of the three forms.
+    for a reference that is none of the three forms. ``revision`` (a version, for a reference
+    without one), ``token``, ``cache_dir`` and ``local_files_only`` go to the Hub as
+    ``huggingface_hub`` names them (:func:`godiff.zoo.hub.pull`).
     """
     from godiff.errors import ModelNotFoundError
     from godiff.zoo.registry import Registry, split_ref
@@ -58,22 +61,27 @@ def resolve(ref, *, registry=None) -> Path:
         from godiff.zoo import hub
 
         repo_id, version = split_ref(ref)
+        hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        version = version or revision
         if version is None:
-            available = hub.versions(repo_id)
+            available = hub.versions(repo_id, **hub_options)
             if not available:
                 raise ModelNotFoundError(f"{repo_id} has no tagged versions on the Hub")
             version = available[-1]
-        return hub.pull(repo_id, version)
+        return hub.pull(repo_id, version, **hub_options)
     return (registry or Registry()).resolve(ref).path
 
 
-def load(ref, *, registry=None):
+def load(ref, *, registry=None, revision: str | None = None, token: str | None = None, cache_dir=None,
+         local_files_only: bool = False):
     """Load a zoo model, digests verified: a model folder, ``name@version`` / ``name@latest`` from the
     registry, or ``org/name@version`` from the Hub (pulled into the Hugging Face cache once, then
-    read from there, also with ``HF_HUB_OFFLINE=1``).
+    read from there, also with ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``). The Hub
+    options are named as ``huggingface_hub`` names them (see :func:`resolve`).
 
     Returns a :class:`godiff.zoo.model.ZooModel`.
     """
     from godiff.zoo.model import read_folder
 
-    return read_folder(resolve(ref, registry=registry))
+    return read_folder(resolve(ref, registry=registry, revision=revision, token=token, cache_dir=cache_dir,
+                               local_files_only=local_files_only))

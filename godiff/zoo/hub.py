@@ -112,7 +112,7 @@ def push(
     return commit.commit_url
 
 
-def versions(repo_id: str) -> list[str]:
+def versions(repo_id: str, *, token: str | None = None, cache_dir=None, local_files_only: bool = False) -> list[str]:
     """The versions of ``repo_id`` on the Hub (its ``v<MAJOR.MINOR.PATCH>`` tags), oldest first.
 
     With ``HF_HUB_OFFLINE=1``, the versions pulled into the local cache.
@@ -122,15 +122,20 @@ def versions(repo_id: str) -> list[str]:
         ['1.0.0', '1.2.0', '1.10.0']
     """
     check_repo_id(repo_id)
-    if constants.HF_HUB_OFFLINE:
-        return _cached_versions(repo_id)
+    if constants.HF_HUB_OFFLINE or local_files_only:
+        return _cached_versions(repo_id, cache_dir)
     with _hub_errors(repo_id):
-        refs = HfApi().list_repo_refs(repo_id)
+        refs = HfApi(token=token).list_repo_refs(repo_id)
     return _sorted_versions(ref.name for ref in refs.tags)
 
 
-def pull(repo_id: str, version: str) -> Path:
-    """Download ``version`` of ``repo_id`` into the Hugging Face cache; return its verified folder.
+def pull(repo_id: str, revision: str, *, token: str | None = None, cache_dir=None, local_files_only: bool = False) -> Path:
+    """Download version ``revision`` (``1.2.0`` or its tag ``v1.2.0``) of ``repo_id`` into the
+    Hugging Face cache; return its verified folder.
+
+    ``token``, ``cache_dir`` and ``local_files_only`` mean what they mean to
+    ``huggingface_hub.snapshot_download``: a token instead of the login's, another cache folder,
+    and the cache alone (as ``HF_HUB_OFFLINE=1`` for this call).
 
     Every file's SHA-256 is checked against the manifest before the folder is returned. A
     download that fails the check is removed from the cache (its snapshot, and each cached blob
@@ -145,24 +150,26 @@ def pull(repo_id: str, version: str) -> Path:
         HubError: the Hub cannot be reached or refused the request.
     """
     check_repo_id(repo_id)
-    version = _canonical_version(version)
+    version = _canonical_version(revision)
+    offline = constants.HF_HUB_OFFLINE or local_files_only
     with _hub_errors(repo_id):
         try:
-            folder = Path(snapshot_download(repo_id, revision=f"v{version}"))
+            folder = Path(snapshot_download(repo_id, revision=f"v{version}", token=token, cache_dir=cache_dir,
+                                            local_files_only=local_files_only))
         except RevisionNotFoundError as exc:
             raise _no_such_version(repo_id, version) from exc
         except LocalEntryNotFoundError as exc:
-            if not constants.HF_HUB_OFFLINE:
+            if not offline:
                 raise
-            cached = ", ".join(_cached_versions(repo_id)) or "none"
+            cached = ", ".join(_cached_versions(repo_id, cache_dir)) or "none"
+            why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "local_files_only was asked"
             raise ModelNotFoundError(
-                f"{repo_id}@{version} is not in the local Hugging Face cache "
-                f"and HF_HUB_OFFLINE is set (cached: {cached})"
+                f"{repo_id}@{version} is not in the local Hugging Face cache and {why} (cached: {cached})"
             ) from exc
         except OSError as exc:
             if not _is_size_mismatch(exc):
                 raise
-            _evict_snapshot(_cached_snapshot(repo_id, f"v{version}"))
+            _evict_snapshot(_cached_snapshot(repo_id, f"v{version}", cache_dir))
             raise DigestMismatchError(
                 f"{repo_id}@{version}: {_first_line(exc).rstrip('.')}; the download was removed from the cache"
             ) from exc
@@ -224,27 +231,27 @@ def _remote_manifest(api: HfApi, repo_id: str, commit: str) -> dict | None:
 # -- the local cache ------------------------------------------------------------------------------
 
 
-def _storage_folder(repo_id: str) -> Path:
+def _storage_folder(repo_id: str, cache_dir=None) -> Path:
     """The Hugging Face cache folder of a model repository (``models--org--name``)."""
-    return Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    return Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
 
 
-def _cached_snapshot(repo_id: str, revision: str) -> Path | None:
+def _cached_snapshot(repo_id: str, revision: str, cache_dir=None) -> Path | None:
     """The cached snapshot folder that ``revision`` (a tag or branch) pointed to when last resolved."""
-    ref = _storage_folder(repo_id) / "refs" / revision
+    ref = _storage_folder(repo_id, cache_dir) / "refs" / revision
     if not ref.is_file():
         return None
-    return _storage_folder(repo_id) / "snapshots" / ref.read_text().strip()
+    return _storage_folder(repo_id, cache_dir) / "snapshots" / ref.read_text().strip()
 
 
-def _cached_versions(repo_id: str) -> list[str]:
+def _cached_versions(repo_id: str, cache_dir=None) -> list[str]:
     """The versions whose snapshot is in the local cache."""
-    refs = _storage_folder(repo_id) / "refs"
+    refs = _storage_folder(repo_id, cache_dir) / "refs"
     if not refs.is_dir():
         return []
     pulled = []
     for ref in refs.iterdir():
-        snapshot = _cached_snapshot(repo_id, ref.name)
+        snapshot = _cached_snapshot(repo_id, ref.name, cache_dir)
         if snapshot is not None and snapshot.is_dir():
             pulled.append(ref.name)
     return _sorted_versions(pulled)

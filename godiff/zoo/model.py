@@ -138,11 +138,12 @@ class ZooModel:
             return push(folder, repo_id, self.version, token=token, private=private, force=force)
 
     @classmethod
-    def from_pretrained(cls, ref) -> "ZooModel":
-        """Same as :func:`godiff.zoo.load`: a folder, ``name@version`` or ``org/name@version``."""
+    def from_pretrained(cls, ref, **hub_options) -> "ZooModel":
+        """Same as :func:`godiff.zoo.load`: a folder, ``name@version`` or ``org/name@version``, with
+        ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` as ``huggingface_hub`` has them."""
         from godiff.zoo import load
 
-        return load(ref)
+        return load(ref, **hub_options)
 
 
 def read_folder(folder, *, verify: bool = True) -> ZooModel:
