@@ -42,7 +42,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from godiff.digests import confined, sha256_file
 from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, GodiffError, NotARunError, RunExistsError, RunLockedError
 
-__all__ = ["RunDir", "RunLock", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["RunDir", "RunLock", "atomic_write_text", "atomic_write_bytes", "flatten_optimizer", "unflatten_optimizer"]
 
 FORMAT = 1
 MANIFEST = "run.json"
@@ -424,3 +424,25 @@ class RunDir:
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill: the checkpoint, not the log, is authoritative
         return out
+
+
+def flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON metadata."""
+    tensors, meta = {}, {"param_groups": state_dict["param_groups"], "state": {}}
+    for pid, pstate in state_dict["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+                meta["state"][str(pid)][key] = "tensor"
+            else:
+                meta["state"][str(pid)][key] = value
+    return tensors, meta
+
+
+def unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    """The optimizer state dict back from :func:`flatten_optimizer`'s two halves."""
+    state = {}
+    for pid, entries in meta["state"].items():
+        state[int(pid)] = {k: (tensors[f"{pid}.{k}"] if v == "tensor" else v) for k, v in entries.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -39,7 +39,7 @@ import torch
 from godiff import __version__
 from godiff.buffer import ForceMemory, ReplayBuffer
 from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError
-from godiff.rundir import RunDir
+from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
 from godiff.sampler import Sampler, SamplerConfig
 from godiff.schedule import ExponentialSchedule
 from godiff.score import ScoreConfig, ScoreModel, SystemGraph
@@ -319,7 +319,7 @@ class Search:
         if last is not None:
             try:
                 self.model.load_state_dict(tensors["model"], strict=True)
-                self.optimizer.load_state_dict(_unflatten_optimizer(tensors["optimizer"], state["optimizer"]))
+                self.optimizer.load_state_dict(unflatten_optimizer(tensors["optimizer"], state["optimizer"]))
             except (KeyError, RuntimeError, ValueError) as exc:
                 raise CheckpointError(f"{self.run_dir.path}: checkpoint iter-{last:04d} does not fit this run ({exc})") from exc
             self.buffer = ReplayBuffer.from_state(self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()})
@@ -588,7 +588,7 @@ class Search:
         return self.trainer.train(data, cfg.train_steps, _generator(cfg.seed, k, "train")).as_log()
 
     def _checkpoint(self, k: int, record: dict) -> None:
-        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+        opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
         buffer = {key: torch.as_tensor(v) for key, v in self.buffer.state().items()}
         state = {
             "iteration": k,
@@ -601,24 +601,3 @@ class Search:
             "log": record,
         }
         self.run_dir.save_checkpoint(k, {"model": self.model.state_dict(), "optimizer": opt_tensors, "buffer": buffer}, state)
-
-
-def _flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON metadata."""
-    tensors, meta = {}, {"param_groups": state_dict["param_groups"], "state": {}}
-    for pid, pstate in state_dict["state"].items():
-        meta["state"][str(pid)] = {}
-        for key, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value
-                meta["state"][str(pid)][key] = "tensor"
-            else:
-                meta["state"][str(pid)][key] = value
-    return tensors, meta
-
-
-def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
-    state = {}
-    for pid, entries in meta["state"].items():
-        state[int(pid)] = {k: (tensors[f"{pid}.{k}"] if v == "tensor" else v) for k, v in entries.items()}
-    return {"state": state, "param_groups": meta["param_groups"]}
