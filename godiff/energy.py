@@ -105,6 +105,8 @@ __all__ = [
     "make_calculator",
     "normalize_spec",
     "energy_unit",
+    "EvaluatorCalculator",
+    "BudgetExhausted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -556,18 +558,42 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-class _EvaluatorCalculator(Calculator):
-    """An ASE calculator whose every calculation is one counted call of an :class:`Evaluator`."""
+class BudgetExhausted(Exception):
+    """An :class:`EvaluatorCalculator`'s budget of evaluations is spent (control flow, not an error)."""
+
+
+class EvaluatorCalculator(Calculator):
+    """An ASE calculator whose every calculation is one counted call of an :class:`Evaluator`.
+
+    The one adapter from godiff's evaluator to ASE (BFGS, basin hopping, AGOX): the evaluator
+    counts every call, ``budget`` (evaluations through this calculator) raises
+    :class:`BudgetExhausted` before one more is spent, and ``on_result(atoms, evaluation)``
+    sees each evaluation the moment it is made (e.g. to write it to a run directory). A failed
+    calculation raises :class:`~godiff.errors.EvaluationFailureError`.
+    """
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    def __init__(self, evaluator: Evaluator):
+    def __init__(self, evaluator: Evaluator, *, budget: int | None = None, on_result=None):
         super().__init__()
         self.evaluator = evaluator
+        self.budget = budget
+        self.on_result = on_result
+        self.spent = 0
+
+    def evaluate(self, atoms: ase.Atoms) -> Evaluation:
+        """One counted single point of ``atoms`` (failures returned, not raised)."""
+        if self.budget is not None and self.spent >= self.budget:
+            raise BudgetExhausted()
+        evaluation = self.evaluator.single_point(atoms)
+        self.spent += 1
+        if self.on_result is not None:
+            self.on_result(atoms, evaluation)
+        return evaluation
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        evaluation = self.evaluator.single_point(self.atoms)
+        evaluation = self.evaluate(self.atoms)
         if not evaluation.ok:
             raise EvaluationFailureError(f"energy evaluation failed: {evaluation.error}")
         self.results = {
@@ -808,15 +834,16 @@ class Evaluator:
         if self._calc is None and self.spec is not None:
             make_calculator(self._source if isinstance(self._source, dict) else self.spec)
 
-    def as_calculator(self) -> Calculator:
+    def as_calculator(self, *, budget: int | None = None, on_result=None) -> EvaluatorCalculator:
         """An ASE calculator backed by this evaluator, for classical methods (BFGS, ...).
 
         Every energy/forces calculation it does is one counted :meth:`single_point`; ASE's own
         caching means asking for the energy after the forces of the same positions costs
         nothing. A failed calculation raises :class:`~godiff.errors.EvaluationFailureError`.
-        Constraints of the atoms it is attached to are applied by ASE, as usual.
+        Constraints of the atoms it is attached to are applied by ASE, as usual. ``budget`` and
+        ``on_result``: see :class:`EvaluatorCalculator`.
         """
-        return _EvaluatorCalculator(self)
+        return EvaluatorCalculator(self, budget=budget, on_result=on_result)
 
     def close(self) -> None:
         """Shut down the owned worker pool (a given executor is left to its owner)."""

@@ -127,6 +127,23 @@ def test_lj_spec_relaxes_lj13_to_the_cambridge_minimum_and_counts_force_calls():
         assert evaluator.n_failed == 0
 
 
+def test_the_calculator_adapter_stops_at_its_budget_and_reports_each_evaluation():
+    """The one adapter (classical methods and AGOX use it): a relaxation longer than the budget
+    stops with BudgetExhausted before evaluation budget + 1 is paid, and each paid one reached
+    on_result the moment it was made."""
+    from godiff.energy import BudgetExhausted
+
+    atoms = lj13_icosahedron()
+    atoms.positions *= 1.05  # stretched: BFGS needs many steps
+    seen = []
+    with Evaluator({"calculator": "lj"}) as evaluator:
+        atoms.calc = evaluator.as_calculator(budget=5, on_result=lambda a, e: seen.append(e.energy))
+        with pytest.raises(BudgetExhausted):
+            BFGS(atoms, logfile=None).run(fmax=1e-5, steps=200)
+        assert evaluator.n_calls == atoms.calc.spent == len(seen) == 5
+        assert seen[-1] < seen[0]  # it was relaxing
+
+
 def test_failures_are_recorded_counted_and_never_raised(caplog):
     sizes = [2, 3, 4, 5, 6, 3]
     structures = [Atoms(f"H{n}", positions=np.arange(3 * n).reshape(n, 3) * 0.1) for n in sizes]

@@ -27,9 +27,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixAtoms
 from ase.optimize import BFGS
+
+from godiff.energy import BudgetExhausted, EvaluatorCalculator
 
 log = logging.getLogger(__name__)
 
@@ -39,53 +40,39 @@ FMAX = 0.05
 RELAX_STEPS = 200
 
 
-class BudgetExhausted(Exception):
-    """The evaluation budget is spent."""
-
-
-class RecordingCalculator(Calculator):
-    """An ASE calculator whose every call is one counted, recorded evaluation.
+class RecordingCalculator(EvaluatorCalculator):
+    """The evaluator's calculator (:meth:`godiff.energy.Evaluator.as_calculator`: counted, with
+    the budget) that also writes each evaluation to the method's run directory, with the
+    iteration (one local relaxation or one hop), sample and temperature it belongs to.
 
     Args:
         evaluator: the shared :class:`godiff.energy.Evaluator`.
-        run_dir: the method's :class:`godiff.rundir.RunDir`.
+        run_dir: the method's :class:`godiff.rundir.RunDir`; rows already in it (a restarted
+            method) count towards the budget.
         budget: evaluations allowed in all; the next call raises :class:`BudgetExhausted`.
     """
 
-    implemented_properties = ["energy", "forces"]
-
     def __init__(self, evaluator, run_dir, budget: int):
-        super().__init__()
-        self.evaluator = evaluator
-        self.run_dir = run_dir
-        self.budget = budget
         rows = run_dir.rows()
-        self.count = len(rows)
+        super().__init__(evaluator, budget=max(0, budget - len(rows)), on_result=self._record)
+        self.run_dir = run_dir
+        self.before = len(rows)
         self.iteration = 1 + max((int(r.iteration) for r in rows), default=-1)
         self.sample = 0
         self.temperature = 0.0
+
+    @property
+    def count(self) -> int:
+        """Evaluations in the run directory: those before this calculator and its own."""
+        return self.before + self.spent
 
     def next_iteration(self) -> None:
         self.iteration += 1
         self.sample = 0
 
-    def evaluate(self, atoms):
-        if self.count >= self.budget:
-            raise BudgetExhausted()
-        evaluation = self.evaluator.single_point(atoms)
+    def _record(self, atoms, evaluation) -> None:
         self.run_dir.record(atoms, evaluation, iteration=self.iteration, sample=self.sample, temperature=self.temperature)
-        self.count += 1
         self.sample += 1
-        return evaluation
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        evaluation = self.evaluate(self.atoms)
-        if not evaluation.ok:
-            from ase.calculators.calculator import CalculationFailed
-
-            raise CalculationFailed(evaluation.error)
-        self.results = {"energy": evaluation.energy, "forces": evaluation.forces}
 
 
 def _setup(system, seed: int, budget: int, out: Path, method: str):
