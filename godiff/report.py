@@ -50,7 +50,7 @@ class RunData:
 
     Attributes:
         path: the run directory.
-        manifest: ``run.json`` as a dict.
+        manifest: ``run.json`` (:class:`godiff.manifest.RunManifest`).
         log: the lines of ``log.jsonl`` (finished iterations), in order.
         iteration: (n,) int, the iteration of each evaluation, in evaluation order.
         ok: (n,) bool, whether each evaluation succeeded.
@@ -58,7 +58,7 @@ class RunData:
     """
 
     path: Path
-    manifest: dict
+    manifest: "RunManifest"
     log: list = field(default_factory=list)
     iteration: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -66,11 +66,11 @@ class RunData:
 
     @property
     def system(self) -> dict:
-        return self.manifest.get("system", {})
+        return self.manifest.system
 
     @property
     def settings(self) -> dict:
-        return self.manifest.get("search", {})
+        return self.manifest.search
 
     @property
     def unit(self) -> str:
@@ -205,12 +205,12 @@ def summarize(run_dir) -> str:
         mobile = {}
     n_mobile = sum(mobile.values())
     lines = [f"run            {data.path}"]
-    if data.manifest.get("command"):
-        lines.append(f"command        {data.manifest['command']}")
-    lines.append(f"created        {data.manifest.get('created', '-')} (godiff {data.manifest.get('godiff_version', '?')})")
+    if data.manifest.command:
+        lines.append(f"command        {data.manifest.command}")
+    lines.append(f"created        {data.manifest.created or '-'} (godiff {data.manifest.godiff_version or '?'})")
     lines.append(f"system         {system.get('name', '?')}: {n_mobile} mobile atoms ({_composition(mobile)}), "
                  f"template {template_summary(system)}")
-    lines.append(f"energy         {_energy_summary(data.manifest.get('energy') or system.get('energy') or {})}")
+    lines.append(f"energy         {_energy_summary(data.manifest.energy or system.get('energy') or {})}")
     lines.append(
         "settings       "
         f"iterations {cfg.get('iterations')}, samples {cfg.get('samples')}, train steps {cfg.get('train_steps')}, "
@@ -222,7 +222,7 @@ def summarize(run_dir) -> str:
         "sampler        "
         f"steps {sampler.get('steps')}, corrector steps {sampler.get('corrector_steps')}, "
         f"guidance {sampler.get('guidance')}, relax steps {sampler.get('relax_steps')}"
-        + (", started from a pretrained model" if data.manifest.get("pretrained") else "")
+        + (", started from a pretrained model" if data.manifest.pretrained else "")
     )
 
     planned = cfg.get("iterations")

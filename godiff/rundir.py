@@ -26,6 +26,7 @@ digests, its database against the checkpoint's count) raises before anything is 
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -40,11 +41,11 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from godiff.digests import confined, sha256_file
+from godiff.manifest import RUN_FORMAT, RunManifest
 from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, GodiffError, NotARunError, RunExistsError, RunLockedError
 
 __all__ = ["RunDir", "RunLock", "atomic_write_text", "atomic_write_bytes", "flatten_optimizer", "unflatten_optimizer"]
 
-FORMAT = 1
 MANIFEST = "run.json"
 DATABASE = "evaluations.db"
 LOCK = "run.lock"
@@ -127,9 +128,13 @@ class RunDir:
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, path, manifest: dict) -> "RunDir":
-        """Make a new run directory and lock it; refuse one that already holds a run or other files."""
+    def create(cls, path, manifest: RunManifest | dict) -> "RunDir":
+        """Make a new run directory and lock it; refuse one that already holds a run or other files.
+
+        ``manifest`` is a :class:`~godiff.manifest.RunManifest` or its fields as a dict."""
         path = Path(path)
+        if not isinstance(manifest, RunManifest):
+            manifest = RunManifest.from_dict({"format": RUN_FORMAT, **manifest})
         cls._check_free(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -139,7 +144,7 @@ class RunDir:
             (path / "samples").mkdir(exist_ok=True)
             (path / "checkpoints").mkdir(exist_ok=True)
             run.create_database()
-            atomic_write_text(path / MANIFEST, json.dumps({"format": FORMAT, **manifest}, indent=2, sort_keys=True))
+            run._write_manifest(manifest)
         except GodiffError:
             raise
         except OSError as exc:  # a directory that cannot be written, a path through a file
@@ -166,9 +171,7 @@ class RunDir:
         if not (path / MANIFEST).is_file():
             raise NotARunError(f"{path}: not a godiff run directory (no {MANIFEST})")
         run = cls(path)
-        fmt = run.manifest.get("format")
-        if fmt != FORMAT:
-            raise CheckpointError(f"{path / MANIFEST}: run format {fmt!r} is not supported (this godiff reads {FORMAT})")
+        run.manifest  # noqa: B018 (read and checked: an unreadable or newer run.json is refused here)
         if lock:
             run.lock()
         return run
@@ -188,20 +191,20 @@ class RunDir:
         self.release()
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> RunManifest:
+        """``run.json``, typed (:class:`godiff.manifest.RunManifest`)."""
         try:
             data = json.loads((self.path / MANIFEST).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{self.path / MANIFEST}: unreadable ({exc})") from exc
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{self.path / MANIFEST}: expected a JSON object")
-        return data
+        return RunManifest.from_dict(data, where=str(self.path / MANIFEST))
 
     def update_manifest(self, **fields) -> None:
-        """Replace top-level fields of ``run.json`` (atomically)."""
-        manifest = self.manifest
-        manifest.update(fields)
-        atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        """Replace fields of ``run.json`` (atomically)."""
+        self._write_manifest(dataclasses.replace(self.manifest, **fields))
+
+    def _write_manifest(self, manifest: RunManifest) -> None:
+        atomic_write_text(self.path / MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
 
     # -- evaluations --------------------------------------------------------------------------
     @property
@@ -326,7 +329,7 @@ class RunDir:
             data = path.read_bytes()
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read the starting model ({exc})") from exc
-        expected = self.manifest.get("start_model_sha256")
+        expected = self.manifest.start_model_sha256
         if expected is not None:
             import hashlib
 

@@ -38,7 +38,8 @@ import torch
 
 from godiff import __version__
 from godiff.buffer import ForceMemory, ReplayBuffer
-from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError
+from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError, NotARunError
+from godiff.manifest import RunManifest
 from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
 from godiff.sampler import Sampler, SamplerConfig
 from godiff.schedule import ExponentialSchedule
@@ -254,19 +255,19 @@ class Search:
         return evaluator
 
     # -- construction helpers -----------------------------------------------------------------
-    def _manifest(self, command: str | None) -> dict:
+    def _manifest(self, command: str | None) -> RunManifest:
         energy = self.system.energy if self.calculator is None else {"calculator": "python", "class": type(self.calculator).__name__}
-        return {
-            "godiff_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
-            "system": self.system.to_dict(),
-            "energy": energy,
-            "search": self.config.to_dict(),
-            "sde": self.sde.to_dict(),
-            "pretrained": self.pretrained,
-            "parent": self.parent,
-        }
+        return RunManifest(
+            godiff_version=__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            command=command or " ".join(shlex.quote(a) for a in sys.argv),
+            system=self.system.to_dict(),
+            energy=energy,
+            search=self.config.to_dict(),
+            sde=self.sde.to_dict(),
+            pretrained=self.pretrained,
+            parent=self.parent,
+        )
 
     # -- resume -------------------------------------------------------------------------------
     @classmethod
@@ -297,12 +298,13 @@ class Search:
             bad = {k for k, v in overrides.items() if v is not None} - allowed
             if bad:
                 raise ConfigError(f"resume: cannot change {sorted(bad)} of an existing run")
-            energy = manifest.get("energy", {})
-            if energy.get("calculator") == "python" and calculator is None:
-                raise ConfigError(f"{path}: this run used a Python calculator object ({energy.get('class')}); pass it again to resume")
-            system = System.from_dict(manifest["system"])
-            config = SearchConfig.from_dict(manifest["search"])
-            search = cls(system, config=config, calculator=calculator, parent=manifest.get("parent"), _run=run, **overrides)
+            if manifest.uses_calculator_object and calculator is None:
+                raise ConfigError(f"{path}: this run used a Python calculator object ({manifest.energy.get('class')}); pass it again to resume")
+            if not manifest.search:
+                raise NotARunError(f"{path}: not a godiff search (a {manifest.method or 'benchmark'} run); it cannot be resumed")
+            system = System.from_dict(manifest.system)
+            config = SearchConfig.from_dict(manifest.search)
+            search = cls(system, config=config, calculator=calculator, parent=manifest.parent, _run=run, **overrides)
             search._restore(read_only=read_only, from_checkpoint=from_checkpoint, rebuild=rebuild_database)
         except BaseException:
             run.release()
@@ -326,7 +328,7 @@ class Search:
             self.force_scale_set = bool(state.get("force_scale_set", True))
             self.energy_shift_anchored = bool(state.get("energy_shift_anchored", True))
             self.next_iteration = last + 1
-        elif self.run_dir.manifest.get("pretrained"):
+        elif self.run_dir.manifest.pretrained:
             self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
             self.pretrained = self.force_scale_set = True
             self.energy_shift_anchored = False

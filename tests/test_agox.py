@@ -54,7 +54,7 @@ def test_random_search_and_basin_hopping_spend_exactly_the_budget_on_lj13(tmp_pa
     system = load_system("lj13")
     RUNS[method](system, seed=0, budget=budget, out=tmp_path / "run")
     check_rows(system, tmp_path / "run", budget)
-    assert RunDir.open(tmp_path / "run").manifest["method"] == method
+    assert RunDir.open(tmp_path / "run", lock=False).manifest.method == method
     assert (tmp_path / "run" / "agox" / "agox.log").stat().st_size > 0  # AGOX's printing kept out of the way
 
 

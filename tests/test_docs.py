@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["godiff.score", "godiff.sde", "godiff.schedule", "godiff.loss", "godiff.energy", "godiff.system",
            "godiff.testing", "godiff.search", "godiff", "godiff.zoo.format", "godiff.zoo.registry", "godiff.zoo.similarity",
-           "godiff.errors", "godiff.checks", "godiff.digests", "godiff.zoo"]
+           "godiff.errors", "godiff.checks", "godiff.digests", "godiff.zoo", "godiff.manifest"]
 
 
 NO_EXAMPLES = set()  # modules whose docstrings hold no runnable example

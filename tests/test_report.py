@@ -71,8 +71,8 @@ def test_summary_of_a_running_run(partial_run):
     assert "lj13: 13 mobile atoms (Ar13)" in text
     assert "iterations     2 of 5; iteration 3 in progress (2 of 4 evaluated)" in text
     assert "evaluations    10 (9 ok, 1 failed)" in text
-    assert "best energy    -44.326800 eV, first reached at evaluation 6 of 10" in text
-    assert "reference      -44.326801 eV, gap +0.000001 eV; within 0.001 eV at evaluation 6" in text
+    assert "best energy    -44.326800 ε, first reached at evaluation 6 of 10" in text
+    assert "reference      -44.326801 ε, gap +0.000001 ε; within 0.001 ε at evaluation 6" in text
     # medians over the two finished iterations
     assert "sampling 1.50 s, evaluation 2.00 s, training 15.00 s" in text
     assert "train steps 2" in text and "steps 3" in text
@@ -101,7 +101,7 @@ def test_all_failed_iteration(tmp_path):
     text = summarize(run)
     assert "evaluations    4 (2 ok, 2 failed)" in text
     assert "first reached at evaluation 3 of 4" in text
-    assert "not within 0.001 eV yet" in text
+    assert "not within 0.001 ε yet" in text
     assert all(p.read_bytes().startswith(PNG) for p in plot(run, tmp_path / "figs"))
 
 

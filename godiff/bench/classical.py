@@ -77,13 +77,14 @@ class RecordingCalculator(EvaluatorCalculator):
 
 def _setup(system, seed: int, budget: int, out: Path, method: str):
     from godiff.energy import Evaluator
+    from godiff.manifest import RunManifest
     from godiff.rundir import RunDir
 
     out = Path(out)
     if (out / "run.json").exists():
         run = RunDir.open(out)  # stateless methods restart; earlier rows still count
     else:
-        run = RunDir.create(out, {"method": method, "seed": seed, "budget": budget, "system": system.to_dict()})
+        run = RunDir.create(out, RunManifest(system=system.to_dict(), method=method, seed=seed, budget=budget))
     evaluator = Evaluator(system.energy)
     return run, evaluator, RecordingCalculator(evaluator, run, budget), np.random.default_rng(seed)
 

@@ -249,19 +249,19 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
         raise CheckpointError(f"{run_dir.path}: no checkpoint of iteration {k} (have {done})")
     tensors, state = run_dir.load_checkpoint(k)
     manifest = run_dir.manifest
-    search = manifest["search"]
+    search = manifest.search
     model = ScoreModel(ScoreConfig.from_dict(search["score"]))
     model.load_state_dict(tensors["model"], strict=True)
     model.eval()
-    system = System.from_dict(manifest["system"])
+    system = System.from_dict(manifest.system)
     schedule = ExponentialSchedule(search["temperature_start"], search["temperature_end"], search["iterations"])
     training = {
         "name": name,
         "version": version,
         "godiff_version": __version__,
-        "run_created": manifest.get("created"),
-        "command": manifest.get("command"),
-        "run_godiff_version": manifest.get("godiff_version"),
+        "run_created": manifest.created,
+        "command": manifest.command,
+        "run_godiff_version": manifest.godiff_version,
         "iterations": k + 1,
         "iterations_planned": search["iterations"],
         "evaluations": int(state["n_evaluations"]),
@@ -269,9 +269,9 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
         "temperature": {"schedule": "exponential", "start": search["temperature_start"],
                         "end": search["temperature_end"], "last": schedule.temperature(k)},
         "seed": search.get("seed"),
-        "energy": manifest.get("energy"),
+        "energy": manifest.energy,
         "search": search,
-        "lineage": {"parent": manifest.get("parent"), "pretrained_start": bool(manifest.get("pretrained"))},
+        "lineage": {"parent": manifest.parent, "pretrained_start": bool(manifest.pretrained)},
     }
     config = {"format_version": FORMAT_VERSION, "architecture": ARCHITECTURE, "score": search["score"], "godiff_version": __version__,
               "n_parameters": sum(p.numel() for p in model.parameters())}
@@ -282,14 +282,14 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     return ZooModel(model, system, training, config, None, system_meta, sampler_meta)
 
 
-def _sampler_meta_of_run(manifest: dict, system) -> dict:
+def _sampler_meta_of_run(manifest, system) -> dict:
     """``sampler.json`` of a run's model: the SDE the run recorded and its sampler settings as
     the run applied them to its system (lengths scaled)."""
     from godiff.sampler import SamplerConfig
     from godiff.sde import VESDE, Domain
 
-    sde = VESDE.from_dict(manifest["sde"]) if manifest.get("sde") else VESDE.for_domain(Domain.from_geometry(system.geometry()))
-    sampler = SamplerConfig.from_dict(manifest["search"]["sampler"]).for_length_scale(system.length_scale())
+    sde = VESDE.from_dict(manifest.sde) if manifest.sde else VESDE.for_domain(Domain.from_geometry(system.geometry()))
+    sampler = SamplerConfig.from_dict(manifest.search["sampler"]).for_length_scale(system.length_scale())
     return {"format_version": FORMAT_VERSION, "sde": sde.to_dict(), "sampler": sampler.to_dict()}
 
 
