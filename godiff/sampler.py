@@ -37,7 +37,8 @@ import torch
 from godiff.geometry import template_mobile_edges, wrap
 from godiff.errors import ConfigError
 from godiff.score import ScoreModel, SystemGraph
-from godiff.sde import VESDE, Domain
+from godiff.box import Box
+from godiff.sde import VESDE
 
 __all__ = ["SamplerConfig", "Sampler", "declash"]
 
@@ -126,7 +127,7 @@ def declash(
     positions: torch.Tensor,
     graph: SystemGraph,
     min_distance: torch.Tensor,
-    domain: Domain,
+    domain: Box,
     *,
     template_min_distance: torch.Tensor | None = None,
     iterations: int = 50,
@@ -214,7 +215,7 @@ class Sampler:
         self,
         model: ScoreModel,
         sde: VESDE,
-        domain: Domain,
+        domain: Box,
         graph: SystemGraph,
         config: SamplerConfig = SamplerConfig(),
         *,
@@ -242,13 +243,13 @@ class Sampler:
         settings and generator draw the same structures wherever they run. The lengths of
         ``config`` are scaled to the system's bonds (:meth:`SamplerConfig.for_length_scale`)
         unless ``scaled`` says they already are, and the SDE is derived from the box
-        (:meth:`VESDE.for_domain`) unless given: a published model passes the ones it was
+        (:meth:`VESDE.for_box`) unless given: a published model passes the ones it was
         trained with (its folder's ``sampler.json``), so a newer godiff samples it as published.
         """
-        domain = Domain.from_geometry(system.geometry())
+        domain = system.geometry()
         graph = SystemGraph.from_system(system, model.config.cutoff)
         config = config if scaled else config.for_length_scale(system.length_scale())
-        return cls(model, sde if sde is not None else VESDE.for_domain(domain), domain, graph, config,
+        return cls(model, sde if sde is not None else VESDE.for_box(domain), domain, graph, config,
                    min_distance=_min_distance_matrix(system), template_min_distance=_template_min_distance(system))
 
     def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,7 +45,7 @@ from godiff.sampler import Sampler, SamplerConfig
 from godiff.schedule import ExponentialSchedule
 from godiff.score import ScoreConfig, ScoreModel, SystemGraph
 from godiff.train import Trainer, TrainingData
-from godiff.sde import VESDE, Domain
+from godiff.sde import VESDE
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ Decisions worth knowing:
   packing fraction of spheres.
 * YAML 1.1 reads ``1e-3`` (no dot) as a string; numeric fields therefore also accept
   strings that parse as a finite float.
-* :class:`BoxGeometry` has one field beyond its minimal description: ``origin`` (the
+* :class:`godiff.box.Box` (from :meth:`System.geometry`) has one field beyond its minimal description: ``origin`` (the
   corner of ``cell``; zero for slabs, ``center - side/2`` for clusters), which is what
   makes the cluster cell "centred on the box centre".
 
@@ -65,6 +65,7 @@ import yaml
 from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
 
+from godiff.box import Box, CuboidGeometry, SlabGeometry, SphereGeometry
 from godiff.energy import CALCULATOR_OPTIONS, KNOWN_CALCULATORS, energy_unit, normalize_spec
 from godiff.errors import EnergyFunctionError, SystemFileError, SystemNotFoundError
 from godiff.errors import shown as _shown
@@ -74,7 +75,6 @@ __all__ = [
     "CuboidBox",
     "SphereBox",
     "Box",
-    "BoxGeometry",
     "System",
     "box_from_dict",
     "parse_formula",
@@ -407,118 +407,6 @@ def box_from_dict(data: Mapping[str, Any] | Box) -> Box:
         if key not in kwargs:
             raise _fail(f"box.{key}", f"missing (a {kind} box needs {', '.join(required)})")
     return _BOX_TYPES[kind](**kwargs)
-
-
-def _readonly(array: np.ndarray) -> np.ndarray:
-    out = np.array(array, dtype=float)
-    out.flags.writeable = False
-    return out
-
-
-@dataclass(frozen=True, eq=False)
-class BoxGeometry:
-    """The box resolved to absolute Cartesian numbers (what the diffusion code consumes).
-
-    Arrays are read-only float64.
-
-    Attributes:
-        kind: ``"slab"``, ``"cuboid"`` or ``"sphere"``.
-        cell: (3, 3) in Å. Slab: the template cell. Clusters: a non-periodic cubic cell of
-            side (largest box extent + 10 Å) that contains the box, centred on its centre.
-        periodic: slab ``(True, True, False)``; clusters all ``False``.
-        lower: (3,) in Å. Slab ``(nan, nan, z_lo)``; cuboid ``center - lengths/2``;
-            sphere ``center - radius``.
-        upper: (3,) in Å. Slab ``(nan, nan, z_hi)``; cuboid ``center + lengths/2``;
-            sphere ``center + radius``.
-        center: (3,) in Å. Slab: the middle of the cell in-plane and of the z range.
-        radius: sphere radius in Å; ``None`` for the other kinds.
-        origin: (3,) in Å, the corner of ``cell`` (the cell spans ``origin + [0, 1)^3 @ cell``):
-            zero for slabs, ``center - side/2`` for clusters.
-    """
-
-    kind: str
-    cell: np.ndarray
-    periodic: tuple[bool, bool, bool]
-    lower: np.ndarray
-    upper: np.ndarray
-    center: np.ndarray
-    radius: float | None = None
-    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
-
-    def __post_init__(self) -> None:
-        for name in ("cell", "lower", "upper", "center", "origin"):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
-        object.__setattr__(self, "periodic", tuple(bool(p) for p in self.periodic))
-        if self.radius is not None:
-            object.__setattr__(self, "radius", float(self.radius))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, BoxGeometry):
-            return NotImplemented
-        return (
-            self.kind == other.kind
-            and self.periodic == other.periodic
-            and self.radius == other.radius
-            and all(
-                np.array_equal(getattr(self, n), getattr(other, n), equal_nan=True)
-                for n in ("cell", "lower", "upper", "center", "origin")
-            )
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # holds arrays
-
-    def contains(self, positions: np.ndarray, *, tol: float = 1e-6) -> np.ndarray:
-        """Which positions lie inside the box.
-
-        Args:
-            positions: (n, 3) in Å (or a single (3,) position).
-            tol: slack in Å added on every side.
-
-        Returns:
-            (n,) bool. For a slab only z is checked (in-plane is periodic, always inside).
-        """
-        pos = np.atleast_2d(np.asarray(positions, dtype=float))
-        if pos.shape[-1] != 3:
-            raise ValueError(f"positions must have shape (n, 3), got {np.shape(positions)}")
-        if self.kind == "slab":
-            z = pos[:, 2]
-            return (z >= self.lower[2] - tol) & (z <= self.upper[2] + tol)
-        if self.kind == "sphere":
-            return np.linalg.norm(pos - self.center, axis=1) <= self.radius + tol
-        return np.all((pos >= self.lower - tol) & (pos <= self.upper + tol), axis=1)
-
-    def sample_uniform(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Draw ``n`` positions uniformly in the box.
-
-        Args:
-            n: number of positions.
-            rng: the random generator (the only source of randomness).
-
-        Returns:
-            (n, 3) in Å. Slab: uniform fractional coordinates along a, b in [0, 1) and z
-            uniform in [z_lo, z_hi]; sphere: uniform in the ball.
-        """
-        if self.kind == "slab":
-            frac = rng.random((n, 2))
-            out = np.empty((n, 3))
-            out[:, :2] = frac @ self.cell[:2, :2]
-            out[:, 2] = rng.uniform(self.lower[2], self.upper[2], size=n)
-            return out
-        if self.kind == "sphere":
-            direction = rng.standard_normal((n, 3))
-            direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-300)
-            r = self.radius * rng.random(n) ** (1.0 / 3.0)
-            return self.center + direction * r[:, None]
-        return rng.uniform(self.lower, self.upper, size=(n, 3))
-
-    def volume(self) -> float:
-        """The box volume in Å^3 (slab: in-plane cell area times the z range)."""
-        if self.kind == "slab":
-            area = abs(float(np.linalg.det(self.cell[:2, :2])))
-            return area * float(self.upper[2] - self.lower[2])
-        if self.kind == "sphere":
-            return 4.0 / 3.0 * math.pi * self.radius**3
-        return float(np.prod(self.upper - self.lower))
 
 
 # --------------------------------------------------------------------------------------
@@ -1128,8 +1016,8 @@ class System:
             return np.zeros(0, dtype=bool)
         return _frozen_mask(self._template_atoms, self.template["frozen"])
 
-    def geometry(self) -> BoxGeometry:
-        """The box in absolute Cartesian coordinates (Å).
+    def geometry(self) -> Box:
+        """The box in absolute Cartesian coordinates (Å): a :class:`godiff.box.Box` of its kind.
 
         Slab: ``z_lo = max template z + z_min``, ``z_hi = max template z + z_max``, the
         template cell, periodic in-plane. Clusters: a cubic non-periodic cell of side
@@ -1144,8 +1032,7 @@ class System:
             center = np.empty(3)
             center[:2] = 0.5 * (cell[0, :2] + cell[1, :2])
             center[2] = 0.5 * (z_lo + z_hi)
-            return BoxGeometry(
-                kind="slab",
+            return SlabGeometry(
                 cell=cell,
                 periodic=(True, True, False),
                 lower=np.array([np.nan, np.nan, z_lo]),
@@ -1162,8 +1049,8 @@ class System:
             half = 0.5 * np.array(box.lengths, dtype=float)
             radius = None
         side = 2.0 * float(half.max()) + _CLUSTER_CELL_PADDING
-        return BoxGeometry(
-            kind=box.kind,
+        kind = SphereGeometry if isinstance(box, SphereBox) else CuboidGeometry
+        return kind(
             cell=np.eye(3) * side,
             periodic=(False, False, False),
             lower=center - half,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from godiff.sampler import Sampler, SamplerConfig, declash
 from godiff.score import ScoreConfig, ScoreModel, SystemGraph
-from godiff.sde import VESDE, Domain
+from godiff.sde import VESDE
 from godiff.system import System
 
 from conftest import cuboid_system, slab_system
@@ -24,8 +25,8 @@ class Setup:
 
     def __init__(self, system: System):
         self.system = system
-        self.domain = Domain.from_geometry(system.geometry())
-        self.sde = VESDE.for_domain(self.domain)
+        self.domain = system.geometry()
+        self.sde = VESDE.for_box(self.domain)
         self.graph = SystemGraph.from_system(system, CONFIG.cutoff)
         sym = system.mobile_symbols
         self.min_distance = torch.tensor([[system.pair_min_distance(a, b) for b in sym] for a in sym])
@@ -44,11 +45,11 @@ class Setup:
         )
 
     def in_plane_frac(self, x):
-        return x[..., :2] @ torch.linalg.inv(torch.as_tensor(self.domain.cell[:2, :2], dtype=x.dtype))
+        return x[..., :2] @ torch.linalg.inv(torch.as_tensor(np.array(self.domain.cell[:2, :2]), dtype=x.dtype))
 
     def mobile_distances(self, x):
         """(b, n, n) true minimum-image mobile-mobile distances (brute force over images), inf on the diagonal."""
-        cell = torch.as_tensor(self.domain.cell, dtype=x.dtype)
+        cell = torch.as_tensor(np.array(self.domain.cell), dtype=x.dtype)
         if self.domain.kind == "slab":
             shifts = [i * cell[0] + j * cell[1] for i in (-1, 0, 1) for j in (-1, 0, 1)]
         else:
@@ -60,7 +61,7 @@ class Setup:
 
     def template_distances(self, x):
         """(b, n) distance of each mobile atom to the nearest template atom or periodic image."""
-        cell = torch.as_tensor(self.domain.cell, dtype=x.dtype)
+        cell = torch.as_tensor(np.array(self.domain.cell), dtype=x.dtype)
         tpos = torch.as_tensor(self.template.positions, dtype=x.dtype)
         shifts = torch.stack([i * cell[0] + j * cell[1] for i in (-2, -1, 0, 1, 2) for j in (-2, -1, 0, 1, 2)])
         images = (tpos[None] + shifts[:, None]).reshape(-1, 3)
@@ -101,8 +102,8 @@ def test_samples_have_the_right_shape_and_lie_in_the_box(kind, model, slab, cubo
     assert x.shape == (10, n_mobile, 3)  # 10 samples in chunks of 4
     assert bool(torch.isfinite(x).all())
     assert bool(setup.domain.contains(x, tol=1e-5).all())
-    lo = torch.as_tensor(setup.domain.lower, dtype=x.dtype)
-    hi = torch.as_tensor(setup.domain.upper, dtype=x.dtype)
+    lo = torch.as_tensor(np.array(setup.domain.lower), dtype=x.dtype)
+    hi = torch.as_tensor(np.array(setup.domain.upper), dtype=x.dtype)
     if kind == "slab":
         assert bool(((x[..., 2] >= lo[2] - 1e-5) & (x[..., 2] <= hi[2] + 1e-5)).all())
         frac = setup.in_plane_frac(x)
@@ -197,8 +198,8 @@ def test_a_graph_built_for_a_shorter_cutoff_than_the_model_is_refused(model):
     from godiff.errors import ConfigError
 
     system = slab_system()
-    domain = Domain.from_geometry(system.geometry())
+    domain = system.geometry()
     short = SystemGraph.from_system(system, model.config.cutoff - 1.0)
     with pytest.raises(ConfigError, match="shorter than the model's"):
-        Sampler(model, VESDE.for_domain(domain), domain, short)
-    Sampler(model, VESDE.for_domain(domain), domain, SystemGraph.from_system(system, model.config.cutoff))
+        Sampler(model, VESDE.for_box(domain), domain, short)
+    Sampler(model, VESDE.for_box(domain), domain, SystemGraph.from_system(system, model.config.cutoff))

@@ -1,6 +1,6 @@
 """Tests of godiff.sde: the folded transition kernel, its exact score, the prior and the schedule.
 
-The slow obvious reference for ``Domain.kernel_score`` is the explicit method-of-images density
+The slow obvious reference for ``Box.kernel_score`` is the explicit method-of-images density
 written out below in float64 with many images, differentiated by autograd.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from godiff.sde import VESDE, Domain
+from godiff.sde import VESDE
 from godiff.system import System
 
 from conftest import cuboid_system, slab_system
@@ -26,12 +26,12 @@ from conftest import cuboid_system, slab_system
 
 @pytest.fixture(scope="module")
 def slab():
-    return Domain.from_geometry(slab_system(vacuum=10.0).geometry())
+    return slab_system(vacuum=10.0).geometry()
 
 
 @pytest.fixture(scope="module")
 def cuboid():
-    return Domain.from_geometry(cuboid_system().geometry())
+    return cuboid_system().geometry()
 
 
 # ------------------------------------------------------------------ explicit image-sum densities
@@ -85,7 +85,7 @@ def test_kernel_score_is_gradient_of_image_sum_density(kind, sigma, slab, cuboid
 @pytest.mark.parametrize("kind", ["slab", "cuboid"])
 def test_small_sigma_target_is_the_raw_noise_away_from_walls(kind, slab, cuboid):
     domain = {"slab": slab, "cuboid": cuboid}[kind]
-    sde = VESDE.for_domain(domain)
+    sde = VESDE.for_box(domain)
     n = 64
     # clean positions in the middle of the box (at least 0.5 Å from every wall)
     if kind == "slab":
@@ -107,7 +107,7 @@ def test_small_sigma_target_is_the_raw_noise_away_from_walls(kind, slab, cuboid)
 @pytest.mark.parametrize("kind", ["slab", "cuboid"])
 def test_at_sigma_max_target_vanishes_and_samples_are_uniform(kind, slab, cuboid):
     domain = {"slab": slab, "cuboid": cuboid}[kind]
-    sde = VESDE.for_domain(domain)
+    sde = VESDE.for_box(domain)
     n = 4000
     # worst case: every clean structure at the same point, next to a wall
     x0 = torch.as_tensor(np.nan_to_num(domain.lower) + 0.1, dtype=torch.float32).expand(n, 5, 3).clone()
@@ -123,7 +123,7 @@ def test_at_sigma_max_target_vanishes_and_samples_are_uniform(kind, slab, cuboid
         return float(torch.maximum(cdf - u, u - (cdf - 1.0 / m)).max())
 
     if kind == "slab":
-        frac = xt[..., :2] @ torch.linalg.inv(torch.as_tensor(domain.cell[:2, :2], dtype=torch.float32))
+        frac = xt[..., :2] @ torch.linalg.inv(torch.as_tensor(np.array(domain.cell[:2, :2]), dtype=torch.float32))
         coords = [frac[..., 0], frac[..., 1]]
         lo, hi = float(domain.lower[2]), float(domain.upper[2])
         coords.append((xt[..., 2] - lo) / (hi - lo))
@@ -167,18 +167,18 @@ def test_fold_is_identity_inside_and_reflects_at_walls(cuboid):
 
 
 @pytest.mark.parametrize("z_min, z_max", [(1.5, 4.5), (1.0, 7.0)])
-def test_for_domain_sigma_max_is_0_6_longest_period_slab(z_min, z_max):
+def test_for_box_sigma_max_is_0_6_longest_period_slab(z_min, z_max):
     system = slab_system(z_min, z_max, vacuum=10.0)
-    domain = Domain.from_geometry(system.geometry())
+    domain = system.geometry()
     a = system.template_atoms().cell[:2, :2]
     area = abs(np.linalg.det(a))
     heights = [area / np.linalg.norm(a[1]), area / np.linalg.norm(a[0])]  # in-plane wavelengths
     longest = max(*heights, 2 * (z_max - z_min))  # reflecting z: period twice the range
-    assert VESDE.for_domain(domain).sigma_max == pytest.approx(0.6 * longest, abs=1e-4)
+    assert VESDE.for_box(domain).sigma_max == pytest.approx(0.6 * longest, abs=1e-4)
 
 
-def test_for_domain_sigma_max_is_0_6_longest_period_cuboid(cuboid):
-    assert VESDE.for_domain(cuboid).sigma_max == pytest.approx(0.6 * 2 * 5.0, abs=1e-4)
+def test_for_box_sigma_max_is_0_6_longest_period_cuboid(cuboid):
+    assert VESDE.for_box(cuboid).sigma_max == pytest.approx(0.6 * 2 * 5.0, abs=1e-4)
 
 
 def test_schedule_and_json_round_trip():
@@ -192,7 +192,17 @@ def test_schedule_and_json_round_trip():
     assert VESDE.from_dict(sde.to_dict()) == sde
 
 
-def test_domain_arrays_are_writable_copies(slab, cuboid):
-    for domain in (slab, cuboid):
+def test_the_box_is_immutable_and_its_torch_methods_do_not_warn(slab, cuboid):
+    """One box for the system and the SDE: its arrays are read-only (a System never changes),
+    and the torch side converts them itself, so no non-writable-array warning reaches a run."""
+    import warnings
+
+    for box in (slab, cuboid):
         for name in ("cell", "lower", "upper", "center"):
-            assert getattr(domain, name).flags.writeable, name
+            assert not getattr(box, name).flags.writeable, name
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            x = box.sample_uniform((2, 3), torch.Generator().manual_seed(0))
+            box.fold(x + 50.0)
+            box.kernel_score(x, box.fold(x + 0.1), torch.tensor([0.5, 1.0]), 5.0)
+            assert bool(box.contains(box.fold(x + 50.0)).all())

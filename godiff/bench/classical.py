@@ -101,7 +101,6 @@ def _declash(system, positions, rng):
 
     from godiff.sampler import declash
     from godiff.score import SystemGraph
-    from godiff.sde import Domain
 
     graph = SystemGraph.from_system(system, cutoff=4.0)
     sym = system.mobile_symbols
@@ -112,7 +111,7 @@ def _declash(system, positions, rng):
         tmin = torch.tensor([min(system.pair_min_distance(m, t) for t in tsym) for m in sym], dtype=torch.float32)
     x = torch.as_tensor(positions, dtype=torch.float32)[None]
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    x = declash(x, graph, dmin, Domain.from_geometry(system.geometry()), template_min_distance=tmin, generator=gen)
+    x = declash(x, graph, dmin, system.geometry(), template_min_distance=tmin, generator=gen)
     return x[0].double().numpy()
 
 
@@ -218,10 +217,9 @@ def run_basin_hopping(system, *, seed: int, budget: int, out: Path, temperature:
                 step = rng.normal(size=current.shape)
                 step *= (dr * rng.uniform(0, 1, (len(current), 1)) ** (1 / 3)) / np.linalg.norm(step, axis=1, keepdims=True)
                 trial = _declash(system, current + step, rng)
-                from godiff.sde import Domain
                 import torch
 
-                trial = Domain.from_geometry(system.geometry()).fold(torch.as_tensor(trial)).numpy()
+                trial = system.geometry().fold(torch.as_tensor(trial)).numpy()
                 try:
                     atoms, trial_energy = _relax(_constrained(system, trial), calc)
                 except BudgetExhausted:

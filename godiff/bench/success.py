@@ -71,14 +71,8 @@ def is_connected(system, mobile_positions: np.ndarray, *, factor: float = 1.5) -
     n = len(mobile_positions)
     if n < 2:
         return True
-    geometry = system.geometry()
-    d = mobile_positions[:, None, :] - mobile_positions[None, :, :]
-    periodic = np.asarray(geometry.periodic, dtype=bool)
-    if periodic.any():
-        cell = np.asarray(geometry.cell)
-        frac = d @ np.linalg.inv(cell)
-        frac[..., periodic] -= np.round(frac[..., periodic])
-        d = frac @ cell
+    positions = np.asarray(mobile_positions, dtype=float)
+    d = system.geometry().displacement(positions[:, None, :], positions[None, :, :])  # minimum image
     dist = np.linalg.norm(d, axis=-1)
     sym = system.mobile_symbols
     limit = np.array([[factor * system.pair_min_distance(a, b) / 0.7 for b in sym] for a in sym])

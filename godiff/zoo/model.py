@@ -286,9 +286,9 @@ def _sampler_meta_of_run(manifest, system) -> dict:
     """``sampler.json`` of a run's model: the SDE the run recorded and its sampler settings as
     the run applied them to its system (lengths scaled)."""
     from godiff.sampler import SamplerConfig
-    from godiff.sde import VESDE, Domain
+    from godiff.sde import VESDE
 
-    sde = VESDE.from_dict(manifest.sde) if manifest.sde else VESDE.for_domain(Domain.from_geometry(system.geometry()))
+    sde = VESDE.from_dict(manifest.sde) if manifest.sde else VESDE.for_box(system.geometry())
     sampler = SamplerConfig.from_dict(manifest.search["sampler"]).for_length_scale(system.length_scale())
     return {"format_version": FORMAT_VERSION, "sde": sde.to_dict(), "sampler": sampler.to_dict()}
 
