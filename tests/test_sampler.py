@@ -167,7 +167,7 @@ def test_declash_moves_only_clashing_atoms(slab):
 
 def test_declash_uses_the_minimum_image_across_the_cell_edge(slab):
     z = float(slab.domain.lower[2]) + 2.0
-    cell = torch.as_tensor(slab.domain.cell, dtype=torch.float32)
+    cell = torch.as_tensor(np.array(slab.domain.cell), dtype=torch.float32)
     a = cell[0]
     # 0.4 Å apart through the periodic boundary along a, 7.9 Å apart in plain Cartesian terms
     x = torch.stack([torch.tensor([0.2, 1.0, z]), torch.tensor([0.0, 1.0, z]) + a - torch.tensor([0.2, 0.0, 0.0])])[None]
