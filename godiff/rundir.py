@@ -135,12 +135,12 @@ class RunDir:
         path = Path(path)
         if not isinstance(manifest, RunManifest):
             manifest = RunManifest.from_dict({"format": RUN_FORMAT, **manifest})
-        cls._check_free(path)
+        cls.check_free(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
             run = cls(path)
             run.lock()
-            cls._check_free(path, ignore=(LOCK,))  # a second 'run --out' that raced past the first check
+            cls.check_free(path, ignore=(LOCK,))  # a second 'run --out' that raced past the first check
             (path / "samples").mkdir(exist_ok=True)
             (path / "checkpoints").mkdir(exist_ok=True)
             run.create_database()
@@ -154,7 +154,8 @@ class RunDir:
         return run
 
     @staticmethod
-    def _check_free(path: Path, ignore: tuple[str, ...] = ()) -> None:
+    def check_free(path: Path, ignore: tuple[str, ...] = ()) -> None:
+        """Refuse a path that holds a run, is a file, or is a directory with files in it."""
         if (path / MANIFEST).exists() or (path / DATABASE).exists():
             raise RunExistsError(f"{path}: already holds a run; resume it with 'godiff resume {path}' or choose another --out")
         if path.exists() and not path.is_dir():

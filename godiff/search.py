@@ -194,7 +194,8 @@ class Search:
     Args:
         system: a :class:`godiff.system.System`, a preset name, a YAML path or a dict.
         config: settings; keyword ``overrides`` replace single fields (also sampler fields).
-        out: run directory (created; must not hold a run). Default ``runs/<system>-<time>``.
+        out: run directory (must not hold a run; created when :meth:`run` starts, so building a
+            search writes nothing). Default ``runs/<system>-<time>``.
         calculator: an ASE calculator object to use instead of the system's energy spec.
         model: a pretrained :class:`ScoreModel` to start from (its architecture is kept).
 
@@ -239,12 +240,21 @@ class Search:
         # the energy function is built and checked before the run directory exists, so a broken
         # one (a missing model file, an offline download) leaves nothing behind to block --out
         self._evaluator = self._open_evaluator()
+        self._to_create = None  # the manifest of a new run, written when it starts
         if _run is not None:
             self.run_dir = _run
         else:
-            self.run_dir = RunDir.create(out or _default_out(self.system), self._manifest(command))
-            if self.pretrained:
-                self.run_dir.save_start_model(self.model.state_tensors())
+            self.run_dir = RunDir(out or _default_out(self.system))
+            RunDir.check_free(self.run_dir.path)  # refused now, created (and locked) by run()
+            self._to_create = self._manifest(command)
+
+    def _create_run_dir(self) -> None:
+        """Make the run directory of a new search: its files, its lock and, from a pretrained
+        model, the weights it starts from."""
+        self.run_dir = RunDir.create(self.run_dir.path, self._to_create)
+        self._to_create = None
+        if self.pretrained:
+            self.run_dir.save_start_model(self.model.state_tensors())
 
     def _open_evaluator(self):
         from godiff.energy import Evaluator
@@ -453,6 +463,8 @@ class Search:
         """
         emit = progress or (lambda event: None)
         evaluator, self._evaluator = self._evaluator or self._open_evaluator(), None
+        if self._to_create is not None:
+            self._create_run_dir()
         self.run_dir.lock()
         try:
             with evaluator:

@@ -100,13 +100,23 @@ def test_a_locked_run_is_refused_in_one_line_naming_the_holder_and_report_still_
     _finish(two_iterations)  # released: the run continues
 
 
+ITERATIONS = 16
+
+
 def test_two_resumes_started_together_one_is_refused_and_the_database_stays_exact(tmp_path):
     out = tmp_path / "r"
     assert _invoke("run", "lj13", "--iterations", "1", *CLI_TINY, "--out", out, "--quiet").exit_code == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [_godiff(), "resume", str(out), "--iterations", "10", "--quiet", "--threads", "1"]
+    cmd = [_godiff(), "resume", str(out), "--iterations", str(ITERATIONS), "--quiet", "--threads", "1"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(0.3)
+    # the second starts once the first has imported torch and holds the lock (0.3 s apart is
+    # before either has; on a loaded machine the first could otherwise finish before the second
+    # asks), and the first has many iterations left to run beside it
+    deadline = time.monotonic() + 120
+    while f"process {first.pid} " not in ((out / "run.lock").read_text() if (out / "run.lock").exists() else ""):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
     second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     outcomes = [(p.wait(timeout=300), p.communicate()[1]) for p in (first, second)]
     codes = sorted(code for code, _ in outcomes)
@@ -115,9 +125,9 @@ def test_two_resumes_started_together_one_is_refused_and_the_database_stays_exac
     errors = [line for line in refused.splitlines() if line.startswith("godiff: error: ")]
     assert len(errors) == 1 and "in use by process" in errors[0] and "Traceback" not in refused, refused
     keys = Counter((r.iteration, r.sample) for r in rows(out))
-    assert set(keys) == {(k, i) for k in range(10) for i in range(4)} and max(keys.values()) == 1
+    assert set(keys) == {(k, i) for k in range(ITERATIONS) for i in range(4)} and max(keys.values()) == 1
     log = [json.loads(line)["iteration"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert log == list(range(10))
+    assert log == list(range(ITERATIONS))
 
 
 # -- 2. corrupt checkpoint weights -----------------------------------------------------------------

@@ -337,3 +337,15 @@ def test_kill_9_mid_iteration_then_resume_equals_an_uninterrupted_run(tmp_path, 
         assert got.keys() == want.keys()
         for key in got:
             assert torch.equal(got[key], want[key]), f"{name}.{key}"
+
+
+def test_building_a_search_writes_nothing_until_it_runs(tmp_path):
+    """The constructor checks (the system, the settings, the energy function, that --out is free)
+    and writes nothing; run() creates the directory."""
+    out = tmp_path / "r"
+    search = Search("lj13", config=tiny_config(iterations=1), out=out)
+    assert not out.exists()
+    search.run()
+    assert (out / "run.json").is_file() and len(db_rows(out)) == SAMPLES
+    with pytest.raises(RunExistsError):
+        Search("lj13", config=tiny_config(iterations=1), out=out)
