@@ -162,6 +162,10 @@ class RunDir:
             raise RunExistsError(f"{path}: exists and is not a directory")
         if path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
             raise RunExistsError(f"{path}: directory is not empty; choose another --out")
+        ancestor = next((a for a in [path, *path.absolute().parents] if a.exists()), None)
+        if ancestor is not None and (not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK)):
+            why = "not a directory" if not ancestor.is_dir() else "not writable"
+            raise ConfigError(f"{path}: cannot create the run directory here ({ancestor} is {why})")
 
     @classmethod
     def open(cls, path, *, lock: bool = True) -> "RunDir":
