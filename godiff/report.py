@@ -32,9 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from godiff.errors import CheckpointError, GodiffError
 from godiff.rundir import RunDir
 from godiff.system import parse_formula
+
+if TYPE_CHECKING:
+    from godiff.manifest import RunManifest
 
 log = logging.getLogger(__name__)
 

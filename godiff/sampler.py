@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-import numpy as np
 import torch
 
 from godiff.geometry import template_mobile_edges, wrap

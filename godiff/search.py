@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +43,8 @@ from godiff.manifest import RunManifest
 from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
 from godiff.sampler import Sampler, SamplerConfig
 from godiff.schedule import ExponentialSchedule
-from godiff.score import ScoreConfig, ScoreModel, SystemGraph
+from godiff.score import ScoreConfig, ScoreModel
 from godiff.train import Trainer, TrainingData
-from godiff.sde import VESDE
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from ase.calculators.lj import LennardJones
 from ase.constraints import FixAtoms
 from ase.optimize import BFGS
 
+from godiff.zoo.similarity import fingerprint
 from godiff.errors import SystemFileError, SystemNotFoundError
 from godiff.presets import list_presets, preset_description, preset_path
 from godiff.system import (
@@ -112,7 +113,7 @@ def test_pt7_geometry_and_atoms():
     # the cache cannot be mutated through a returned copy
     template.positions += 1.0
     assert s.template_atoms().positions[:, 2].max() == pytest.approx(top)
-    fp = s.fingerprint()
+    fp = fingerprint(s)
     assert fp["template_kind"] == "fcc111" and fp["facet"] == [1, 1, 1]
     assert fp["lattice_constant"] == pytest.approx(3.92) and fp["template_species"] == ["Pt"]
     assert fp["n_mobile"] == 7 and fp["energy_calculator"] == "emt"
@@ -185,7 +186,7 @@ def test_surface_builder_loads():
     t = s.template_atoms()
     np.testing.assert_allclose(t.positions, ref.positions)
     assert list(t.pbc) == [True, True, False]
-    assert s.fingerprint()["facet"] == [1, 2, 2]
+    assert fingerprint(s)["facet"] == [1, 2, 2]
 
 
 def test_frozen_bottom_and_indices():
@@ -215,7 +216,7 @@ def test_file_template_loads(tmp_path):
     t = s.template_atoms()
     assert len(t) == 27 and list(t.pbc) == [True, True, False] and not t.constraints
     assert s.frozen_mask().sum() == 9
-    assert s.fingerprint()["template_kind"] == "file"
+    assert fingerprint(s)["template_kind"] == "file"
     assert s.energy == {"calculator": "emt"}
     assert System.from_dict(s.to_dict()) == s  # the path was made absolute
 
@@ -446,8 +447,8 @@ def test_the_energy_spec_is_validated_once_with_its_defaults_filled():
     spelled = System.from_dict(cluster_dict(energy={"calculator": "mace-mp-0", "model": "medium", "device": None}))
     assert default.energy == spelled.energy == {"calculator": "mace-mp-0", "model": "medium", "device": "auto",
                                                 "default_dtype": "float64"}
-    assert default.fingerprint() == spelled.fingerprint() and default.digest() == spelled.digest()
-    assert distance(default.fingerprint(), spelled.fingerprint()).total == 0
+    assert fingerprint(default) == fingerprint(spelled) and default.digest() == spelled.digest()
+    assert distance(fingerprint(default), fingerprint(spelled)).total == 0
     assert System.from_dict(cluster_dict(energy={"calculator": "lj", "sigma": "2e0"})).energy["sigma"] == 2.0
     with pytest.raises(SystemFileError) as info:
         System.from_dict(cluster_dict(energy={"calculator": "emt", "cutoff": 5.0}))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from godiff.zoo.similarity import fingerprint
 from godiff.errors import CheckpointError, DigestMismatchError, FormatVersionError, ModelNotFoundError, VersionExistsError
 from godiff.search import Search, SearchConfig
 from godiff.zoo import load
@@ -173,11 +174,11 @@ def test_match_ranks_identical_first_and_explains_each_term(run_dir, registry):
     lj13 = _variant("lj13")
     ranked = match(lj13, registry)
     assert ranked[0].entry.ref == "lj13-tiny@1.0.0" and ranked[0].distance.total == 0.0
-    pt7 = _variant("pt7-pt111").fingerprint()
-    pt5, au7 = _variant("pt7-pt111", mobile="Pt5").fingerprint(), _variant("pt7-pt111", mobile="Au7", template_symbol="Au").fingerprint()
-    assert 0 < distance(pt7, pt5).total < distance(pt7, au7).total < distance(pt7, lj13.fingerprint()).total
+    pt7 = fingerprint(_variant("pt7-pt111"))
+    pt5, au7 = fingerprint(_variant("pt7-pt111", mobile="Pt5")), fingerprint(_variant("pt7-pt111", mobile="Au7", template_symbol="Au"))
+    assert 0 < distance(pt7, pt5).total < distance(pt7, au7).total < distance(pt7, fingerprint(lj13)).total
     assert distance(pt7, au7).terms["mobile"] == 0.5 and distance(pt7, pt5).terms["size"] > 0
-    assert related(pt7, au7) and not related(pt7, lj13.fingerprint())
+    assert related(pt7, au7) and not related(pt7, fingerprint(lj13))
     result = _cli("match", "pt7-pt111")
     assert result.exit_code == 0 and "lj13-tiny@1.0.0" in result.output and " no" in result.output
 

@@ -237,6 +237,7 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     from godiff.schedule import ExponentialSchedule
     from godiff.score import ScoreConfig, ScoreModel
     from godiff.system import System
+    from godiff.zoo.similarity import fingerprint
 
     check_name(name)
     parse_version(version)
@@ -278,7 +279,7 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     sampler_meta = _sampler_meta_of_run(manifest, system)
     system_data, _ = portable_system(system)
     digest = hashlib.sha256(json.dumps(system_data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    system_meta = {"system": system_data, "fingerprint": system.fingerprint(), "digest": digest}
+    system_meta = {"system": system_data, "fingerprint": fingerprint(system), "digest": digest}
     return ZooModel(model, system, training, config, None, system_meta, sampler_meta)
 
 

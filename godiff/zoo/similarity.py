@@ -25,7 +25,7 @@ template kinds: no model transfers between them, and ``finetune`` says so.
 
 Example:
     >>> from godiff.system import load_system
-    >>> distance(load_system("pt7-pt111").fingerprint(), load_system("pt7-pt111").fingerprint()).total
+    >>> distance(fingerprint(load_system("pt7-pt111")), fingerprint(load_system("pt7-pt111"))).total
     0.0
     >>> element_distance("Au", "Pt"), element_distance("Au", "Ag"), element_distance("Pt", "Ar")
     (0.5, 0.5, 3.0)
@@ -36,14 +36,69 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ase.data import atomic_numbers
+from typing import Any
 
-__all__ = ["element_distance", "period_group", "distance", "Distance", "WEIGHTS", "related", "match", "Match"]
+from ase.data import atomic_numbers, reference_states
+
+from godiff.system import SLAB_BUILDERS
+
+__all__ = ["fingerprint", "element_distance", "period_group", "distance", "Distance", "WEIGHTS", "related", "match", "Match"]
 
 WEIGHTS = {"mobile": 1.0, "template": 0.5, "kind": 1.0, "lattice": 1.0, "size": 1.0, "energy": 1.0, "box": 0.25}
 ELEMENT_CAP = 3.0
 _PERIOD_ENDS = (2, 10, 18, 36, 54, 86, 118)
 _STEPS = {"fcc211", "surface"}
+
+
+def fingerprint(system) -> dict[str, Any]:
+    """The features of a :class:`godiff.system.System` that find its related systems (a plain
+    JSON-able dict, stored in a model folder's ``system.json``).
+
+    Keys: ``composition`` ({symbol: count}), ``n_mobile``, ``mobile_species``,
+    ``template_kind`` (builder name, ``"file"`` or ``"cluster"``), ``template_species``
+    (sorted), ``n_template``, ``crystal`` (fcc/bcc/hcp or None), ``facet`` (Miller
+    indices or None), ``lattice_constant`` (Å, the given ``a`` or ase's reference
+    state; None when unknown), ``energy_calculator``, ``energy_model`` (or None), ``box``
+    (kind, dimensions in Å and volume in Å^3).
+    """
+    template = system.template
+    crystal = facet = lattice = None
+    if template is None:
+        kind, species = "cluster", []
+    else:
+        species = sorted(set(system.template_atoms().get_chemical_symbols()))
+        if "file" in template:
+            kind = "file"
+        else:
+            kind = template["builder"]
+            ref = reference_states[atomic_numbers[template["symbol"]]] or {}
+            if kind == "surface":
+                crystal = ref.get("symmetry")
+                facet = list(template["indices"])
+            else:
+                crystal, indices = SLAB_BUILDERS[kind]
+                facet = list(indices)
+            lattice = template.get("a", ref.get("a"))
+            lattice = None if lattice is None else float(lattice)
+    geometry = system.geometry()
+    box: dict[str, Any] = system.box.features(geometry)
+    box["volume"] = geometry.volume()
+    return {
+        "composition": dict(system.mobile),
+        "n_mobile": system.n_mobile,
+        "mobile_species": list(system.mobile),
+        "template_kind": kind,
+        "template_species": species,
+        "n_template": system.n_template,
+        "crystal": crystal,
+        "facet": facet,
+        "lattice_constant": lattice,
+        "energy_calculator": system.energy["calculator"],
+        "energy_model": system.energy.get("model"),
+        "box": box,
+    }
+
+
 
 
 def period_group(symbol: str) -> tuple[int, int]:
@@ -167,7 +222,7 @@ def match(system, registry=None) -> list[Match]:
     from godiff.zoo.format import parse_version
     from godiff.zoo.registry import Registry
 
-    target = system.fingerprint()
+    target = fingerprint(system)
     found = []
     for entry in (registry or Registry()).entries():
         fp = entry.system()["fingerprint"]

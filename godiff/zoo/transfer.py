@@ -30,7 +30,7 @@ import re
 import torch
 
 from godiff.errors import ConfigError, ModelNotFoundError
-from godiff.zoo.similarity import element_distance
+from godiff.zoo.similarity import element_distance, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02,
 
 def seen_species(zoo_model) -> list[str]:
     """The elements a zoo model was trained on (mobile and template)."""
-    fp = zoo_model.system_meta.get("fingerprint") or zoo_model.system.fingerprint()
+    fp = zoo_model.system_meta.get("fingerprint") or fingerprint(zoo_model.system)
     return sorted(set(fp.get("mobile_species", [])) | set(fp.get("template_species", [])))
 
 
@@ -72,7 +72,7 @@ def adapt(zoo_model, system) -> tuple[object, dict]:
 
     model = copy.deepcopy(zoo_model.model)
     seen = seen_species(zoo_model)
-    fp = system.fingerprint()
+    fp = fingerprint(system)
     needed = sorted(set(fp["mobile_species"]) | set(fp.get("template_species", [])))
     mapping = {}
     for element in needed:
