@@ -254,8 +254,16 @@ class RunDir:
         return self.db_path.is_file()
 
     def create_database(self) -> None:
-        """Make the empty database (a new run, or a rebuild): from then on a missing one was lost."""
-        self._connect().count()
+        """Make the empty database (a new run, or a rebuild): from then on a missing one was lost.
+
+        Its tables are made under a temporary name and renamed into place, so a reader (``godiff
+        report`` beside a starting run) never opens a half-initialised file."""
+        import ase.db
+
+        tmp = self.db_path.with_name(self.db_path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        ase.db.connect(str(tmp), type="db").count()
+        os.replace(tmp, self.db_path)
 
     def rows(self, iteration: int | None = None) -> list:
         """Database rows (all, or one iteration's), in the order they were written.

@@ -312,7 +312,7 @@ def test_a_signal_saves_every_evaluation_and_prints_the_resume_command(tmp_path,
     proc = subprocess.Popen([_godiff(), "run", "lj13", "--iterations", "6", *CLI_TINY, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
-    while not (out / "evaluations.db").exists() or len(rows(out)) < 5:
+    while not (out / "evaluations.db").exists() or len(rows(out)) < 5:  # the database appears whole
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(sig)
