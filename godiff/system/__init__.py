@@ -63,20 +63,27 @@ from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, covalent_radii
 
 import godiff.box as _box_kinds
-from godiff.box import CuboidGeometry, SlabGeometry, SphereGeometry
 from godiff.energy import KNOWN_CALCULATORS, energy_unit
 from godiff.errors import SystemFileError, SystemNotFoundError
 from godiff.errors import shown as _shown
-
-from godiff.system.fields import (  # noqa: F401
-    PACKING_FRACTION,
-    REFERENCE_BOND_LENGTH,
-    SLAB_BUILDERS,
+from godiff.system.boxes import (  # noqa: F401
+    Box,
+    CuboidBox,
+    SlabBox,
+    SphereBox,
+    box_from_dict,
+)
+from godiff.system.fields import (  # noqa: F401  # re-exported
     _CLUSTER_CELL_PADDING,
     _COVALENT_FRACTION,
     _ELEMENTS,
     _NAME_RE,
     _TOP_FIELDS,
+    ENERGY_FIELDS,
+    LAYER_TOLERANCE,
+    PACKING_FRACTION,
+    REFERENCE_BOND_LENGTH,
+    SLAB_BUILDERS,
     _as_length,
     _as_mapping,
     _as_positive,
@@ -86,12 +93,11 @@ from godiff.system.fields import (  # noqa: F401
     _one_line,
     parse_formula,
 )
-from godiff.system.boxes import (  # noqa: F401
-    Box,
-    CuboidBox,
-    SlabBox,
-    SphereBox,
-    box_from_dict,
+from godiff.system.specs import (  # noqa: F401
+    _normalize_energy,
+    _normalize_reference,
+    _SystemLoader,
+    _YamlDumper,
 )
 from godiff.system.template import (  # noqa: F401
     _beside,
@@ -101,14 +107,6 @@ from godiff.system.template import (  # noqa: F401
     _normalize_template,
     _resolve,
 )
-from godiff.system.specs import (  # noqa: F401
-    _SystemLoader,
-    _YamlDumper,
-    _normalize_energy,
-    _normalize_reference,
-)
-
-from godiff.system.fields import ENERGY_FIELDS, LAYER_TOLERANCE  # re-exported
 
 __all__ = [
     "SlabBox",
@@ -449,42 +447,7 @@ class System:
         template cell, periodic in-plane. Clusters: a cubic non-periodic cell of side
         (largest box extent + 10 Å) centred on the box centre.
         """
-        box = self.box
-        if isinstance(box, SlabBox):
-            atoms = self._template_atoms
-            cell = np.array(atoms.cell[:], dtype=float)
-            top = float(atoms.positions[:, 2].max())
-            z_lo, z_hi = top + box.z_min, top + box.z_max
-            center = np.empty(3)
-            center[:2] = 0.5 * (cell[0, :2] + cell[1, :2])
-            center[2] = 0.5 * (z_lo + z_hi)
-            return SlabGeometry(
-                cell=cell,
-                periodic=(True, True, False),
-                lower=np.array([np.nan, np.nan, z_lo]),
-                upper=np.array([np.nan, np.nan, z_hi]),
-                center=center,
-                radius=None,
-                origin=np.zeros(3),
-            )
-        center = np.array(box.center, dtype=float)
-        if isinstance(box, SphereBox):
-            half = np.full(3, box.radius)
-            radius = box.radius
-        else:
-            half = 0.5 * np.array(box.lengths, dtype=float)
-            radius = None
-        side = 2.0 * float(half.max()) + _CLUSTER_CELL_PADDING
-        kind = SphereGeometry if isinstance(box, SphereBox) else CuboidGeometry
-        return kind(
-            cell=np.eye(3) * side,
-            periodic=(False, False, False),
-            lower=center - half,
-            upper=center + half,
-            center=center,
-            radius=radius,
-            origin=center - side / 2.0,
-        )
+        return self.box.resolve(self._template_atoms)
 
     def atoms(self, mobile_positions: np.ndarray) -> ase.Atoms:
         """The full structure: template first, then the mobile atoms.
@@ -535,7 +498,9 @@ def load_system(spec: str | Path | Mapping[str, Any] | System) -> System:
         >>> load_system("lj13").n_mobile
         13
     """
-    from godiff import presets  # local: presets imports nothing from here, keep it that way
+    from godiff import (
+        presets,  # local: presets imports nothing from here, keep it that way
+    )
 
     if isinstance(spec, System):
         return spec

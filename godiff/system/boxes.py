@@ -10,9 +10,10 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
+from godiff.box import CuboidGeometry, SlabGeometry, SphereGeometry
 from godiff.errors import shown as _shown
-
 from godiff.system.fields import (  # noqa: F401
+    _CLUSTER_CELL_PADDING,
     _as_length,
     _as_mapping,
     _as_positive,
@@ -20,7 +21,6 @@ from godiff.system.fields import (  # noqa: F401
     _check_keys,
     _fail,
 )
-
 
 # --------------------------------------------------------------------------------------
 # boxes
@@ -54,6 +54,17 @@ class SlabBox:
     def to_dict(self) -> dict[str, Any]:
         """The YAML form, e.g. ``{"kind": "slab", "z_min": 1.0, "z_max": 6.0}``."""
         return {"kind": "slab", "z_min": self.z_min, "z_max": self.z_max}
+
+    def resolve(self, template) -> SlabGeometry:
+        """In Å over ``template`` (ase Atoms): its cell, periodic in-plane, z from its top atom."""
+        cell = np.array(template.cell[:], dtype=float)
+        top = float(template.positions[:, 2].max())
+        z_lo, z_hi = top + self.z_min, top + self.z_max
+        center = np.empty(3)
+        center[:2] = 0.5 * (cell[0, :2] + cell[1, :2])
+        center[2] = 0.5 * (z_lo + z_hi)
+        return SlabGeometry(cell=cell, periodic=(True, True, False), lower=np.array([np.nan, np.nan, z_lo]),
+                            upper=np.array([np.nan, np.nan, z_hi]), center=center, radius=None, origin=np.zeros(3))
 
     def features(self, geometry) -> dict[str, Any]:
         """What a fingerprint records of this box (its geometry: the resolved box)."""
@@ -91,6 +102,11 @@ class CuboidBox:
         """The YAML form, e.g. ``{"kind": "cuboid", "lengths": [4.0, 4.0, 4.0], "center": [...]}``."""
         return {"kind": "cuboid", "lengths": list(self.lengths), "center": list(self.center)}
 
+    def resolve(self, template=None) -> CuboidGeometry:
+        """In Å, inside a cubic non-periodic cell of side (largest edge + 10 Å) around it."""
+        return _cluster_geometry(CuboidGeometry, np.array(self.center, dtype=float),
+                                 0.5 * np.array(self.lengths, dtype=float), None)
+
     def features(self, geometry) -> dict[str, Any]:
         """What a fingerprint records of this box."""
         return {"kind": "cuboid", "lengths": list(self.lengths)}
@@ -119,9 +135,20 @@ class SphereBox:
         """The YAML form, e.g. ``{"kind": "sphere", "radius": 2.5, "center": [0.0, 0.0, 0.0]}``."""
         return {"kind": "sphere", "radius": self.radius, "center": list(self.center)}
 
+    def resolve(self, template=None) -> SphereGeometry:
+        """In Å, inside a cubic non-periodic cell of side (diameter + 10 Å) around it."""
+        return _cluster_geometry(SphereGeometry, np.array(self.center, dtype=float), np.full(3, self.radius), self.radius)
+
     def features(self, geometry) -> dict[str, Any]:
         """What a fingerprint records of this box."""
         return {"kind": "sphere", "radius": self.radius}
+
+
+def _cluster_geometry(kind, center: np.ndarray, half: np.ndarray, radius):
+    """A cluster box in Å inside a cubic non-periodic cell of side (largest extent + 10 Å)."""
+    side = 2.0 * float(half.max()) + _CLUSTER_CELL_PADDING
+    return kind(cell=np.eye(3) * side, periodic=(False, False, False), lower=center - half, upper=center + half,
+                center=center, radius=radius, origin=center - side / 2.0)
 
 
 Box = Union[SlabBox, CuboidBox, SphereBox]

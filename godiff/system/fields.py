@@ -18,8 +18,6 @@ from godiff.energy import CALCULATOR_OPTIONS
 from godiff.errors import SystemFileError
 from godiff.errors import shown as _shown
 
-
-
 logger = logging.getLogger(__name__)
 
 #: The fields each calculator spec accepts besides ``calculator`` (anything else is a typo);

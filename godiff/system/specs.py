@@ -10,7 +10,6 @@ import yaml
 from godiff.energy import KNOWN_CALCULATORS, normalize_spec
 from godiff.errors import EnergyFunctionError
 from godiff.errors import shown as _shown
-
 from godiff.system.fields import (  # noqa: F401
     _REFERENCE_FIELDS,
     _as_float,
@@ -20,7 +19,6 @@ from godiff.system.fields import (  # noqa: F401
     _check_keys,
     _fail,
 )
-
 
 # --------------------------------------------------------------------------------------
 # the other specs

@@ -16,13 +16,12 @@ import ase.io
 import numpy as np
 
 from godiff.errors import shown as _shown
-
 from godiff.system.fields import (  # noqa: F401
-    LAYER_TOLERANCE,
     _CELL_TOLERANCE,
     _FILE_FIELDS,
     _KNOWN_BUILDERS,
     _SURFACE_FIELDS,
+    LAYER_TOLERANCE,
     _as_int,
     _as_length,
     _as_mapping,
@@ -33,7 +32,6 @@ from godiff.system.fields import (  # noqa: F401
     _fail,
     _one_line,
 )
-
 
 # --------------------------------------------------------------------------------------
 # templates
