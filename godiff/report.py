@@ -311,20 +311,25 @@ def plot(run_dir, out_dir) -> list[Path]:
     Raises:
         NotARunError: ``run_dir`` is not a run directory.
     """
-    # The Agg canvas attached to each figure, not pyplot: no global backend switch, no GUI.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     data = load_run(run_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = data.system.get("name", "?")
     ref = data.reference
     ref_e = float(ref["energy"]) if ref and ref.get("energy") is not None else None
-    best, at = data.best()
-    paths = []
+    paths = [out_dir / name for name in FIGURES]
+    _plot_best(data, ref_e).savefig(paths[0], dpi=120)
+    _plot_histogram(data, ref_e).savefig(paths[1], dpi=120)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return paths
 
-    # best energy so far against evaluations
+
+def _plot_best(data: RunData, ref_e: float | None):
+    """The best energy so far against evaluations spent, every evaluated energy a faint dot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the Agg canvas, not pyplot: no GUI
+    from matplotlib.figure import Figure
+
+    name = data.system.get("name", "?")
+    best, at = data.best()
     fig = Figure(figsize=(7, 5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -359,10 +364,17 @@ def plot(run_dir, out_dir) -> list[Path]:
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         fig.legend(loc="outside lower center", ncols=3, fontsize=9, frameon=False)
-    paths.append(out_dir / FIGURES[0])
-    fig.savefig(paths[-1], dpi=120)
 
-    # energy distribution per iteration
+    return fig
+
+
+def _plot_histogram(data: RunData, ref_e: float | None):
+    """The energies of each iteration (violins), clipped above the best (:func:`energy_window`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the Agg canvas, not pyplot: no GUI
+    from matplotlib.figure import Figure
+
+    name = data.system.get("name", "?")
+    best, at = data.best()
     iterations = sorted(set(int(i) for i in data.iteration[data.ok])) if at is not None else []
     fig = Figure(figsize=(max(6.0, min(16.0, 2.5 + 0.45 * len(iterations))), 5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -406,7 +418,4 @@ def plot(run_dir, out_dir) -> list[Path]:
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"energy ({data.unit})")
     ax.grid(True, axis="y", alpha=0.3)
-    paths.append(out_dir / FIGURES[1])
-    fig.savefig(paths[-1], dpi=120)
-    log.info("wrote %s", ", ".join(str(p) for p in paths))
-    return paths
+    return fig
