@@ -178,6 +178,14 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown calculator {shown(name)}; known calculators: {', '.join(KNOWN_CALCULATORS)}"
         )
     defaults = _fields(name)
+    _refuse_unknown_options(name, spec, defaults)
+    given = {k: v for k, v in spec.items() if v is not None}  # None: the option's default
+    out: dict[str, Any] = {"calculator": name, **defaults, **given}
+    _OPTION_CHECKS.get(name, lambda out: None)(out)
+    return out
+
+
+def _refuse_unknown_options(name: str, spec: Mapping[str, Any], defaults: dict[str, Any]) -> None:
     unknown = sorted(set(spec) - set(defaults) - {"calculator"}, key=str)
     if unknown:
         import difflib
@@ -189,48 +197,59 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown option(s) {', '.join(shown(k) for k in unknown)} for calculator {shown(name)} "
             f"({hint}allowed options: {allowed})"
         )
-    given = {k: v for k, v in spec.items() if v is not None}  # None: the option's default
-    out: dict[str, Any] = {"calculator": name, **defaults, **given}
 
-    if name == "lj":
-        for key in ("epsilon", "sigma", "cutoff"):
-            value = out[key]
-            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-                with contextlib.suppress(ValueError):
-                    value = float(value)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise EnergyFunctionError(f"lj option {shown(key)} must be a number, not {shown(value)}")
-            if not (math.isfinite(value) and value > 0):
-                raise EnergyFunctionError(f"lj option {shown(key)} must be positive, not {shown(value)}")
-            out[key] = float(value)
-    if name in ("mace", "mace-mp-0"):
-        if out["default_dtype"] not in _DTYPES:
-            raise EnergyFunctionError(
-                f"{name} option 'default_dtype' must be one of {', '.join(_DTYPES)}, "
-                f"not {shown(out['default_dtype'])}"
-            )
-        if not isinstance(out["device"], str):
-            raise EnergyFunctionError(f"{name} option 'device' must be a string")
-    if name == "mace":
-        model = out["model"]
-        if not model:
-            raise EnergyFunctionError(
-                "calculator 'mace' needs a model file: {calculator: mace, model: PATH}"
-            )
-        if not Path(model).is_file():
-            raise EnergyFunctionError(f"MACE model file not found: {model}")
-        out["model"] = str(model)
-    if name == "mace-mp-0":
-        model = out["model"]
-        if not isinstance(model, (str, os.PathLike)) or (
-            str(model) not in _MACE_MP_0_URLS and not Path(model).is_file()
-        ):
-            raise EnergyFunctionError(
-                f"unknown MACE-MP-0 model {shown(model)}: give one of "
-                f"{', '.join(_MACE_MP_0_URLS)} or an existing model file"
-            )
-        out["model"] = str(model)
-    return out
+
+def _check_lj(out: dict[str, Any]) -> None:
+    for key in ("epsilon", "sigma", "cutoff"):
+        value = out[key]
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EnergyFunctionError(f"lj option {shown(key)} must be a number, not {shown(value)}")
+        if not (math.isfinite(value) and value > 0):
+            raise EnergyFunctionError(f"lj option {shown(key)} must be positive, not {shown(value)}")
+        out[key] = float(value)
+
+
+def _check_mace_options(out: dict[str, Any]) -> None:
+    name = out["calculator"]
+    if out["default_dtype"] not in _DTYPES:
+        raise EnergyFunctionError(
+            f"{name} option 'default_dtype' must be one of {', '.join(_DTYPES)}, "
+            f"not {shown(out['default_dtype'])}"
+        )
+    if not isinstance(out["device"], str):
+        raise EnergyFunctionError(f"{name} option 'device' must be a string")
+
+
+def _check_mace(out: dict[str, Any]) -> None:
+    _check_mace_options(out)
+    model = out["model"]
+    if not model:
+        raise EnergyFunctionError(
+            "calculator 'mace' needs a model file: {calculator: mace, model: PATH}"
+        )
+    if not Path(model).is_file():
+        raise EnergyFunctionError(f"MACE model file not found: {model}")
+    out["model"] = str(model)
+
+
+def _check_mace_mp_0(out: dict[str, Any]) -> None:
+    _check_mace_options(out)
+    model = out["model"]
+    if not isinstance(model, (str, os.PathLike)) or (
+        str(model) not in _MACE_MP_0_URLS and not Path(model).is_file()
+    ):
+        raise EnergyFunctionError(
+            f"unknown MACE-MP-0 model {shown(model)}: give one of "
+            f"{', '.join(_MACE_MP_0_URLS)} or an existing model file"
+        )
+    out["model"] = str(model)
+
+
+#: The checks of each calculator's options, after the defaults are filled in (in place).
+_OPTION_CHECKS = {"lj": _check_lj, "mace": _check_mace, "mace-mp-0": _check_mace_mp_0}
 
 
 def energy_unit(spec: Mapping[str, Any] | None) -> str:

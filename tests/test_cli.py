@@ -304,3 +304,11 @@ def test_bench_set_passes_search_settings_to_godiff_runs_and_refuses_bad_ones(tm
                          ("samples", "expected KEY=VALUE")]:
         line = _one_line_error(_invoke("bench", "lj13", "--out", tmp_path / "c", "--set", bad), 2)
         assert message in line
+
+
+def test_a_reader_that_goes_away_is_not_an_internal_error():
+    """`godiff systems | head`: the closed pipe ends the command quietly with 141, as for `yes | head`."""
+    proc = subprocess.Popen([_script("godiff"), "systems"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before godiff has written a line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "internal error" not in stderr, stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import shlex
 import signal
 import sys
@@ -31,6 +32,7 @@ __all__ = ["cli", "main"]
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process ended by it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as for `yes | head`
 
 
 class Terminated(KeyboardInterrupt):
@@ -105,6 +107,9 @@ class GodiffGroup(click.Group):
             _fail(f"\n{ctx.info_name}: terminated (SIGTERM)", EXIT_TERMINATED)
         except KeyboardInterrupt:
             _fail(f"\n{ctx.info_name}: interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:  # the reader went away (godiff systems | head): no error of the user's
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             _show_traceback(show_traceback)
             _fail(f"{ctx.info_name}: internal error: {type(exc).__name__}: {_one_line(exc)}"
