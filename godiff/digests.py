@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path, PurePosixPath
 
-from godiff.errors import CheckpointError
+from godiff.errors import CheckpointError, shown
 
-__all__ = ["sha256_file", "confined"]
+__all__ = ["sha256_file", "leaves", "confined"]
 
 
 def sha256_file(path: Path) -> str:
@@ -24,6 +24,35 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def leaves(folder: Path, name: object, *, root: Path | None = None) -> str | None:
+    """Why ``name`` is not a path inside ``folder``, or None when it is: the one rule for names
+    that a file on disk (a manifest, a system file) asks godiff to open.
+
+    Refused: a name that is not a non-empty string, holds a backslash or NUL, is absolute or
+    starts with ``~``, holds ``..``, or resolves (through symbolic links) outside ``root``
+    (default ``folder``).
+
+    Example:
+        >>> leaves(Path("/models/m"), "config.json") is None, leaves(Path("/models/m"), "/etc/passwd")
+        (True, 'is absolute')
+    """
+    text = name if isinstance(name, str) else None
+    if not text or "\\" in text or "\x00" in text:
+        return "is not a file name"
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or text.startswith("~"):
+        return "is absolute"
+    if ".." in pure.parts:
+        return "leaves the folder"
+    path = Path(folder) / pure
+    if path.exists() or path.is_symlink():
+        base = Path(root if root is not None else folder).resolve()
+        target = path.resolve()
+        if target != base and base not in target.parents:
+            return f"leaves the folder (a link to {target})"
+    return None
 
 
 def confined(folder: Path, name: object, *, what: str = "manifest", root: Path | None = None) -> Path:
@@ -42,18 +71,7 @@ def confined(folder: Path, name: object, *, what: str = "manifest", root: Path |
         ...
         godiff.errors.CheckpointError: /models/m: manifest entry '../../etc/passwd' leaves the folder
     """
-    folder = Path(folder)
-    text = name if isinstance(name, str) else None
-    shown = repr(name)[:80]
-    if not text or "\\" in text or "\x00" in text:
-        raise CheckpointError(f"{folder}: {what} entry {shown} is not a file name")
-    pure = PurePosixPath(text)
-    if pure.is_absolute() or ".." in pure.parts:
-        raise CheckpointError(f"{folder}: {what} entry {shown} leaves the folder")
-    path = folder / pure
-    root = Path(root if root is not None else folder).resolve()
-    if path.exists() or path.is_symlink():
-        target = path.resolve()
-        if target != root and root not in target.parents:
-            raise CheckpointError(f"{folder}: {what} entry {shown} leaves the folder (a link to {target})")
-    return path
+    reason = leaves(folder, name, root=root)
+    if reason is not None:
+        raise CheckpointError(f"{folder}: {what} entry {shown(name)} {reason}")
+    return Path(folder) / PurePosixPath(name)

@@ -15,6 +15,7 @@ import ase.build
 import ase.io
 import numpy as np
 
+from godiff.digests import leaves
 from godiff.errors import shown as _shown
 from godiff.system.fields import (  # noqa: F401
     _CELL_TOLERANCE,
@@ -152,16 +153,13 @@ def _beside(name: str, base_dir: str | Path) -> str:
     """A template file named by a system file: relative to its folder and inside it (through
     links too), made absolute. A system file is data people share; it may not make godiff read
     ``/etc/passwd`` or ``../../secrets`` as a structure."""
-    path = Path(name)
-    if path.is_absolute() or name.startswith("~"):
-        raise _fail("template.file", f"'{name[:200]}' must be relative to the system file's folder")
-    full = Path(base_dir).absolute() / path
-    root = Path(base_dir).resolve()
-    target = full.resolve()
-    if target != root and root not in target.parents:
-        raise _fail("template.file", f"'{name[:200]}' leads outside the system file's folder; "
+    reason = leaves(Path(base_dir).absolute(), name)
+    if reason == "is absolute":
+        raise _fail("template.file", f"{_shown(name)} must be relative to the system file's folder")
+    if reason is not None:
+        raise _fail("template.file", f"{_shown(name)} leads outside the system file's folder; "
                     "a system file reads only files in its folder or below")
-    return str(full)
+    return str(Path(base_dir).absolute() / name)
 
 
 def _build_template(spec: Mapping[str, Any]) -> ase.Atoms:

@@ -48,6 +48,7 @@ from godiff.errors import (
     HubError,
     ModelNotFoundError,
     VersionExistsError,
+    shown,
 )
 from godiff.zoo.format import MANIFEST, parse_version, read_json, verify_folder
 
@@ -311,13 +312,13 @@ def check_repo_id(repo_id: object) -> str:
     :class:`ConfigError` (exit 2)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    shown = repr(repo_id)[:100]
+    shown_id = shown(repo_id)
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
-        raise ConfigError(f"Hub repository {shown}: expected ORGANIZATION/NAME, e.g. myorg/pt-islands-emt")
+        raise ConfigError(f"Hub repository {shown_id}: expected ORGANIZATION/NAME, e.g. myorg/pt-islands-emt")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise ConfigError(f"Hub repository {shown}: {_first_line(exc)}") from None
+        raise ConfigError(f"Hub repository {shown_id}: {_first_line(exc)}") from None
     return repo_id
 
 
