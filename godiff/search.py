@@ -348,11 +348,6 @@ class Search:
         self._absorb_history(rows, write=not read_only)
         log.info("resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows))
 
-    @property
-    def rebuilding_database(self) -> bool:
-        """True when a resume accepted a lost or short database that :meth:`run` will rebuild first."""
-        return self._rebuild
-
     def _load_checkpoint(self, k: int) -> tuple[dict, dict]:
         """A checkpoint, digests checked; a corrupt one names the earlier one to fall back to."""
         try:

@@ -65,9 +65,9 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, s
     closest related registered model, with the transfer preset's iterations, fewer if the budget
     is smaller; nothing is registered."""
     from godiff.search import Search, SearchConfig
-    from godiff.zoo.transfer import TRANSFER, start_search
+    from godiff.zoo.transfer import start_search, transfer_settings
 
-    config = SearchConfig().with_overrides(seed=seed, **{**TRANSFER, **overrides})
+    config = SearchConfig().with_overrides(seed=seed, **transfer_settings(**overrides))
     first = config.first_samples or config.samples
     iterations = max(1, min(config.iterations, 1 + (budget - first) // config.samples))
     if (Path(out) / "run.json").exists():

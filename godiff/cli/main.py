@@ -331,9 +331,6 @@ def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database,
     limit_threads(threads)
     search = Search.resume(run_dir, workers=workers, iterations=iterations,
                            from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
-    if search.rebuilding_database and not quiet:
-        click.echo(f"godiff: rebuilding {search.run_dir.db_path}: the saved structures of iterations "
-                   f"1..{search.next_iteration} without a row are evaluated again", err=True)
     _drive(search, quiet=quiet, resumed=True)
 
 

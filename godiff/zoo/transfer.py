@@ -34,7 +34,7 @@ from godiff.zoo.similarity import element_distance, fingerprint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "register_result", "seen_species"]
+__all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_settings", "register_result", "seen_species"]
 
 #: The search settings of a fine-tune, measured on Pt7/Pt(111) from pt-islands-emt (Pt5, Pt6),
 #: seeds 0..7, by the first evaluated energy within 0.05 eV of the minimum, unrelaxed (the relaxed
@@ -119,9 +119,14 @@ def start_search(system, *, start=None, registry=None, out=None, command: str | 
     model, mapping = adapt(parent, system)
     for new, source in mapping.items():
         log.info("species %s starts from the embedding of %s", new, source)
-    settings = {**TRANSFER, **{k: v for k, v in overrides.items() if v is not None}}
     return Search(system, out=out, model=model, parent=lineage_ref(start, parent), command=command,
-                  calculator=calculator, **settings)
+                  calculator=calculator, **transfer_settings(**overrides))
+
+
+def transfer_settings(**overrides) -> dict:
+    """:data:`TRANSFER` under ``overrides`` (``None`` values keep the preset): the settings of
+    every search from a zoo model."""
+    return {**TRANSFER, **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def lineage_ref(given, zoo_model) -> str:
