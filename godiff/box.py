@@ -127,6 +127,8 @@ class Box:
         for name in ("cell", "lower", "upper", "center", "origin"):
             object.__setattr__(self, name, _readonly(getattr(self, name)))
         object.__setattr__(self, "periodic", tuple(bool(p) for p in self.periodic))
+        # writable, nan-free copies for the torch side, made once (torch warns on read-only arrays)
+        object.__setattr__(self, "_torch_arrays", {n: np.nan_to_num(getattr(self, n)) for n in ("cell", "lower", "upper", "center")})
         if self.radius is not None:
             object.__setattr__(self, "radius", float(self.radius))
 
@@ -194,9 +196,9 @@ class Box:
         raise NotImplementedError
 
     # -- helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _t(array, like):
-        return torch.as_tensor(np.nan_to_num(array), dtype=like.dtype, device=like.device)
+    def _t(self, name: str, like, part=slice(None)):
+        """The array ``name`` (``cell``, ``lower``, ``upper``, ``center``), ``[part]``, as a tensor like ``like``."""
+        return torch.as_tensor(self._torch_arrays[name][part], dtype=like.dtype, device=like.device)
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,7 +227,7 @@ class SlabGeometry(Box):
 
     def _sample_torch(self, shape, generator, dtype):
         u = torch.rand(*shape, 3, generator=generator, dtype=dtype)
-        xy = u[..., :2] @ self._t(self._inplane(), u)
+        xy = u[..., :2] @ self._t("cell", u, np.s_[:2, :2])
         lo, hi = self.lower[2], self.upper[2]
         return torch.cat([xy, lo + (hi - lo) * u[..., 2:]], dim=-1)
 
@@ -240,8 +242,8 @@ class SlabGeometry(Box):
         return heights + [2 * (self.upper[2] - self.lower[2])]
 
     def fold(self, x):
-        xy = _wrap(x, self._t(self.cell, x), SLAB_PERIODIC)[..., :2]
-        z = _fold(x[..., 2:], self._t(self.lower[2:], x), self._t(self.upper[2:], x))
+        xy = _wrap(x, self._t("cell", x), SLAB_PERIODIC)[..., :2]
+        z = _fold(x[..., 2:], self._t("lower", x, np.s_[2:]), self._t("upper", x, np.s_[2:]))
         return torch.cat([xy, z], dim=-1)
 
     def displacement(self, x, y):
@@ -250,10 +252,10 @@ class SlabGeometry(Box):
             frac = d @ np.linalg.inv(self.cell)
             frac[..., :2] -= np.round(frac[..., :2])
             return frac @ self.cell
-        return _minimum_image(d, self._t(self.cell, d), SLAB_PERIODIC)
+        return _minimum_image(d, self._t("cell", d), SLAB_PERIODIC)
 
     def kernel_score(self, xt, x0, sigma, sigma_max):
-        a = self._t(self._inplane(), xt)
+        a = self._t("cell", xt, np.s_[:2, :2])
         frac = (xt[..., :2] - x0[..., :2]) @ torch.linalg.inv(a)
         frac = frac - torch.round(frac)
         heights = [p for p in self.periods()[:2]]
@@ -282,7 +284,7 @@ class CuboidGeometry(Box):
         return np.all((pos >= self.lower - tol) & (pos <= self.upper + tol), axis=1)
 
     def _contains_torch(self, x, tol):
-        lo, hi = self._t(self.lower, x), self._t(self.upper, x)
+        lo, hi = self._t("lower", x), self._t("upper", x)
         return ((x >= lo - tol) & (x <= hi + tol)).all(-1)
 
     def _sample_numpy(self, n, rng):
@@ -290,7 +292,7 @@ class CuboidGeometry(Box):
 
     def _sample_torch(self, shape, generator, dtype):
         u = torch.rand(*shape, 3, generator=generator, dtype=dtype)
-        lo, hi = self._t(self.lower, u), self._t(self.upper, u)
+        lo, hi = self._t("lower", u), self._t("upper", u)
         return lo + (hi - lo) * u
 
     def volume(self) -> float:
@@ -300,7 +302,7 @@ class CuboidGeometry(Box):
         return list(2 * (self.upper - self.lower))
 
     def fold(self, x):
-        return _fold(x, self._t(self.lower, x), self._t(self.upper, x))
+        return _fold(x, self._t("lower", x), self._t("upper", x))
 
     def kernel_score(self, xt, x0, sigma, sigma_max):
         out = [
@@ -320,7 +322,7 @@ class SphereGeometry(Box):
         return np.linalg.norm(pos - self.center, axis=1) <= self.radius + tol
 
     def _contains_torch(self, x, tol):
-        return (x - self._t(self.center, x)).norm(dim=-1) <= self.radius + tol
+        return (x - self._t("center", x)).norm(dim=-1) <= self.radius + tol
 
     def _sample_numpy(self, n, rng):
         direction = rng.standard_normal((n, 3))
@@ -333,7 +335,7 @@ class SphereGeometry(Box):
         g = torch.randn(*shape, 3, generator=generator, dtype=dtype)
         g = g / g.norm(dim=-1, keepdim=True)
         r = self.radius * u[..., :1] ** (1.0 / 3.0)
-        return self._t(self.center, u) + g * r
+        return self._t("center", u) + g * r
 
     def volume(self) -> float:
         return 4.0 / 3.0 * math.pi * self.radius**3
@@ -342,7 +344,7 @@ class SphereGeometry(Box):
         return [4 * self.radius]
 
     def fold(self, x):
-        c = self._t(self.center, x)
+        c = self._t("center", x)
         d = x - c
         r = d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         r_new = _fold(r, torch.zeros_like(r), torch.full_like(r, self.radius))
