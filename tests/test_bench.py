@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-from ase.build import fcc111
 
 from godiff.bench import harness
 from godiff.bench.success import criterion
@@ -63,7 +62,6 @@ def test_rerun_skips_finished_pairs(tiny_bench):
 
 
 def test_naming_the_next_minimum_adds_the_basin_figure_to_old_records_without_a_rerun(tiny_bench, tmp_path):
-    from godiff.system import System
 
     out, _, _ = tiny_bench
     copy = tmp_path / "b"
@@ -236,7 +234,6 @@ def test_bench_speed_prints_each_cost_including_one_energy_evaluation():
 
 
 def _stopped_pt1_run(tmp_path, reference: float, tolerance: float):
-    from godiff.system import System
 
     data = {**load_system("pt1-step").to_dict(), "reference": {"energy": reference, "tolerance": tolerance}}
     system = System.from_dict(data)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import ase.db
 import ase.io
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from godiff.sde import VESDE
-from godiff.system import System
 
 from conftest import cuboid_system, slab_system
 

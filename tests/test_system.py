@@ -8,7 +8,6 @@ import sys
 import ase.io
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.build import fcc111, surface
 from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones

@@ -153,6 +153,8 @@ def test_shipped_models_load_and_their_cards_match():
         name, text = card_of_folder(entry.path)
         assert (entry.path / "README.md").read_text() == text, f"{entry.ref}: README.md is not the generated card"
         assert (cards / f"{name}.md").read_text() == text, f"cards/{name}.md differs: run 'godiff-zoo card --write cards'"
+        unit = "ε" if entry.metadata().system.energy["calculator"] == "lj" else "eV"
+        assert f"energy_unit: {unit}" in text and (unit == "eV") == (" eV" in text), f"{entry.ref}: energies not in {unit}"
         zoo_model = load(entry.path)
         assert zoo_model.sample(2, seed=0).shape == (2, zoo_model.system.n_mobile, 3)
 
@@ -205,9 +207,9 @@ def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir,
     result, entry = finetune(_variant("lj13", name="lj12", mobile="Ar12"), registry=registry, out=tmp_path / "ft",
                              iterations=1, first_samples=3, train_steps=1, steps=4, relax_steps=1, oversample=1)
     assert result.n_evaluations == 3  # the first batch of a transfer is its own size
-    training = entry.training()
-    assert entry.ref == "lj12-from-lj13-tiny@1.0.0" and training["lineage"]["parent"] == "lj13-tiny@1.0.0"
-    assert training["search"]["temperature_start"] == TRANSFER["temperature_start"] != SearchConfig().temperature_start
+    training = entry.metadata().training
+    assert entry.ref == "lj12-from-lj13-tiny@1.0.0" and training.parent == "lj13-tiny@1.0.0"
+    assert training.search["temperature_start"] == TRANSFER["temperature_start"] != SearchConfig().temperature_start
     with pytest.raises(ConfigError, match="no registered model is related"):
         finetune("pt1-step", registry=registry, out=tmp_path / "nope")
     assert not (tmp_path / "nope").exists()
@@ -298,3 +300,25 @@ def ase_db(run):
     import ase.db
 
     return ase.db.connect(str(run / "evaluations.db"), type="db")
+
+
+def test_model_metadata_reads_by_attribute_round_trips_and_refuses_keys_it_does_not_know(tmp_path):
+    """The four metadata files of a model folder are one typed description (godiff.manifest):
+    read back they write the same JSON; a missing or unknown key is refused, naming it."""
+    from godiff.zoo.format import read_metadata
+
+    folder = tmp_path / "m"
+    shutil.copytree(Registry().resolve("pt-islands-emt@1.0.0").path, folder)
+    meta = read_metadata(folder)
+    assert (meta.training.ref, meta.training.parent, meta.config.architecture) == ("pt-islands-emt@1.0.0", "pt5-pt111-emt@1.0.0", "ScoreModel")
+    assert meta.system.fingerprint["n_mobile"] == load(folder).system.n_mobile
+    for name, data in meta.documents().items():
+        assert data == json.loads((folder / name).read_text()), name
+    training = json.loads((folder / "training.json").read_text())
+    (folder / "training.json").write_text(json.dumps({**training, "learning_curve": []}))
+    with pytest.raises(CheckpointError, match="unknown field.*learning_curve"):
+        read_metadata(folder)
+    del training["best_energy"]
+    (folder / "training.json").write_text(json.dumps(training))
+    with pytest.raises(CheckpointError, match="missing field.*best_energy"):
+        read_metadata(folder)

@@ -67,10 +67,11 @@ def list_models():
         return
     rows = [("model", "source", "system", "mobile", "energy", "evals", "best energy")]
     for e in entries:
-        training, system = e.training(), e.system()["system"]
+        meta = e.metadata()
+        training, system = meta.training, meta.system.system
         rows.append((e.ref, e.source, str(system.get("name")), str(system.get("mobile")),
-                     str((training.get("energy") or system.get("energy") or {}).get("calculator")),
-                     str(training.get("evaluations")), f"{float(training.get('best_energy')):.4f}"))
+                     str((training.energy or meta.system.energy).get("calculator")),
+                     str(training.evaluations), f"{training.best_energy:.4f}"))
     _table(rows)
 
 
@@ -80,26 +81,21 @@ def list_models():
 def show(ref, with_card):
     """Metadata, lineage, files and digests of MODEL (NAME@VERSION, ORG/NAME@VERSION or a folder)."""
     from godiff.zoo import resolve
-    from godiff.zoo.format import read_json
     from godiff.zoo.model import describe_files, read_folder
 
     folder = resolve(ref)
-    read_folder(folder)  # every digest, the format version and the weights checked
-    training = read_json(folder / "training.json")
-    meta = read_json(folder / "system.json")
-    config = read_json(folder / "config.json")
-    system = meta["system"]
-    parent = (training.get("lineage") or {}).get("parent")
+    meta = read_folder(folder).metadata  # every digest, the format version and the weights checked
+    training, config, system = meta.training, meta.config, meta.system.system
     lines = [
-        f"{training['name']}@{training['version']}   ({folder})",
+        f"{training.ref}   ({folder})",
         f"system        {system.get('name')}: {system.get('mobile')} on {_template(system)}",
-        f"energy        {(training.get('energy') or system.get('energy') or {}).get('calculator')}",
-        f"system digest {meta.get('digest')}",
-        f"trained       {training.get('iterations')} iterations, {training.get('evaluations')} evaluations, "
-        f"best energy {float(training.get('best_energy')):.4f}",
-        f"command       {training.get('command')}",
-        f"lineage       {parent or '-' } -> {training['name']}@{training['version']}",
-        f"format        {config.get('format_version')} ({config.get('architecture')}, {config.get('n_parameters')} parameters)",
+        f"energy        {(training.energy or meta.system.energy).get('calculator')}",
+        f"system digest {meta.system.digest}",
+        f"trained       {training.iterations} iterations, {training.evaluations} evaluations, "
+        f"best energy {training.best_energy:.4f}",
+        f"command       {training.command}",
+        f"lineage       {training.parent or '-'} -> {training.ref}",
+        f"format        {config.format_version} ({config.architecture}, {config.n_parameters} parameters)",
         "files (all digests verified, weights loaded):",
     ]
     lines += [f"  {name:<18} {size:>9} B  sha256 {digest}" for name, size, digest in describe_files(folder)]
@@ -199,7 +195,7 @@ def finetune(ctx, system, start, name, version, force, out, quiet, threads, **op
     search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), **options)
     result = _drive(search, quiet=quiet, resumed=False)
     entry = register_result(result, search.system, search.parent, name=name, version=version, force=force)
-    click.echo(f"registered      {entry.ref} (parent {entry.training()['lineage']['parent']})")
+    click.echo(f"registered      {entry.ref} (parent {entry.metadata().training.parent})")
 
 
 @cli.command()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import yaml
 
+from godiff.energy import energy_unit
+from godiff.manifest import ModelManifest
+
 __all__ = ["render_card", "card_of_folder", "LICENSE"]
 
 LICENSE = "mit"
@@ -30,66 +33,68 @@ def _template(system: dict) -> str:
     return f"{t['builder']}({args}), frozen: {t.get('frozen', 'all')}"
 
 
-def _energy(training: dict, system: dict) -> str:
-    e = training.get("energy") or system.get("energy") or {}
+def _energy(metadata: ModelManifest) -> str:
+    e = metadata.training.energy or metadata.system.energy
     rest = ", ".join(f"{k}={v}" for k, v in sorted(e.items()) if k != "calculator")
     return e.get("calculator", "?") + (f" ({rest})" if rest else "")
 
 
-def _front_matter(config: dict, meta: dict, training: dict) -> dict:
-    system = meta["system"]
-    fp = meta.get("fingerprint", {})
+def _unit(metadata: ModelManifest) -> str:
+    return energy_unit(metadata.training.energy or metadata.system.energy)
+
+
+def _front_matter(metadata: ModelManifest) -> dict:
+    training, system, fp = metadata.training, metadata.system.system, metadata.system.fingerprint
     ref = system.get("reference") or {}
     elements = sorted(set(fp.get("mobile_species", [])) | set(fp.get("template_species", [])))
     results = {
-        "best_energy_eV": round(float(training["best_energy"]), 6),
-        "evaluations": training["evaluations"],
-        "iterations": training["iterations"],
+        "energy_unit": _unit(metadata),
+        "best_energy": round(float(training.best_energy), 6),
+        "evaluations": training.evaluations,
+        "iterations": training.iterations,
     }
     if "energy" in ref:
-        results["reference_energy_eV"] = ref["energy"]
-        results["gap_to_reference_eV"] = round(float(training["best_energy"]) - float(ref["energy"]), 6)
+        results["reference_energy"] = ref["energy"]
+        results["gap_to_reference"] = round(float(training.best_energy) - float(ref["energy"]), 6)
     return {
         "library_name": "godiff",
         "license": LICENSE,
         "tags": ["godiff", "diffusion", "global-optimization", "atomistic-simulation",
                  fp.get("energy_calculator", "energy"), fp.get("template_kind", "system"), *elements],
         "godiff": {
-            "name": training["name"],
-            "version": training["version"],
-            "format_version": config["format_version"],
-            "parent": (training.get("lineage") or {}).get("parent"),
+            "name": training.name,
+            "version": training.version,
+            "format_version": metadata.config.format_version,
+            "parent": training.parent,
             "system": {
                 "name": system.get("name"),
                 "mobile": _composition(system),
                 "template_kind": fp.get("template_kind"),
-                "energy": _energy(training, system),
-                "digest": meta.get("digest"),
+                "energy": _energy(metadata),
+                "digest": metadata.system.digest,
             },
             "results": results,
         },
     }
 
 
-def render_card(config: dict, meta: dict, training: dict) -> str:
-    """The model card of a model folder's ``config.json``, ``system.json`` and ``training.json``.
+def render_card(metadata: ModelManifest) -> str:
+    """The model card of a model folder's metadata (:class:`godiff.manifest.ModelManifest`).
 
     Depends only on their content, not on the order of their keys: a card rendered from a model in
     memory equals the one rendered from its saved folder."""
-    system = meta["system"]
-    ref = system.get("reference") or {}
-    front = yaml.safe_dump(_front_matter(config, meta, training), sort_keys=False, allow_unicode=True)
-    name, version = training["name"], training["version"]
-    t = training.get("temperature", {})
-    parent = (training.get("lineage") or {}).get("parent")
-    score = config.get("score", {})
+    front = yaml.safe_dump(_front_matter(metadata), sort_keys=False, allow_unicode=True)
+    lines = ["---", front.rstrip(), "---", ""]
+    lines += _trained_on(metadata) + _how(metadata) + _results(metadata) + _purpose_and_limits(metadata)
+    lines += _how_to_use(metadata.training.ref)
+    return "\n".join(lines)
+
+
+def _trained_on(metadata: ModelManifest) -> list[str]:
+    training, system = metadata.training, metadata.system.system
     box = system.get("box", {})
-    lines = [
-        "---",
-        front.rstrip(),
-        "---",
-        "",
-        f"# {name} {version}",
+    return [
+        f"# {training.name} {training.version}",
         "",
         f"A godiff score model (GO-Diff: a diffusion model trained on its own samples, with no training data) "
         f"for {_composition(system)} on {system.get('name')}.",
@@ -99,25 +104,43 @@ def render_card(config: dict, meta: dict, training: dict) -> str:
         f"- System: `{system.get('name')}`, mobile atoms {_composition(system)}",
         f"- Template: {_template(system)}",
         f"- Box: {', '.join(f'{k}={v}' for k, v in sorted(box.items(), key=lambda kv: (kv[0] != 'kind', kv[0])))}",
-        f"- Energy function: {_energy(training, system)}",
-        f"- System digest: `{meta.get('digest')}`",
+        f"- Energy function: {_energy(metadata)}",
+        f"- System digest: `{metadata.system.digest}`",
         "",
+    ]
+
+
+def _how(metadata: ModelManifest) -> list[str]:
+    training, config = metadata.training, metadata.config
+    t, score = training.temperature, config.score
+    return [
         "## How",
         "",
-        f"- Command: `{training.get('command')}`",
-        f"- {training['iterations']} iterations ({training.get('iterations_planned', training['iterations'])} planned), "
-        f"{training['evaluations']} energy evaluations, seed {training.get('seed')}",
-        f"- Temperature: {t.get('schedule', 'exponential')} from {t.get('start')} to {t.get('end')} eV",
-        f"- Started from: {parent or 'scratch (random weights)'}",
+        f"- Command: `{training.command}`",
+        f"- {training.iterations} iterations ({training.iterations_planned or training.iterations} planned), "
+        f"{training.evaluations} energy evaluations, seed {training.seed}",
+        f"- Temperature: {t.get('schedule', 'exponential')} from {t.get('start')} to {t.get('end')} {_unit(metadata)}",
+        f"- Started from: {training.parent or 'scratch (random weights)'}",
         f"- Architecture: e3nn ScoreModel, {score.get('scalars')}x0e + {score.get('vectors')}x1o, lmax {score.get('lmax')}, "
-        f"{score.get('layers')} layers, cutoff {score.get('cutoff')} Å, {config.get('n_parameters')} parameters",
-        f"- godiff {training.get('godiff_version')}",
+        f"{score.get('layers')} layers, cutoff {score.get('cutoff')} Å, {config.n_parameters} parameters",
+        f"- godiff {training.godiff_version}",
         "",
+    ]
+
+
+def _results(metadata: ModelManifest) -> list[str]:
+    ref, unit = metadata.system.system.get("reference") or {}, _unit(metadata)
+    return [
         "## Results",
         "",
-        f"- Lowest energy evaluated during training (as sampled, not relaxed): {float(training['best_energy']):.4f} eV"
-        + (f" (reference global minimum {ref['energy']} eV)" if "energy" in ref else ""),
+        f"- Lowest energy evaluated during training (as sampled, not relaxed): {float(metadata.training.best_energy):.4f} {unit}"
+        + (f" (reference global minimum {ref['energy']} {unit})" if "energy" in ref else ""),
         "",
+    ]
+
+
+def _purpose_and_limits(metadata: ModelManifest) -> list[str]:
+    return [
         "## What it is for",
         "",
         "A starting point for searches of this system and of related ones (other sizes, surfaces or "
@@ -126,33 +149,35 @@ def render_card(config: dict, meta: dict, training: dict) -> str:
         "",
         "## Limits",
         "",
-        f"- It learned one energy function ({_energy(training, system)}); its force and energy heads are "
+        f"- It learned one energy function ({_energy(metadata)}); its force and energy heads are "
         "that function's surrogate near low-energy structures, and are unreliable elsewhere.",
         "- The score is trained at low temperature: it concentrates on the structures this search found, "
         "which need not include the global minimum of a related system.",
         "",
+    ]
+
+
+def _how_to_use(ref: str) -> list[str]:
+    version = ref.partition("@")[2]
+    return [
         "## How to use",
         "",
         "```python",
         "from godiff.zoo import load",
-        f'zm = load("{name}@{version}")      # or a folder, or "org/repo@{version}" on the Hub',
+        f'zm = load("{ref}")      # or a folder, or "org/repo@{version}" on the Hub',
         "positions = zm.sample(16, seed=0)   # (16, n_mobile, 3) Å",
         "```",
         "",
         "```",
-        f"godiff run my_system.yaml --from {name}@{version}",
+        f"godiff run my_system.yaml --from {ref}",
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def card_of_folder(folder) -> tuple[str, str]:
     """``("<name>-<version>", card text)`` generated from a model folder's metadata."""
-    from pathlib import Path
+    from godiff.zoo.format import read_metadata
 
-    from godiff.zoo.format import read_json
-
-    folder = Path(folder)
-    config, meta, training = (read_json(folder / n) for n in ("config.json", "system.json", "training.json"))
-    return f"{training['name']}-{training['version']}", render_card(config, meta, training)
+    metadata = read_metadata(folder)
+    return f"{metadata.training.name}-{metadata.training.version}", render_card(metadata)

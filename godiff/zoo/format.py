@@ -1,6 +1,7 @@
 """One folder per model version, the layout that the registry, ``save_pretrained`` and the Hub share.
 
-Layout::
+The JSON files' keys are those of :class:`godiff.manifest.ModelManifest` (one typed class per
+file, read with :func:`read_metadata`). Layout::
 
     model.safetensors   the score network's weights (safetensors; never a pickle)
     config.json         {"format_version", "architecture": "ScoreModel", "score": ScoreConfig, "godiff_version"}
@@ -32,7 +33,20 @@ import uuid
 from pathlib import Path
 
 from godiff.digests import confined, sha256_file
-from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, FormatVersionError
+from godiff.errors import CheckpointError, ConfigError, DigestMismatchError
+from godiff.manifest import (
+    CONFIG_FILE,
+    MODEL_FORMAT,
+    SAMPLER_FILE,
+    SYSTEM_FILE,
+    TRAINING_FILE,
+    ModelConfig,
+    ModelManifest,
+    ModelSampling,
+    ModelSystem,
+    ModelTraining,
+    _check_model_format,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -47,14 +61,14 @@ __all__ = [
     "link_root",
     "write_folder",
     "read_json",
+    "read_metadata",
     "content_digest",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = MODEL_FORMAT
 MANIFEST = "manifest.json"
-FILES = ("model.safetensors", "config.json", "system.json", "training.json", "README.md")
+FILES = ("model.safetensors", CONFIG_FILE, SYSTEM_FILE, TRAINING_FILE, "README.md")
 TEMPLATE_FILE = "template.xyz"
-SAMPLER_FILE = "sampler.json"
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
@@ -98,13 +112,21 @@ def read_json(path: Path) -> dict:
 
 
 def check_format_version(data: dict, path: Path) -> None:
-    version = data.get("format_version")
-    if not isinstance(version, int):
-        raise CheckpointError(f"{path}: no integer 'format_version'")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{path}: model format {version} is newer than this godiff reads ({FORMAT_VERSION}); upgrade godiff"
-        )
+    """Refuse a document without an integer ``format_version`` or with a newer one."""
+    _check_model_format(data, str(path))
+
+
+def read_metadata(folder) -> ModelManifest:
+    """The typed metadata of a model folder (:class:`godiff.manifest.ModelManifest`); its
+    ``sampling`` is None for a folder without ``sampler.json``. Digests are not checked here."""
+    folder = Path(folder)
+
+    def document(cls):
+        path = folder / cls.FILE
+        return cls.from_dict(read_json(path), where=str(path))
+
+    sampling = document(ModelSampling) if (folder / SAMPLER_FILE).exists() else None
+    return ModelManifest(document(ModelConfig), document(ModelSystem), document(ModelTraining), sampling)
 
 
 def link_root(folder) -> Path:
@@ -157,8 +179,8 @@ def content_digest(folder) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def write_folder(folder, *, tensors: dict, config: dict, system: dict, training: dict, card: str,
-                 sampler: dict | None = None, extra: dict[str, bytes] | None = None) -> Path:
+def write_folder(folder, *, tensors: dict, metadata: ModelManifest, card: str,
+                 extra: dict[str, bytes] | None = None) -> Path:
     """Write a complete model folder atomically (temporary sibling, then rename) and return it.
 
     ``folder`` must not exist. ``tensors`` are saved with safetensors; the JSON documents are
@@ -175,9 +197,7 @@ def write_folder(folder, *, tensors: dict, config: dict, system: dict, training:
     try:
         tmp.mkdir()
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        documents = [("config.json", config), ("system.json", system), ("training.json", training)]
-        documents += [] if sampler is None else [(SAMPLER_FILE, sampler)]
-        for name, data in documents:
+        for name, data in metadata.documents().items():
             (tmp / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(card)
         for name, data in (extra or {}).items():

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +23,14 @@ import torch
 from godiff import __version__
 from godiff.digests import confined
 from godiff.errors import CheckpointError, ConfigError, NotARunError
+from godiff.manifest import SAMPLER_FILE, TRAINING_FILE, ModelConfig, ModelManifest, ModelSampling, ModelSystem, ModelTraining
 from godiff.zoo.format import (
-    FORMAT_VERSION,
     MANIFEST,
-    SAMPLER_FILE,
     TEMPLATE_FILE,
-    check_format_version,
     link_root,
     parse_version,
     read_json,
+    read_metadata,
     verify_folder,
     write_folder,
 )
@@ -58,40 +57,41 @@ class ZooModel:
     Attributes:
         model: the :class:`godiff.score.ScoreModel`, weights loaded, in eval mode.
         system: the :class:`godiff.system.System` it was trained on.
-        training: ``training.json`` (name, version, command, evaluations, lineage, settings).
-        config: ``config.json`` (format version and architecture).
+        metadata: its folder's metadata (:class:`godiff.manifest.ModelManifest`: config, system,
+            training and sampling, read by attribute).
         path: the folder it was read from (``None`` if built in memory and not saved).
     """
 
     model: object
     system: object
-    training: dict
-    config: dict
+    metadata: ModelManifest
     path: Path | None = None
-    system_meta: dict = field(default_factory=dict)
-    sampler_meta: dict | None = None
+
+    @property
+    def training(self) -> ModelTraining:
+        return self.metadata.training
 
     @property
     def name(self) -> str:
-        return self.training["name"]
+        return self.training.name
 
     @property
     def version(self) -> str:
-        return self.training["version"]
+        return self.training.version
 
     @property
     def ref(self) -> str:
-        return f"{self.name}@{self.version}"
+        return self.training.ref
 
     @property
     def parent(self) -> str | None:
-        return (self.training.get("lineage") or {}).get("parent")
+        return self.training.parent
 
     def sampler_config(self):
         """The sampler settings the model was trained with."""
         from godiff.sampler import SamplerConfig
 
-        return SamplerConfig(**self.training.get("search", {}).get("sampler", {}))
+        return SamplerConfig(**self.training.search.get("sampler", {}))
 
     def sampler(self, system=None, config=None):
         """A :class:`godiff.sampler.Sampler` of this model over ``system`` (default: its own).
@@ -103,9 +103,10 @@ class ZooModel:
         from godiff.sde import VESDE
         from godiff.system import load_system
 
-        if system is None and config is None and self.sampler_meta is not None:
-            return Sampler.for_system(self.model, self.system, SamplerConfig.from_dict(self.sampler_meta["sampler"]),
-                                      sde=VESDE.from_dict(self.sampler_meta["sde"]), scaled=True)
+        sampling = self.metadata.sampling
+        if system is None and config is None and sampling is not None:
+            return Sampler.for_system(self.model, self.system, SamplerConfig.from_dict(sampling.sampler),
+                                      sde=VESDE.from_dict(sampling.sde), scaled=True)
         system = self.system if system is None else load_system(system)
         return Sampler.for_system(self.model, system, config or self.sampler_config())
 
@@ -120,9 +121,8 @@ class ZooModel:
 
         _, template = portable_system(self.system)
         return write_folder(
-            folder, tensors=self.model.state_tensors(), config=self.config, system=self.system_meta,
-            training=self.training, card=render_card(self.config, self.system_meta, self.training),
-            sampler=self.sampler_meta, extra=None if template is None else {TEMPLATE_FILE: template},
+            folder, tensors=self.model.state_tensors(), metadata=self.metadata, card=render_card(self.metadata),
+            extra=None if template is None else {TEMPLATE_FILE: template},
         )
 
     def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool = False, force: bool = False) -> str:
@@ -151,63 +151,60 @@ def read_folder(folder, *, verify: bool = True) -> ZooModel:
     from safetensors.torch import load_file
 
     from godiff.score import ScoreConfig, ScoreModel
-    from godiff.system import System
 
     folder = Path(folder)
     if verify:
         verify_folder(folder)
-    config = read_json(folder / "config.json")
-    check_format_version(config, folder / "config.json")
-    if config.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"{folder}: architecture {config.get('architecture')!r} is not {ARCHITECTURE!r}")
-    system_meta = read_json(folder / "system.json")
-    training = read_json(folder / "training.json")
-    sampler_meta = _read_sampler_meta(folder)
+    metadata = read_metadata(folder)
+    if metadata.config.architecture != ARCHITECTURE:
+        raise CheckpointError(f"{folder}: architecture {metadata.config.architecture!r} is not {ARCHITECTURE!r}")
+    _check_sampling(folder, metadata.sampling)
     try:
         tensors = load_file(str(folder / "model.safetensors"))
     except Exception as exc:  # safetensors raises its own error types on a corrupt file
         raise CheckpointError(f"{folder / 'model.safetensors'}: unreadable ({type(exc).__name__}: {exc})") from exc
-    model = ScoreModel(ScoreConfig.from_dict(config["score"]))
+    model = ScoreModel(ScoreConfig.from_dict(metadata.config.score))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{folder}: weights do not fit the architecture in config.json ({first})") from exc
     model.eval()
-    system_data = system_meta["system"]
+    return ZooModel(model, _system_of_folder(folder, metadata.system.system), metadata, folder)
+
+
+def _system_of_folder(folder: Path, system_data: dict):
+    """The system of a model folder, its template file (if any) read from the folder itself."""
+    from godiff.system import System
+
     template_file = (system_data.get("template") or {}).get("file")
     if template_file is not None and Path(template_file).is_absolute():
         # a folder written before models carried their template: it names a file of the machine
         # that trained it, and loads only where that file still is
         log.info("%s: written before model folders carried their template; reading %s", folder, template_file)
-        system = System.from_dict(system_data)
-    elif template_file is not None:  # the folder's own template.xyz, listed and digested in its manifest
+        return System.from_dict(system_data)
+    if template_file is not None:  # the folder's own template.xyz, listed and digested in its manifest
         own = confined(folder, template_file, what="system.json template", root=link_root(folder))
-        system = System.from_dict({**system_data, "template": {**system_data["template"], "file": str(own)}})
-    else:
-        system = System.from_dict(system_data)
-    return ZooModel(model, system, training, config, folder, system_meta, sampler_meta)
+        return System.from_dict({**system_data, "template": {**system_data["template"], "file": str(own)}})
+    return System.from_dict(system_data)
 
 
-def _read_sampler_meta(folder: Path) -> dict | None:
-    """``sampler.json``, checked to rebuild its SDE and settings; None (and one log line) for a
-    folder written before models carried it."""
+def _check_sampling(folder: Path, sampling: ModelSampling | None) -> None:
+    """Check that ``sampler.json`` rebuilds its SDE and settings; say in one log line when a
+    folder written before models carried it has none."""
     from godiff.sampler import SamplerConfig
     from godiff.sde import VESDE
 
     path = folder / SAMPLER_FILE
-    if not path.exists():
+    if sampling is None:
         log.info("%s: no %s (written before models carried their sampling settings); "
                  "its SDE and sampler settings are derived by this godiff", folder, SAMPLER_FILE)
-        return None
-    meta = read_json(path)
-    check_format_version(meta, path)
+        return
     try:
-        VESDE.from_dict(meta["sde"])
-        SamplerConfig.from_dict(meta["sampler"])
+        VESDE.from_dict(sampling.sde)
+        SamplerConfig.from_dict(sampling.sampler)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a sampler description ({exc})") from exc
-    return meta
 
 
 def portable_system(system) -> tuple[dict, bytes | None]:
@@ -256,34 +253,25 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     model.eval()
     system = System.from_dict(manifest.system)
     schedule = ExponentialSchedule(search["temperature_start"], search["temperature_end"], search["iterations"])
-    training = {
-        "name": name,
-        "version": version,
-        "godiff_version": __version__,
-        "run_created": manifest.created,
-        "command": manifest.command,
-        "run_godiff_version": manifest.godiff_version,
-        "iterations": k + 1,
-        "iterations_planned": search["iterations"],
-        "evaluations": int(state["n_evaluations"]),
-        "best_energy": float(state["best_energy"]),
-        "temperature": {"schedule": "exponential", "start": search["temperature_start"],
-                        "end": search["temperature_end"], "last": schedule.temperature(k)},
-        "seed": search.get("seed"),
-        "energy": manifest.energy,
-        "search": search,
-        "lineage": {"parent": manifest.parent, "pretrained_start": bool(manifest.pretrained)},
-    }
-    config = {"format_version": FORMAT_VERSION, "architecture": ARCHITECTURE, "score": search["score"], "godiff_version": __version__,
-              "n_parameters": sum(p.numel() for p in model.parameters())}
-    sampler_meta = _sampler_meta_of_run(manifest, system)
+    training = ModelTraining(
+        name=name, version=version, godiff_version=__version__, run_created=manifest.created, command=manifest.command,
+        run_godiff_version=manifest.godiff_version, iterations=k + 1, iterations_planned=search["iterations"],
+        evaluations=int(state["n_evaluations"]), best_energy=float(state["best_energy"]),
+        temperature={"schedule": "exponential", "start": search["temperature_start"],
+                     "end": search["temperature_end"], "last": schedule.temperature(k)},
+        seed=search.get("seed"), energy=manifest.energy, search=search,
+        lineage={"parent": manifest.parent, "pretrained_start": bool(manifest.pretrained)},
+    )
+    config = ModelConfig(score=search["score"], architecture=ARCHITECTURE, godiff_version=__version__,
+                         n_parameters=sum(p.numel() for p in model.parameters()))
     system_data, _ = portable_system(system)
     digest = hashlib.sha256(json.dumps(system_data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    system_meta = {"system": system_data, "fingerprint": fingerprint(system), "digest": digest}
-    return ZooModel(model, system, training, config, None, system_meta, sampler_meta)
+    metadata = ModelManifest(config, ModelSystem(system_data, fingerprint(system), digest), training,
+                             _sampling_of_run(manifest, system))
+    return ZooModel(model, system, metadata)
 
 
-def _sampler_meta_of_run(manifest, system) -> dict:
+def _sampling_of_run(manifest, system) -> ModelSampling:
     """``sampler.json`` of a run's model: the SDE the run recorded and its sampler settings as
     the run applied them to its system (lengths scaled)."""
     from godiff.sampler import SamplerConfig
@@ -291,7 +279,7 @@ def _sampler_meta_of_run(manifest, system) -> dict:
 
     sde = VESDE.from_dict(manifest.sde) if manifest.sde else VESDE.for_box(system.geometry())
     sampler = SamplerConfig.from_dict(manifest.search["sampler"]).for_length_scale(system.length_scale())
-    return {"format_version": FORMAT_VERSION, "sde": sde.to_dict(), "sampler": sampler.to_dict()}
+    return ModelSampling(sde=sde.to_dict(), sampler=sampler.to_dict())
 
 
 def describe_files(folder) -> list[tuple[str, int, str]]:
@@ -302,9 +290,7 @@ def describe_files(folder) -> list[tuple[str, int, str]]:
 
 def folder_version(folder) -> str:
     """The version a model folder's ``training.json`` declares (checked to be semantic)."""
-    path = Path(folder) / "training.json"
-    version = read_json(path).get("version")
-    if not isinstance(version, str):
-        raise CheckpointError(f"{path}: no 'version'")
+    path = Path(folder) / TRAINING_FILE
+    version = ModelTraining.from_dict(read_json(path), where=str(path)).version
     parse_version(version)
     return version

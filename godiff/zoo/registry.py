@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from godiff.errors import ConfigError, ModelNotFoundError, VersionExistsError
-from godiff.zoo.format import content_digest, parse_version, read_json, verify_folder
+from godiff.manifest import ModelManifest
+from godiff.zoo.format import content_digest, parse_version, read_metadata, verify_folder
 from godiff.zoo.model import check_name
 
 __all__ = ["Registry", "Entry", "local_root", "shipped_root", "split_ref"]
@@ -85,11 +86,9 @@ class Entry:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
-    def training(self) -> dict:
-        return read_json(self.path / "training.json")
-
-    def system(self) -> dict:
-        return read_json(self.path / "system.json")
+    def metadata(self) -> ModelManifest:
+        """Its folder's metadata (:class:`godiff.manifest.ModelManifest`), digests not checked."""
+        return read_metadata(self.path)
 
 
 class Registry:
@@ -151,8 +150,8 @@ class Registry:
         """
         folder = Path(folder)
         verify_folder(folder)
-        training = read_json(folder / "training.json")
-        name, version = check_name(training.get("name", "")), training.get("version", "")
+        training = read_metadata(folder).training
+        name, version = check_name(training.name), training.version
         parse_version(version)
         existing = next((e for e in self.entries() if e.name == name and e.version == version), None)
         if existing is not None:

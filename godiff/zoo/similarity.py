@@ -225,6 +225,6 @@ def match(system, registry=None) -> list[Match]:
     target = fingerprint(system)
     found = []
     for entry in (registry or Registry()).entries():
-        fp = entry.system()["fingerprint"]
+        fp = entry.metadata().system.fingerprint
         found.append(Match(entry, distance(target, fp), related(target, fp)))
     return sorted(found, key=lambda m: (m.distance.total, m.entry.name, tuple(-v for v in parse_version(m.entry.version))))

@@ -61,7 +61,7 @@ TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02,
 
 def seen_species(zoo_model) -> list[str]:
     """The elements a zoo model was trained on (mobile and template)."""
-    fp = zoo_model.system_meta.get("fingerprint") or fingerprint(zoo_model.system)
+    fp = zoo_model.metadata.system.fingerprint or fingerprint(zoo_model.system)
     return sorted(set(fp.get("mobile_species", [])) | set(fp.get("template_species", [])))
 
 
