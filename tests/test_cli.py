@@ -6,6 +6,7 @@ shared; the tests that extend it (resume, report) run in file order after it.
 
 from __future__ import annotations
 
+import logging
 import json
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from godiff.cli.main import cli
-from godiff.cli.progress import Progress, choose_mode, format_seconds
+from godiff.cli.progress import LogHandler, Progress, choose_mode, format_seconds
 from godiff.errors import GodiffError, NotARunError
 
 PRESETS = ["au7-au111", "lj13", "lj19", "lj38", "pt1-step", "pt7-pt111", "pt7-pt111-chgnet"]
@@ -264,8 +265,10 @@ def test_progress_modes_and_live_line(monkeypatch):
                   "best_energy": -3.5, "iteration_min": -3.5, "iteration_median": 1.0,
                   "seconds": {"sampling": 0.1, "evaluation": 2.0, "training": 30.0}})
         assert "train 30s" in progress.status_line() and "(1 failed)" in progress.status_line()
-    assert "\r\033[K" in tty.text and "iteration 1/4" in tty.text
-    assert tty.text.endswith("\r\033[K")  # the live line is erased at the end
+        LogHandler().emit(logging.LogRecord("godiff", logging.WARNING, __file__, 1, "a log line", None, None))
+        assert "\x1b[2Ka log line\n" in tty.text  # the live line erased, the record printed, the line redrawn below
+    assert "evaluating 0/8" in tty.text and "iteration 1/4  T 5 eV  best -3.500000 eV" in tty.text
+    assert tty.text.endswith("\x1b[2K")  # the live line is erased at the end
 
     quiet = _Tty()
     with Progress(total_iterations=4, samples=8, mode="quiet", stream=quiet) as progress:

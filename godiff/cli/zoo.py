@@ -226,10 +226,28 @@ def _template(system: dict) -> str:
     return f"structure file {t['file']}" if "file" in t else f"{t.get('builder')} {t.get('symbol', '')}".strip()
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _table(rows: list[tuple]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    """Print ``rows`` (the first is the header) as a rich table on stdout; never wrapped or cut
+    when stdout is not a terminal (a pipe keeps every column)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for i, name in enumerate(rows[0]):
+        table.add_column(name, justify="right" if all(_is_number(r[i]) for r in rows[1:]) else "left")
+    for row in rows[1:]:
+        table.add_row(*row)
+    stream = click.get_text_stream("stdout")
+    console = Console(file=stream, highlight=False, width=None if stream.isatty() else 10_000)
+    console.print(table)
 
 
 def main(args=None) -> int:
