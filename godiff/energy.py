@@ -94,7 +94,7 @@ import ase
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError, shown
+from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError, one_line, shown
 
 __all__ = [
     "CALCULATOR_OPTIONS",
@@ -476,8 +476,8 @@ class Evaluation:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
+    """A failed evaluation's error as the database keeps it: the exception's type and message."""
+    return one_line(f"{type(exc).__name__}: {exc}", _MAX_ERROR_CHARS)
 
 
 def _failure(error: str, seconds: float = 0.0) -> Evaluation:

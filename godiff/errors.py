@@ -20,6 +20,7 @@ from __future__ import annotations
 import reprlib
 
 __all__ = [
+    "one_line",
     "GodiffError",
     "SystemFileError",
     "SystemNotFoundError",
@@ -53,6 +54,18 @@ def shown(value: object) -> str:
         '[0, 1, 2, 3, ...]'
     """
     return _REPR.repr(value)
+
+
+def one_line(text: object, limit: int = 2000) -> str:
+    """``text`` (a message, or an exception's) on one line: whitespace collapsed, at most
+    ``limit`` characters, so that a third party's long or multi-line message fits an error line.
+
+    Example:
+        >>> one_line("cannot read\\n   line 3:  bad", limit=16)
+        'cannot read l...'
+    """
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class GodiffError(Exception):

@@ -202,80 +202,89 @@ def summarize(run_dir) -> str:
         NotARunError: ``run_dir`` is not a run directory.
     """
     data = load_run(run_dir)
-    system, cfg = data.system, data.settings
-    sampler = cfg.get("sampler", {})
+    sections = (_summary_header, _summary_settings, _summary_progress, _summary_best, _summary_times)
+    return "\n".join(line for section in sections for line in section(data))
+
+
+def _summary_header(data: "RunData") -> list[str]:
+    system = data.system
     try:
         mobile = parse_formula(system.get("mobile") or {})
     except GodiffError:
         mobile = {}
-    n_mobile = sum(mobile.values())
     lines = [f"run            {data.path}"]
     if data.manifest.command:
         lines.append(f"command        {data.manifest.command}")
     lines.append(f"created        {data.manifest.created or '-'} (godiff {data.manifest.godiff_version or '?'})")
-    lines.append(f"system         {system.get('name', '?')}: {n_mobile} mobile atoms ({_composition(mobile)}), "
+    lines.append(f"system         {system.get('name', '?')}: {sum(mobile.values())} mobile atoms ({_composition(mobile)}), "
                  f"template {template_summary(system)}")
     lines.append(f"energy         {_energy_summary(data.manifest.energy or system.get('energy') or {})}")
-    lines.append(
+    return lines
+
+
+def _summary_settings(data: "RunData") -> list[str]:
+    cfg = data.settings
+    sampler = cfg.get("sampler", {})
+    return [
         "settings       "
         f"iterations {cfg.get('iterations')}, samples {cfg.get('samples')}, train steps {cfg.get('train_steps')}, "
         f"batch {cfg.get('batch_size')}, buffer {cfg.get('buffer_size')}, "
         f"T {cfg.get('temperature_start')} -> {cfg.get('temperature_end')} {data.unit}, seed {cfg.get('seed')}, "
-        f"workers {cfg.get('workers')}"
-    )
-    lines.append(
+        f"workers {cfg.get('workers')}",
         "sampler        "
         f"steps {sampler.get('steps')}, corrector steps {sampler.get('corrector_steps')}, "
         f"guidance {sampler.get('guidance')}, relax steps {sampler.get('relax_steps')}"
-        + (", started from a pretrained model" if data.manifest.pretrained else "")
-    )
+        + (", started from a pretrained model" if data.manifest.pretrained else ""),
+    ]
 
-    planned = cfg.get("iterations")
+
+def _summary_progress(data: "RunData") -> list[str]:
+    planned = data.settings.get("iterations")
     done = len(data.log)
     progress = f"{done}" + (f" of {planned}" if planned is not None and done <= planned else f" (run.json plans {planned})")
     last_done = max((r.get("iteration", -1) for r in data.log), default=-1)
     partial = data.iteration[data.iteration > last_done] if len(data.iteration) else data.iteration
     if len(partial):
         k = int(partial.max())
-        progress += f"; iteration {k + 1} in progress ({int(np.sum(data.iteration == k))} of {cfg.get('samples')} evaluated)"
-    lines.append(f"iterations     {progress}")
+        progress += (f"; iteration {k + 1} in progress "
+                     f"({int(np.sum(data.iteration == k))} of {data.settings.get('samples')} evaluated)")
     n_ok = int(data.ok.sum())
-    lines.append(f"evaluations    {data.n_evaluations} ({n_ok} ok, {data.n_evaluations - n_ok} failed)")
+    return [f"iterations     {progress}",
+            f"evaluations    {data.n_evaluations} ({n_ok} ok, {data.n_evaluations - n_ok} failed)"]
 
+
+def _summary_best(data: "RunData") -> list[str]:
     best, at = data.best()
     if at is None:
-        lines.append("best energy    - (no successful evaluation yet)")
+        lines = ["best energy    - (no successful evaluation yet)"]
     else:
-        lines.append(f"best energy    {_fmt(best, ' ' + data.unit)}, first reached at evaluation {at} of {data.n_evaluations}")
+        lines = [f"best energy    {_fmt(best, ' ' + data.unit)}, first reached at evaluation {at} of {data.n_evaluations}"]
     ref = data.reference
-    if ref and ref.get("energy") is not None:
-        ref_e = float(ref["energy"])
-        line = f"reference      {_fmt(ref_e, ' ' + data.unit)}"
-        if at is not None:
-            line += f", gap {best - ref_e:+.6f} {data.unit}"
-            tol = ref.get("tolerance")
-            if tol is not None:
-                hit = data.first_within(ref_e, float(tol))
-                line += (f"; within {tol:g} {data.unit} at evaluation {hit}" if hit is not None
-                         else f"; not within {tol:g} {data.unit} yet")
-        lines.append(line)
-        if ref.get("source"):
-            lines.append(f"               ({' '.join(str(ref['source']).split())})")
-    else:
-        lines.append("reference      - (none known for this system)")
+    if not ref or ref.get("energy") is None:
+        return lines + ["reference      - (none known for this system)"]
+    ref_e = float(ref["energy"])
+    line = f"reference      {_fmt(ref_e, ' ' + data.unit)}"
+    if at is not None:
+        line += f", gap {best - ref_e:+.6f} {data.unit}"
+        tol = ref.get("tolerance")
+        if tol is not None:
+            hit = data.first_within(ref_e, float(tol))
+            line += (f"; within {tol:g} {data.unit} at evaluation {hit}" if hit is not None
+                     else f"; not within {tol:g} {data.unit} yet")
+    lines.append(line)
+    if ref.get("source"):
+        lines.append(f"               ({' '.join(str(ref['source']).split())})")
+    return lines
 
+
+def _summary_times(data: "RunData") -> list[str]:
     seconds = [r.get("seconds") or {} for r in data.log]
     phases = {p: _median(s.get(p) for s in seconds) for p in ("sampling", "evaluation", "training")}
-    if any(v is not None for v in phases.values()):
-        total = sum(sum(v for v in s.values() if v is not None) for s in seconds)
-        lines.append(
-            "time/iteration "
-            + ", ".join(f"{p} {_secs(v)}" for p, v in phases.items())
-            + f" (median over {len(seconds)}; {_secs(total)} in all)"
-        )
-    else:
-        lines.append("time/iteration - (no finished iteration yet)")
-    return "\n".join(lines)
+    if all(v is None for v in phases.values()):
+        return ["time/iteration - (no finished iteration yet)"]
+    total = sum(sum(v for v in s.values() if v is not None) for s in seconds)
+    return ["time/iteration " + ", ".join(f"{p} {_secs(v)}" for p, v in phases.items())
+            + f" (median over {len(seconds)}; {_secs(total)} in all)"]
 
 
 # -- figures ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ output rotates with the system, is unchanged by a translation and is permuted wi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -166,67 +167,64 @@ def assert_equivariant(
     """
     if n_trials < 1:
         raise ValueError(f"n_trials must be at least 1, got {n_trials}")
+    positions, sigma, cell, template, labels = _system_tensors(positions, sigma, cell, template_positions, species)
+    gen = generator if isinstance(generator, torch.Generator) else torch.Generator().manual_seed(int(generator or 0))
+    fields = (*outputs, *invariants)
+
+    def run(x, tpos, c):
+        return _outputs(model(x, sigma, graph_builder(tpos, c)), fields)
+
+    with _eval_mode(model), torch.no_grad():
+        reference = run(positions, template, cell)
+        worst: dict[str, tuple[float, str]] = {}
+
+        def compare(name, got, moved):
+            expected = {**moved, **{f: reference[f] for f in invariants}}  # invariants stay put
+            for field in fields:
+                err = float((got[field] - expected[field]).abs().max()) if got[field].numel() else 0.0
+                if name not in worst or err > worst[name][0]:
+                    worst[name] = (err, field)
+
+        for _ in range(n_trials):
+            rotation = _random_rotation(gen, positions.dtype)
+            for name, r in [("rotation", rotation)] + ([("inversion", -rotation)] if parity else []):
+                compare(name, run(positions @ r.T, template @ r.T, cell @ r.T), {f: reference[f] @ r.T for f in outputs})
+            shift = 3.0 * torch.randn(3, generator=gen, dtype=positions.dtype)
+            compare("translation", run(positions + shift, template + shift, cell), {f: reference[f] for f in outputs})
+            perm = _random_permutation(labels, gen)
+            compare("permutation", run(positions[:, perm], template, cell), {f: reference[f][:, perm] for f in outputs})
+
+    failures = [f"{name}: max error {err:.3g} in '{field}' exceeds atol {atol:.3g}"
+                for name, (err, field) in worst.items() if not err <= atol]  # not <=: also catches nan
+    if failures:
+        raise AssertionError("not equivariant: " + "; ".join(failures))
+    return {name: err for name, (err, _) in worst.items()}
+
+
+def _system_tensors(positions, sigma, cell, template_positions, species):
+    """The inputs of :func:`assert_equivariant` as tensors of one dtype, shapes checked."""
     positions = torch.as_tensor(positions)
     dtype = positions.dtype
     if positions.ndim != 3 or positions.shape[-1] != 3:
         raise ValueError(f"positions must have shape (n_samples, n_mobile, 3), got {tuple(positions.shape)}")
-    sigma = torch.as_tensor(sigma, dtype=dtype)
-    cell = torch.as_tensor(cell, dtype=dtype)
-    template = (
-        torch.zeros(0, 3, dtype=dtype) if template_positions is None else torch.as_tensor(template_positions, dtype=dtype).reshape(-1, 3)
-    )
+    template = (torch.zeros(0, 3, dtype=dtype) if template_positions is None
+                else torch.as_tensor(template_positions, dtype=dtype).reshape(-1, 3))
     n_mobile = positions.shape[1]
-    labels = torch.zeros(n_mobile, dtype=torch.long) if species is None else torch.as_tensor(species, dtype=torch.long).reshape(-1)
+    labels = (torch.zeros(n_mobile, dtype=torch.long) if species is None
+              else torch.as_tensor(species, dtype=torch.long).reshape(-1))
     if labels.shape[0] != n_mobile:
         raise ValueError(f"species has {labels.shape[0]} entries for {n_mobile} mobile atoms")
-    if isinstance(generator, torch.Generator):
-        gen = generator
-    else:
-        gen = torch.Generator().manual_seed(0 if generator is None else int(generator))
+    return positions, torch.as_tensor(sigma, dtype=dtype), torch.as_tensor(cell, dtype=dtype), template, labels
 
+
+@contextmanager
+def _eval_mode(model):
+    """``model`` in eval mode for the block, its training mode restored after."""
     training = getattr(model, "training", None)
     if training is not None:
         model.eval()
     try:
-        with torch.no_grad():
-
-            fields = (*outputs, *invariants)
-
-            def run(x, tpos, c):
-                return _outputs(model(x, sigma, graph_builder(tpos, c)), fields)
-
-            reference = run(positions, template, cell)
-            worst: dict[str, tuple[float, str]] = {}
-
-            def compare(name, got, moved):
-                expected = {**moved, **{f: reference[f] for f in invariants}}  # invariants stay put
-                for field in fields:
-                    err = float((got[field] - expected[field]).abs().max()) if got[field].numel() else 0.0
-                    if name not in worst or err > worst[name][0]:
-                        worst[name] = (err, field)
-
-            for _ in range(n_trials):
-                rotation = _random_rotation(gen, dtype)
-                improper = [("rotation", rotation)] + ([("inversion", -rotation)] if parity else [])
-                for name, r in improper:
-                    got = run(positions @ r.T, template @ r.T, cell @ r.T)
-                    compare(name, got, {f: reference[f] @ r.T for f in outputs})
-
-                shift = 3.0 * torch.randn(3, generator=gen, dtype=dtype)
-                compare("translation", run(positions + shift, template + shift, cell), {f: reference[f] for f in outputs})
-
-                perm = _random_permutation(labels, gen)
-                got = run(positions[:, perm], template, cell)
-                compare("permutation", got, {f: reference[f][:, perm] for f in outputs})
+        yield
     finally:
         if training:
             model.train()
-
-    failures = [
-        f"{name}: max error {err:.3g} in '{field}' exceeds atol {atol:.3g}"
-        for name, (err, field) in worst.items()
-        if not err <= atol  # also catches nan
-    ]
-    if failures:
-        raise AssertionError("not equivariant: " + "; ".join(failures))
-    return {name: err for name, (err, _) in worst.items()}

@@ -221,26 +221,18 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     header = {"system": system.to_dict(), "budget": budget}
-    records = []
-    if results_path.exists():
-        previous = json.loads(results_path.read_text())
-        records = previous.get("records", [])
-        budgets = sorted({r.get("budget") for r in records} - {budget}, key=str)
-        if budgets:  # its runs/ would be resumed under another budget, and its records dropped
-            from godiff.errors import ConfigError
+    records = _previous_records(results_path, budget)
 
-            raise ConfigError(f"{out}: holds runs at budget {', '.join(map(str, budgets))}, not {budget}; "
-                              "give another --out for another budget")
+    def keep(record: dict) -> None:  # each record on disk the moment its run ends
+        nonlocal records
+        records = [r for r in records if (r["method"], r["seed"]) != (record["method"], record["seed"])] + [record]
+        atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
+        if progress:
+            progress(record)
+
     done = {(r["method"], r["seed"]) for r in records}
     todo = [(m, s) for m in methods for s in range(seeds) if (m, s) not in done]
-
-    def save():
-        atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
-
-    pairs = set(product(methods, range(seeds)))
-    stale = [r for r in records if (r["method"], r["seed"]) in pairs
-             and (r.get("judge") != criterion(system, trajectories=get_method(r["method"]).trajectories)
-                  or (_lacks_unrelaxed_figures(system, r) and (Path(r["run_dir"]) / "run.json").exists()))]
+    stale = _stale_records(system, records, set(product(methods, range(seeds))))
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     if todo or stale:
         with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,),
@@ -249,17 +241,35 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
             futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success)
                         for m, s in todo]
             for fut in as_completed(futures):
-                record = fut.result()
-                records = [r for r in records if (r["method"], r["seed"]) != (record["method"], record["seed"])]
-                records.append(record)
-                save()
-                if progress:
-                    progress(record)
-    save()
+                keep(fut.result())
+    atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
     wanted = [r for r in records if r["method"] in methods and r["seed"] < seeds]
     atomic_write_text(out / "table.md", table_markdown(summarize(wanted, methods), system=system, budget=budget))
     plot_success(wanted, out / "success_vs_evaluations.png", budget=budget, title=f"{system.name}, {budget} evaluations")
     return wanted
+
+
+def _previous_records(results_path: Path, budget: int) -> list[dict]:
+    """The records of an earlier invocation; refused when they were run at another budget (its
+    runs/ would be resumed under the new one, and its records dropped)."""
+    if not results_path.exists():
+        return []
+    records = json.loads(results_path.read_text()).get("records", [])
+    budgets = sorted({r.get("budget") for r in records} - {budget}, key=str)
+    if budgets:
+        from godiff.errors import ConfigError
+
+        raise ConfigError(f"{results_path.parent}: holds runs at budget {', '.join(map(str, budgets))}, not {budget}; "
+                          "give another --out for another budget")
+    return records
+
+
+def _stale_records(system, records: list[dict], pairs: set) -> list[dict]:
+    """Records of the asked (method, seed) pairs judged by another criterion than today's, or
+    lacking the unrelaxed figures while their run directory is still there to judge again."""
+    return [r for r in records if (r["method"], r["seed"]) in pairs
+            and (r.get("judge") != criterion(system, trajectories=get_method(r["method"]).trajectories)
+                 or (_lacks_unrelaxed_figures(system, r) and (Path(r["run_dir"]) / "run.json").exists()))]
 
 
 def _lacks_unrelaxed_figures(system, record: dict) -> bool:

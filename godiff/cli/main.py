@@ -26,7 +26,7 @@ import click
 
 from godiff import __version__
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_energy
-from godiff.errors import ConfigError, GodiffError
+from godiff.errors import ConfigError, GodiffError, one_line
 
 __all__ = ["cli", "main"]
 
@@ -57,14 +57,9 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-MAX_MESSAGE = 2000  # characters of an error message shown on its one line
-
-
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-    if len(text) > MAX_MESSAGE:
-        text = text[:MAX_MESSAGE] + " ..."
-    return text or type(exc).__name__
+    """An exception's message on one line (its type when it has none)."""
+    return one_line(exc) or type(exc).__name__
 
 
 def _show_traceback(wanted: bool) -> None:

@@ -64,7 +64,7 @@ from ase.data import atomic_numbers, covalent_radii
 
 import godiff.box as _box_kinds
 from godiff.energy import KNOWN_CALCULATORS, energy_unit
-from godiff.errors import SystemFileError, SystemNotFoundError
+from godiff.errors import SystemFileError, SystemNotFoundError, one_line
 from godiff.errors import shown as _shown
 from godiff.system.boxes import (  # noqa: F401
     Box,
@@ -90,7 +90,6 @@ from godiff.system.fields import (  # noqa: F401  # re-exported
     _check_keys,
     _fail,
     _format_formula,
-    _one_line,
     parse_formula,
 )
 from godiff.system.specs import (  # noqa: F401
@@ -303,14 +302,14 @@ class System:
         except IsADirectoryError:
             raise SystemFileError(f"{path}: is a directory, not a system file") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise SystemFileError(f"{path}: cannot read: {_one_line(exc)}") from None
+            raise SystemFileError(f"{path}: cannot read: {one_line(exc)}") from None
         try:
             data = yaml.load(text, Loader=_SystemLoader)  # noqa: S506 (a SafeLoader without aliases)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or _one_line(exc)
+            problem = getattr(exc, "problem", None) or one_line(exc)
             where = f"line {mark.line + 1}: " if mark is not None else ""
-            raise SystemFileError(f"{path}: not valid YAML ({where}{_one_line(problem)})") from None
+            raise SystemFileError(f"{path}: not valid YAML ({where}{one_line(problem)})") from None
         if not isinstance(data, Mapping):
             raise SystemFileError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
         data = dict(data)

@@ -15,7 +15,7 @@ import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from godiff.energy import CALCULATOR_OPTIONS
-from godiff.errors import SystemFileError
+from godiff.errors import SystemFileError, one_line
 from godiff.errors import shown as _shown
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,8 @@ _ELEMENTS = frozenset(chemical_symbols[1:])  # 'X' (dummy, Z = 0) is not an elem
 # --------------------------------------------------------------------------------------
 
 
-def _one_line(text: object) -> str:
-    """Collapse whitespace so that a message from a third party fits on one line."""
-    return " ".join(str(text).split())
-
-
 def _fail(where: str, what: str) -> SystemFileError:
-    return SystemFileError(f"{where}: {_one_line(what)}" if where else _one_line(what))
+    return SystemFileError(f"{where}: {one_line(what)}" if where else one_line(what))
 
 
 def _check_keys(where: str, data: Mapping, known: Sequence[str]) -> None:

@@ -16,6 +16,7 @@ import ase.io
 import numpy as np
 
 from godiff.digests import leaves
+from godiff.errors import one_line
 from godiff.errors import shown as _shown
 from godiff.system.fields import (  # noqa: F401
     _CELL_TOLERANCE,
@@ -31,7 +32,6 @@ from godiff.system.fields import (  # noqa: F401
     _check_element,
     _check_keys,
     _fail,
-    _one_line,
 )
 
 # --------------------------------------------------------------------------------------
@@ -78,67 +78,82 @@ def _normalize_template(spec: object) -> dict[str, Any]:
     if not (has_builder or has_file):
         raise _fail("template", f"needs 'builder' ({', '.join(_KNOWN_BUILDERS)}) or 'file'")
     frozen = _normalize_frozen(spec.get("frozen", "all"))
+    out = _file_template(spec) if has_file else _builder_template(spec)
+    out["frozen"] = frozen
+    return out
 
-    if has_file:
-        _check_keys("template", spec, _FILE_FIELDS)
-        name = _as_str("template.file", spec["file"])
-        out: dict[str, Any] = {"file": _resolve(name, None)}
-        out["index"] = _as_int("template.index", spec.get("index", -1))
-        if spec.get("format") is not None:
-            out["format"] = _as_str("template.format", spec["format"])
-        out["frozen"] = frozen
-        return out
 
+def _file_template(spec: Mapping) -> dict[str, Any]:
+    _check_keys("template", spec, _FILE_FIELDS)
+    out: dict[str, Any] = {"file": _resolve(_as_str("template.file", spec["file"]), None)}
+    out["index"] = _as_int("template.index", spec.get("index", -1))
+    if spec.get("format") is not None:
+        out["format"] = _as_str("template.format", spec["format"])
+    return out
+
+
+def _builder_template(spec: Mapping) -> dict[str, Any]:
     builder = spec["builder"]
     if builder not in _KNOWN_BUILDERS:
         raise _fail("template.builder", f"unknown {_shown(builder)} (known: {', '.join(_KNOWN_BUILDERS)})")
-    known = ("builder", *_builder_fields(builder), "frozen")
-    _check_keys("template", spec, known)
-    out = {"builder": builder}
+    _check_keys("template", spec, ("builder", *_builder_fields(builder), "frozen"))
     if "symbol" not in spec:
         raise _fail("template.symbol", f"missing (the {builder} builder needs an element)")
-    out["symbol"] = _check_element("template.symbol", spec["symbol"])
-    if builder == "surface":
-        for key in ("indices", "layers"):
-            if key not in spec:
-                raise _fail(f"template.{key}", "missing (the surface builder needs indices and layers)")
-        indices = spec["indices"]
-        if isinstance(indices, (str, Mapping)) or not isinstance(indices, (Sequence, np.ndarray)):
-            raise _fail("template.indices", f"expected 3 Miller indices, got {_shown(indices)}")
-        if len(indices) != 3:
-            raise _fail("template.indices", f"expected 3 Miller indices, got {len(indices)}")
-        out["indices"] = [_as_int("template.indices", i) for i in indices]
-        if not any(out["indices"]):
-            raise _fail("template.indices", "must not all be zero")
-        out["layers"] = _as_int("template.layers", spec["layers"])
-        if out["layers"] <= 0:
-            raise _fail("template.layers", f"must be positive (got {out['layers']})")
-    else:
-        if "size" not in spec:
-            raise _fail("template.size", f"missing (the {builder} builder needs [nx, ny, layers])")
-        size = spec["size"]
-        if isinstance(size, (str, Mapping)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 3:
-            raise _fail("template.size", f"expected 3 positive integers, got {_shown(size)}")
-        out["size"] = [_as_int("template.size", n) for n in size]
-        if min(out["size"]) <= 0:
-            raise _fail("template.size", f"expected 3 positive integers, got {out['size']}")
+    out = {"builder": builder, "symbol": _check_element("template.symbol", spec["symbol"])}
+    out.update(_surface_shape(spec) if builder == "surface" else _slab_size(spec, builder))
     for key, value in spec.items():
         if key in out or key == "frozen" or value is None:  # None means the ase default
             continue
-        if key in ("a", "c"):
-            out[key] = _as_positive(f"template.{key}", _as_length(f"template.{key}", value))
-        elif key == "vacuum":
-            out[key] = _as_length("template.vacuum", value)
-            if out[key] < 0:
-                raise _fail("template.vacuum", f"must be >= 0 (got {out[key]})")
-        elif key == "orthogonal":
-            if not isinstance(value, bool):
-                raise _fail("template.orthogonal", f"expected true or false, got {_shown(value)}")
-            out[key] = value
-        else:  # a keyword a future ase builder accepts: pass through as written
-            out[key] = value
-    out["frozen"] = frozen
+        out[key] = _builder_option(key, value)
     return out
+
+
+def _surface_shape(spec: Mapping) -> dict[str, Any]:
+    """``indices`` and ``layers`` of the ``surface`` builder."""
+    for key in ("indices", "layers"):
+        if key not in spec:
+            raise _fail(f"template.{key}", "missing (the surface builder needs indices and layers)")
+    indices = spec["indices"]
+    if isinstance(indices, (str, Mapping)) or not isinstance(indices, (Sequence, np.ndarray)):
+        raise _fail("template.indices", f"expected 3 Miller indices, got {_shown(indices)}")
+    if len(indices) != 3:
+        raise _fail("template.indices", f"expected 3 Miller indices, got {len(indices)}")
+    out = {"indices": [_as_int("template.indices", i) for i in indices]}
+    if not any(out["indices"]):
+        raise _fail("template.indices", "must not all be zero")
+    out["layers"] = _as_int("template.layers", spec["layers"])
+    if out["layers"] <= 0:
+        raise _fail("template.layers", f"must be positive (got {out['layers']})")
+    return out
+
+
+def _slab_size(spec: Mapping, builder: str) -> dict[str, Any]:
+    """``size`` ([nx, ny, layers]) of the fcc111-like builders."""
+    if "size" not in spec:
+        raise _fail("template.size", f"missing (the {builder} builder needs [nx, ny, layers])")
+    size = spec["size"]
+    if isinstance(size, (str, Mapping)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 3:
+        raise _fail("template.size", f"expected 3 positive integers, got {_shown(size)}")
+    out = {"size": [_as_int("template.size", n) for n in size]}
+    if min(out["size"]) <= 0:
+        raise _fail("template.size", f"expected 3 positive integers, got {out['size']}")
+    return out
+
+
+def _builder_option(key: str, value: object) -> object:
+    """A builder's optional keyword, checked where godiff knows its meaning."""
+    if key in ("a", "c"):
+        return _as_positive(f"template.{key}", _as_length(f"template.{key}", value))
+    if key == "vacuum":
+        vacuum = _as_length("template.vacuum", value)
+        if vacuum < 0:
+            raise _fail("template.vacuum", f"must be >= 0 (got {vacuum})")
+        return vacuum
+    if key == "orthogonal":
+        if not isinstance(value, bool):
+            raise _fail("template.orthogonal", f"expected true or false, got {_shown(value)}")
+        return value
+    return value  # a keyword a future ase builder accepts: pass through as written
 
 
 def _resolve(path: str, base_dir: str | Path | None) -> str:
@@ -172,7 +187,7 @@ def _build_template(spec: Mapping[str, Any]) -> ase.Atoms:
         try:
             atoms = ase.io.read(path, index=spec["index"], format=spec.get("format"))
         except Exception as exc:  # ase raises many types for a bad file; report, don't crash
-            reason = _one_line(exc) or type(exc).__name__
+            reason = one_line(exc) or type(exc).__name__
             raise _fail("template.file", f"cannot read '{path}': {reason}") from exc
         if not isinstance(atoms, ase.Atoms):
             raise _fail("template.index", "must select a single structure, not several")
