@@ -272,3 +272,12 @@ def test_stop_at_success_gives_the_figures_of_the_post_hoc_judge(tmp_path):
     figures = [record["evaluations_to_success"], record["evaluations_to_energy"]]
     expected = 40 if None in figures else 8 * -(-max(figures) // 8)  # ran on until both were in, no further
     assert record["evaluations"] == len(rows) == expected
+
+
+def test_every_committed_benchmark_table_regenerates_from_its_records():
+    from pathlib import Path
+
+    results = sorted((Path(__file__).parents[1] / "benchmarks").glob("*/results.json"))
+    assert results, "the repository keeps its benchmark records in benchmarks/*/results.json"
+    for path in results:
+        assert harness.table_of_results(path) == (path.parent / "table.md").read_text(), f"{path.parent.name}/table.md"

@@ -220,7 +220,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    header = {"system": system.to_dict(), "budget": budget}
+    header = {"system": system.to_dict(), "budget": budget, "methods": list(methods), "seeds": seeds}
     records = _previous_records(results_path, budget)
 
     def keep(record: dict) -> None:  # each record on disk the moment its run ends
@@ -244,9 +244,23 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
                 keep(fut.result())
     atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
     wanted = [r for r in records if r["method"] in methods and r["seed"] < seeds]
-    atomic_write_text(out / "table.md", table_markdown(summarize(wanted, methods), system=system, budget=budget))
+    atomic_write_text(out / "table.md", table_of_results(results_path))
     plot_success(wanted, out / "success_vs_evaluations.png", budget=budget, title=f"{system.name}, {budget} evaluations")
     return wanted
+
+
+def table_of_results(path) -> str:
+    """The ``table.md`` of a benchmark's ``results.json``, from that file alone: its records of
+    the methods and seeds its last invocation asked for (a directory written before the file
+    kept them: every method, in the order of its records)."""
+    from godiff.system import System
+
+    data = json.loads(Path(path).read_text())
+    records = data["records"]
+    methods = data.get("methods") or list(dict.fromkeys(r["method"] for r in records))
+    seeds = data.get("seeds")
+    wanted = [r for r in records if r["method"] in methods and (seeds is None or r["seed"] < seeds)]
+    return table_markdown(summarize(wanted, methods), system=System.from_dict(data["system"]), budget=data["budget"])
 
 
 def _previous_records(results_path: Path, budget: int) -> list[dict]:
