@@ -197,6 +197,9 @@ class Search:
             search writes nothing). Default ``runs/<system>-<time>``.
         calculator: an ASE calculator object to use instead of the system's energy spec.
         model: a pretrained :class:`ScoreModel` to start from (its architecture is kept).
+        executor: a :class:`concurrent.futures.Executor` to evaluate on (e.g. a Dask cluster's,
+            :func:`godiff.cluster.dask_executor`); the caller owns it. Default: ``workers``
+            processes of this machine.
 
     Example:
         >>> import godiff
@@ -204,10 +207,11 @@ class Search:
         ...                        steps=5, out=tmp_path / "run").run()   # doctest: +SKIP
     """
 
-    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, _run: RunDir | None = None, **overrides):
+    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, executor=None, _run: RunDir | None = None, **overrides):
         from godiff.system import load_system
 
         self.system = load_system(system)
+        self.executor = executor
         self.config = (config or SearchConfig()).with_overrides(**overrides)
         self.calculator = calculator
         self.parent = parent
@@ -259,7 +263,7 @@ class Search:
         from godiff.energy import Evaluator
 
         energy = self.calculator if self.calculator is not None else self.system.energy
-        evaluator = Evaluator(energy, workers=self.config.workers)
+        evaluator = Evaluator(energy, workers=self.config.workers, executor=self.executor)
         evaluator.check()
         return evaluator
 
@@ -281,7 +285,7 @@ class Search:
     # -- resume -------------------------------------------------------------------------------
     @classmethod
     def resume(cls, path, *, calculator=None, read_only: bool = False, from_checkpoint: int | None = None,
-               rebuild_database: bool = False, **overrides) -> "Search":
+               rebuild_database: bool = False, executor=None, **overrides) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
         ``overrides`` may change only ``workers`` and ``iterations``; a changed setting is written
@@ -313,7 +317,7 @@ class Search:
                 raise NotARunError(f"{path}: not a godiff search (a {manifest.method or 'benchmark'} run); it cannot be resumed")
             system = System.from_dict(manifest.system)
             config = SearchConfig.from_dict(manifest.search)
-            search = cls(system, config=config, calculator=calculator, parent=manifest.parent, _run=run, **overrides)
+            search = cls(system, config=config, calculator=calculator, parent=manifest.parent, executor=executor, _run=run, **overrides)
             search._restore(read_only=read_only, from_checkpoint=from_checkpoint, rebuild=rebuild_database)
         except BaseException:
             run.release()

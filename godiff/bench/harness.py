@@ -135,7 +135,7 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
 
 
 def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None,
-            start_from: str | None = None, stop_at_success: bool = False) -> dict:
+            start_from: str | None = None, stop_at_success: bool = False, dask: str | None = None) -> dict:
     """Run one (method, seed) and judge it; returns its record. Runs in a worker process.
 
     ``stop_at_success``: a method that can be stopped (godiff's) ends after the iteration in which
@@ -143,8 +143,10 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
     (:class:`godiff.bench.success.SuccessWatch`); both figures are the same as in a full run, its
     ``evaluations`` and best energy are those of the shortened run. ``stopped_at_success`` says
     that the watch ended it; a run that never saw both figures ran its whole schedule.
+    ``dask``: the address of a Dask cluster to evaluate on (:mod:`godiff.cluster`).
     """
     from godiff.bench.success import SuccessWatch
+    from godiff.cluster import dask_executor
     from godiff.system import System
 
     system = System.from_dict(system_dict)
@@ -157,7 +159,8 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
     watch = None
     if stop_at_success and spec.stoppable:
         watch = extra["stop"] = SuccessWatch(system, reference=reference, tolerance=tolerance)
-    spec.run(system, seed=seed, budget=budget, out=run_dir, **extra, **(overrides or {}))
+    with dask_executor(dask) as executor:
+        spec.run(system, seed=seed, budget=budget, out=run_dir, executor=executor, **extra, **(overrides or {}))
     wall = time.perf_counter() - start
     return {
         "method": method,
@@ -198,7 +201,7 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
 
 def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
                   overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False,
-                  threads: int | None = None) -> list[dict]:
+                  threads: int | None = None, dask: str | None = None) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
     Args:
@@ -214,9 +217,15 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         start: the zoo model ``godiff-transfer`` starts from (default: the closest related one).
         stop_at_success: end godiff runs once both their success figures are in (saves the rest
             of the budget; see :func:`run_one`).
+        dask: evaluate on the Dask cluster at this address (:mod:`godiff.cluster`; each run
+            connects on its own, and ``local:N`` starts N workers for each run).
     """
     for m in methods:
         get_method(m)
+    if dask is not None:
+        from godiff.cluster import parse_address
+
+        parse_address(dask)  # a bad address fails here, not in every run
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -238,8 +247,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,),
                                  mp_context=worker_context()) as pool:  # never fork a process with torch threads
             futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
-            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success)
-                        for m, s in todo]
+            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success,
+                                    dask) for m, s in todo]
             for fut in as_completed(futures):
                 keep(fut.result())
     atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))

@@ -27,8 +27,9 @@ class Method:
     Attributes:
         name: as given on the command line.
         description: one line for tables and help.
-        run: ``run(system, *, seed, budget, out, **overrides) -> None``; writes a run directory at
-            ``out``; ``overrides`` are search settings (godiff methods only).
+        run: ``run(system, *, seed, budget, out, executor=None, **overrides) -> None``; writes a
+            run directory at ``out``, evaluating on ``executor`` (a Dask cluster's, say; default:
+            this process); ``overrides`` are search settings (godiff methods only).
         trajectories: each ``iteration`` of its rows is one local relaxation (see
             :func:`godiff.bench.success.first_success`).
         pretrained: starts from a zoo model; its ``run`` takes ``start`` (a zoo reference or None).
@@ -45,22 +46,23 @@ class Method:
 
 
 def _godiff(name: str, **settings) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, stop=None, **overrides) -> None:
+    def run(system, *, seed: int, budget: int, out: Path, stop=None, executor=None, **overrides) -> None:
         from godiff.search import Search, SearchConfig
 
         config = SearchConfig().with_overrides(seed=seed, **{**settings, **overrides})
         iterations = max(1, budget // config.samples)
         if (Path(out) / "run.json").exists():
-            search = Search.resume(out, iterations=iterations)
+            search = Search.resume(out, iterations=iterations, executor=executor)
         else:
-            search = Search(system, config=config, iterations=iterations, out=out,
+            search = Search(system, config=config, iterations=iterations, out=out, executor=executor,
                             command=f"godiff bench (method {name}, seed {seed}, budget {budget})")
         search.run(stop=stop)
 
     return run
 
 
-def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, stop=None, **overrides) -> None:
+def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, stop=None, executor=None,
+                     **overrides) -> None:
     """The fine-tune search of :func:`godiff.zoo.transfer.start_search` from ``start`` or the
     closest related registered model, with the transfer preset's iterations, fewer if the budget
     is smaller; nothing is registered."""
@@ -71,9 +73,9 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, s
     first = config.first_samples or config.samples
     iterations = max(1, min(config.iterations, 1 + (budget - first) // config.samples))
     if (Path(out) / "run.json").exists():
-        Search.resume(out, iterations=iterations).run(stop=stop)
+        Search.resume(out, iterations=iterations, executor=executor).run(stop=stop)
         return
-    search = start_search(system, start=start, out=out, seed=seed, **{**overrides, "iterations": iterations},
+    search = start_search(system, start=start, out=out, seed=seed, executor=executor, **{**overrides, "iterations": iterations},
                           command=f"godiff bench (method godiff-transfer, seed {seed}, budget {budget})")
     search.run(stop=stop)
 
@@ -89,12 +91,12 @@ METHODS: dict[str, Method] = {
 
 
 def _classical(name: str, **kwargs) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, **overrides) -> None:
+    def run(system, *, seed: int, budget: int, out: Path, executor=None, **overrides) -> None:
         from godiff.bench import classical
 
         func = {"random": classical.run_random, "rss": classical.run_rss,
                 "basin-hopping": classical.run_basin_hopping}[name]
-        func(system, seed=seed, budget=budget, out=out, **kwargs)
+        func(system, seed=seed, budget=budget, out=out, executor=executor, **kwargs)
 
     return run
 
@@ -111,12 +113,12 @@ METHODS.update({
 
 
 def _agox(name: str) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, **overrides) -> None:
+    def run(system, *, seed: int, budget: int, out: Path, executor=None, **overrides) -> None:
         from godiff.bench import agox
 
         func = {"agox-random": agox.run_agox_random, "agox-basin-hopping": agox.run_agox_basin_hopping,
                 "agox-gofee": agox.run_agox_gofee}[name]
-        func(system, seed=seed, budget=budget, out=out)
+        func(system, seed=seed, budget=budget, out=out, executor=executor)
 
     return run
 

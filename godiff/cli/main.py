@@ -256,6 +256,20 @@ def search_options(command):
     return command
 
 
+def dask_option(command):
+    """``--dask ADDRESS``: evaluate on a Dask cluster (:mod:`godiff.cluster`)."""
+    def check(ctx, param, value):
+        if value is not None:
+            from godiff.cluster import parse_address
+
+            parse_address(value)
+        return value
+
+    return click.option("--dask", metavar="ADDRESS", default=None, callback=check,
+                        help="Evaluate energies on Dask: local:N (N worker processes here) or a scheduler "
+                             "address such as tcp://head:8786 (pip install 'godiff[dask]').")(command)
+
+
 def threads_option(command):
     """``--threads N``: torch and BLAS threads of this process (:func:`godiff.threads.limit_threads`)."""
     return click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -274,8 +288,9 @@ def threads_option(command):
                    "options given here override it).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
+@dask_option
 @click.pass_context
-def run(ctx, system, out, start_from, quiet, threads, **options):
+def run(ctx, system, out, start_from, quiet, threads, dask, **options):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -288,15 +303,18 @@ def run(ctx, system, out, start_from, quiet, threads, **options):
     from godiff.search import Search
     from godiff.threads import limit_threads
 
+    from godiff.cluster import dask_executor
+
     limit_threads(threads)
+    with dask_executor(dask) as executor:
+        if start_from is not None:  # the one search from a zoo model: the transfer preset, options on top
+            from godiff.zoo.transfer import start_search
 
-    if start_from is not None:  # the one search from a zoo model: the transfer preset, options on top
-        from godiff.zoo.transfer import start_search
-
-        search = start_search(system_obj, start=start_from, out=out, command=_command_line(ctx), **options)
-    else:
-        search = Search(system_obj, out=out, command=_command_line(ctx), **options)
-    _drive(search, quiet=quiet, resumed=False)
+            search = start_search(system_obj, start=start_from, out=out, command=_command_line(ctx),
+                                  executor=executor, **options)
+        else:
+            search = Search(system_obj, out=out, command=_command_line(ctx), executor=executor, **options)
+        _drive(search, quiet=quiet, resumed=False)
 
 
 @cli.command()
@@ -311,8 +329,9 @@ def run(ctx, system, out, start_from, quiet, threads, **options):
                    "finished iterations again.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
+@dask_option
 @click.pass_context
-def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database, quiet, threads):
+def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database, quiet, threads, dask):
     """Continue the run in DIR from its last checkpoint.
 
     The evaluations of an unfinished iteration are kept; only the missing ones are computed.
@@ -322,11 +341,14 @@ def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database,
     from godiff.search import Search
     from godiff.threads import limit_threads
 
+    from godiff.cluster import dask_executor
+
     _quiet_logging(ctx, quiet)
     limit_threads(threads)
-    search = Search.resume(run_dir, workers=workers, iterations=iterations,
-                           from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
-    _drive(search, quiet=quiet, resumed=True)
+    with dask_executor(dask) as executor:
+        search = Search.resume(run_dir, workers=workers, iterations=iterations, executor=executor,
+                               from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
+        _drive(search, quiet=quiet, resumed=True)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -366,7 +388,8 @@ def report(run_dir, out):
                    "names as in godiff.SearchConfig and godiff.SamplerConfig).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch and BLAS threads of each run (default: cores // jobs; lower it when other work shares the machine).")
-def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads):
+@dask_option
+def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads, dask):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -387,7 +410,7 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, set
                    f"best {record['best_energy']:.4f} {sys_obj.energy_unit()}, {record['wall_seconds']:.0f} s", err=True)
 
     run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
-                  stop_at_success=stop_at_success, overrides=overrides or None, threads=threads)
+                  stop_at_success=stop_at_success, overrides=overrides or None, threads=threads, dask=dask)
     click.echo((Path(out) / "table.md").read_text())
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from godiff import __version__
-from godiff.cli.main import GodiffGroup, search_options, threads_option
+from godiff.cli.main import GodiffGroup, dask_option, search_options, threads_option
 
 __all__ = ["cli", "main"]
 
@@ -177,13 +177,15 @@ def match(system, top):
 @search_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
+@dask_option
 @click.pass_context
-def finetune(ctx, system, start, name, version, force, out, quiet, threads, **options):
+def finetune(ctx, system, start, name, version, force, out, quiet, threads, dask, **options):
     """Search SYSTEM starting from the closest registered model (or --from), then register the result.
 
     The same search as 'godiff run SYSTEM --from MODEL', with the same live progress.
     """
     from godiff.cli.main import _command_line, _drive, _quiet_logging
+    from godiff.cluster import dask_executor
     from godiff.system import load_system
     from godiff.threads import limit_threads
     from godiff.zoo.transfer import register_result, start_search
@@ -192,8 +194,9 @@ def finetune(ctx, system, start, name, version, force, out, quiet, threads, **op
     system_obj = load_system(system)  # a bad file fails before torch is imported
     limit_threads(threads)
 
-    search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), **options)
-    result = _drive(search, quiet=quiet, resumed=False)
+    with dask_executor(dask) as executor:
+        search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), executor=executor, **options)
+        result = _drive(search, quiet=quiet, resumed=False)
     entry = register_result(result, search.system, search.parent, name=name, version=version, force=force)
     click.echo(f"registered      {entry.ref} (parent {entry.metadata().training.parent})")
 

@@ -105,7 +105,8 @@ def choose(system, *, start=None, registry=None):
     return load(best.entry.path)
 
 
-def start_search(system, *, start=None, registry=None, out=None, command: str | None = None, calculator=None, **overrides):
+def start_search(system, *, start=None, registry=None, out=None, command: str | None = None, calculator=None,
+                 executor=None, **overrides):
     """The one search that starts from a zoo model, used by ``godiff run --from``,
     ``godiff-zoo finetune`` and the harness's ``godiff-transfer``: the model ``start`` (or the
     closest related registered one), adapted to ``system`` (:func:`adapt`), searched with
@@ -120,7 +121,7 @@ def start_search(system, *, start=None, registry=None, out=None, command: str | 
     for new, source in mapping.items():
         log.info("species %s starts from the embedding of %s", new, source)
     return Search(system, out=out, model=model, parent=lineage_ref(start, parent), command=command,
-                  calculator=calculator, **transfer_settings(**overrides))
+                  calculator=calculator, executor=executor, **transfer_settings(**overrides))
 
 
 def transfer_settings(**overrides) -> dict:
@@ -151,7 +152,8 @@ def register_result(result, system, parent: str, *, registry=None, name: str | N
 
 
 def finetune(system, *, start=None, registry=None, out=None, name: str | None = None, version: str = "1.0.0",
-             force: bool = False, command: str | None = None, calculator=None, progress=None, **overrides):
+             force: bool = False, command: str | None = None, calculator=None, executor=None, progress=None,
+             **overrides):
     """Fine-tune from ``start`` (or the closest related model) on ``system``; returns ``(result, entry)``.
 
     Args:
@@ -165,7 +167,8 @@ def finetune(system, *, start=None, registry=None, out=None, name: str | None = 
     from godiff.zoo.registry import Registry
 
     registry = registry or Registry()
-    search = start_search(system, start=start, registry=registry, out=out, command=command, calculator=calculator, **overrides)
+    search = start_search(system, start=start, registry=registry, out=out, command=command, calculator=calculator,
+                          executor=executor, **overrides)
     result = search.run(progress=progress)
     entry = register_result(result, search.system, search.parent, registry=registry, name=name, version=version, force=force)
     return result, entry
