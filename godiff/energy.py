@@ -13,8 +13,20 @@ An energy function is described by a plain, JSON-able *spec* dict::
      "default_dtype": "float64"}
     {"calculator": "mace-mp-0", "model": "medium"}
     {"calculator": "chgnet"}
+    {"calculator": "xtb", "method": "GFN2-xTB"}            # tblite's GFN2-xTB / GFN1-xTB
+    {"calculator": "ase", "class": "ase.calculators.espresso.Espresso", "options": {...}}
 
 or given directly as any ASE :class:`~ase.calculators.calculator.Calculator`.
+
+``ase`` is any ASE calculator, built as ``class(**options)``. A system file is data that people
+share, so naming a class in it must not run arbitrary code: ``class`` is accepted only from
+``ase.calculators.*`` (checked to be a calculator class) and from the entry-point group
+``godiff.calculators``, which installed packages register (``class`` is then the entry point's
+name, or its ``module.attr``); anything else is refused in one line. A calculator that writes
+files (a :class:`~ase.calculators.calculator.FileIOCalculator` or
+:class:`~ase.calculators.genericfileio.GenericFileIOCalculator`) runs each evaluation in its own
+scratch directory (:class:`Evaluator`'s ``scratch``, a run's ``scratch/``), removed when the
+evaluation succeeds and kept, and named in its error, when it fails.
 
 Decisions (measured or reasoned; change them here, with the reason):
 
@@ -78,6 +90,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import shutil
 import socket
 import sys
 import threading
@@ -107,6 +120,7 @@ __all__ = [
     "energy_unit",
     "EvaluatorCalculator",
     "BudgetExhausted",
+    "calculator_class",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,7 +133,14 @@ CALCULATOR_OPTIONS: dict[str, dict[str, Any]] = {
     "mace": {"model": None, "device": "auto", "default_dtype": "float64"},
     "mace-mp-0": {"model": "medium", "device": "auto", "default_dtype": "float64"},
     "chgnet": {"model": None, "device": None},
+    "xtb": {"method": "GFN2-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
+            "charge": None, "multiplicity": None},
+    "ase": {"class": None, "options": {}},
 }
+
+_XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
+ENTRY_POINTS = "godiff.calculators"
+"""The entry-point group through which installed packages offer calculators to ``ase`` specs."""
 
 KNOWN_CALCULATORS: tuple[str, ...] = tuple(CALCULATOR_OPTIONS)
 """The calculator names an energy spec may use."""
@@ -248,8 +269,81 @@ def _check_mace_mp_0(out: dict[str, Any]) -> None:
     out["model"] = str(model)
 
 
+def _check_xtb(out: dict[str, Any]) -> None:
+    if out["method"] not in _XTB_METHODS:
+        raise EnergyFunctionError(f"xtb option 'method' must be one of {', '.join(_XTB_METHODS)}, not {shown(out['method'])}")
+    for key in ("accuracy", "electronic_temperature"):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise EnergyFunctionError(f"xtb option {key!r} must be a positive number, not {shown(value)}")
+        out[key] = float(value)
+    for key, low in (("max_iterations", 1), ("charge", None), ("multiplicity", 1)):
+        value = out[key]
+        if value is None and key != "max_iterations":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+            raise EnergyFunctionError(f"xtb option {key!r} must be an integer{f' >= {low}' if low else ''}, not {shown(value)}")
+
+
+def _check_ase(out: dict[str, Any]) -> None:
+    name = out["class"]
+    if not isinstance(name, str) or not name:
+        raise EnergyFunctionError("calculator 'ase' needs a class: {calculator: ase, class: ase.calculators.emt.EMT}")
+    if not isinstance(out["options"], Mapping) or not all(isinstance(k, str) for k in out["options"]):
+        raise EnergyFunctionError(f"ase option 'options' must be a mapping of keyword arguments, not {shown(out['options'])}")
+    out["options"] = dict(out["options"])
+    calculator_class(name)  # refused here, before a run starts, unless it is an allowed calculator class
+
+
+def calculator_class(name: str) -> type:
+    """The calculator class an ``ase`` spec names, if it may name it (see the module docstring):
+    ``ase.calculators.MODULE.CLASS``, or an entry point of :data:`ENTRY_POINTS` (by its name or
+    its ``module.attr``). Anything else, or something that is not a calculator class, is an
+    :class:`~godiff.errors.EnergyFunctionError` (exit 2).
+
+    Example:
+        >>> calculator_class("ase.calculators.emt.EMT").__name__
+        'EMT'
+        >>> calculator_class("os.system")
+        Traceback (most recent call last):
+        ...
+        godiff.errors.EnergyFunctionError: class 'os.system' is not an allowed calculator: give an ASE calculator (ase.calculators.MODULE.CLASS) or one an installed package registers as a godiff.calculators entry point (none registered)
+    """
+    from ase.calculators.calculator import BaseCalculator
+
+    registered = _registered_calculators()
+    if name in registered:
+        target = registered[name].load()
+    elif name.startswith("ase.calculators.") and name.count(".") >= 3 and all(p.isidentifier() for p in name.split(".")):
+        module, _, attr = name.rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise EnergyFunctionError(f"class {shown(name)}: not found ({one_line(exc)})") from None
+    else:
+        known = ", ".join(sorted(registered)) or "none registered"
+        raise EnergyFunctionError(
+            f"class {shown(name)} is not an allowed calculator: give an ASE calculator (ase.calculators.MODULE.CLASS) "
+            f"or one an installed package registers as a {ENTRY_POINTS} entry point ({known})")
+    if not (isinstance(target, type) and issubclass(target, BaseCalculator)):
+        raise EnergyFunctionError(f"class {shown(name)} is not an ASE calculator class")
+    return target
+
+
+def _registered_calculators() -> dict[str, Any]:
+    """The entry points of :data:`ENTRY_POINTS`, by name and by ``module.attr``."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=ENTRY_POINTS):
+        found[ep.name] = ep
+        found[ep.value.replace(":", ".")] = ep
+    return found
+
+
 #: The checks of each calculator's options, after the defaults are filled in (in place).
-_OPTION_CHECKS = {"lj": _check_lj, "mace": _check_mace, "mace-mp-0": _check_mace_mp_0}
+_OPTION_CHECKS = {"lj": _check_lj, "mace": _check_mace, "mace-mp-0": _check_mace_mp_0, "xtb": _check_xtb,
+                  "ase": _check_ase}
 
 
 def energy_unit(spec: Mapping[str, Any] | None) -> str:
@@ -441,12 +535,32 @@ def _build_chgnet(spec: dict[str, Any]) -> Calculator:
         ) from exc
 
 
+def _build_xtb(spec: dict[str, Any]) -> Calculator:
+    try:
+        from tblite.ase import TBLite
+    except ImportError as exc:
+        raise EnergyFunctionError(f"calculator 'xtb' needs tblite ({exc}); install it with: pip install 'godiff[xtb]'") from None
+    options = {k: spec[k] for k in ("method", "accuracy", "electronic_temperature", "max_iterations", "charge", "multiplicity")
+               if spec[k] is not None}
+    return TBLite(verbosity=0, **options)
+
+
+def _build_ase(spec: dict[str, Any]) -> Calculator:
+    cls = calculator_class(spec["class"])
+    try:
+        return cls(**spec["options"])
+    except Exception as exc:
+        raise EnergyFunctionError(f"could not build {spec['class']}: {type(exc).__name__}: {one_line(exc)}") from exc
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Calculator]] = {
     "emt": _build_emt,
     "lj": _build_lj,
     "mace": _build_mace,
     "mace-mp-0": _build_mace_mp_0,
     "chgnet": _build_chgnet,
+    "xtb": _build_xtb,
+    "ase": _build_ase,
 }
 
 
@@ -493,11 +607,35 @@ def _bare(atoms: ase.Atoms) -> ase.Atoms:
     return copy
 
 
-def _compute(calc: Calculator, atoms: ase.Atoms) -> Evaluation:
+def _writes_files(calc: Calculator) -> bool:
+    from ase.calculators.calculator import FileIOCalculator
+    from ase.calculators.genericfileio import GenericFileIOCalculator
+
+    return isinstance(calc, (FileIOCalculator, GenericFileIOCalculator))
+
+
+def _compute(calc: Calculator, atoms: ase.Atoms, scratch: str | None = None) -> Evaluation:
     """Energy and forces of a constraint-free ``atoms`` (modified: its calc is set) with ``calc``.
 
-    Never raises for a failing calculation.
+    A calculator that writes files works in its own new directory under ``scratch``, removed
+    after a success and kept (named in the error) after a failure. Never raises for a failing
+    calculation.
     """
+    directory = None
+    if scratch is not None and _writes_files(calc):
+        directory = Path(scratch) / f"eval-{uuid.uuid4().hex[:12]}"
+        directory.mkdir(parents=True)
+        calc.directory = str(directory)
+    evaluation = _calculate(calc, atoms)
+    if directory is not None:
+        if evaluation.ok:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            evaluation = _failure(f"{evaluation.error} (its files are kept in {directory})", evaluation.seconds)
+    return evaluation
+
+
+def _calculate(calc: Calculator, atoms: ase.Atoms) -> Evaluation:
     start = time.perf_counter()
     try:
         calc.reset()  # a new structure always recomputes, whatever the calculator caches
@@ -563,10 +701,11 @@ def _worker_calculator(
 
 
 def _worker_evaluate(
-    key: str, source: dict[str, Any] | bytes | None, atoms: ase.Atoms, threads: int | None
+    key: str, source: dict[str, Any] | bytes | None, atoms: ase.Atoms, threads: int | None,
+    scratch: str | None = None,
 ) -> Evaluation:
     """The task run by an executor: one calculation with this worker's calculator."""
-    return _compute(_worker_calculator(key, source, threads), atoms)
+    return _compute(_worker_calculator(key, source, threads), atoms, scratch)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -633,6 +772,9 @@ class Evaluator:
         executor: Any :class:`concurrent.futures.Executor` (or an object with the same
             ``submit``/``result`` semantics, e.g. a cluster executor) to dispatch calculations
             to; the caller owns it and must keep it open while this evaluator is used.
+        scratch: The folder under which a file-writing calculator gets one new directory per
+            evaluation (see the module docstring); ``None``: its own ``directory`` as given.
+            Workers of another machine need it on a shared file system.
 
     Attributes:
         spec: The normalized energy spec (see :func:`normalize_spec`), or ``None`` when a
@@ -658,10 +800,12 @@ class Evaluator:
         *,
         workers: int = 1,
         executor: concurrent.futures.Executor | None = None,
+        scratch: str | os.PathLike | None = None,
     ):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be a positive integer, not {shown(workers)}")
         self.workers = workers
+        self.scratch = scratch
         self._lock = threading.Lock()
         self._n_calls = 0
         self._n_failed = 0
@@ -747,7 +891,7 @@ class Evaluator:
             for index, (atoms, payload) in enumerate(zip(structures, payloads)):
                 with self._lock:
                     self._n_calls += 1
-                evaluation = _compute(self._calc, payload)
+                evaluation = _compute(self._calc, payload, self._scratch())
                 self._record(index, len(structures), evaluation)
                 results.append(evaluation)
                 if on_result is not None:
@@ -784,7 +928,7 @@ class Evaluator:
                 with self._lock:
                     self._n_calls += 1
                 try:
-                    future = executor.submit(_worker_evaluate, self._key, source, payload, threads)
+                    future = executor.submit(_worker_evaluate, self._key, source, payload, threads, self._scratch())
                 except Exception as exc:  # a broken or shut-down executor
                     self._pool_broken |= isinstance(exc, BrokenProcessPool)
                     early.append((index, _failure(_one_line(exc))))
@@ -807,6 +951,9 @@ class Evaluator:
         finally:
             self._cancel(futures)
         return results  # type: ignore[return-value]
+
+    def _scratch(self) -> str | None:
+        return None if self.scratch is None else str(self.scratch)
 
     def _cancel(self, futures: dict[concurrent.futures.Future, int]) -> None:
         """Cancel the queued futures (uncounted); the running ones are left in ``futures``."""

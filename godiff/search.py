@@ -463,6 +463,7 @@ class Search:
         evaluator, self._evaluator = self._evaluator or self._open_evaluator(), None
         if self._to_create is not None:
             self._create_run_dir()
+        evaluator.scratch = self.run_dir.path / "scratch"  # a file-writing calculator's directories
         self.run_dir.lock()
         try:
             with evaluator:

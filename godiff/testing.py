@@ -10,9 +10,6 @@ output rotates with the system, is unchanged by a translation and is permuted wi
 
 :func:`system_graph_builder` makes the ``graph_builder`` for godiff's own
 :class:`~godiff.score.SystemGraph`.
-
-:class:`SlowEMT` is ASE's EMT that takes a given time per calculation: a stand-in for an
-expensive energy function, to check and measure parallel dispatch (a Dask cluster, say).
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["assert_equivariant", "system_graph_builder", "SlowEMT"]
+__all__ = ["assert_equivariant", "system_graph_builder"]
 
 
 def system_graph_builder(
@@ -232,31 +229,3 @@ def _eval_mode(model):
         if training:
             model.train()
 
-
-def _emt_base():
-    from ase.calculators.emt import EMT
-
-    return EMT
-
-
-class SlowEMT(_emt_base()):
-    """ASE's EMT, sleeping ``seconds`` in every calculation (the cost of a real one, without its
-    CPU: eight of them in parallel take one slot's time even on a 2-core machine).
-
-    Example:
-        >>> from ase.build import bulk
-        >>> atoms = bulk("Cu", cubic=True)
-        >>> atoms.calc = SlowEMT(seconds=0.01)
-        >>> round(float(atoms.get_potential_energy()), 4)
-        -0.0227
-    """
-
-    def __init__(self, seconds: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.seconds = float(seconds)
-
-    def calculate(self, *args, **kwargs):
-        import time
-
-        time.sleep(self.seconds)
-        super().calculate(*args, **kwargs)

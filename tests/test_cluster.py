@@ -21,7 +21,7 @@ from godiff.cluster import dask_executor, parse_address  # noqa: E402
 from godiff.errors import ConfigError  # noqa: E402
 from godiff.rundir import RunDir  # noqa: E402
 from godiff.search import Search  # noqa: E402
-from godiff.testing import SlowEMT  # noqa: E402
+from godiff.bench.slow import SlowEMT  # noqa: E402
 
 SAMPLES = 16
 TINY = dict(iterations=1, samples=SAMPLES, train_steps=1, steps=3, relax_steps=0, oversample=1, batch_size=4,

@@ -388,3 +388,94 @@ def test_mace_mp_0_uses_a_given_file_or_maces_cache(tiny_mace_model, tmp_path, m
     with Evaluator({"calculator": "mace-mp-0", "model": "small", "device": "cpu"}) as evaluator:
         evaluation = evaluator.single_point(atoms)
     assert evaluation.ok and evaluation.energy == pytest.approx(expected, abs=1e-10)
+
+
+# -- any ASE calculator, and the quantum-chemistry one that runs here ------------------------------
+def test_an_ase_spec_builds_its_class_with_its_options():
+    from godiff.energy import normalize_spec
+
+    spec = {"calculator": "ase", "class": "ase.calculators.lj.LennardJones", "options": {"epsilon": 2.0, "rc": 1000.0}}
+    atoms = Atoms("Ar2", positions=[[0, 0, 0], [0, 0, 1.5]])
+    with Evaluator(spec) as doubled, Evaluator({"calculator": "lj"}) as plain:
+        assert doubled.single_point(atoms).energy == pytest.approx(2 * plain.single_point(atoms).energy, rel=1e-12)
+    assert normalize_spec(spec)["options"] == {"epsilon": 2.0, "rc": 1000.0}
+
+
+@pytest.mark.parametrize("name", ["os.system", "subprocess.Popen", "ase.calculators.calculator.os.system",
+                                  "ase.calculators.emt.np", "ase.atoms.Atoms", "godiff.testing.SlowEMT"])
+def test_an_ase_spec_naming_anything_but_a_calculator_class_is_refused(name):
+    with pytest.raises(EnergyFunctionError) as info:
+        make_calculator({"calculator": "ase", "class": name})
+    assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_system_file_naming_a_non_calculator_is_refused_in_one_line_with_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: evil\nmobile: Pt\ntemplate: null\nbox: {kind: cuboid, lengths: [8, 8, 8]}\n"
+                    "energy: {calculator: ase, class: os.system, options: {command: 'touch pwned'}}\n")
+    proc = subprocess.run([sys.executable, "-m", "godiff.cli.main", "run", str(path), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "os.system" in proc.stderr and "not an allowed calculator" in proc.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_file_writing_calculator_works_in_its_own_scratch_directory_kept_when_it_fails(tmp_path):
+    # ASE's DFTB+ interface, a FileIOCalculator: it writes dftb_in.hsd, then needs parameter files
+    # that are not here, so the evaluation fails and its directory is kept with what it wrote
+    spec = {"calculator": "ase", "class": "ase.calculators.dftb.Dftb", "options": {"command": "false"}}
+    with Evaluator(spec, scratch=tmp_path / "scratch") as evaluator:
+        failed = evaluator.single_point(Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]))
+    assert not failed.ok and "its files are kept in" in failed.error
+    (kept,) = (tmp_path / "scratch").iterdir()
+    assert (kept / "dftb_in.hsd").is_file() and str(kept) in failed.error
+
+    with Evaluator(_ExternalLJ(), scratch=tmp_path / "ok") as evaluator:  # a program run in its own folder
+        evaluations = evaluator.evaluate([Atoms("Ar2", positions=[[0, 0, 0], [0, 0, d]]) for d in (1.1, 1.3)])
+    assert all(e.ok for e in evaluations) and evaluations[0].energy != evaluations[1].energy
+    assert list((tmp_path / "ok").iterdir()) == []  # removed after each success
+
+
+class _ExternalLJ:
+    """Built lazily: a FileIOCalculator running a real external program (python, ASE's LJ)."""
+
+    def __new__(cls):
+        import sys
+
+        from ase.calculators.calculator import FileIOCalculator
+
+        class ExternalLJ(FileIOCalculator):
+            implemented_properties = ["energy", "forces"]
+            program = (f"{sys.executable} -c \"import ase.io, json; from ase.calculators.lj import LennardJones; "
+                       "a = ase.io.read('in.xyz'); a.calc = LennardJones(rc=1000.0); "
+                       "json.dump({'e': a.get_potential_energy(), 'f': a.get_forces().tolist()}, open('out.json', 'w'))\"")
+
+            def write_input(self, atoms, properties=None, system_changes=None):
+                import ase.io
+
+                super().write_input(atoms, properties, system_changes)
+                ase.io.write(f"{self.directory}/in.xyz", atoms)
+
+            def read_results(self):
+                import json
+
+                data = json.load(open(f"{self.directory}/out.json"))
+                self.results = {"energy": data["e"], "forces": np.array(data["f"])}
+
+        return ExternalLJ(command=ExternalLJ.program)
+
+
+def test_gfn2_xtb_single_point_of_a_pt4_tetrahedron():
+    pytest.importorskip("tblite")
+    a = 2.6  # Å, a regular tetrahedron
+    atoms = Atoms("Pt4", positions=[[0, 0, 0], [a, 0, 0], [a / 2, a * 3**0.5 / 2, 0], [a / 2, a * 3**0.5 / 6, a * (2 / 3) ** 0.5]])
+    with Evaluator({"calculator": "xtb"}) as evaluator:
+        evaluation = evaluator.single_point(atoms)
+    # computed once with tblite 0.8.0 (GFN2-xTB, accuracy 1, 300 K; ase 3.29.0) on this machine
+    assert evaluation.ok and evaluation.energy == pytest.approx(-494.3168956897721, abs=1e-6)
+    assert np.abs(evaluation.forces.sum(axis=0)).max() < 1e-6  # no net force on an isolated cluster
+    with pytest.raises(EnergyFunctionError, match="GFN2-xTB, GFN1-xTB"):
+        make_calculator({"calculator": "xtb", "method": "GFN3"})

@@ -85,7 +85,7 @@ def _setup(system, seed: int, budget: int, out: Path, method: str, executor=None
         run = RunDir.open(out)  # stateless methods restart; earlier rows still count
     else:
         run = RunDir.create(out, RunManifest(system=system.to_dict(), method=method, seed=seed, budget=budget))
-    evaluator = Evaluator(system.energy, executor=executor)
+    evaluator = Evaluator(system.energy, executor=executor, scratch=out / "scratch")
     return run, evaluator, RecordingCalculator(evaluator, run, budget), np.random.default_rng(seed)
 
 
