@@ -125,7 +125,7 @@ def load_run(run_dir) -> RunData:
 
         import sqlite3
 
-        db = ase.db.connect(str(run.db_path), type="db")
+        db = ase.db.connect(str(run.db_path), type="db", use_lock_file=False)
         try:
             rows = sorted(db.select(include_data=False, columns=["id", "energy", "key_value_pairs"]), key=lambda r: r.id)
         except sqlite3.DatabaseError as exc:

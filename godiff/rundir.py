@@ -217,9 +217,13 @@ class RunDir:
         return self.path / DATABASE
 
     def _connect(self):
+        """The database, without ASE's lock file: the run's flock already admits one writer, and
+        the lock file (made and removed around each write) outlives a writer killed mid-write, after
+        which every later write would wait for it forever. SQLite's journal keeps a killed write
+        atomic."""
         import ase.db
 
-        return ase.db.connect(str(self.db_path), type="db")
+        return ase.db.connect(str(self.db_path), type="db", use_lock_file=False)
 
     def _db(self):
         """The database of an existing run; a lost one is never silently made anew."""
@@ -262,7 +266,7 @@ class RunDir:
 
         tmp = self.db_path.with_name(self.db_path.name + ".tmp")
         tmp.unlink(missing_ok=True)
-        ase.db.connect(str(tmp), type="db").count()
+        ase.db.connect(str(tmp), type="db", use_lock_file=False).count()
         os.replace(tmp, self.db_path)
 
     def rows(self, iteration: int | None = None) -> list:

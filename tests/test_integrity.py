@@ -172,6 +172,16 @@ def test_a_deleted_database_is_refused_unless_rebuilt_from_the_saved_samples(two
     assert f"evaluations     {3 * SAMPLES}" in result.output
 
 
+def test_a_writer_killed_mid_write_does_not_block_the_resume(two_iterations, reference):
+    """ASE's database lock file, made and removed around each write, outlives a process killed
+    between the two (seen with a Dask run killed -9): godiff relies on its own run lock instead."""
+    (two_iterations / "evaluations.db.lock").write_text("")  # what a kill -9 mid-write leaves
+    script = f"from godiff.search import Search; Search.resume({str(two_iterations)!r}, iterations=3).run()"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert energies(two_iterations) == energies(reference[0])
+
+
 def test_a_database_with_rows_lost_is_refused(two_iterations):
     import sqlite3
 
