@@ -55,7 +55,7 @@ def parse_address(address: str) -> tuple[str, int | str]:
                       "or a scheduler address such as tcp://head:8786")
 
 
-def _client(address: str):
+def _client(address: str, timeout: float):
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
@@ -66,19 +66,20 @@ def _client(address: str):
                                dashboard_address=None, host="127.0.0.1")
         return Client(cluster), cluster
     try:
-        return Client(where, timeout="20s"), None
+        return Client(where, timeout=f"{timeout}s"), None
     except OSError as exc:
         raise ConfigError(f"--dask {where}: no scheduler answered ({exc})") from None
 
 
 @contextlib.contextmanager
-def dask_executor(address: str | None) -> Iterator[object | None]:
+def dask_executor(address: str | None, *, timeout: float = 20.0) -> Iterator[object | None]:
     """A :class:`concurrent.futures.Executor` on the Dask cluster at ``address`` (see the module
-    docstring), closed at the end of the block; ``None`` (and nothing started) for ``None``."""
+    docstring), closed at the end of the block; ``None`` (and nothing started) for ``None``.
+    A scheduler that does not answer within ``timeout`` seconds is a one-line error."""
     if address is None:
         yield None
         return
-    client, cluster = _client(address)
+    client, cluster = _client(address, timeout)
     try:
         n = len(client.scheduler_info().get("workers", {}))
         log.info("evaluating on Dask at %s (%d workers now)", client.scheduler.address, n)

@@ -112,5 +112,5 @@ def test_addresses_are_checked_before_anything_starts():
         with pytest.raises(ConfigError, match="--dask"):
             parse_address(bad)
     with pytest.raises(ConfigError, match="no scheduler answered"):
-        with dask_executor("tcp://127.0.0.1:9"):
+        with dask_executor("tcp://127.0.0.1:9", timeout=2):
             pass
