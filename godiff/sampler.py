@@ -208,6 +208,8 @@ class Sampler:
         config: sampler settings.
         min_distance: (n_mobile, n_mobile) Å for the final de-clash (``None``: no de-clash).
         template_min_distance: (n_mobile,) Å, mobile-template minimum distances.
+        device: where the network's passes run (:mod:`godiff.device`; the model must be there).
+            Random numbers are drawn on the CPU and moved; positions are returned on the CPU.
     """
 
     def __init__(
@@ -220,6 +222,7 @@ class Sampler:
         *,
         min_distance: torch.Tensor | None = None,
         template_min_distance: torch.Tensor | None = None,
+        device=None,
     ):
         if graph.cutoff < model.config.cutoff - 1e-9:
             raise ConfigError(f"the system graph was built for a {graph.cutoff:g} Å cutoff, shorter than the model's "
@@ -228,14 +231,16 @@ class Sampler:
         self.model = model
         self.sde = sde
         self.domain = domain
-        self.graph = graph
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.host_graph = graph  # the de-clash runs on the CPU
+        self.graph = graph.to(self.device)
         self.config = config
         self.min_distance = min_distance
         self.template_min_distance = template_min_distance
 
     @classmethod
     def for_system(cls, model: ScoreModel, system, config: SamplerConfig = SamplerConfig(), *,
-                   sde: VESDE | None = None, scaled: bool = False) -> "Sampler":
+                   sde: VESDE | None = None, scaled: bool = False, device=None) -> "Sampler":
         """The sampler of ``model`` over ``system``'s box: its SDE, graph and de-clash distances.
 
         The one way a search and a zoo model build their sampler, so the same model, system,
@@ -249,7 +254,8 @@ class Sampler:
         graph = SystemGraph.from_system(system, model.config.cutoff)
         config = config if scaled else config.for_length_scale(system.length_scale())
         return cls(model, sde if sde is not None else VESDE.for_box(domain), domain, graph, config,
-                   min_distance=_min_distance_matrix(system), template_min_distance=_template_min_distance(system))
+                   min_distance=_min_distance_matrix(system), template_min_distance=_template_min_distance(system),
+                   device=device)
 
     def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(steps + 1,) noise levels from sigma_max down to sigma_min, and their times."""
@@ -268,7 +274,7 @@ class Sampler:
             for start in range(0, total, self.config.batch_size):
                 m = min(self.config.batch_size, total - start)
                 chunks.append(self._sample_chunk(m, context, generator))
-            x = torch.cat(chunks) if chunks else torch.zeros(0, self.graph.n_mobile, 3)
+            x = torch.cat(chunks).cpu() if chunks else torch.zeros(0, self.graph.n_mobile, 3)
             x = self.finish(x, generator=generator)
             if total > n:
                 x = x[self.rank(x, context)[:n]]
@@ -277,12 +283,13 @@ class Sampler:
         return x
 
     def predicted_energy(self, x: torch.Tensor, context=None) -> torch.Tensor:
-        """(n,) energies the model predicts for structures ``x``, eV."""
+        """(n,) energies the model predicts for structures ``x``, eV (on the CPU)."""
         if context is None:
             context = self.model.template_context(self.graph)
         out = []
         for start in range(0, x.shape[0], self.config.batch_size):
-            out.append(self._forward(x[start:start + self.config.batch_size], self.sde.sigma_min, context).energy)
+            chunk = x[start:start + self.config.batch_size].to(self.device)
+            out.append(self._forward(chunk, self.sde.sigma_min, context).energy.cpu())
         return torch.cat(out)
 
     def rank(self, x: torch.Tensor, context=None) -> torch.Tensor:
@@ -293,18 +300,22 @@ class Sampler:
     def finish(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """De-clash and fold final positions (also applied to prior samples)."""
         if self.min_distance is not None:
-            x = declash(x, self.graph, self.min_distance, self.domain,
+            x = declash(x, self.host_graph, self.min_distance, self.domain,
                         template_min_distance=self.template_min_distance, generator=generator)
         return self.domain.fold(x)
 
     def _forward(self, x, sigma, context):
-        s = torch.full((x.shape[0],), float(sigma))
+        s = torch.full((x.shape[0],), float(sigma), device=x.device)
         return self.model(x, s, self.graph, context)
+
+    def _noise(self, shape, generator) -> torch.Tensor:
+        """Standard normal noise from the CPU generator, on the device."""
+        return torch.randn(shape, generator=generator).to(self.device)
 
     def _sample_chunk(self, m: int, context, generator) -> torch.Tensor:
         cfg = self.config
         sigmas, times = self.sigmas()
-        x = self.domain.sample_uniform((m, self.graph.n_mobile), generator)
+        x = self.domain.sample_uniform((m, self.graph.n_mobile), generator).to(self.device)
         for k in range(cfg.steps):
             s_now, s_next = float(sigmas[k]), float(sigmas[k + 1])
             out = self._forward(x, s_now, context)
@@ -312,7 +323,7 @@ class Sampler:
             var = s_now**2 - s_next**2
             x = x + var * score
             if k < cfg.steps - 1:
-                x = x + math.sqrt(var) * torch.randn(x.shape, generator=generator)
+                x = x + math.sqrt(var) * self._noise(x.shape, generator)
             if cfg.guidance > 0:
                 weight = cfg.guidance * (1.0 - float(times[k])) ** cfg.guidance_power
                 x = x + _cap(weight * out.forces, cfg.guidance_cap)
@@ -327,6 +338,6 @@ class Sampler:
     def _langevin(self, x, sigma, context, generator):
         out = self._forward(x, sigma, context)
         score = -out.eps / sigma
-        z = torch.randn(x.shape, generator=generator)
+        z = self._noise(x.shape, generator)
         step = 2 * (self.config.snr * z.norm() / score.norm().clamp_min(1e-12)) ** 2
         return self.domain.fold(x + step * score + torch.sqrt(2 * step) * z)

@@ -202,6 +202,13 @@ class SystemGraph:
             cutoff=cutoff,
         )
 
+    def to(self, device) -> "SystemGraph":
+        """The same graph with every tensor on ``device`` (itself when they are there already)."""
+        device = torch.device(device)
+        if self.cell.device == device:
+            return self
+        return _moved(self, device)
+
     @property
     def n_mobile(self) -> int:
         return int(self.mobile_numbers.shape[0])
@@ -209,6 +216,20 @@ class SystemGraph:
     @property
     def n_template(self) -> int:
         return int(self.template_numbers.shape[0])
+
+
+def _moved(obj, device):
+    """A frozen dataclass of tensors (and of such dataclasses) with every tensor on ``device``."""
+    import dataclasses
+
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if torch.is_tensor(value):
+            changes[f.name] = value.to(device)
+        elif dataclasses.is_dataclass(value):
+            changes[f.name] = _moved(value, device)
+    return dataclasses.replace(obj, **changes)
 
 
 @dataclass(frozen=True)

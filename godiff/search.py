@@ -200,6 +200,8 @@ class Search:
         executor: a :class:`concurrent.futures.Executor` to evaluate on (e.g. a Dask cluster's,
             :func:`godiff.cluster.dask_executor`); the caller owns it. Default: ``workers``
             processes of this machine.
+        device: where the network samples and trains: ``"cpu"`` (default), ``"cuda"`` or
+            ``"auto"`` (:mod:`godiff.device`); a run directory does not record it.
 
     Example:
         >>> import godiff
@@ -207,11 +209,13 @@ class Search:
         ...                        steps=5, out=tmp_path / "run").run()   # doctest: +SKIP
     """
 
-    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, executor=None, _run: RunDir | None = None, **overrides):
+    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, executor=None, device=None, _run: RunDir | None = None, **overrides):
+        from godiff.device import resolve_device
         from godiff.system import load_system
 
         self.system = load_system(system)
         self.executor = executor
+        self.device = resolve_device(device)
         self.config = (config or SearchConfig()).with_overrides(**overrides)
         self.calculator = calculator
         self.parent = parent
@@ -225,7 +229,7 @@ class Search:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed)
                 model = ScoreModel(score_config)
-        self.model = model
+        self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         self.buffer = ReplayBuffer(self.config.buffer_size)
         self.memory = ForceMemory(self.system.n_mobile)
@@ -235,7 +239,7 @@ class Search:
         self.best_id = None
         self.n_evaluations = 0
         self.next_iteration = 0
-        self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler)
+        self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler, device=self.device)
         self.domain, self.sde, self.graph = self.sampler.domain, self.sampler.sde, self.sampler.graph
         self.trainer = Trainer(self.model, self.optimizer, self.sampler, self.config)
         self._rebuild = False
@@ -285,7 +289,7 @@ class Search:
     # -- resume -------------------------------------------------------------------------------
     @classmethod
     def resume(cls, path, *, calculator=None, read_only: bool = False, from_checkpoint: int | None = None,
-               rebuild_database: bool = False, executor=None, **overrides) -> "Search":
+               rebuild_database: bool = False, executor=None, device=None, **overrides) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
         ``overrides`` may change only ``workers`` and ``iterations``; a changed setting is written
@@ -317,7 +321,8 @@ class Search:
                 raise NotARunError(f"{path}: not a godiff search (a {manifest.method or 'benchmark'} run); it cannot be resumed")
             system = System.from_dict(manifest.system)
             config = SearchConfig.from_dict(manifest.search)
-            search = cls(system, config=config, calculator=calculator, parent=manifest.parent, executor=executor, _run=run, **overrides)
+            search = cls(system, config=config, calculator=calculator, parent=manifest.parent, executor=executor, device=device,
+                         _run=run, **overrides)
             search._restore(read_only=read_only, from_checkpoint=from_checkpoint, rebuild=rebuild_database)
         except BaseException:
             run.release()

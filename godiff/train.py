@@ -84,6 +84,7 @@ class Trainer:
     def __init__(self, model, optimizer, sampler, config):
         self.model, self.optimizer, self.config = model, optimizer, config
         self.sde, self.domain, self.graph = sampler.sde, sampler.domain, sampler.graph
+        self.device = sampler.device
 
     def step(self, data: TrainingData, generator: torch.Generator) -> StepLosses:
         """One optimizer step; returns its losses."""
@@ -92,12 +93,15 @@ class Trainer:
         t = torch.rand(cfg.batch_size, generator=generator)
         xt, sigma, eps = self.sde.perturb(data.positions[idx], t, self.domain, generator)
         fidx = torch.randint(len(data.force_positions), (cfg.force_batch,), generator=generator)
-        positions = torch.cat([xt, data.force_positions[fidx]])
-        sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), self.sde.sigma_min)])
+        # every draw above is made on the CPU in a fixed order; only the network's work moves
+        dev = self.device
+        positions = torch.cat([xt, data.force_positions[fidx]]).to(dev)
+        sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), self.sde.sigma_min)]).to(dev)
         out = model(positions, sigmas, self.graph, model.template_context(self.graph))
-        l_dsm = dsm_loss(out.eps[: cfg.batch_size], eps)
-        l_force = force_loss(out.forces[cfg.batch_size:], data.forces[fidx], float(model.force_scale), cfg.force_clip)
-        l_energy = energy_loss(out.energy[cfg.batch_size:], data.energies[fidx], float(model.energy_scale), data.energy_ceiling)
+        l_dsm = dsm_loss(out.eps[: cfg.batch_size], eps.to(dev))
+        l_force = force_loss(out.forces[cfg.batch_size:], data.forces[fidx].to(dev), float(model.force_scale), cfg.force_clip)
+        l_energy = energy_loss(out.energy[cfg.batch_size:], data.energies[fidx].to(dev), float(model.energy_scale),
+                               data.energy_ceiling)
         loss = l_dsm + cfg.force_weight * l_force + cfg.energy_weight * l_energy
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

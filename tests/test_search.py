@@ -349,3 +349,20 @@ def test_building_a_search_writes_nothing_until_it_runs(tmp_path):
     assert (out / "run.json").is_file() and len(db_rows(out)) == SAMPLES
     with pytest.raises(RunExistsError):
         Search("lj13", config=tiny_config(iterations=1), out=out)
+
+
+def test_the_device_option_runs_the_same_search_on_the_cpu_and_refuses_a_missing_gpu(tmp_path):
+    """--device moves the network only; every random number is drawn on the CPU, so the CPU
+    path through the device code is the run it always was."""
+    import ase.db
+
+    def run(out, **device):
+        result = Search("lj13", config=tiny_config(iterations=2), out=tmp_path / out, **device).run()
+        rows = ase.db.connect(str(result.run_dir / "evaluations.db"), type="db").select()
+        return [(r.iteration, r.sample, r.energy) for r in rows], [h["loss_dsm"] for h in result.history]
+
+    auto = "auto" if not torch.cuda.is_available() else "cpu"
+    assert run("default") == run("device", device=auto)
+    with pytest.raises(ConfigError, match="no such GPU"):
+        Search("lj13", config=tiny_config(), out=tmp_path / "gpu", device="cuda:7")
+    assert not (tmp_path / "gpu").exists()

@@ -270,6 +270,20 @@ def dask_option(command):
                              "address such as tcp://head:8786 (pip install 'godiff[dask]').")(command)
 
 
+def device_option(command):
+    """``--device cpu|cuda|auto``: where the network samples and trains (:mod:`godiff.device`)."""
+    def check(ctx, param, value):
+        if value is not None:
+            from godiff.device import resolve_device
+
+            resolve_device(value)
+        return value
+
+    return click.option("--device", metavar="cpu|cuda|auto", default=None, callback=check,
+                        help="Where the network samples and trains (default cpu; auto: a GPU when there is one). "
+                             "Evaluations run wherever --workers or --dask send them.")(command)
+
+
 def threads_option(command):
     """``--threads N``: torch and BLAS threads of this process (:func:`godiff.threads.limit_threads`)."""
     return click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -289,8 +303,9 @@ def threads_option(command):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
 @dask_option
+@device_option
 @click.pass_context
-def run(ctx, system, out, start_from, quiet, threads, dask, **options):
+def run(ctx, system, out, start_from, quiet, threads, dask, device, **options):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -311,9 +326,9 @@ def run(ctx, system, out, start_from, quiet, threads, dask, **options):
             from godiff.zoo.transfer import start_search
 
             search = start_search(system_obj, start=start_from, out=out, command=_command_line(ctx),
-                                  executor=executor, **options)
+                                  executor=executor, device=device, **options)
         else:
-            search = Search(system_obj, out=out, command=_command_line(ctx), executor=executor, **options)
+            search = Search(system_obj, out=out, command=_command_line(ctx), executor=executor, device=device, **options)
         _drive(search, quiet=quiet, resumed=False)
 
 
@@ -330,8 +345,9 @@ def run(ctx, system, out, start_from, quiet, threads, dask, **options):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
 @dask_option
+@device_option
 @click.pass_context
-def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database, quiet, threads, dask):
+def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database, quiet, threads, dask, device):
     """Continue the run in DIR from its last checkpoint.
 
     The evaluations of an unfinished iteration are kept; only the missing ones are computed.
@@ -346,7 +362,7 @@ def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database,
     _quiet_logging(ctx, quiet)
     limit_threads(threads)
     with dask_executor(dask) as executor:
-        search = Search.resume(run_dir, workers=workers, iterations=iterations, executor=executor,
+        search = Search.resume(run_dir, workers=workers, iterations=iterations, executor=executor, device=device,
                                from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
         _drive(search, quiet=quiet, resumed=True)
 

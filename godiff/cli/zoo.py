@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from godiff import __version__
-from godiff.cli.main import GodiffGroup, dask_option, search_options, threads_option
+from godiff.cli.main import GodiffGroup, dask_option, device_option, search_options, threads_option
 
 __all__ = ["cli", "main"]
 
@@ -178,8 +178,9 @@ def match(system, top):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @threads_option
 @dask_option
+@device_option
 @click.pass_context
-def finetune(ctx, system, start, name, version, force, out, quiet, threads, dask, **options):
+def finetune(ctx, system, start, name, version, force, out, quiet, threads, dask, device, **options):
     """Search SYSTEM starting from the closest registered model (or --from), then register the result.
 
     The same search as 'godiff run SYSTEM --from MODEL', with the same live progress.
@@ -195,7 +196,8 @@ def finetune(ctx, system, start, name, version, force, out, quiet, threads, dask
     limit_threads(threads)
 
     with dask_executor(dask) as executor:
-        search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), executor=executor, **options)
+        search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), executor=executor,
+                              device=device, **options)
         result = _drive(search, quiet=quiet, resumed=False)
     entry = register_result(result, search.system, search.parent, name=name, version=version, force=force)
     click.echo(f"registered      {entry.ref} (parent {entry.metadata().training.parent})")

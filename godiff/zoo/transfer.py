@@ -106,7 +106,7 @@ def choose(system, *, start=None, registry=None):
 
 
 def start_search(system, *, start=None, registry=None, out=None, command: str | None = None, calculator=None,
-                 executor=None, **overrides):
+                 executor=None, device=None, **overrides):
     """The one search that starts from a zoo model, used by ``godiff run --from``,
     ``godiff-zoo finetune`` and the harness's ``godiff-transfer``: the model ``start`` (or the
     closest related registered one), adapted to ``system`` (:func:`adapt`), searched with
@@ -121,7 +121,7 @@ def start_search(system, *, start=None, registry=None, out=None, command: str | 
     for new, source in mapping.items():
         log.info("species %s starts from the embedding of %s", new, source)
     return Search(system, out=out, model=model, parent=lineage_ref(start, parent), command=command,
-                  calculator=calculator, executor=executor, **transfer_settings(**overrides))
+                  calculator=calculator, executor=executor, device=device, **transfer_settings(**overrides))
 
 
 def transfer_settings(**overrides) -> dict:
