@@ -26,7 +26,7 @@ from godiff.system import (
     parse_formula,
 )
 
-PRESETS = ["au7-au111", "lj13", "lj19", "lj38", "pt1-step", "pt7-pt111", "pt7-pt111-chgnet"]
+PRESETS = ["au7-au111", "lj13", "lj19", "lj38", "pt1-step", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
 
 
 def lj_calculator(system: System) -> LennardJones:
