@@ -281,3 +281,25 @@ def test_every_committed_benchmark_table_regenerates_from_its_records():
     assert results, "the repository keeps its benchmark records in benchmarks/*/results.json"
     for path in results:
         assert harness.table_of_results(path) == (path.parent / "table.md").read_text(), f"{path.parent.name}/table.md"
+
+
+def test_a_relaxation_that_fails_in_the_judge_is_no_success_not_a_crash(tmp_path):
+    """A quantum-chemistry calculator can fail on the way down (tblite: SCF not converged); the
+    judge records that structure as no success and goes on (it crashed a GFN2-xTB benchmark)."""
+    import ase.db
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from godiff.system import System, load_system
+
+    spec = load_system("lj13").to_dict()
+    spec.update(mobile="Cu2", energy={"calculator": "ase", "class": "ase.calculators.dftb.Dftb",
+                                      "options": {"command": "false"}})  # fails at every call: no parameter files
+    system = System.from_dict(spec)
+    db = ase.db.connect(str(tmp_path / "rows.db"))
+    for d in (2.3, 2.5):
+        atoms = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, d]])
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((2, 3)))
+        db.write(atoms, ok=True, iteration=0, sample=0)
+    rows = list(db.select())
+    assert first_success(rows, system, reference=-1.0, tolerance=0.1) is None

@@ -34,6 +34,7 @@ import numpy as np
 from ase.optimize import BFGS
 
 from godiff.energy import make_calculator
+from godiff.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,12 @@ class _Judge:
             from ase.constraints import FixAtoms
 
             atoms.set_constraint(FixAtoms(mask=np.r_[system.frozen_mask(), np.zeros(system.n_mobile, bool)]))
-        self.relaxed[row.id] = relaxed_energy(atoms, self.calculator, fmax=self.fmax)
+        try:
+            self.relaxed[row.id] = relaxed_energy(atoms, self.calculator, fmax=self.fmax)
+        except Exception as exc:  # the energy function failed on the way down (an SCF that does not converge)
+            log.warning("row %d: its relaxation failed (%s); judged as no success", row.id, one_line(exc, 300))
+            self.relaxed[row.id] = float("inf")
+            self.calculator = make_calculator(self.system.energy)  # a fresh one, whatever state the failure left
         return self.relaxed[row.id]
 
     def success(self, count: int, row) -> Success:
