@@ -14,6 +14,7 @@ An energy function is described by a plain, JSON-able *spec* dict::
     {"calculator": "mace-mp-0", "model": "medium"}
     {"calculator": "chgnet"}
     {"calculator": "xtb", "method": "GFN2-xTB"}            # tblite's GFN2-xTB / GFN1-xTB
+    {"calculator": "gpaw", "mode": "lcao", "xc": "PBE", "basis": "dzp"}   # also fd, pw (ecut)
     {"calculator": "ase", "class": "ase.calculators.espresso.Espresso", "options": {...}}
 
 or given directly as any ASE :class:`~ase.calculators.calculator.Calculator`.
@@ -136,7 +137,10 @@ CALCULATOR_OPTIONS: dict[str, dict[str, Any]] = {
     "xtb": {"method": "GFN2-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
             "charge": None, "multiplicity": None},
     "ase": {"class": None, "options": {}},
+    "gpaw": {"mode": "lcao", "xc": "PBE", "basis": "dzp", "h": 0.2, "ecut": 400.0, "kpts": None, "charge": 0},
 }
+
+_GPAW_MODES = ("lcao", "fd", "pw")
 
 _XTB_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
 ENTRY_POINTS = "godiff.calculators"
@@ -285,6 +289,25 @@ def _check_xtb(out: dict[str, Any]) -> None:
             raise EnergyFunctionError(f"xtb option {key!r} must be an integer{f' >= {low}' if low else ''}, not {shown(value)}")
 
 
+def _check_gpaw(out: dict[str, Any]) -> None:
+    if out["mode"] not in _GPAW_MODES:
+        raise EnergyFunctionError(f"gpaw option 'mode' must be one of {', '.join(_GPAW_MODES)}, not {shown(out['mode'])}")
+    for key in ("xc", "basis"):
+        if not isinstance(out[key], str):
+            raise EnergyFunctionError(f"gpaw option {key!r} must be a string, not {shown(out[key])}")
+    for key in ("h", "ecut"):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise EnergyFunctionError(f"gpaw option {key!r} must be a positive number, not {shown(value)}")
+        out[key] = float(value)
+    kpts = out["kpts"]
+    if kpts is not None and not (isinstance(kpts, (list, tuple)) and len(kpts) == 3
+                                 and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in kpts)):
+        raise EnergyFunctionError(f"gpaw option 'kpts' must be three positive integers, not {shown(kpts)}")
+    if isinstance(out["charge"], bool) or not isinstance(out["charge"], (int, float)):
+        raise EnergyFunctionError(f"gpaw option 'charge' must be a number, not {shown(out['charge'])}")
+
+
 def _check_ase(out: dict[str, Any]) -> None:
     name = out["class"]
     if not isinstance(name, str) or not name:
@@ -343,7 +366,7 @@ def _registered_calculators() -> dict[str, Any]:
 
 #: The checks of each calculator's options, after the defaults are filled in (in place).
 _OPTION_CHECKS = {"lj": _check_lj, "mace": _check_mace, "mace-mp-0": _check_mace_mp_0, "xtb": _check_xtb,
-                  "ase": _check_ase}
+                  "ase": _check_ase, "gpaw": _check_gpaw}
 
 
 def energy_unit(spec: Mapping[str, Any] | None) -> str:
@@ -545,6 +568,23 @@ def _build_xtb(spec: dict[str, Any]) -> Calculator:
     return TBLite(verbosity=0, **options)
 
 
+def _build_gpaw(spec: dict[str, Any]) -> Calculator:
+    try:
+        from gpaw import GPAW, PW
+    except ImportError as exc:
+        raise EnergyFunctionError(f"calculator 'gpaw' needs GPAW ({exc}); the README's \"GPAW\" section says how to build it") from None
+    options: dict[str, Any] = {"xc": spec["xc"], "txt": None, "charge": spec["charge"]}
+    if spec["mode"] == "pw":
+        options["mode"] = PW(spec["ecut"])
+    else:
+        options.update(mode=spec["mode"], h=spec["h"])
+        if spec["mode"] == "lcao":
+            options["basis"] = spec["basis"]
+    if spec["kpts"] is not None:
+        options["kpts"] = tuple(spec["kpts"])
+    return GPAW(**options)
+
+
 def _build_ase(spec: dict[str, Any]) -> Calculator:
     cls = calculator_class(spec["class"])
     try:
@@ -561,6 +601,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], Calculator]] = {
     "chgnet": _build_chgnet,
     "xtb": _build_xtb,
     "ase": _build_ase,
+    "gpaw": _build_gpaw,
 }
 
 
@@ -638,7 +679,9 @@ def _compute(calc: Calculator, atoms: ase.Atoms, scratch: str | None = None) -> 
 def _calculate(calc: Calculator, atoms: ase.Atoms) -> Evaluation:
     start = time.perf_counter()
     try:
-        calc.reset()  # a new structure always recomputes, whatever the calculator caches
+        reset = getattr(calc, "reset", None)  # GPAW's new calculator has none (and checks positions itself)
+        if reset is not None:
+            reset()  # a new structure always recomputes, whatever the calculator caches
         atoms.calc = calc
         energy = float(atoms.get_potential_energy())
         forces = np.array(atoms.get_forces(), dtype=np.float64, copy=True)

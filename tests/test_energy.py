@@ -479,3 +479,15 @@ def test_gfn2_xtb_single_point_of_a_pt4_tetrahedron():
     assert np.abs(evaluation.forces.sum(axis=0)).max() < 1e-6  # no net force on an isolated cluster
     with pytest.raises(EnergyFunctionError, match="GFN2-xTB, GFN1-xTB"):
         make_calculator({"calculator": "xtb", "method": "GFN3"})
+
+
+def test_gpaw_lcao_single_point_of_h2_where_gpaw_is_built():
+    pytest.importorskip("gpaw")  # built from source here (README, "GPAW"); absent from a plain install
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
+    atoms.center(vacuum=3.0)
+    with Evaluator({"calculator": "gpaw", "mode": "lcao", "h": 0.25}) as evaluator:
+        evaluation = evaluator.single_point(atoms)
+    # computed once with GPAW 26.7.0 (LCAO dzp, PBE, h 0.25 Å; gpaw-data 1.2.1 setups) on this machine
+    assert evaluation.ok and evaluation.energy == pytest.approx(-6.322380614797348, abs=1e-5)
+    with pytest.raises(EnergyFunctionError, match="lcao, fd, pw"):
+        make_calculator({"calculator": "gpaw", "mode": "planewave"})

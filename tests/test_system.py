@@ -258,7 +258,7 @@ BAD = [
     ("slab-no-template", lambda p: cluster_dict(box={"kind": "slab", "z_min": 1, "z_max": 2}), "box.kind"),
     ("template-cluster-box", lambda p: slab_dict(box={"kind": "cuboid", "lengths": 4.0}), "box.kind"),
     ("calculator", lambda p: slab_dict(energy={"calculator": "foo"}),
-     "energy.calculator: unknown 'foo' (known: emt, lj, mace, mace-mp-0, chgnet, xtb, ase)"),
+     "energy.calculator: unknown 'foo' (known: emt, lj, mace, mace-mp-0, chgnet, xtb, ase, gpaw)"),
     ("mace-model", lambda p: slab_dict(energy={"calculator": "mace"}), "energy: calculator 'mace' needs a model file"),
     ("energy-typo", lambda p: cluster_dict(energy={"calculator": "lj", "epsilom": 1.0}),
      "energy: unknown option(s) 'epsilom' for calculator 'lj' (did you mean 'epsilon'?"),
