@@ -273,20 +273,27 @@ def _check_mace_mp_0(out: dict[str, Any]) -> None:
     out["model"] = str(model)
 
 
+def _option_number(calculator: str, key: str, value: object, **bounds):
+    """``checks.number`` for an energy option: the same range check, as an EnergyFunctionError
+    (exit 2) naming the calculator's option."""
+    from godiff.checks import number
+
+    try:
+        return number(key, value, **bounds)
+    except ConfigError as exc:
+        message = str(exc).replace(key.replace("_", "-"), key, 1)  # the option as the system file spells it
+        raise EnergyFunctionError(f"{calculator} option {message}") from None
+
+
 def _check_xtb(out: dict[str, Any]) -> None:
     if out["method"] not in _XTB_METHODS:
         raise EnergyFunctionError(f"xtb option 'method' must be one of {', '.join(_XTB_METHODS)}, not {shown(out['method'])}")
     for key in ("accuracy", "electronic_temperature"):
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise EnergyFunctionError(f"xtb option {key!r} must be a positive number, not {shown(value)}")
-        out[key] = float(value)
-    for key, low in (("max_iterations", 1), ("charge", None), ("multiplicity", 1)):
-        value = out[key]
-        if value is None and key != "max_iterations":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-            raise EnergyFunctionError(f"xtb option {key!r} must be an integer{f' >= {low}' if low else ''}, not {shown(value)}")
+        out[key] = float(_option_number("xtb", key, out[key], above=0))
+    _option_number("xtb", "max_iterations", out["max_iterations"], minimum=1, integer=True)
+    for key, low in (("charge", None), ("multiplicity", 1)):
+        if out[key] is not None:
+            _option_number("xtb", key, out[key], minimum=low, integer=True)
 
 
 def _check_gpaw(out: dict[str, Any]) -> None:
@@ -296,16 +303,12 @@ def _check_gpaw(out: dict[str, Any]) -> None:
         if not isinstance(out[key], str):
             raise EnergyFunctionError(f"gpaw option {key!r} must be a string, not {shown(out[key])}")
     for key in ("h", "ecut"):
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise EnergyFunctionError(f"gpaw option {key!r} must be a positive number, not {shown(value)}")
-        out[key] = float(value)
+        out[key] = float(_option_number("gpaw", key, out[key], above=0))
     kpts = out["kpts"]
     if kpts is not None and not (isinstance(kpts, (list, tuple)) and len(kpts) == 3
                                  and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in kpts)):
         raise EnergyFunctionError(f"gpaw option 'kpts' must be three positive integers, not {shown(kpts)}")
-    if isinstance(out["charge"], bool) or not isinstance(out["charge"], (int, float)):
-        raise EnergyFunctionError(f"gpaw option 'charge' must be a number, not {shown(out['charge'])}")
+    _option_number("gpaw", "charge", out["charge"])
 
 
 def _check_ase(out: dict[str, Any]) -> None:

@@ -256,32 +256,31 @@ def search_options(command):
     return command
 
 
-def dask_option(command):
-    """``--dask ADDRESS``: evaluate on a Dask cluster (:mod:`godiff.cluster`)."""
-    def check(ctx, param, value):
+def _checked_option(flag: str, metavar: str, check: str, text: str):
+    """An option whose value ``check`` (``"module:function"``, imported only when the option is
+    given) validates as the command line is read, so a bad value fails before anything starts."""
+    def callback(ctx, param, value):
         if value is not None:
-            from godiff.cluster import parse_address
+            import importlib
 
-            parse_address(value)
+            module, _, function = check.partition(":")
+            getattr(importlib.import_module(module), function)(value)
         return value
 
-    return click.option("--dask", metavar="ADDRESS", default=None, callback=check,
-                        help="Evaluate energies on Dask: local:N (N worker processes here) or a scheduler "
-                             "address such as tcp://head:8786 (pip install 'godiff[dask]').")(command)
+    return click.option(flag, metavar=metavar, default=None, callback=callback, help=text)
 
 
-def device_option(command):
-    """``--device cpu|cuda|auto``: where the network samples and trains (:mod:`godiff.device`)."""
-    def check(ctx, param, value):
-        if value is not None:
-            from godiff.device import resolve_device
+#: ``--dask ADDRESS``: evaluate on a Dask cluster (:mod:`godiff.cluster`).
+dask_option = _checked_option(
+    "--dask", "ADDRESS", "godiff.cluster:parse_address",
+    "Evaluate energies on Dask: local:N (N worker processes here) or a scheduler address such as "
+    "tcp://head:8786 (pip install 'godiff[dask]').")
 
-            resolve_device(value)
-        return value
-
-    return click.option("--device", metavar="cpu|cuda|auto", default=None, callback=check,
-                        help="Where the network samples and trains (default cpu; auto: a GPU when there is one). "
-                             "Evaluations run wherever --workers or --dask send them.")(command)
+#: ``--device cpu|cuda|auto``: where the network samples and trains (:mod:`godiff.device`).
+device_option = _checked_option(
+    "--device", "cpu|cuda|auto", "godiff.device:resolve_device",
+    "Where the network samples and trains (default cpu; auto: a GPU when there is one). "
+    "Evaluations run wherever --workers or --dask send them.")
 
 
 def threads_option(command):
