@@ -18,7 +18,7 @@ import numbers
 
 from godiff.errors import ConfigError, shown
 
-__all__ = ["number"]
+__all__ = ["number", "choice"]
 
 
 def number(name: str, value: object, *, minimum: float | None = None, above: float | None = None,
@@ -38,4 +38,18 @@ def number(name: str, value: object, *, minimum: float | None = None, above: flo
         raise ConfigError(f"{label}: must be greater than {above:g} (got {value})")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{label}: must be at most {maximum:g} (got {value})")
+    return value
+
+
+def choice(name: str, value: object, allowed) -> object:
+    """``value`` checked to be one of ``allowed``; returned as given.
+
+    Example:
+        >>> choice("schedule", "linear", ("adaptive", "exponential"))
+        Traceback (most recent call last):
+        ...
+        godiff.errors.ConfigError: schedule: expected one of adaptive, exponential (got 'linear')
+    """
+    if value not in tuple(allowed):
+        raise ConfigError(f"{name.replace('_', '-')}: expected one of {', '.join(map(str, allowed))} (got {shown(value)})")
     return value

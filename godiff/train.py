@@ -20,7 +20,7 @@ import torch
 
 from godiff.loss import boltzmann_weights, draw_weighted, dsm_loss, energy_loss, force_loss
 
-__all__ = ["TrainingData", "StepLosses", "Trainer"]
+__all__ = ["TrainingData", "StepLosses", "Trainer", "AgreementStop"]
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,64 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class StepLosses:
-    """The losses of one step (or their means over several)."""
+    """The losses of one step (or their means over several), and how many steps were taken.
+
+    ``agreement``: of one step measured for :class:`AgreementStop`, the cosine between its
+    gradient and the optimizer's momentum before it moved."""
 
     dsm: float
     force: float
     energy: float
+    steps: int = 1
+    agreement: float | None = None
 
     def as_log(self) -> dict:
         """The names ``log.jsonl`` uses."""
-        return {"loss_dsm": self.dsm, "loss_force": self.force, "loss_energy": self.energy}
+        return {"loss_dsm": self.dsm, "loss_force": self.force, "loss_energy": self.energy, "train_steps": self.steps}
+
+
+class AgreementStop:
+    """Ends an iteration's training once its gradients stop agreeing with the optimizer's momentum.
+
+    After each step the cosine between the gradient and Adam's first moment (``exp_avg``, the
+    direction the optimizer has been moving) is taken. While the loss still has a direction to
+    go, successive gradients agree and the cosine is high; once the model has learned what the
+    new data teach, gradients are noise around a minimum and the cosine falls. Training stops
+    when the cosine has stayed below ``fraction`` of its running peak for ``patience`` steps,
+    and never before ``min_steps`` (the rule of the authors' ``MomentumConsensusStop``).
+
+    Example:
+        >>> stop = AgreementStop(min_steps=2, patience=2, fraction=0.9)
+        >>> [stop.update(c) for c in (0.5, 1.0, 0.8, 0.95, 0.5, 0.4)]
+        [False, False, False, False, False, True]
+    """
+
+    def __init__(self, *, min_steps: int = 50, patience: int = 20, fraction: float = 0.9):
+        self.min_steps, self.patience, self.fraction = int(min_steps), int(patience), float(fraction)
+        self.steps, self.peak, self.below = 0, -1.0, 0
+
+    def update(self, cosine: float) -> bool:
+        """Take one step's cosine; True when training should stop."""
+        self.steps += 1
+        self.peak = max(self.peak, float(cosine))
+        self.below = self.below + 1 if cosine < self.fraction * self.peak else 0
+        return self.steps >= self.min_steps and self.below >= self.patience
+
+
+def momentum_agreement(optimizer) -> float:
+    """Cosine between the current gradients and the optimizer's ``exp_avg`` (1 before it has any)."""
+    dot = g2 = m2 = 0.0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            m = optimizer.state.get(p, {}).get("exp_avg")
+            if p.grad is None or m is None:
+                continue
+            dot += float((p.grad * m).sum())
+            g2 += float(p.grad.pow(2).sum())
+            m2 += float(m.pow(2).sum())
+    if g2 == 0.0 or m2 == 0.0:
+        return 1.0
+    return dot / (g2 * m2) ** 0.5
 
 
 class Trainer:
@@ -86,8 +135,9 @@ class Trainer:
         self.sde, self.domain, self.graph = sampler.sde, sampler.domain, sampler.graph
         self.device = sampler.device
 
-    def step(self, data: TrainingData, generator: torch.Generator) -> StepLosses:
-        """One optimizer step; returns its losses."""
+    def step(self, data: TrainingData, generator: torch.Generator, *, agreement: bool = False) -> StepLosses:
+        """One optimizer step; returns its losses (and, with ``agreement``, its
+        :func:`momentum_agreement`)."""
         cfg, model = self.config, self.model
         idx = draw_weighted(data.weights, cfg.batch_size, generator)
         t = torch.rand(cfg.batch_size, generator=generator)
@@ -106,14 +156,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        cosine = momentum_agreement(self.optimizer) if agreement else None
         self.optimizer.step()
-        return StepLosses(l_dsm.item(), l_force.item(), l_energy.item())
+        return StepLosses(l_dsm.item(), l_force.item(), l_energy.item(), agreement=cosine)
 
-    def train(self, data: TrainingData, steps: int, generator: torch.Generator) -> StepLosses:
-        """``steps`` steps (at least one); returns the mean losses."""
+    def train(self, data: TrainingData, steps: int, generator: torch.Generator, stop: AgreementStop | None = None) -> StepLosses:
+        """At most ``steps`` steps (at least one), fewer when ``stop`` says so; returns the mean
+        losses and the steps taken."""
         self.model.train()
         totals = np.zeros(3)
+        taken = 0
         for _ in range(steps):
-            losses = self.step(data, generator)
+            losses = self.step(data, generator, agreement=stop is not None)
             totals += (losses.dsm, losses.force, losses.energy)
-        return StepLosses(*(float(v) / steps for v in totals))
+            taken += 1
+            if stop is not None and stop.update(losses.agreement):
+                break
+        return StepLosses(*(float(v) / taken for v in totals), steps=taken)
