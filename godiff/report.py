@@ -25,6 +25,8 @@ Decisions:
 
 from __future__ import annotations
 
+import json
+
 import logging
 import math
 from dataclasses import dataclass, field
@@ -227,15 +229,23 @@ def _summary_settings(data: "RunData") -> list[str]:
     sampler = cfg.get("sampler", {})
     return [
         "settings       "
-        f"iterations {cfg.get('iterations')}, samples {cfg.get('samples')}, train steps {cfg.get('train_steps')}, "
+        f"iterations {cfg.get('iterations')}, samples {_batch_setting(cfg)}, train steps {cfg.get('train_steps')}"
+        f" ({cfg.get('train_stop', 'fixed')}), budget {cfg.get('budget')}, patience {cfg.get('patience')}, "
         f"batch {cfg.get('batch_size')}, buffer {cfg.get('buffer_size')}, "
-        f"T {cfg.get('temperature_start')} -> {cfg.get('temperature_end')} {data.unit}, seed {cfg.get('seed')}, "
+        f"T {cfg.get('schedule', 'exponential')} {cfg.get('temperature_start') or 'from the first batch'} -> "
+        f"{cfg.get('temperature_end')} {data.unit}, acquisition {cfg.get('acquisition', 'energy')}, seed {cfg.get('seed')}, "
         f"workers {cfg.get('workers')}",
         "sampler        "
         f"steps {sampler.get('steps')}, corrector steps {sampler.get('corrector_steps')}, "
         f"guidance {sampler.get('guidance')}, relax steps {sampler.get('relax_steps')}"
         + (", started from a pretrained model" if data.manifest.pretrained else ""),
     ]
+
+
+def _batch_setting(cfg: dict) -> str:
+    if cfg.get("samples") is not None:
+        return str(cfg["samples"])
+    return f"adaptive {cfg.get('min_samples')} to {cfg.get('max_samples')} (ESS {cfg.get('target_ess')})"
 
 
 def _summary_progress(data: "RunData") -> list[str]:
@@ -246,8 +256,8 @@ def _summary_progress(data: "RunData") -> list[str]:
     partial = data.iteration[data.iteration > last_done] if len(data.iteration) else data.iteration
     if len(partial):
         k = int(partial.max())
-        progress += (f"; iteration {k + 1} in progress "
-                     f"({int(np.sum(data.iteration == k))} of {data.settings.get('samples')} evaluated)")
+        of = f" of {data.settings['samples']}" if data.settings.get("samples") else ""
+        progress += f"; iteration {k + 1} in progress ({int(np.sum(data.iteration == k))}{of} evaluated)"
     n_ok = int(data.ok.sum())
     return [f"iterations     {progress}",
             f"evaluations    {data.n_evaluations} ({n_ok} ok, {data.n_evaluations - n_ok} failed)"]
@@ -283,8 +293,17 @@ def _summary_times(data: "RunData") -> list[str]:
     if all(v is None for v in phases.values()):
         return ["time/iteration - (no finished iteration yet)"]
     total = sum(sum(v for v in s.values() if v is not None) for s in seconds)
-    return ["time/iteration " + ", ".join(f"{p} {_secs(v)}" for p, v in phases.items())
-            + f" (median over {len(seconds)}; {_secs(total)} in all)"]
+    network = sum((s.get("sampling") or 0.0) + (s.get("training") or 0.0) for s in seconds)
+    done = max((int(r.get("n_evaluations") or 0) for r in data.log), default=0)
+    lines = ["time/iteration " + ", ".join(f"{p} {_secs(v)}" for p, v in phases.items())
+             + f" (median over {len(seconds)}; {_secs(total)} in all)"]
+    if done:
+        lines.append(f"network        {network / done:.2f} s per evaluation (sampling and training over "
+                     f"{done} evaluations of the finished iterations)")
+    stopped = data.path / "stopped.json"
+    if stopped.exists():
+        lines.append(f"stopped        {json.loads(stopped.read_text()).get('message')}")
+    return lines
 
 
 # -- figures ------------------------------------------------------------------------------------

@@ -7,13 +7,15 @@ Layout::
                            (key-value pairs: iteration, sample, temperature, ok; energy and forces
                            as the row's calculator results; the error text in ``data`` if failed)
     samples/iter-NNNN.npy  the structures of iteration N, saved *before* any is evaluated, so a
-                           resumed run evaluates exactly the same ones and only those not yet done
+                           resumed run evaluates exactly the same ones and only those not yet done;
+                           an adaptive batch's later rounds R in iter-NNNN-rRR.npy
     start_model.safetensors  the pretrained weights a search started from (pretrained runs only)
     checkpoints/iter-NNNN/ after iteration N: model.safetensors, optimizer.safetensors,
                            buffer.safetensors, state.json (iteration, counters, RNG scheme) and
                            digests.json (the SHA-256 of each of them, checked before any is used)
     best.xyz               the lowest-energy structure so far (extxyz, energy in the comment line)
     log.jsonl              one JSON line of metrics per finished iteration
+    stopped.json           why the run last stopped (budget, patience, iterations, ...)
     run.lock               held (an OS file lock) by the one process running the search; it
                            names that process. The kernel releases it when the process dies,
                            even by kill -9, so a stale lock never blocks a resume.
@@ -285,18 +287,27 @@ class RunDir:
         return {int(r.sample) for r in self.rows(iteration)}
 
     # -- samples ------------------------------------------------------------------------------
-    def _samples_path(self, iteration: int) -> Path:
-        return self.path / "samples" / f"iter-{iteration:04d}.npy"
+    def _samples_path(self, iteration: int, round: int = 0) -> Path:
+        suffix = f"-r{round:02d}" if round else ""
+        return self.path / "samples" / f"iter-{iteration:04d}{suffix}.npy"
 
-    def save_samples(self, iteration: int, positions: np.ndarray) -> None:
+    def save_samples(self, iteration: int, positions: np.ndarray, round: int = 0) -> None:
+        """Save round ``round`` of an iteration's structures (before any is evaluated)."""
         import io
 
         buf = io.BytesIO()
         np.save(buf, np.asarray(positions, dtype=np.float64), allow_pickle=False)
-        atomic_write_bytes(self._samples_path(iteration), buf.getvalue())
+        atomic_write_bytes(self._samples_path(iteration, round), buf.getvalue())
 
-    def load_samples(self, iteration: int) -> np.ndarray | None:
-        path = self._samples_path(iteration)
+    def load_samples(self, iteration: int, round: int | None = None) -> np.ndarray | None:
+        """Round ``round`` of an iteration's saved structures, or (``None``) every saved round in
+        order, their rows' ``sample`` indices; None if nothing is saved."""
+        if round is None:
+            rounds = []
+            while (x := self.load_samples(iteration, len(rounds))) is not None:
+                rounds.append(x)
+            return np.concatenate(rounds) if rounds else None
+        path = self._samples_path(iteration, round)
         if not path.exists():
             return None
         try:
@@ -420,6 +431,14 @@ class RunDir:
         buf = io.StringIO()
         write(buf, atoms, format="extxyz")
         atomic_write_text(self.path / "best.xyz", buf.getvalue())
+
+    def write_stop(self, record: dict) -> None:
+        """``stopped.json``: why the run last stopped."""
+        atomic_write_text(self.path / "stopped.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+    def read_stop(self) -> dict | None:
+        path = self.path / "stopped.json"
+        return json.loads(path.read_text()) if path.exists() else None
 
     def rewrite_log(self, records: list[dict]) -> None:
         """Replace ``log.jsonl`` with ``records`` (atomically)."""

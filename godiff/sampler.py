@@ -264,23 +264,30 @@ class Sampler:
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``n`` structures; returns (n, n_mobile, 3) positions in Å, inside the box."""
+        """Draw ``n`` structures; returns (n, n_mobile, 3) positions in Å, inside the box:
+        the lowest predicted energies of ``oversample x n`` candidates."""
+        total = max(n, int(math.ceil(n * self.config.oversample)))
+        x, energy = self.candidates(total, generator=generator, predict=total > n)
+        return x if total == n else x[torch.sort(energy, stable=True).indices[:n]]
+
+    @torch.no_grad()
+    def candidates(self, total: int, *, generator: torch.Generator | None = None, predict: bool = True):
+        """``total`` finished structures (de-clashed, in the box) and, with ``predict``, the
+        (total,) energies the energy head predicts for them (else None)."""
         was_training = self.model.training
         self.model.eval()
         try:
             context = self.model.template_context(self.graph)
-            total = max(n, int(math.ceil(n * self.config.oversample)))
             chunks = []
             for start in range(0, total, self.config.batch_size):
                 m = min(self.config.batch_size, total - start)
                 chunks.append(self._sample_chunk(m, context, generator))
             x = torch.cat(chunks).cpu() if chunks else torch.zeros(0, self.graph.n_mobile, 3)
             x = self.finish(x, generator=generator)
-            if total > n:
-                x = x[self.rank(x, context)[:n]]
+            energy = self.predicted_energy(x, context) if predict else None
         finally:
             self.model.train(was_training)
-        return x
+        return x, energy
 
     def predicted_energy(self, x: torch.Tensor, context=None) -> torch.Tensor:
         """(n,) energies the model predicts for structures ``x``, eV (on the CPU)."""

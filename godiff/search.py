@@ -1,22 +1,35 @@
 """The self-sampling loop: sample, evaluate, buffer, train at the current temperature, anneal.
 
-Iteration k of K:
+Iteration k:
 
-1. **Sample** ``samples`` structures. The first iteration of a search from an untrained model
-   draws from the uniform prior over the box (an untrained network's samples are noise anyway,
-   so we do not pay for running it); later iterations (and all iterations of a search started
-   from a pretrained model) run the reverse diffusion of :mod:`godiff.sampler`. The structures are
-   saved to the run directory before any is evaluated.
+1. **Sample** structures. The first iteration of a search from an untrained model draws from the
+   uniform prior over the box (an untrained network's samples are noise anyway, so we do not pay
+   for running it); later iterations (and all iterations of a search started from a pretrained
+   model) run the reverse diffusion of :mod:`godiff.sampler`, draw ``oversample`` candidates per
+   structure and pick the ones to evaluate (:mod:`godiff.acquisition`: a lower confidence bound,
+   duplicates of evaluated structures skipped; ``acquisition: energy`` ranks by predicted energy
+   alone). The structures are saved to the run directory before any is evaluated.
 2. **Evaluate** each through the one :class:`godiff.energy.Evaluator`; every result is written to
-   ``evaluations.db`` the moment it arrives.
+   ``evaluations.db`` the moment it arrives. A fixed batch (``samples``) is one round; the
+   adaptive batch repeats 1-2 in rounds of ``min_samples`` until the ESS of its Boltzmann weights
+   at the sampling temperature reaches ``target_ess`` or it holds ``max_samples``
+   (:class:`godiff.schedule.BatchSize`). The budget cuts the last round.
 3. **Buffer** the successful ones (:mod:`godiff.buffer`); keep every successful structure's forces
    for the force head.
-4. **Train** ``train_steps`` steps at temperature T_k (:mod:`godiff.schedule`): the Boltzmann-weighted
-   denoising loss on the buffer plus ``force_weight`` times the force loss on all evaluated data.
+4. **Train** at temperature T_k (:mod:`godiff.schedule`: the adaptive schedule sets it from the
+   batch's energies, the exponential one from k): the Boltzmann-weighted denoising loss on the
+   buffer plus ``force_weight`` times the force loss on all evaluated data, for ``train_steps``
+   steps or until the gradients stop agreeing (:class:`godiff.train.AgreementStop`).
 5. **Checkpoint** the model, optimizer and buffer, append a line to ``log.jsonl``.
 
-Random numbers come from generators seeded by (seed, iteration, phase), so a run resumed from any
-checkpoint draws exactly what the uninterrupted run would have drawn.
+The run stops at its ``budget`` of evaluations, its ``patience`` (evaluations without a new best),
+its ``iterations``, or when the model proposes nothing that was not evaluated already; why is
+written to ``stopped.json``. Random numbers come from generators seeded by (seed, iteration,
+phase, round), so a run resumed from any checkpoint or mid-round draws exactly what the
+uninterrupted run would have drawn.
+
+What was measured for the defaults is in the docstrings of :mod:`godiff.schedule`,
+:mod:`godiff.acquisition` and :mod:`godiff.train`, and in the README's Benchmarks.
 
 The loop never prints; it reports progress by calling ``progress(event: dict)``.
 """
@@ -42,36 +55,80 @@ from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError, 
 from godiff.manifest import RunManifest
 from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
 from godiff.sampler import Sampler, SamplerConfig
-from godiff.schedule import ExponentialSchedule
+from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, select, uncertainty
+from godiff.schedule import AdaptiveSchedule, BatchSize, ExponentialSchedule, effective_sample_size, heat_capacity
 from godiff.score import ScoreConfig, ScoreModel
-from godiff.train import Trainer, TrainingData
+from godiff.train import AgreementStop, Trainer, TrainingData
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SearchConfig", "Search", "Result"]
+__all__ = ["SearchConfig", "Search", "Result", "PRESETS"]
 
 
 SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size"}
+
+
+#: ``godiff run --preset NAME``: named settings. ``paper`` is the published GO-Diff schedule
+#: (20 iterations of 128 samples, exponential annealing from 5 eV to 0.02 eV, a fixed number of
+#: training steps, candidates ranked by predicted energy alone): godiff's defaults before the
+#: adaptive search, kept so the comparison with the paper stays one command.
+PRESETS = {
+    "paper": {"iterations": 20, "samples": 128, "schedule": "exponential", "temperature_start": 5.0,
+              "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None},
+}
+
+#: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
+LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None}
+
+SCHEDULES = ("adaptive", "exponential")
+TRAIN_STOPS = ("agreement", "fixed")
+ACQUISITIONS = ("lcb", "energy")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """Settings of a search; round-trips through JSON (``to_dict`` / ``from_dict``).
 
+    The defaults are the adaptive search (batches sized by their ESS, a temperature that reads
+    the energies, candidates acquired by a lower confidence bound, training until gradients
+    stop agreeing, a budget in evaluations); :data:`PRESETS` ``["paper"]`` is the fixed
+    schedule of the paper.
+
     Attributes:
-        iterations: self-sampling iterations.
-        samples: structures sampled and evaluated per iteration.
-        first_samples: structures of the first iteration (``None``: ``samples``); a search from
-            a pretrained model needs fewer to start (see :data:`godiff.zoo.transfer.TRANSFER`).
-        train_steps: optimizer steps per iteration.
+        iterations: self-sampling iterations (the adaptive search: at most this many).
+        samples: structures evaluated per iteration, a fixed batch; ``None`` (the default): the
+            adaptive batch of :class:`godiff.schedule.BatchSize` (``min_samples``,
+            ``max_samples``, ``target_ess``).
+        first_samples: structures of the first iteration (``None``: ``samples``, or
+            ``min_samples`` for the adaptive batch); a search from a pretrained model needs fewer
+            to start (see :data:`godiff.zoo.transfer.TRANSFER`).
+        min_samples: the adaptive batch's round, and its smallest size.
+        max_samples: the adaptive batch's largest size.
+        target_ess: the adaptive batch's effective sample size at which it stops.
+        budget: total evaluations; the run stops there (``None``: no limit).
+        patience: stop once the best energy has not improved for this many evaluations.
+        schedule: ``adaptive`` (:class:`godiff.schedule.AdaptiveSchedule`) or ``exponential``.
+        temperature_start: first temperature (``None``: the adaptive schedule's, from the first
+            batch's spread; the exponential schedule's 5 eV).
+        temperature_end: last (and lowest) temperature.
+        temperature_factor: the adaptive first temperature in units of the first batch's spread.
+        cooling_fast: the adaptive schedule's factor where the heat capacity is below 1.
+        cooling_slow: its factor above 1.
+        train_steps: optimizer steps per iteration (with ``train_stop: agreement``, at most).
+        train_stop: ``agreement`` (:class:`godiff.train.AgreementStop`) or ``fixed``.
+        train_min_steps: the agreement stop's fewest steps.
+        train_patience: steps of disagreement before the agreement stop ends training.
+        acquisition: ``lcb`` (:mod:`godiff.acquisition`) or ``energy`` (the lowest predicted).
+        kappa: the lower confidence bound's multiple of the uncertainty.
+        duplicate_distance: fingerprint distance (bond lengths) below which a candidate
+            duplicates an evaluated structure and is skipped.
+        uncertainty_length: the uncertainty's length scale (bond lengths).
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         grad_clip: gradient-norm clip.
         buffer_size: replay-buffer capacity.
-        temperature_start: first temperature, eV.
-        temperature_end: last temperature, eV.
         force_weight: weight of the force loss.
         energy_weight: weight of the energy-head loss.
         force_clip: per-atom force norm above which targets are clipped, eV/Å.
@@ -82,18 +139,34 @@ class SearchConfig:
         score: network architecture (``None``: scaled to the system's bond length).
     """
 
-    iterations: int = 20
-    samples: int = 128
+    iterations: int = 100
+    samples: int | None = None
     first_samples: int | None = None
+    min_samples: int = 16
+    max_samples: int = 64
+    target_ess: float = 8.0
+    budget: int | None = 1000
+    patience: int | None = None
+    schedule: str = "adaptive"
+    temperature_start: float | None = None
+    temperature_end: float = 0.02
+    temperature_factor: float = 1.0
+    cooling_fast: float = 0.5
+    cooling_slow: float = 0.9
     train_steps: int = 200
+    train_stop: str = "agreement"
+    train_min_steps: int = 50
+    train_patience: int = 20
+    acquisition: str = "lcb"
+    kappa: float = 2.0
+    duplicate_distance: float = 0.02
+    uncertainty_length: float = 0.1
     batch_size: int = 32
     force_batch: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
     grad_clip: float = 10.0
     buffer_size: int = 64
-    temperature_start: float = 5.0
-    temperature_end: float = 0.02
     force_weight: float = 1.0
     energy_weight: float = 1.0
     force_clip: float = 10.0
@@ -104,19 +177,52 @@ class SearchConfig:
     score: ScoreConfig | None = None
 
     def __post_init__(self):
-        from godiff.checks import number
+        from godiff.checks import choice, number
 
-        for name in ("iterations", "samples", "batch_size", "force_batch", "buffer_size", "workers"):
+        for name in ("iterations", "batch_size", "force_batch", "buffer_size", "workers", "min_samples", "max_samples"):
             number(name, getattr(self, name), minimum=1, integer=True)
-        if self.first_samples is not None:
-            number("first_samples", self.first_samples, minimum=1, integer=True)
-        number("train_steps", self.train_steps, minimum=0, integer=True)
+        for name in ("samples", "first_samples", "budget", "patience"):
+            if getattr(self, name) is not None:
+                number(name, getattr(self, name), minimum=1, integer=True)
+        if self.max_samples < self.min_samples:
+            raise ConfigError(f"max_samples ({self.max_samples}) is below min_samples ({self.min_samples})")
+        for name in ("train_steps", "train_min_steps", "train_patience"):
+            number(name, getattr(self, name), minimum=0, integer=True)
         number("seed", self.seed, minimum=0, integer=True)
-        for name in ("learning_rate", "grad_clip", "force_clip", "temperature_start", "temperature_end"):
+        for name in ("learning_rate", "grad_clip", "force_clip", "temperature_end", "temperature_factor",
+                     "target_ess", "uncertainty_length"):
             number(name, getattr(self, name), above=0)
-        for name in ("weight_decay", "force_weight", "energy_weight"):
+        if self.temperature_start is not None:
+            number("temperature_start", self.temperature_start, above=0)
+        for name in ("cooling_fast", "cooling_slow"):
+            number(name, getattr(self, name), above=0, maximum=1)
+        for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance"):
             number(name, getattr(self, name), minimum=0)
         number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
+        choice("schedule", self.schedule, SCHEDULES)
+        choice("train_stop", self.train_stop, TRAIN_STOPS)
+        choice("acquisition", self.acquisition, ACQUISITIONS)
+
+    @property
+    def adaptive_batch(self) -> bool:
+        """Whether iterations are sized by their ESS (no fixed ``samples``)."""
+        return self.samples is None
+
+    def first_batch(self) -> int:
+        """Structures of the first iteration."""
+        return self.first_samples or self.samples or self.min_samples
+
+    @classmethod
+    def preset(cls, name: str) -> "SearchConfig":
+        """The settings of :data:`PRESETS` ``[name]`` (a one-line ConfigError names the known ones).
+
+        Example:
+            >>> SearchConfig.preset("paper").samples
+            128
+        """
+        if name not in PRESETS:
+            raise ConfigError(f"preset: unknown preset '{name}' (known: {', '.join(PRESETS)})")
+        return replace(cls(), **PRESETS[name])
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -126,7 +232,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchConfig":
-        data = dict(data)
+        data = {**LEGACY, **data}
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"search config: unknown field(s) {sorted(unknown)}")
@@ -168,6 +274,8 @@ class Result:
         n_evaluations: energy evaluations spent, failed ones included.
         run_dir: where everything was written.
         history: one metrics dict per finished iteration (the lines of ``log.jsonl``).
+        stop_reason: why the run stopped (``budget``, ``patience``, ``iterations``,
+            ``converged``, ``stopped by the caller``; also in the run's ``stopped.json``).
     """
 
     best_atoms: object
@@ -175,6 +283,7 @@ class Result:
     n_evaluations: int
     run_dir: Path
     history: list
+    stop_reason: str | None = None
 
 
 def _generator(seed: int, *parts) -> torch.Generator:
@@ -222,7 +331,7 @@ class Search:
         self.pretrained = model is not None
         score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length()))
         self.config = replace(self.config, score=score_config)
-        self.schedule = ExponentialSchedule(self.config.temperature_start, self.config.temperature_end, self.config.iterations)
+        self._set_controllers()
         self.template = self.system.template_atoms()
         self.n_template = 0 if self.template is None else len(self.template)
         if model is None:
@@ -237,8 +346,14 @@ class Search:
         self.energy_shift_anchored = not self.pretrained
         self.best_energy = math.inf
         self.best_id = None
+        self.best_at = 0  # evaluations spent when the best was found
         self.n_evaluations = 0
         self.next_iteration = 0
+        self.temperature: float | None = None  # of the last trained iteration
+        self.head_rms: float | None = None  # the energy head's error on the last batch, before training on it
+        self.stop_reason: str | None = None
+        self.fingerprints = Fingerprints.for_system(self.system)
+        self.seen = np.zeros((0, 0))  # fingerprints of every evaluated structure
         self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler, device=self.device)
         self.domain, self.sde, self.graph = self.sampler.domain, self.sampler.sde, self.sampler.graph
         self.trainer = Trainer(self.model, self.optimizer, self.sampler, self.config)
@@ -254,6 +369,17 @@ class Search:
             self.run_dir = RunDir(out or _default_out(self.system))
             RunDir.check_free(self.run_dir.path)  # refused now, created (and locked) by run()
             self._to_create = self._manifest(command)
+
+    def _set_controllers(self) -> None:
+        """The schedule, batch size and training stop of the settings (again after a resume's changes)."""
+        cfg = self.config
+        if cfg.schedule == "exponential":
+            self.schedule = ExponentialSchedule(cfg.temperature_start or 5.0, cfg.temperature_end, cfg.iterations)
+        else:
+            self.schedule = AdaptiveSchedule(cfg.temperature_end, cfg.temperature_factor, cfg.cooling_fast,
+                                             cfg.cooling_slow, cfg.temperature_start)
+        self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
+        self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
 
     def _create_run_dir(self) -> None:
         """Make the run directory of a new search: its files, its lock and, from a pretrained
@@ -292,9 +418,11 @@ class Search:
                rebuild_database: bool = False, executor=None, device=None, **overrides) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
-        ``overrides`` may change only ``workers`` and ``iterations``; a changed setting is written
-        back to ``run.json``. More iterations re-spread the annealing over the new count, so the
-        remaining iterations cool more slowly than the original plan. ``read_only=True`` loads the
+        ``overrides`` may change only ``workers``, ``iterations``, ``budget`` and ``patience``; a
+        changed setting is written back to ``run.json``. Under the exponential schedule more
+        iterations re-spread the annealing over the new count, so the remaining iterations cool
+        more slowly than the original plan. A run that stopped at its budget or patience goes on
+        when resumed with a larger one. ``read_only=True`` loads the
         last checkpoint without writing anything and without taking the run's lock (to inspect or
         measure a run still in progress).
 
@@ -311,7 +439,7 @@ class Search:
         run = RunDir.open(path, lock=not read_only)
         try:
             manifest = run.manifest
-            allowed = {"workers", "iterations"}
+            allowed = {"workers", "iterations", "budget", "patience"}
             bad = {k for k, v in overrides.items() if v is not None} - allowed
             if bad:
                 raise ConfigError(f"resume: cannot change {sorted(bad)} of an existing run")
@@ -345,6 +473,9 @@ class Search:
             self.buffer = ReplayBuffer.from_state(self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()})
             self.force_scale_set = bool(state.get("force_scale_set", True))
             self.energy_shift_anchored = bool(state.get("energy_shift_anchored", True))
+            record = state.get("log") or {}
+            self.temperature = state.get("temperature", record.get("temperature"))
+            self.head_rms = state.get("head_rms", record.get("energy_head_rms"))
             self.next_iteration = last + 1
         elif self.run_dir.manifest.pretrained:
             self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
@@ -406,8 +537,9 @@ class Search:
     def _absorb_history(self, rows: list, *, write: bool) -> None:
         """Counters, best and force memory from the rows of the finished iterations, in the order
         an uninterrupted run took them in (iteration, then row id)."""
-        self.n_evaluations, self.best_energy, self.best_id = 0, math.inf, None
+        self.n_evaluations, self.best_energy, self.best_id, self.best_at = 0, math.inf, None, 0
         self.memory = ForceMemory(self.system.n_mobile)
+        self.seen = np.zeros((0, 0))
         kept = sorted((r for r in rows if int(r.iteration) < self.next_iteration), key=lambda r: (int(r.iteration), r.id))
         self._absorb(kept, into_buffer=not self._restored_from_checkpoint, write=write)
 
@@ -423,8 +555,9 @@ class Search:
             todo.append((k, samples, len(samples) - len(self.run_dir.done_samples(k))))
         log.warning("rebuilding %s: evaluating %d saved structures of iterations 0..%d again",
                     self.run_dir.db_path, sum(n for _, _, n in todo), self.next_iteration - 1)
+        temperatures = {r["iteration"]: r.get("temperature_sampled", r.get("temperature")) for r in self.run_dir.read_log()}
         for k, samples, _ in todo:
-            self._evaluate(k, samples, self.schedule.temperature(k), evaluator, emit)
+            self._evaluate(k, samples, self._row_temperature(k, temperatures.get(k - 1)), evaluator, emit)
         self._absorb_history(self.run_dir.rows(), write=True)
         self._rebuild = False
 
@@ -437,7 +570,10 @@ class Search:
     # -- data from rows -----------------------------------------------------------------------
     def _absorb(self, rows: list, *, into_buffer: bool, write: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Take finished evaluations into the counters, best, force memory (and buffer)."""
+        before = self.n_evaluations
         self.n_evaluations += len(rows)
+        if self.config.acquisition == "lcb" and rows:
+            self.seen = self._with_seen(self.seen, np.stack([r.positions[self.n_template:] for r in rows]))
         ok = [r for r in rows if r.ok and r.get("energy") is not None]
         if not ok:
             return np.zeros(0), np.zeros(0)
@@ -452,17 +588,20 @@ class Search:
         if energies[i] < self.best_energy:
             self.best_energy = float(energies[i])
             self.best_id = int(ids[i])
+            self.best_at = before + 1 + next(j for j, r in enumerate(rows) if r.id == self.best_id)
             if write:
                 self.run_dir.write_best(ok[i].toatoms(), self.best_energy, evaluation_id=self.best_id)
         return energies, ids
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, *, progress=None, stop=None) -> Result:
-        """Run the remaining iterations; returns the :class:`Result`.
+        """Run until the budget, the patience or the iterations are spent; returns the :class:`Result`.
 
         ``stop(search) -> bool``, if given, is asked after each finished iteration (checkpoint
         written); True ends the run there, e.g. once a benchmark has seen its success
-        (:class:`godiff.bench.success.SuccessWatch`). A stopped run resumes like any other.
+        (:class:`godiff.bench.success.SuccessWatch`). Why the run stopped is written to the run
+        directory (``stopped.json``) and kept in :attr:`stop_reason`. A stopped run resumes like
+        any other (with a larger ``budget`` or ``patience``, or more ``iterations``).
         """
         emit = progress or (lambda event: None)
         evaluator, self._evaluator = self._evaluator or self._open_evaluator(), None
@@ -474,34 +613,60 @@ class Search:
             with evaluator:
                 if self._rebuild:
                     self._rebuild_database(evaluator, emit)
-                for k in range(self.next_iteration, self.config.iterations):
-                    self._iteration(k, evaluator, emit)
-                    if stop is not None and stop(self):
-                        break
+                self.stop_reason = self.spent()
+                k = self.next_iteration
+                while self.stop_reason is None:
+                    evaluated = self._iteration(k, evaluator, emit)
+                    k += 1
+                    self.stop_reason = self.spent() or ("converged" if not evaluated else None)
+                    if self.stop_reason is None and stop is not None and stop(self):
+                        self.stop_reason = "stopped by the caller"
+                self.run_dir.write_stop(self._stop_record())
             return self.result()
         finally:
             self.run_dir.release()
+
+    def spent(self) -> str | None:
+        """Why the run must stop now (``None``: it goes on)."""
+        cfg = self.config
+        if cfg.budget is not None and self.n_evaluations >= cfg.budget:
+            return "budget"
+        if cfg.patience is not None and self.n_evaluations > 0 and self.n_evaluations - self.best_at >= cfg.patience:
+            return "patience"
+        if self.next_iteration >= cfg.iterations:
+            return "iterations"
+        return None
+
+    def stop_message(self, reason: str | None = None) -> str:
+        """``reason`` (default: :attr:`stop_reason`) in words."""
+        reason = reason or self.stop_reason
+        messages = {
+            "budget": f"the budget of {self.config.budget} evaluations is spent",
+            "patience": f"the best energy has not improved for {self.config.patience} evaluations",
+            "iterations": f"all {self.config.iterations} iterations are done",
+            "converged": "the model proposed nothing that was not evaluated already",
+            "stopped by the caller": "the caller's stop condition was met",
+        }
+        return messages.get(reason, str(reason))
+
+    def _stop_record(self) -> dict:
+        return {"reason": self.stop_reason, "message": self.stop_message(),
+                "iterations": self.next_iteration, "n_evaluations": self.n_evaluations,
+                "best_energy": self.best_energy, "best_at": self.best_at}
 
     def result(self) -> Result:
         best_atoms = None
         if self.best_id is not None:
             best_atoms = self.run_dir.get_row(self.best_id).toatoms()
-        return Result(best_atoms, self.best_energy, self.n_evaluations, self.run_dir.path, self.run_dir.read_log())
+        return Result(best_atoms, self.best_energy, self.n_evaluations, self.run_dir.path, self.run_dir.read_log(),
+                      self.stop_reason)
 
-    def _iteration(self, k: int, evaluator, emit) -> None:
-        temperature = self.schedule.temperature(k)
-        times = {}
-        emit({"event": "phase", "iteration": k, "phase": "sampling", "temperature": temperature})
+    def _iteration(self, k: int, evaluator, emit) -> int:
+        """One iteration; returns how many structures it evaluated."""
+        sampled_at = self.temperature  # the temperature the sampling model was trained at
+        times = {"sampling": 0.0, "evaluation": 0.0}
+        self._batch(k, sampled_at, evaluator, emit, times)
         t0 = time.perf_counter()
-        samples = self.run_dir.load_samples(k)
-        if samples is None:
-            samples = self._sample(k)
-            self.run_dir.save_samples(k, samples)
-        times["sampling"] = time.perf_counter() - t0
-
-        emit({"event": "phase", "iteration": k, "phase": "evaluating", "temperature": temperature})
-        t0 = time.perf_counter()
-        self._evaluate(k, samples, temperature, evaluator, emit)
         rows = self.run_dir.rows(k)
         n_failed = sum(1 for r in rows if not r.ok)
         if n_failed > self.config.max_failed_fraction * len(rows):
@@ -509,17 +674,24 @@ class Search:
             raise EvaluationFailureError(
                 f"{n_failed} of {len(rows)} evaluations failed in iteration {k}; first error: {first}"
             )
+        head = self._calibrate(k, rows)
         energies, _ = self._absorb(rows, into_buffer=True)
-        times["evaluation"] = time.perf_counter() - t0
+        times["evaluation"] += time.perf_counter() - t0
+        temperature = self._next_temperature(k, energies, sampled_at)
 
         emit({"event": "phase", "iteration": k, "phase": "training", "temperature": temperature})
         t0 = time.perf_counter()
         losses = self._train(k, temperature)
         times["training"] = time.perf_counter() - t0
+        self.temperature, self.next_iteration = temperature, k + 1
 
         record = {
             "iteration": k,
             "temperature": temperature,
+            "temperature_sampled": sampled_at,
+            "samples": len(rows),
+            "ess": effective_sample_size(energies, sampled_at) if sampled_at and len(energies) else None,
+            "heat_capacity": heat_capacity(energies, sampled_at) if sampled_at and len(energies) else None,
             "n_evaluations": self.n_evaluations,
             "n_failed": n_failed,
             "best_energy": self.best_energy,
@@ -527,28 +699,131 @@ class Search:
             "iteration_median": float(np.median(energies)) if len(energies) else None,
             "buffer_max": float(self.buffer.energies.max()) if len(self.buffer) else None,
             "seconds": times,
+            **head,
             **losses,
         }
         self._checkpoint(k, record)
         self.run_dir.append_log(record)
         emit({"event": "iteration", **record})
+        return len(rows)
 
-    def _sample(self, k: int) -> np.ndarray:
-        gen = _generator(self.config.seed, k, "sample")
-        n = self.config.first_samples if k == 0 and self.config.first_samples else self.config.samples
+    # -- one iteration's batch ----------------------------------------------------------------
+    def _batch(self, k: int, sampled_at, evaluator, emit, times) -> int:
+        """Sample and evaluate iteration ``k``'s structures in rounds; returns how many.
+
+        A fixed batch is one round of ``samples``. The adaptive batch adds rounds of
+        ``min_samples`` until its ESS at ``sampled_at`` reaches the target or it is full
+        (:class:`godiff.schedule.BatchSize`); every batch stops at the budget. Each round's
+        structures are saved before any is evaluated and drawn from its own generator, so a
+        resumed iteration draws and evaluates exactly what the uninterrupted one would have.
+        """
+        have = 0
+        for r in range(self._max_rounds(k)):
+            n = self._round_size(k, r, have, sampled_at)
+            if n == 0:
+                break
+            emit({"event": "phase", "iteration": k, "phase": "sampling", "temperature": sampled_at})
+            t0 = time.perf_counter()
+            samples = self.run_dir.load_samples(k, r)
+            if samples is None:
+                samples = self._draw(k, r, n)
+                self.run_dir.save_samples(k, samples, r)
+            times["sampling"] += time.perf_counter() - t0
+            emit({"event": "phase", "iteration": k, "phase": "evaluating", "temperature": sampled_at})
+            t0 = time.perf_counter()
+            self._evaluate(k, samples, self._row_temperature(k, sampled_at), evaluator, emit, offset=have)
+            times["evaluation"] += time.perf_counter() - t0
+            have += len(samples)
+            if len(samples) == 0:
+                break
+        return have
+
+    def _max_rounds(self, k: int) -> int:
+        if not self.config.adaptive_batch or k == 0:
+            return 1
+        return 2 * math.ceil(self.config.max_samples / self.config.min_samples)
+
+    def _round_size(self, k: int, r: int, have: int, sampled_at) -> int:
+        """Structures of round ``r`` of iteration ``k`` when the batch holds ``have``: 0 to stop."""
+        cfg = self.config
+        left = None if cfg.budget is None else cfg.budget - self.n_evaluations - have
+        if k == 0 or not cfg.adaptive_batch:
+            n = cfg.first_batch() if k == 0 else cfg.samples
+            return n if left is None else max(0, min(n, left))
+        if r > 0:
+            energies = [row.energy for row in self.run_dir.rows(k) if row.ok and row.get("energy") is not None]
+            if self.batch.enough(energies, temperature=sampled_at):
+                return 0
+        return self.batch.next_round(have=have, budget_left=left)
+
+    def _draw(self, k: int, r: int, n: int) -> np.ndarray:
+        """Round ``r`` of iteration ``k``: ``n`` structures (fewer where candidates duplicate)."""
+        gen = _generator(self.config.seed, k, "sample") if r == 0 else _generator(self.config.seed, k, "sample", r)
         if k == 0 and not self.pretrained:
             x = self.domain.sample_uniform((n, self.system.n_mobile), gen)
-            x = self.sampler.finish(x)
-        else:
-            x = self.sampler.sample(n, generator=gen)
-        return x.double().numpy()
+            return self.sampler.finish(x).double().numpy()
+        if self.config.acquisition == "energy":
+            return self.sampler.sample(n, generator=gen).double().numpy()
+        total = max(n, int(math.ceil(n * self.config.sampler.oversample)))
+        x, predicted = self.sampler.candidates(total, generator=gen)
+        x = x.double().numpy()
+        before = self._with_seen(self.seen, self._saved_before(k, r))
+        picked = select(self.fingerprints(x), predicted.double().numpy(), before, n,
+                        spread=self._spread(), settings=self.acquisition)
+        return x[picked]
 
-    def _evaluate(self, k, samples, temperature, evaluator, emit) -> None:
+    def _saved_before(self, k: int, r: int) -> np.ndarray:
+        """The structures of iteration ``k``'s rounds before ``r``, (m, n_mobile, 3)."""
+        rounds = [self.run_dir.load_samples(k, j) for j in range(r)]
+        rounds = [x for x in rounds if x is not None and len(x)]
+        return np.concatenate(rounds) if rounds else np.zeros((0, self.system.n_mobile, 3))
+
+    def _with_seen(self, seen: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        if len(positions) == 0:
+            return seen
+        new = self.fingerprints(positions)
+        return new if seen.size == 0 else np.concatenate([seen, new])
+
+    def _spread(self) -> float:
+        """``s`` of the uncertainty: the energy head's last measured error, else its energy scale."""
+        return float(self.head_rms) if self.head_rms else float(self.model.energy_scale)
+
+    def _calibrate(self, k: int, rows) -> dict:
+        """The energy head's error on this batch before training on it, and the fraction of
+        structures within the acquisition's uncertainty (:func:`godiff.acquisition.calibration`)."""
+        ok = [r for r in rows if r.ok and r.get("energy") is not None]
+        if self.config.acquisition != "lcb" or not ok or (k == 0 and not self.pretrained):
+            return {}
+        positions = np.stack([r.positions[self.n_template:] for r in ok])
+        with torch.no_grad():
+            predicted = self.sampler.predicted_energy(torch.as_tensor(positions, dtype=torch.float32)).double().numpy()
+        errors = np.array([r.energy for r in ok]) - predicted
+        sigma = uncertainty(nearest_distances(self.fingerprints(positions), self.seen),
+                            spread=self._spread(), length=self.acquisition.length)
+        self.head_rms = float(np.sqrt(np.mean(errors**2)))
+        return {"energy_head_rms": self.head_rms, "uncertainty_coverage": calibration(errors, sigma)}
+
+    def _next_temperature(self, k: int, energies: np.ndarray, sampled_at) -> float:
+        """The temperature iteration ``k`` trains at."""
+        if isinstance(self.schedule, ExponentialSchedule):
+            return self.schedule.temperature(k)
+        if sampled_at is None:
+            return self.schedule.first(energies)
+        return self.schedule.next(sampled_at, energies)
+
+    def _row_temperature(self, k: int, sampled_at) -> float:
+        """The temperature stored with iteration ``k``'s evaluations: its training temperature
+        under the exponential schedule, the sampling model's under the adaptive one (0: the prior)."""
+        if isinstance(self.schedule, ExponentialSchedule):
+            return self.schedule.temperature(k)
+        return float(sampled_at or 0.0)
+
+    def _evaluate(self, k, samples, temperature, evaluator, emit, *, offset: int = 0) -> None:
         done = self.run_dir.done_samples(k)
-        todo = [i for i in range(len(samples)) if i not in done]
+        todo = [offset + i for i in range(len(samples)) if offset + i not in done]
         if not todo:
             return
-        structures = [self.system.atoms(samples[i]) for i in todo]
+        structures = [self.system.atoms(samples[i - offset]) for i in todo]
         count = [self.n_evaluations + len(done)]
 
         def on_result(j, atoms, evaluation):
@@ -603,7 +878,8 @@ class Search:
         if not self.energy_shift_anchored and len(self.memory):
             self._anchor_energy_shift()
         data = TrainingData.at_temperature(self.buffer, self.memory, temperature)
-        return self.trainer.train(data, cfg.train_steps, _generator(cfg.seed, k, "train")).as_log()
+        stop = AgreementStop(min_steps=cfg.train_min_steps, patience=cfg.train_patience) if cfg.train_stop == "agreement" else None
+        return self.trainer.train(data, cfg.train_steps, _generator(cfg.seed, k, "train"), stop).as_log()
 
     def _checkpoint(self, k: int, record: dict) -> None:
         opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
@@ -614,6 +890,8 @@ class Search:
             "best_energy": self.best_energy,
             "force_scale_set": self.force_scale_set,
             "energy_shift_anchored": self.energy_shift_anchored,
+            "temperature": self.temperature,
+            "head_rms": self.head_rms,
             "optimizer": opt_meta,
             "rng": {"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
             "log": record,

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from ase.calculators.lj import LennardJones
 
 from godiff.bench import harness
 from godiff.bench.success import criterion
@@ -106,6 +107,7 @@ def test_records_judged_under_another_criterion_are_judged_again_without_a_rerun
     by_seed = {r["seed"]: r for r in saved["records"]}
     for r in again:
         assert r["judge"] == current and r["evaluations_to_success"] is None  # 8 samples of a tiny model
+        assert r["evaluations_counted"] == r["evaluations_to_energy"] and r["success_relax_calls"] is None
         assert r["wall_seconds"] == by_seed[r["seed"]]["wall_seconds"]  # judged again, not run again
 
 
@@ -240,7 +242,7 @@ def _stopped_pt1_run(tmp_path, reference: float, tolerance: float):
     record = harness.run_benchmark(system, methods=["godiff-ffg"], seeds=1, budget=40, out=tmp_path / "b",
                                    stop_at_success=True,
                                    overrides={"samples": 8, "train_steps": 2, "sampling_steps": 3, "relax_steps": 1,
-                                              "oversample": 1})[0]
+                                              "oversample": 1, "acquisition": "energy"})[0]
     return system, record, RunDir.open(record["run_dir"]).rows()
 
 
@@ -250,6 +252,7 @@ def test_stop_at_success_ends_a_run_once_both_figures_are_in(tmp_path):
     _, record, rows = _stopped_pt1_run(tmp_path, reference=10.0, tolerance=5.0)
     assert record["stopped_at_success"]
     assert record["evaluations_to_success"] == record["evaluations_to_energy"] == 1
+    assert record["evaluations_counted"] == 1  # evaluated within tolerance: its relaxation costs nothing more
     assert record["evaluations"] == len(rows) == 8
 
 
@@ -263,12 +266,14 @@ def test_a_run_that_never_sees_both_figures_is_not_marked_stopped(tmp_path):
 
 
 def test_stop_at_success_gives_the_figures_of_the_post_hoc_judge(tmp_path):
-    from godiff.bench.success import first_success
+    from godiff.bench.success import evaluations_counted, first_success
 
     system, record, rows = _stopped_pt1_run(tmp_path, reference=5.5058, tolerance=0.05)
     fresh = first_success(rows, system, reference=5.5058, tolerance=0.05)
     assert record["evaluations_to_success"] == (fresh and fresh.evaluations)
     assert record["evaluations_to_energy"] == first_within(rows, 5.5558)
+    assert record["evaluations_counted"] == evaluations_counted(fresh, first_within(rows, 5.5558))
+    assert record["success_relax_calls"] == (fresh and fresh.relax_calls)
     figures = [record["evaluations_to_success"], record["evaluations_to_energy"]]
     expected = 40 if None in figures else 8 * -(-max(figures) // 8)  # ran on until both were in, no further
     assert record["evaluations"] == len(rows) == expected
@@ -303,3 +308,114 @@ def test_a_relaxation_that_fails_in_the_judge_is_no_success_not_a_crash(tmp_path
         db.write(atoms, ok=True, iteration=0, sample=0)
     rows = list(db.select())
     assert first_success(rows, system, reference=-1.0, tolerance=0.1) is None
+
+
+LJ13_MINIMUM = -44.326801
+
+
+class _CountingLJ(LennardJones):
+    """ASE's LennardJones as the lj13 preset builds it, counting its own ``calculate`` calls: the
+    test's count of what a BFGS relaxation computes, apart from the judge's."""
+
+    def __init__(self):
+        super().__init__(epsilon=1.0, sigma=1.0, rc=1000.0, smooth=False)
+        self.calls = 0
+
+    def calculate(self, *args, **kwargs):
+        self.calls += 1
+        super().calculate(*args, **kwargs)
+
+
+def _bfgs_calls(system, positions) -> int:
+    """Calls a BFGS relaxation (fmax 0.05, as the judge's) of ``positions`` makes, counted by the calculator."""
+    from ase.optimize import BFGS
+
+    atoms = system.atoms(positions)
+    atoms.calc = _CountingLJ()
+    BFGS(atoms, logfile=None).run(fmax=0.05, steps=500)
+    return atoms.calc.calls
+
+
+def _lj13_structures():
+    """A flat scattered layer (no success), a distorted icosahedron (relaxes into the minimum,
+    evaluated above it) and the minimum itself, relaxed tight (evaluated within 1e-3)."""
+    from ase.cluster import Icosahedron
+    from ase.optimize import BFGS
+
+    system = load_system("lj13")
+    ico = Icosahedron("Ar", noshells=2, latticeconstant=1.5496)
+    rng = np.random.default_rng(0)
+    centre = ico.positions - ico.positions.mean(0)
+    bad = rng.uniform(-2, 2, (13, 3)) * np.array([1, 1, 0.05])
+    good = centre + rng.normal(0, 0.03, (13, 3))
+    atoms = system.atoms(centre)
+    atoms.calc = _CountingLJ()
+    BFGS(atoms, logfile=None).run(fmax=1e-5, steps=500)
+    return system, centre, bad, good, atoms.positions.copy()
+
+
+def _lj13_run(tmp_path, system, segments):
+    """A run directory of real LJ evaluations, one ``iteration`` per segment of positions."""
+    from godiff.energy import Evaluator
+
+    run = RunDir.create(tmp_path / "r", {"system": system.to_dict()})
+    with Evaluator(system.energy) as ev:
+        for k, segment in enumerate(segments):
+            for i, pos in enumerate(segment):
+                atoms = system.atoms(pos)
+                run.record(atoms, ev.single_point(atoms), iteration=k, sample=i, temperature=0.0)
+    return tmp_path / "r", run.rows()
+
+
+def test_the_counted_figure_of_single_points_adds_the_calls_of_the_successful_relaxation(tmp_path):
+    system, _, bad, good, _ = _lj13_structures()
+    run_dir, rows = _lj13_run(tmp_path, system, [[bad], [good]])
+    calls = _bfgs_calls(system, good)
+    assert calls > 2  # a relaxation of several steps, each one call
+    hit = first_success(rows, system, reference=LJ13_MINIMUM, tolerance=1e-3)
+    assert hit.evaluations == 2 and hit.relax_calls == calls and hit.counted(None) == 2 + calls
+    record = harness.judge(system, "random", run_dir, budget=2)
+    assert record["evaluations_to_success"] == 2 and record["evaluations_to_energy"] is None
+    assert record["success_relax_calls"] == calls and record["evaluations_counted"] == 2 + calls
+
+
+def test_an_evaluation_at_the_minimum_before_index_plus_calls_is_the_counted_figure(tmp_path):
+    system, _, _, good, minimum = _lj13_structures()
+    run_dir, _ = _lj13_run(tmp_path, system, [[good], [minimum]])
+    record = harness.judge(system, "random", run_dir, budget=2)
+    assert record["evaluations_to_success"] == 1 and record["evaluations_to_energy"] == 2
+    assert record["success_relax_calls"] == _bfgs_calls(system, good) > 1  # 1 + calls comes after the hit at 2
+    assert record["evaluations_counted"] == 2  # the minimum was in hand as evaluated
+
+
+def test_a_trajectory_methods_counted_figure_is_its_own_count_to_the_minimum(tmp_path):
+    # Segment 0: flat layers (no success); segment 1: a descent from a swollen icosahedron to the
+    # minimum. The relaxed check succeeds early in segment 1; the minimum is in hand at its end.
+    system, centre, _, _, minimum = _lj13_structures()
+    rng = np.random.default_rng(1)
+    flat = [rng.uniform(-2, 2, (13, 3)) * np.array([1, 1, 0.05]) for _ in range(3)]
+    path = [centre * 1.6 + rng.normal(0, 0.02, (13, 3)), centre + rng.normal(0, 0.08, (13, 3)), centre, minimum]
+    run_dir, rows = _lj13_run(tmp_path, system, [flat, path])
+    energies = [row.energy for row in rows]
+    by_hand = 1 + next(i for i, e in enumerate(energies) if e <= LJ13_MINIMUM + 1e-3)
+    record = harness.judge(system, "rss", run_dir, budget=7)
+    assert by_hand == 7 and record["evaluations_counted"] == record["evaluations_to_energy"] == by_hand
+    assert record["evaluations_to_success"] < by_hand and record["success_relax_calls"] is None
+
+
+def test_an_old_record_without_the_counted_figure_prints_dashes_beside_new_ones():
+    from pathlib import Path
+
+    old = json.loads((Path(__file__).parents[1] / "benchmarks" / "lj13" / "results.json").read_text())["records"]
+    assert not any("evaluations_counted" in r for r in old)  # judged before the figure existed, runs not kept
+    new = [{"method": "random", "seed": s, "budget": 2560, "evaluations_counted": counted, "evaluations_to_success": hit,
+            "evaluations_to_energy": within, "evaluations_to_basin": within, "best_energy": -44.3, "wall_seconds": 1.0}
+           for s, counted, hit, within in [(0, 40, 12, 40), (1, 3001, 6, None)]]  # seed 1: relaxation ends past the budget
+    table = harness.table_markdown(harness.summarize(old + new, ["godiff-ffg", "basin-hopping", "random"]),
+                                   system=load_system("lj13"), budget=2560)
+    assert table.splitlines()[2].startswith("| method | success, relaxation counted | median evals, relaxation counted "
+                                            "| worst evals, relaxation counted | success |")
+    assert "| godiff-ffg | - | - | - | 8/8 | 20 | 68 | - | 769 | -43.949 |" in table  # single points: not known
+    # relaxation steps: the old record's first evaluation within tolerance is the counted figure
+    assert "| basin-hopping | 7/8 | 765 | 2490 | 7/8 | 706 | 2402 | 854 | 820 | -44.327 |" in table
+    assert "| random | 1/2 | 40 | 40 | 2/2 | 9 | 12 | - | - | -44.300 | 1 |" in table

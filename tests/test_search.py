@@ -26,7 +26,6 @@ from safetensors.torch import load_file
 
 import godiff
 from godiff.errors import ConfigError, EvaluationFailureError, NotARunError, RunExistsError
-from godiff.schedule import ExponentialSchedule
 from godiff.score import ScoreConfig, ScoreModel
 from godiff.search import Search, SearchConfig
 
@@ -76,11 +75,12 @@ def test_run_database_holds_one_row_per_evaluation(finished_run):
     assert len(rows) == 3 * SAMPLES == result.n_evaluations
     keys = [(r.iteration, r.sample) for r in rows]
     assert sorted(keys) == [(k, i) for k in range(3) for i in range(SAMPLES)]
-    schedule = ExponentialSchedule(5.0, 0.02, 3)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     for r in rows:
         assert set(r.key_value_pairs) == {"iteration", "sample", "temperature", "ok"}
         assert r.ok is True
-        assert r.temperature == pytest.approx(schedule.temperature(r.iteration))
+        # the adaptive schedule: the temperature of the model that drew them (0: the prior)
+        assert r.temperature == pytest.approx(log[r.iteration]["temperature_sampled"] or 0.0)
         assert r.natoms == 13
         assert np.isfinite(r.energy) and r.forces.shape == (13, 3)
 
@@ -366,3 +366,125 @@ def test_the_device_option_runs_the_same_search_on_the_cpu_and_refuses_a_missing
     with pytest.raises(ConfigError, match="no such GPU"):
         Search("lj13", config=tiny_config(), out=tmp_path / "gpu", device="cuda:7")
     assert not (tmp_path / "gpu").exists()
+
+
+# -- the adaptive search: batches by ESS, budget, patience ------------------------------------------
+def adaptive_config(**overrides) -> SearchConfig:
+    """The adaptive defaults on the tiny network: rounds of 3 up to 9, ESS target 2.5."""
+    base = SearchConfig(score=TINY, batch_size=8, force_batch=4, train_steps=3, seed=7, samples=None,
+                        min_samples=3, max_samples=9, target_ess=2.5, iterations=50)
+    return base.with_overrides(steps=4, oversample=2.0, **overrides)
+
+
+def _rounds(run_dir: Path, k: int) -> list[int]:
+    sizes, r = [], 0
+    while (path := run_dir / "samples" / (f"iter-{k:04d}" + (f"-r{r:02d}" if r else "") + ".npy")).exists():
+        sizes.append(len(np.load(path)))
+        r += 1
+    return sizes
+
+
+def test_an_adaptive_run_sizes_each_batch_by_its_ess_and_stops_at_its_budget(tmp_path):
+    from godiff.schedule import effective_sample_size
+
+    out = tmp_path / "r"
+    result = Search("lj13", config=adaptive_config(budget=20), out=out, calculator=lj()).run()
+    rows = db_rows(out)
+    assert len(rows) == result.n_evaluations == 20
+    assert result.stop_reason == "budget" and json.loads((out / "stopped.json").read_text())["reason"] == "budget"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert _rounds(out, 0) == [3]  # the first batch: one round from the prior
+    for record in log[1:]:
+        k, t = record["iteration"], record["temperature_sampled"]
+        sizes = _rounds(out, k)
+        energies = [r.energy for r in sorted(rows, key=lambda r: r.sample) if r.iteration == k]
+        assert sum(sizes) == len(energies) == record["samples"]
+        for end in np.cumsum(sizes)[:-1]:  # every round but the last left the batch short of its target
+            assert end < 9 and effective_sample_size(energies[:end], t) < 2.5
+        full = len(energies) >= 9 or effective_sample_size(energies, t) >= 2.5
+        budget_hit = record["n_evaluations"] == 20
+        assert full or budget_hit or sizes[-1] < 3, (k, sizes)
+    # the temperature read the energies: the first from the first batch's spread, then by the rule
+    from godiff.schedule import AdaptiveSchedule, energy_spread
+
+    first = sorted((r for r in rows if r.iteration == 0), key=lambda r: r.sample)
+    assert log[0]["temperature"] == pytest.approx(max(0.02, energy_spread([r.energy for r in first])))
+    schedule = AdaptiveSchedule()
+    for before, record in zip(log, log[1:]):
+        energies = [r.energy for r in rows if r.iteration == record["iteration"]]
+        assert record["temperature"] == pytest.approx(schedule.next(before["temperature"], energies))
+
+
+def test_patience_stops_the_run_and_a_resume_with_more_patience_goes_on(tmp_path):
+    out = tmp_path / "r"
+    result = Search("lj13", config=adaptive_config(patience=6, budget=200), out=out, calculator=lj()).run()
+    assert result.stop_reason == "patience"
+    rows = sorted(db_rows(out), key=lambda r: r.id)
+    energies = [r.energy for r in rows]
+    best_at = 1 + int(np.argmin(energies))
+    assert len(rows) - best_at >= 6
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 or log[-2]["n_evaluations"] - best_at < 6  # it stopped at the first iteration past it
+    assert json.loads((out / "stopped.json").read_text())["best_at"] == best_at
+
+    again = Search.resume(out, calculator=lj())
+    assert again.spent() == "patience" and again.run().n_evaluations == len(rows)  # nothing more to do
+    more = Search.resume(out, calculator=lj(), patience=len(rows) - best_at + 4)
+    assert more.spent() is None
+    assert more.run().n_evaluations > len(rows)
+
+
+def test_kill_9_in_an_adaptive_round_then_resume_equals_the_uninterrupted_run_and_its_budget(tmp_path):
+    config = adaptive_config(budget=16)
+    reference_dir = tmp_path / "reference"
+    reference = Search("lj13", config=config, out=reference_dir, calculator=lj()).run()
+    out, ready = tmp_path / "killed", tmp_path / "ready"
+    block_at = 8  # inside iteration 1 or 2, in a later round: past the first batch of 3
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_RUN, str(out), str(ready), str(block_at), json.dumps(config.to_dict())],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not ready.exists():
+                assert child.poll() is None, (tmp_path / "child.log").read_text()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert len(db_rows(out)) == block_at - 1
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    result = Search.resume(out, calculator=lj()).run()
+    assert result.n_evaluations == reference.n_evaluations == 16 and result.stop_reason == "budget"
+    assert energies_by_key(out) == energies_by_key(reference_dir)
+    assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(p.name for p in (reference_dir / "samples").iterdir())
+
+
+def test_the_paper_preset_is_the_fixed_schedule_and_reproduces_bit_for_bit(tmp_path):
+    from dataclasses import replace
+
+    paper = SearchConfig.preset("paper")
+    assert (paper.iterations, paper.samples, paper.schedule, paper.temperature_start, paper.budget) == (20, 128, "exponential", 5.0, None)
+    config = replace(paper, score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7,
+                     iterations=2, sampler=tiny_config().sampler)
+    runs = [Search("lj13", config=config, out=tmp_path / name, calculator=lj()).run() for name in ("a", "b")]
+    assert energies_by_key(tmp_path / "a") == energies_by_key(tmp_path / "b")
+    for name in ("model", "optimizer", "buffer"):
+        a = load_file(str(tmp_path / "a" / "checkpoints" / "iter-0001" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "b" / "checkpoints" / "iter-0001" / f"{name}.safetensors"))
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    assert [h["temperature"] for h in runs[0].history] == [5.0, 0.02]
+    assert all(h["train_steps"] == 3 for h in runs[0].history)
+    with pytest.raises(ConfigError, match="unknown preset 'papers'"):
+        SearchConfig.preset("papers")
+
+
+def test_a_run_json_written_before_the_adaptive_search_keeps_its_fixed_schedule():
+    old = {k: v for k, v in SearchConfig.preset("paper").to_dict().items()
+           if k not in ("schedule", "train_stop", "acquisition", "budget", "patience")}
+    config = SearchConfig.from_dict(old)
+    assert (config.schedule, config.train_stop, config.acquisition, config.budget) == ("exponential", "fixed", "energy", None)

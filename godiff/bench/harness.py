@@ -10,7 +10,13 @@ Layout of a benchmark directory::
 Seeds are 0..N-1, never hand-picked. Restarted with the same command, a benchmark skips the
 (method, seed) pairs already in ``results.json`` and resumes an interrupted godiff run from its
 last checkpoint. A record judged under another success criterion (``judge`` in the record, see
-:func:`godiff.bench.success.criterion`) is judged again from its run directory, without a rerun.
+:func:`godiff.bench.success.criterion`) is judged again from its run directory, without a rerun;
+one whose run directory is gone keeps its figures, and a figure it lacks prints as ``-``.
+
+The first figure of every table is the counted one (``evaluations_counted``, see
+:meth:`godiff.bench.success.Success.counted`): evaluations until the global minimum is in hand
+with its relaxation paid for, alike for every method. Beside it stay the relaxed success (an
+uncounted relaxation), the first energy within tolerance as evaluated, and the basin figure.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from itertools import product
 from pathlib import Path
 
 from godiff.bench.methods import get_method
-from godiff.bench.success import criterion, first_within
+from godiff.bench.success import criterion, evaluations_counted, first_within
 from godiff.energy import worker_context
 from godiff.rundir import atomic_write_text
 from godiff.threads import limit_threads
@@ -109,6 +115,11 @@ def _unrelaxed_thresholds(system) -> dict:
 def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
     """The success fields of a record, judged from a finished run directory under :func:`criterion`.
 
+    ``evaluations_counted``: evaluations until the minimum is in hand with the relaxation counted
+    (:func:`godiff.bench.success.evaluations_counted`; it may exceed the budget, and tables count
+    it a success only within it); ``success_relax_calls``: the calls of the first success's
+    relaxation in the judge (None for relaxation-trajectory methods, whose rows count them).
+
     ``watch``: the :class:`godiff.bench.success.SuccessWatch` that watched the run, whose verdict
     is taken when it has seen a success or every row, rather than relaxing them all again.
     """
@@ -124,11 +135,14 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
         success = watch.success
     else:
         success = first_success(rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories)
+    unrelaxed = _unrelaxed_figures(system, rows)
     return {
         "evaluations": len(rows),
+        "evaluations_counted": evaluations_counted(success, unrelaxed["evaluations_to_energy"]),
         "evaluations_to_success": None if success is None else success.evaluations,
-        **_unrelaxed_figures(system, rows),
+        **unrelaxed,
         "success_relaxed_energy": None if success is None else success.relaxed_energy,
+        "success_relax_calls": None if success is None else success.relax_calls,
         "best_energy": min((r.energy for r in ok), default=None),
         "judge": criterion(system, trajectories=trajectories),
     }
@@ -300,7 +314,8 @@ def _lacks_unrelaxed_figures(system, record: dict) -> bool:
 
 
 def summarize(records: list[dict], methods: list[str]) -> list[dict]:
-    """One row per method: successes, median and worst evaluations to success, energies, time."""
+    """One row per method: successes, median and worst evaluations to success, counted (see
+    :func:`_counted_over_seeds`) and relaxed, the unrelaxed medians, energies, time."""
     rows = []
     for m in methods:
         rs = sorted((r for r in records if r["method"] == m), key=lambda r: r["seed"])
@@ -310,6 +325,7 @@ def summarize(records: list[dict], methods: list[str]) -> list[dict]:
         rows.append({
             "method": m,
             "seeds": len(rs),
+            **_counted_over_seeds(rs),
             "successes": len(hits),
             "median_to_success": statistics.median(hits) if hits else None,
             "worst_to_success": max(hits) if hits else None,
@@ -319,6 +335,32 @@ def summarize(records: list[dict], methods: list[str]) -> list[dict]:
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
         })
     return rows
+
+
+def _counted_over_seeds(records: list[dict]) -> dict:
+    """Seeds whose counted figure (``evaluations_counted``) is within their budget, and its median
+    and worst over those seeds; all None when a record lacks the figure (judged before it existed,
+    its run directory gone)."""
+    counted = [_counted(r) for r in records]
+    if any(c is _MISSING for c in counted):
+        return {"successes_counted": None, "median_counted": None, "worst_counted": None}
+    hits = [c for c, r in zip(counted, records) if c is not None and c <= r["budget"]]
+    return {"successes_counted": len(hits), "median_counted": statistics.median(hits) if hits else None,
+            "worst_counted": max(hits) if hits else None}
+
+
+_MISSING = object()
+
+
+def _counted(record: dict):
+    """A record's counted figure. A record judged before the figure existed has it all the same
+    when its method's evaluations are relaxation steps and it holds the unrelaxed figure, which is
+    then the counted one by definition (:meth:`godiff.bench.success.Success.counted`)."""
+    if "evaluations_counted" in record:
+        return record["evaluations_counted"]
+    if (record.get("judge") or {}).get("trajectories") and "evaluations_to_energy" in record:
+        return record["evaluations_to_energy"]
+    return _MISSING
 
 
 def _median_over_seeds(records: list[dict], key: str) -> float | None:
@@ -331,7 +373,14 @@ def _median_over_seeds(records: list[dict], key: str) -> float | None:
     return None if math.isinf(median) else median
 
 
+#: The counted figure's columns, first in every table (see :func:`_counted_over_seeds`).
+COUNTED_COLUMNS = ("success, relaxation counted", "median evals, relaxation counted", "worst evals, relaxation counted")
+
+
 def table_markdown(summary: list[dict], *, system=None, budget: int | None = None) -> str:
+    """The summary as a markdown table: the counted figure first (:data:`COUNTED_COLUMNS`), then
+    the relaxed success with an uncounted relaxation, the unrelaxed medians, energy and time;
+    ``-`` where a figure is missing."""
     def fmt(v, spec="{:.0f}"):
         return "-" if v is None else spec.format(v)
 
@@ -341,14 +390,17 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
     lines = [
         f"### {title}",
         "",
-        "| method | success | median evals to success | worst evals to success | median evals to E ≤ ref + tol, unrelaxed "
+        "| method | " + " | ".join(COUNTED_COLUMNS)
+        + " | success | median evals to success | worst evals to success | median evals to E ≤ ref + tol, unrelaxed "
         + ("| median evals to E < next minimum, unrelaxed " if basin else "")
         + f"| median best energy ({unit}) | median wall (s) |",
-        "|---|---|---|---|---|---|---|" + ("---|" if basin else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if basin else ""),
     ]
     for r in summary:
+        counted = "-" if r.get("successes_counted") is None else f"{r['successes_counted']}/{r['seeds']}"
         lines.append(
-            f"| {r['method']} | {r['successes']}/{r['seeds']} | {fmt(r['median_to_success'])} | {fmt(r['worst_to_success'])} "
+            f"| {r['method']} | {counted} | {fmt(r.get('median_counted'))} | {fmt(r.get('worst_counted'))} "
+            f"| {r['successes']}/{r['seeds']} | {fmt(r['median_to_success'])} | {fmt(r['worst_to_success'])} "
             f"| {fmt(r.get('median_to_energy'))} " + (f"| {fmt(r.get('median_to_basin'))} " if basin else "")
             + f"| {fmt(r['median_best_energy'], '{:.3f}')} | {fmt(r['median_wall_seconds'])} |"
         )
@@ -356,7 +408,11 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
 
 
 def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "") -> Path:
-    """Fraction of seeds succeeded against evaluations spent, one step curve per method."""
+    """Fraction of seeds succeeded against evaluations spent, one step curve per method.
+
+    It plots the relaxed success (``evaluations_to_success``, its relaxation uncounted), which
+    every record has, old ones too; the counted figure is in the table.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -45,20 +45,29 @@ class Method:
     stoppable: bool = False
 
 
-def _godiff(name: str, **settings) -> Callable:
+def _godiff(name: str, preset: str | None = None, **settings) -> Callable:
     def run(system, *, seed: int, budget: int, out: Path, stop=None, executor=None, **overrides) -> None:
         from godiff.search import Search, SearchConfig
 
-        config = SearchConfig().with_overrides(seed=seed, **{**settings, **overrides})
-        iterations = max(1, budget // config.samples)
+        base = SearchConfig.preset(preset) if preset else SearchConfig()
+        config = base.with_overrides(seed=seed, **{**settings, **overrides})
+        limits = _limits(config, budget)
         if (Path(out) / "run.json").exists():
-            search = Search.resume(out, iterations=iterations, executor=executor)
+            search = Search.resume(out, executor=executor, **limits)
         else:
-            search = Search(system, config=config, iterations=iterations, out=out, executor=executor,
+            search = Search(system, config=config, out=out, executor=executor, **limits,
                             command=f"godiff bench (method {name}, seed {seed}, budget {budget})")
         search.run(stop=stop)
 
     return run
+
+
+def _limits(config, budget: int) -> dict:
+    """The settings that hold a godiff search to ``budget`` evaluations: the budget itself for an
+    adaptive batch, the iterations that fit it for a fixed one (as the paper counts)."""
+    if config.adaptive_batch:
+        return {"budget": budget}
+    return {"iterations": max(1, budget // config.samples)}
 
 
 def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, stop=None, executor=None,
@@ -66,10 +75,10 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, s
     """The fine-tune search of :func:`godiff.zoo.transfer.start_search` from ``start`` or the
     closest related registered model, with the transfer preset's iterations, fewer if the budget
     is smaller; nothing is registered."""
-    from godiff.search import Search, SearchConfig
-    from godiff.zoo.transfer import start_search, transfer_settings
+    from godiff.search import Search
+    from godiff.zoo.transfer import start_search, transfer_config
 
-    config = SearchConfig().with_overrides(seed=seed, **transfer_settings(**overrides))
+    config = transfer_config().with_overrides(seed=seed, **overrides)
     first = config.first_samples or config.samples
     iterations = max(1, min(config.iterations, 1 + (budget - first) // config.samples))
     if (Path(out) / "run.json").exists():
@@ -83,8 +92,10 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, s
 METHODS: dict[str, Method] = {
     "godiff": Method("godiff", "godiff's defaults without force-field guidance or relaxation in the learned field",
                      _godiff("godiff", guidance=0.0, relax_steps=0), stoppable=True),
-    "godiff-ffg": Method("godiff-ffg", "godiff's defaults: force-field guidance, relaxation and ranking in the learned model",
+    "godiff-ffg": Method("godiff-ffg", "godiff's defaults: adaptive batches and temperature, candidates relaxed in the learned model and acquired by a lower confidence bound",
                          _godiff("godiff-ffg"), stoppable=True),
+    "godiff-paper": Method("godiff-paper", "the paper's fixed schedule (--preset paper: 20 x 128, exponential from 5 eV) with guidance and ranking by predicted energy",
+                           _godiff("godiff-paper", preset="paper"), stoppable=True),
     "godiff-transfer": Method("godiff-transfer", "godiff-ffg fine-tuned from a zoo model (--from, else the closest related one)",
                               _godiff_transfer, pretrained=True, stoppable=True),
 }

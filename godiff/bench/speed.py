@@ -80,7 +80,7 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     optimizer.load_state_dict(copy.deepcopy(search.optimizer.state_dict()))
     trainer = Trainer(model, optimizer, search.sampler, cfg)
-    data = TrainingData.at_temperature(buffer, memory, search.schedule.temperature(search.next_iteration))
+    data = TrainingData.at_temperature(buffer, memory, search.temperature or cfg.temperature_end)
     model.train()
     step_s = median_seconds(lambda: trainer.step(data, gen), repeats=max(5, repeats))
     return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}

@@ -184,13 +184,13 @@ def _drive(search, *, quiet: bool, resumed: bool):
     if not quiet:
         if not resumed:
             click.echo(f"godiff: run directory {run_dir}", err=True)
-        elif done < config.iterations:
-            click.echo(f"godiff: resuming {run_dir} at iteration {done + 1}/{config.iterations}", err=True)
+        elif search.spent() is None:
+            click.echo(f"godiff: resuming {run_dir} at iteration {done + 1} ({search.n_evaluations} evaluations done)", err=True)
         else:
-            click.echo(f"godiff: nothing to run in {run_dir}: {done} iterations are done; "
-                       f"pass --iterations N (N > {done}) to extend it", err=True)
+            click.echo(f"godiff: nothing to run in {run_dir}: {search.stop_message(search.spent())}; "
+                       f"extend it with --budget, --patience or --iterations", err=True)
     progress = Progress(
-        total_iterations=config.iterations, samples=config.samples, mode=mode,
+        total_iterations=config.iterations, samples=config.samples, mode=mode, budget=config.budget,
         n_evaluations=search.n_evaluations, best_energy=search.best_energy,
         n_failed=sum(int(r.get("n_failed") or 0) for r in search.run_dir.read_log()) if resumed else 0,
         unit=search.system.energy_unit(),
@@ -223,6 +223,7 @@ def _print_summary(search, result) -> None:
         f"evaluations     {result.n_evaluations}" + (f" ({n_failed} failed)" if n_failed else ""),
         f"iterations      {len(result.history)}"
         + (f" of {search.config.iterations}" if len(result.history) <= search.config.iterations else ""),
+        f"stopped         {search.stop_message()}",
         f"run directory   {result.run_dir}",
         f"best structure  {best_xyz if best_xyz.exists() else '- (no successful evaluation)'}",
     ]
@@ -232,10 +233,13 @@ def _print_summary(search, result) -> None:
 #: The search settings ``run`` and ``godiff-zoo finetune`` share: (option, type, help). Each is a
 #: field of godiff.SearchConfig or godiff.SamplerConfig (``sampling-steps``: ``steps``).
 SEARCH_OPTIONS = (
-    ("--iterations", int, "Self-sampling iterations."),
-    ("--samples", int, "Structures sampled and evaluated per iteration."),
-    ("--first-samples", int, "Structures of the first iteration (default: --samples; from a zoo model: 32)."),
-    ("--train-steps", int, "Optimizer steps per iteration."),
+    ("--budget", int, "Energy evaluations in all; the run stops there (default 1000)."),
+    ("--patience", int, "Stop once the best energy has not improved for N evaluations."),
+    ("--iterations", int, "Most self-sampling iterations (the paper's fixed schedule: exactly these)."),
+    ("--samples", int, "A fixed batch of N structures per iteration (default: adaptive, 16 to 64 by ESS)."),
+    ("--first-samples", int, "Structures of the first iteration (default: --samples or 16; from a zoo model: 32)."),
+    ("--schedule", click.Choice(["adaptive", "exponential"]), "Temperature schedule (default adaptive)."),
+    ("--train-steps", int, "Most optimizer steps per iteration (stopped earlier once gradients stop agreeing)."),
     ("--sampling-steps", int, "Reverse-diffusion steps per sample."),
     ("--batch-size", int, "Buffer structures per training step."),
     ("--buffer-size", int, "Replay-buffer capacity."),
@@ -243,7 +247,7 @@ SEARCH_OPTIONS = (
     ("--workers", int, "Parallel energy-evaluation processes."),
     ("--guidance", float, "Force-field guidance strength (Å²/eV at the Pt bond, scaled to the system's; 0: off)."),
     ("--relax-steps", int, "Steps of relaxation in the learned force field."),
-    ("--temperature-start", float, "First temperature (eV; from a zoo model: 3)."),
+    ("--temperature-start", float, "First temperature (eV; default: the first batch's spread; from a zoo model: 3)."),
     ("--temperature-end", float, "Last temperature (eV)."),
 )
 
@@ -295,6 +299,9 @@ def threads_option(command):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory (new or empty). Default: runs/<system>-<YYYYmmdd-HHMMSS>.")
 @search_options
+@click.option("--preset", type=click.Choice(["paper"]), default=None,
+              help="Named settings under the options: paper = the published schedule, 20 iterations x 128 "
+                   "samples, exponential from 5 eV.")
 @click.option("--from", "start_from", metavar="MODEL", default=None,
               help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder "
                    "(the transfer preset, as godiff-zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
@@ -304,7 +311,7 @@ def threads_option(command):
 @dask_option
 @device_option
 @click.pass_context
-def run(ctx, system, out, start_from, quiet, threads, dask, device, **options):
+def run(ctx, system, out, preset, start_from, quiet, threads, dask, device, **options):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -321,13 +328,19 @@ def run(ctx, system, out, start_from, quiet, threads, dask, device, **options):
 
     limit_threads(threads)
     with dask_executor(dask) as executor:
+        if start_from is not None and preset is not None:
+            raise ConfigError("--preset and --from: a search from a zoo model has its own settings (the transfer preset)")
         if start_from is not None:  # the one search from a zoo model: the transfer preset, options on top
             from godiff.zoo.transfer import start_search
 
             search = start_search(system_obj, start=start_from, out=out, command=_command_line(ctx),
                                   executor=executor, device=device, **options)
         else:
-            search = Search(system_obj, out=out, command=_command_line(ctx), executor=executor, device=device, **options)
+            from godiff.search import SearchConfig
+
+            config = SearchConfig.preset(preset) if preset else None
+            search = Search(system_obj, config=config, out=out, command=_command_line(ctx), executor=executor,
+                            device=device, **options)
         _drive(search, quiet=quiet, resumed=False)
 
 
@@ -335,6 +348,8 @@ def run(ctx, system, out, start_from, quiet, threads, dask, device, **options):
 @click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
 @click.option("--iterations", type=int, default=None, help="Extend the run to this many iterations in all.")
+@click.option("--budget", type=int, default=None, help="Extend the run to this many evaluations in all.")
+@click.option("--patience", type=int, default=None, help="Stop once the best energy has not improved for N evaluations.")
 @click.option("--from-checkpoint", type=click.IntRange(min=0), default=None, metavar="N",
               help="Restore checkpoints/iter-N instead of the last one, e.g. when the "
                    "last is corrupt; evaluations made after it are reused, not paid again.")
@@ -346,7 +361,7 @@ def run(ctx, system, out, start_from, quiet, threads, dask, device, **options):
 @dask_option
 @device_option
 @click.pass_context
-def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database, quiet, threads, dask, device):
+def resume(ctx, run_dir, workers, iterations, budget, patience, from_checkpoint, rebuild_database, quiet, threads, dask, device):
     """Continue the run in DIR from its last checkpoint.
 
     The evaluations of an unfinished iteration are kept; only the missing ones are computed.
@@ -361,7 +376,8 @@ def resume(ctx, run_dir, workers, iterations, from_checkpoint, rebuild_database,
     _quiet_logging(ctx, quiet)
     limit_threads(threads)
     with dask_executor(dask) as executor:
-        search = Search.resume(run_dir, workers=workers, iterations=iterations, executor=executor, device=device,
+        search = Search.resume(run_dir, workers=workers, iterations=iterations, budget=budget, patience=patience,
+                               executor=executor, device=device,
                                from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
         _drive(search, quiet=quiet, resumed=True)
 

@@ -87,12 +87,14 @@ class Progress:
         stream: where to write (default: ``sys.stderr`` at the time of each write).
     """
 
-    def __init__(self, *, total_iterations: int, samples: int, mode: str, n_evaluations: int = 0,
-                 n_failed: int = 0, best_energy: float = math.inf, unit: str = "eV", stream=None):
+    def __init__(self, *, total_iterations: int, samples: int | None, mode: str, n_evaluations: int = 0,
+                 n_failed: int = 0, best_energy: float = math.inf, unit: str = "eV", stream=None,
+                 budget: int | None = None):
         if mode not in ("live", "lines", "quiet"):
             raise ValueError(f"unknown progress mode {mode!r}")
         self.total = int(total_iterations)
-        self.samples = int(samples)
+        self.samples = None if samples is None else int(samples)
+        self.budget = budget
         self.mode = mode
         self.unit = unit
         self._stream = stream
@@ -204,14 +206,15 @@ class Progress:
         k = "-" if self.iteration is None else str(self.iteration + 1)
         phase = self.phase
         if phase == "evaluating":
-            phase = f"evaluating {min(self.n_evaluations - self._eval_base, self.samples)}/{self.samples}"
+            done = self.n_evaluations - self._eval_base
+            phase = f"evaluating {done}" if self.samples is None else f"evaluating {min(done, self.samples)}/{self.samples}"
         phase += f" {format_seconds(time.monotonic() - self._phase_start)}"
         parts = [f"iteration {k}/{self.total}", phase]
         if self.temperature is not None:
             parts.append(f"T {self.temperature:.4g} {self.unit}")
         parts.append(f"best {format_energy(self.best_energy, self.unit)}")
         failed = f" ({self.n_failed} failed)" if self.n_failed else ""
-        parts.append(f"evals {self.n_evaluations}{failed}")
+        parts.append(f"evals {self.n_evaluations}" + (f"/{self.budget}" if self.budget else "") + failed)
         if self.last_seconds:
             s = self.last_seconds
             parts.append("last: " + " / ".join(

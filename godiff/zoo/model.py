@@ -231,7 +231,6 @@ def portable_system(system) -> tuple[dict, bytes | None]:
 def from_run(run, *, name: str, version: str, iteration: int | None = None) -> ZooModel:
     """The model of a run directory's last (or given) checkpoint, with its metadata, in memory."""
     from godiff.rundir import RunDir
-    from godiff.schedule import ExponentialSchedule
     from godiff.score import ScoreConfig, ScoreModel
     from godiff.system import System
     from godiff.zoo.similarity import fingerprint
@@ -252,13 +251,13 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     model.load_state_dict(tensors["model"], strict=True)
     model.eval()
     system = System.from_dict(manifest.system)
-    schedule = ExponentialSchedule(search["temperature_start"], search["temperature_end"], search["iterations"])
+    first = next(iter(run_dir.read_log()), {})
     training = ModelTraining(
         name=name, version=version, godiff_version=__version__, run_created=manifest.created, command=manifest.command,
         run_godiff_version=manifest.godiff_version, iterations=k + 1, iterations_planned=search["iterations"],
         evaluations=int(state["n_evaluations"]), best_energy=float(state["best_energy"]),
-        temperature={"schedule": "exponential", "start": search["temperature_start"],
-                     "end": search["temperature_end"], "last": schedule.temperature(k)},
+        temperature={"schedule": search.get("schedule", "exponential"), "start": first.get("temperature", search["temperature_start"]),
+                     "end": search["temperature_end"], "last": state["log"]["temperature"]},
         seed=search.get("seed"), energy=manifest.energy, search=search,
         lineage={"parent": manifest.parent, "pretrained_start": bool(manifest.pretrained)},
     )

@@ -34,7 +34,7 @@ from godiff.zoo.similarity import element_distance, fingerprint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_settings", "register_result", "seen_species"]
+__all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_config", "register_result", "seen_species"]
 
 #: The search settings of a fine-tune, measured on Pt7/Pt(111) from pt-islands-emt (Pt5, Pt6),
 #: seeds 0..7, by the first evaluated energy within 0.05 eV of the minimum, unrelaxed (the relaxed
@@ -56,7 +56,12 @@ __all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_
 #: removed the slow seeds (193, 161) in both pairs (the authors also start transfer at 3 eV).
 #: 10 iterations rather than 20. Measure with ``godiff bench pt7-pt111 --methods
 #: godiff-transfer --from pt-islands-emt@1.0.0 --stop-at-success --set temperature_start=3 ...``.
-TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02, "first_samples": 32}
+#: The measured schedule is the fixed one (128 samples per iteration after the first, exponential
+#: cooling, a fixed number of training steps, ranking by predicted energy): it is kept as it was
+#: measured rather than moved to the adaptive defaults of a scratch search.
+TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02, "first_samples": 32,
+            "samples": 128, "schedule": "exponential", "train_stop": "fixed", "acquisition": "energy",
+            "budget": None, "patience": None}
 
 
 def seen_species(zoo_model) -> list[str]:
@@ -120,14 +125,17 @@ def start_search(system, *, start=None, registry=None, out=None, command: str | 
     model, mapping = adapt(parent, system)
     for new, source in mapping.items():
         log.info("species %s starts from the embedding of %s", new, source)
-    return Search(system, out=out, model=model, parent=lineage_ref(start, parent), command=command,
-                  calculator=calculator, executor=executor, device=device, **transfer_settings(**overrides))
+    return Search(system, config=transfer_config(), out=out, model=model, parent=lineage_ref(start, parent), command=command,
+                  calculator=calculator, executor=executor, device=device, **overrides)
 
 
-def transfer_settings(**overrides) -> dict:
-    """:data:`TRANSFER` under ``overrides`` (``None`` values keep the preset): the settings of
-    every search from a zoo model."""
-    return {**TRANSFER, **{k: v for k, v in overrides.items() if v is not None}}
+def transfer_config():
+    """The :class:`godiff.search.SearchConfig` of :data:`TRANSFER` (its ``None`` values included)."""
+    from dataclasses import replace
+
+    from godiff.search import SearchConfig
+
+    return replace(SearchConfig(), **TRANSFER)
 
 
 def lineage_ref(given, zoo_model) -> str:
