@@ -315,3 +315,19 @@ def test_a_reader_that_goes_away_is_not_an_internal_error():
     proc.stdout.close()  # before godiff has written a line
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "internal error" not in stderr, stderr
+
+
+def test_budget_stops_a_run_says_why_and_a_resume_with_more_budget_goes_on(tmp_path):
+    out = tmp_path / "r"
+    args = ("--sampling-steps", "3", "--train-steps", "2", "--min-samples", "3", "--max-samples", "6", "--seed", "1")
+    result = _invoke("run", "lj13", "--budget", "7", *args, "--out", out, "--quiet")
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert _db_rows(out) == 7  # 3 from the prior, then rounds cut by the budget
+    assert "stopped         the budget of 7 evaluations is spent" in result.stdout
+    assert json.loads((out / "stopped.json").read_text())["reason"] == "budget"
+    again = _invoke("resume", out)
+    assert again.exit_code == 0 and "nothing to run" in again.stderr and "--budget" in again.stderr
+    more = _invoke("resume", out, "--budget", "11", "--quiet")
+    assert more.exit_code == 0, (more.stdout, more.stderr)
+    assert _db_rows(out) == 11 and json.loads((out / "run.json").read_text())["search"]["budget"] == 11
+    assert json.loads((out / "stopped.json").read_text())["n_evaluations"] == 11
