@@ -726,7 +726,7 @@ class Search:
             t0 = time.perf_counter()
             samples = self.run_dir.load_samples(k, r)
             if samples is None:
-                samples = self._draw(k, r, n)
+                samples = self.draw(k, r, n)
                 self.run_dir.save_samples(k, samples, r)
             times["sampling"] += time.perf_counter() - t0
             emit({"event": "phase", "iteration": k, "phase": "evaluating", "temperature": sampled_at})
@@ -756,8 +756,9 @@ class Search:
                 return 0
         return self.batch.next_round(have=have, budget_left=left)
 
-    def _draw(self, k: int, r: int, n: int) -> np.ndarray:
-        """Round ``r`` of iteration ``k``: ``n`` structures (fewer where candidates duplicate)."""
+    def draw(self, k: int, r: int, n: int) -> np.ndarray:
+        """Round ``r`` of iteration ``k``: ``n`` structures (fewer where candidates duplicate),
+        (n, n_mobile, 3) in Å, as the run draws them (``godiff bench-speed`` times this call)."""
         gen = _generator(self.config.seed, k, "sample") if r == 0 else _generator(self.config.seed, k, "sample", r)
         if k == 0 and not self.pretrained:
             x = self.domain.sample_uniform((n, self.system.n_mobile), gen)

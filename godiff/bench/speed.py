@@ -5,7 +5,9 @@
 * a forward pass of the score network over ``samples`` structures with the template's features
   cached (as the sampler runs it) and recomputed (the plain path): the saving of treating the
   template as frozen context;
-* drawing ``samples`` structures (all sampling steps, guidance and relaxation included);
+* drawing ``samples`` structures as a run's iteration does (:meth:`godiff.search.Search.draw`:
+  ``oversample`` candidates each, all sampling steps, guidance and relaxation included, then the
+  acquisition's pick);
 * one training step, the search's own :class:`godiff.train.Trainer` step (denoising batch,
   force and energy batch, template context included);
 * one energy evaluation with the system's own energy function (a single point with forces on
@@ -52,7 +54,8 @@ def forward_costs(search, *, samples: int = 128, repeats: int = 5) -> dict:
 
 
 def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
-    """Seconds to draw ``samples`` structures, per training step, and an estimated iteration.
+    """Seconds to draw ``samples`` structures, per training step, and an estimated iteration
+    (``train_steps`` steps: under the agreement stop, the most an iteration takes).
 
     A training step is the search's own :meth:`godiff.train.Trainer.step` (the same losses,
     batch sizes and template context as a run), timed on copies of the model and optimizer so
@@ -68,7 +71,7 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
 
     cfg = search.config
     gen = torch.Generator().manual_seed(0)
-    sample_s = median_seconds(lambda: search.sampler.sample(samples, generator=gen), repeats=repeats)
+    sample_s = median_seconds(lambda: search.draw(1, 0, samples), repeats=repeats)
     buffer, memory = search.buffer, search.memory
     if len(buffer) == 0 or len(memory) == 0:
         x = search.sampler.finish(search.domain.sample_uniform((cfg.batch_size, search.system.n_mobile), gen)).double().numpy()
