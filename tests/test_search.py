@@ -262,6 +262,32 @@ KILLED_RUN = textwrap.dedent(
 )
 
 
+def kill_9_when_blocked(tmp_path: Path, config: SearchConfig, block_at: int, on_disk) -> Path:
+    """Run ``config`` on LJ13 in a child whose evaluation number ``block_at`` never returns, check
+    ``on_disk(run_dir)`` (what is on disk is then final) and kill the child with SIGKILL."""
+    out, ready = tmp_path / "killed", tmp_path / "ready"
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_RUN, str(out), str(ready), str(block_at), json.dumps(config.to_dict())],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not ready.exists():
+                assert child.poll() is None, f"the run ended before the kill:\n{(tmp_path / 'child.log').read_text()}"
+                assert time.monotonic() < deadline, "the run never reached the blocking evaluation"
+                time.sleep(0.05)
+            assert on_disk(out)
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode == -signal.SIGKILL
+    return out
+
+
 KILL_ITERATIONS = 3
 
 
@@ -284,29 +310,8 @@ def reference_run(tmp_path_factory):
 def test_kill_9_mid_iteration_then_resume_equals_an_uninterrupted_run(tmp_path, reference_run, block_at, rows_before):
     iterations = KILL_ITERATIONS
     config = tiny_config(iterations=iterations)
-    out, ready = tmp_path / "killed", tmp_path / "ready"
-    log = open(tmp_path / "child.log", "w")
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_RUN, str(out), str(ready), str(block_at), json.dumps(config.to_dict())],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not ready.exists():
-            assert child.poll() is None, f"the run ended before the kill:\n{(tmp_path / 'child.log').read_text()}"
-            assert time.monotonic() < deadline, "the run never reached the blocking evaluation"
-            time.sleep(0.05)
-        # the child is blocked inside evaluation number `block_at`; what is on disk is final
-        counts = Counter(r.iteration for r in db_rows(out))
-        assert dict(counts) == rows_before
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        log.close()
-    assert child.returncode == -signal.SIGKILL
+    out = kill_9_when_blocked(tmp_path, config, block_at,
+                              lambda out: dict(Counter(r.iteration for r in db_rows(out))) == rows_before)
 
     with pytest.raises(ConfigError, match="Python calculator"):
         Search.resume(out)  # the run used a calculator object: it must be given again
@@ -438,26 +443,8 @@ def test_kill_9_in_an_adaptive_round_then_resume_equals_the_uninterrupted_run_an
     config = adaptive_config(budget=16)
     reference_dir = tmp_path / "reference"
     reference = Search("lj13", config=config, out=reference_dir, calculator=lj()).run()
-    out, ready = tmp_path / "killed", tmp_path / "ready"
     block_at = 8  # inside iteration 1 or 2, in a later round: past the first batch of 3
-    with open(tmp_path / "child.log", "w") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-c", KILLED_RUN, str(out), str(ready), str(block_at), json.dumps(config.to_dict())],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while not ready.exists():
-                assert child.poll() is None, (tmp_path / "child.log").read_text()
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            assert len(db_rows(out)) == block_at - 1
-            child.send_signal(signal.SIGKILL)
-            child.wait(timeout=30)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+    out = kill_9_when_blocked(tmp_path, config, block_at, lambda out: len(db_rows(out)) == block_at - 1)
     result = Search.resume(out, calculator=lj()).run()
     assert result.n_evaluations == reference.n_evaluations == 16 and result.stop_reason == "budget"
     assert energies_by_key(out) == energies_by_key(reference_dir)
