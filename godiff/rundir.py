@@ -240,8 +240,10 @@ class RunDir:
         except (sqlite3.DatabaseError, KeyError) as exc:
             raise CheckpointError(f"{self.db_path}: cannot read row {row_id} ({type(exc).__name__}: {exc})") from exc
 
-    def record(self, atoms: Atoms, evaluation, *, iteration: int, sample: int, temperature: float) -> int:
-        """Store one evaluation at once (one committed SQLite transaction); returns its row id."""
+    def record(self, atoms: Atoms, evaluation, *, iteration: int, sample: int, temperature: float,
+               polish: bool = False) -> int:
+        """Store one evaluation at once (one committed SQLite transaction); returns its row id.
+        A structure the polish moved (:mod:`godiff.polish`) carries ``polish=True``."""
         atoms = atoms.copy()
         if evaluation.ok:
             atoms.calc = SinglePointCalculator(atoms, energy=evaluation.energy, forces=evaluation.forces)
@@ -250,11 +252,10 @@ class RunDir:
             data["error"] = str(evaluation.error)
         # _connect, not _db: an evaluation in hand is written even if the file vanished meanwhile
         # (a resume then finds fewer rows than the checkpoint says and refuses)
-        return self._connect().write(
-            atoms,
-            key_value_pairs=dict(iteration=int(iteration), sample=int(sample), temperature=float(temperature), ok=bool(evaluation.ok)),
-            data=data,
-        )
+        keys = dict(iteration=int(iteration), sample=int(sample), temperature=float(temperature), ok=bool(evaluation.ok))
+        if polish:
+            keys["polish"] = True
+        return self._connect().write(atoms, key_value_pairs=keys, data=data)
 
     def has_database(self) -> bool:
         return self.db_path.is_file()

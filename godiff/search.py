@@ -13,7 +13,8 @@ Iteration k:
    ``evaluations.db`` the moment it arrives. A fixed batch (``samples``) is one round; the
    adaptive batch repeats 1-2 in rounds of ``min_samples`` until the ESS of its Boltzmann weights
    at the sampling temperature reaches ``target_ess`` or it holds ``max_samples``
-   (:class:`godiff.schedule.BatchSize`). The budget cuts the last round.
+   (:class:`godiff.schedule.BatchSize`); after each round, ``polish`` structures move the best
+   structure so far along its real forces (:mod:`godiff.polish`). The budget cuts the last round.
 3. **Buffer** the successful ones (:mod:`godiff.buffer`); keep every successful structure's forces
    for the force head.
 4. **Train** at temperature T_k (:mod:`godiff.schedule`: the adaptive schedule sets it from the
@@ -55,6 +56,7 @@ from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError, 
 from godiff.manifest import RunManifest
 from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
 from godiff.sampler import Sampler, SamplerConfig
+from godiff.polish import Polish
 from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, select, uncertainty
 from godiff.schedule import AdaptiveSchedule, BatchSize, ExponentialSchedule, effective_sample_size, heat_capacity
 from godiff.score import ScoreConfig, ScoreModel
@@ -74,11 +76,12 @@ SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size
 #: adaptive search, kept so the comparison with the paper stays one command.
 PRESETS = {
     "paper": {"iterations": 20, "samples": 128, "schedule": "exponential", "temperature_start": 5.0,
-              "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None},
+              "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None, "polish": 0},
 }
 
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
-LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None}
+LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None,
+          "polish": 0}
 
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
@@ -123,6 +126,9 @@ class SearchConfig:
         duplicate_distance: fingerprint distance (bond lengths) below which a candidate
             duplicates an evaluated structure and is skipped.
         uncertainty_length: the uncertainty's length scale (bond lengths).
+        polish: evaluations after each round of the adaptive batch on the best structure moved
+            along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
+        polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
         learning_rate: AdamW learning rate.
@@ -161,6 +167,8 @@ class SearchConfig:
     kappa: float = 2.0
     duplicate_distance: float = 0.02
     uncertainty_length: float = 0.1
+    polish: int = 3
+    polish_step: float | None = None
     batch_size: int = 32
     force_batch: int = 16
     learning_rate: float = 2e-3
@@ -186,14 +194,15 @@ class SearchConfig:
                 number(name, getattr(self, name), minimum=1, integer=True)
         if self.max_samples < self.min_samples:
             raise ConfigError(f"max_samples ({self.max_samples}) is below min_samples ({self.min_samples})")
-        for name in ("train_steps", "train_min_steps", "train_patience"):
+        for name in ("train_steps", "train_min_steps", "train_patience", "polish"):
             number(name, getattr(self, name), minimum=0, integer=True)
         number("seed", self.seed, minimum=0, integer=True)
         for name in ("learning_rate", "grad_clip", "force_clip", "temperature_end", "temperature_factor",
                      "target_ess", "uncertainty_length"):
             number(name, getattr(self, name), above=0)
-        if self.temperature_start is not None:
-            number("temperature_start", self.temperature_start, above=0)
+        for name in ("temperature_start", "polish_step"):
+            if getattr(self, name) is not None:
+                number(name, getattr(self, name), above=0)
         for name in ("cooling_fast", "cooling_slow"):
             number(name, getattr(self, name), above=0, maximum=1)
         for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance"):
@@ -351,7 +360,10 @@ class Search:
         self.next_iteration = 0
         self.temperature: float | None = None  # of the last trained iteration
         self.head_rms: float | None = None  # the energy head's error on the last batch, before training on it
+        self.polish_step = self.config.polish_step or 0.1 * self.system.bond_length()  # the polish's trust step, Å
         self.stop_reason: str | None = None
+        self.polished_id: int | None = None  # the evaluation the polish moved last
+        self.polish_failures = 0  # polishes of it in a row that found nothing lower
         self.fingerprints = Fingerprints.for_system(self.system)
         self.seen = np.zeros((0, 0))  # fingerprints of every evaluated structure
         self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler, device=self.device)
@@ -380,6 +392,7 @@ class Search:
                                              cfg.cooling_slow, cfg.temperature_start)
         self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
+        self.polish = Polish(points=cfg.polish)
 
     def _create_run_dir(self) -> None:
         """Make the run directory of a new search: its files, its lock and, from a pretrained
@@ -476,6 +489,8 @@ class Search:
             record = state.get("log") or {}
             self.temperature = state.get("temperature", record.get("temperature"))
             self.head_rms = state.get("head_rms", record.get("energy_head_rms"))
+            self.polish_step = state.get("polish_step", self.polish_step)
+            self.polished_id, self.polish_failures = state.get("polished_id"), state.get("polish_failures", 0)
             self.next_iteration = last + 1
         elif self.run_dir.manifest.pretrained:
             self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
@@ -674,8 +689,10 @@ class Search:
             raise EvaluationFailureError(
                 f"{n_failed} of {len(rows)} evaluations failed in iteration {k}; first error: {first}"
             )
-        head = self._calibrate(k, rows)
-        energies, _ = self._absorb(rows, into_buffer=True)
+        sampled = [row for row in rows if not row.get("polish")]
+        head = self._calibrate(k, sampled)
+        self._absorb(rows, into_buffer=True)
+        energies = np.array([row.energy for row in sampled if row.ok and row.get("energy") is not None])
         times["evaluation"] += time.perf_counter() - t0
         temperature = self._next_temperature(k, energies, sampled_at)
 
@@ -690,6 +707,8 @@ class Search:
             "temperature": temperature,
             "temperature_sampled": sampled_at,
             "samples": len(rows),
+            "polished": len(rows) - len(sampled),
+            "polish_step": self.polish_step,
             "ess": effective_sample_size(energies, sampled_at) if sampled_at and len(energies) else None,
             "heat_capacity": heat_capacity(energies, sampled_at) if sampled_at and len(energies) else None,
             "n_evaluations": self.n_evaluations,
@@ -717,8 +736,8 @@ class Search:
         structures are saved before any is evaluated and drawn from its own generator, so a
         resumed iteration draws and evaluates exactly what the uninterrupted one would have.
         """
-        have = 0
-        for r in range(self._max_rounds(k)):
+        have, r = 0, 0
+        for _ in range(self._max_rounds(k)):
             n = self._round_size(k, r, have, sampled_at)
             if n == 0:
                 break
@@ -729,14 +748,53 @@ class Search:
                 samples = self.draw(k, r, n)
                 self.run_dir.save_samples(k, samples, r)
             times["sampling"] += time.perf_counter() - t0
-            emit({"event": "phase", "iteration": k, "phase": "evaluating", "temperature": sampled_at})
-            t0 = time.perf_counter()
-            self._evaluate(k, samples, self._row_temperature(k, sampled_at), evaluator, emit, offset=have)
-            times["evaluation"] += time.perf_counter() - t0
-            have += len(samples)
+            self._evaluate_round(k, samples, sampled_at, evaluator, emit, times, offset=have)
+            have, r = have + len(samples), r + 1
             if len(samples) == 0:
                 break
+            m = self._polish_round(k, r, have, sampled_at, evaluator, emit, times)
+            have, r = have + m, r + (m > 0)
         return have
+
+    def _evaluate_round(self, k, samples, sampled_at, evaluator, emit, times, *, offset: int, polish: bool = False) -> None:
+        emit({"event": "phase", "iteration": k, "phase": "polishing" if polish else "evaluating", "temperature": sampled_at})
+        t0 = time.perf_counter()
+        self._evaluate(k, samples, self._row_temperature(k, sampled_at), evaluator, emit, offset=offset, polish=polish)
+        times["evaluation"] += time.perf_counter() - t0
+
+    def _polish_round(self, k: int, r: int, have: int, sampled_at, evaluator, emit, times) -> int:
+        """Round ``r`` of iteration ``k``, after its first ``have`` structures: the best structure
+        evaluated so far moved along its forces (:mod:`godiff.polish`), unless that structure was
+        polished twice without a gain; the trust step follows the result. Returns how many it evaluated."""
+        left = self.polish.points if self.config.budget is None else self.config.budget - self.n_evaluations - have
+        if not self.config.adaptive_batch or self.polish.points == 0 or (k == 0 and not self.pretrained) or left <= 0:
+            return 0
+        best = self._best_row(k, have)
+        failures = self.polish_failures if best is not None and best.id == self.polished_id else 0
+        if best is None or failures >= 2:
+            return 0
+        samples = self.run_dir.load_samples(k, r)
+        if samples is None:
+            samples = self.polish.candidates(best.positions[self.n_template:], best.forces[self.n_template:], self.polish_step)
+            samples = self.domain.fold(torch.as_tensor(samples[:left], dtype=torch.float64)).numpy()
+            self.run_dir.save_samples(k, samples, r)
+        if len(samples) == 0:
+            return 0
+        self._evaluate_round(k, samples, sampled_at, evaluator, emit, times, offset=have, polish=True)
+        rows = {int(row.sample): row for row in self.run_dir.rows(k)}
+        energies = [row.energy if row is not None and row.ok else None for row in (rows.get(have + i) for i in range(len(samples)))]
+        improved = any(e is not None and e < best.energy for e in energies)
+        self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
+        self.polished_id, self.polish_failures = best.id, 0 if improved else failures + 1
+        return len(samples)
+
+    def _best_row(self, k: int, have: int):
+        """The lowest-energy evaluation so far: of the finished iterations and of iteration ``k``'s
+        first ``have`` structures (None if none succeeded)."""
+        rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and row.ok and row.get("energy") is not None]
+        if self.best_id is not None:
+            rows.append(self.run_dir.get_row(self.best_id))
+        return min(rows, key=lambda row: row.energy, default=None)
 
     def _max_rounds(self, k: int) -> int:
         if not self.config.adaptive_batch or k == 0:
@@ -744,17 +802,20 @@ class Search:
         return 2 * math.ceil(self.config.max_samples / self.config.min_samples)
 
     def _round_size(self, k: int, r: int, have: int, sampled_at) -> int:
-        """Structures of round ``r`` of iteration ``k`` when the batch holds ``have``: 0 to stop."""
+        """Structures of round ``r`` of iteration ``k`` when the batch holds ``have``: 0 to stop.
+        The ESS is of the sampled structures (not the polished ones)."""
         cfg = self.config
         left = None if cfg.budget is None else cfg.budget - self.n_evaluations - have
         if k == 0 or not cfg.adaptive_batch:
             n = cfg.first_batch() if k == 0 else cfg.samples
             return n if left is None else max(0, min(n, left))
+        sampled = have
         if r > 0:
-            energies = [row.energy for row in self.run_dir.rows(k) if row.ok and row.get("energy") is not None]
-            if self.batch.enough(energies, temperature=sampled_at):
+            rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and not row.get("polish")]
+            if self.batch.enough([row.energy for row in rows if row.ok and row.get("energy") is not None], temperature=sampled_at):
                 return 0
-        return self.batch.next_round(have=have, budget_left=left)
+            sampled = len(rows)
+        return self.batch.next_round(have=sampled, budget_left=left)
 
     def draw(self, k: int, r: int, n: int) -> np.ndarray:
         """Round ``r`` of iteration ``k``: ``n`` structures (fewer where candidates duplicate),
@@ -819,7 +880,7 @@ class Search:
             return self.schedule.temperature(k)
         return float(sampled_at or 0.0)
 
-    def _evaluate(self, k, samples, temperature, evaluator, emit, *, offset: int = 0) -> None:
+    def _evaluate(self, k, samples, temperature, evaluator, emit, *, offset: int = 0, polish: bool = False) -> None:
         done = self.run_dir.done_samples(k)
         todo = [offset + i for i in range(len(samples)) if offset + i not in done]
         if not todo:
@@ -828,7 +889,7 @@ class Search:
         count = [self.n_evaluations + len(done)]
 
         def on_result(j, atoms, evaluation):
-            self.run_dir.record(atoms, evaluation, iteration=k, sample=todo[j], temperature=temperature)
+            self.run_dir.record(atoms, evaluation, iteration=k, sample=todo[j], temperature=temperature, polish=polish)
             count[0] += 1
             emit({"event": "evaluated", "iteration": k, "n_evaluations": count[0],
                   "energy": evaluation.energy if evaluation.ok else None})
@@ -893,6 +954,9 @@ class Search:
             "energy_shift_anchored": self.energy_shift_anchored,
             "temperature": self.temperature,
             "head_rms": self.head_rms,
+            "polish_step": self.polish_step,
+            "polished_id": self.polished_id,
+            "polish_failures": self.polish_failures,
             "optimizer": opt_meta,
             "rng": {"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
             "log": record,

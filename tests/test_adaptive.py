@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, select, uncertainty
+from godiff.polish import Polish
 from godiff.schedule import AdaptiveSchedule, BatchSize, effective_sample_size, energy_spread, heat_capacity
 from godiff.system import load_system
 from godiff.train import AgreementStop
@@ -107,3 +108,26 @@ def test_training_stops_when_the_gradient_agreement_stays_below_its_peak():
     said = [stop.update(c) for c in cosines]
     assert said == [False, False, False, False, True, False][: len(said)]
     assert said.index(True) == 4
+
+
+def test_the_polish_moves_the_atom_with_the_largest_force_by_each_multiple_of_the_step():
+    polish = Polish(points=3)
+    x = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    f = np.array([[0.0, 0.0, -2.0], [1.0, 0.0, 0.0]])  # the first atom feels the largest force, 2
+    moved = polish.candidates(x, f, step=0.1)
+    assert moved.shape == (3, 2, 3)
+    for m, multiple in zip(moved, [0.5, 1.0, 2.0]):
+        assert np.allclose(m[0], [0.0, 0.0, -0.1 * multiple])  # along its force, by step x multiple
+        assert np.allclose(m[1], [1.0 + 0.05 * multiple, 1.0, 1.0])  # half as far: half the force
+    assert Polish(points=0).candidates(x, f, 0.1).shape == (0, 2, 3)
+    assert polish.candidates(x, np.zeros_like(f), 0.1).shape == (0, 2, 3)  # at a stationary point: nothing
+
+
+def test_the_polish_trust_step_grows_when_the_longest_step_wins_and_shrinks_when_nothing_improves():
+    polish = Polish(points=3)  # steps 0.05, 0.1, 0.2 for step = 0.1
+    assert polish.next_step(0.1, best=0.0, energies=[-0.1, -0.2, -0.3]) == pytest.approx(0.2)
+    assert polish.next_step(0.1, best=0.0, energies=[-0.3, -0.2, -0.1]) == pytest.approx(0.05)
+    assert polish.next_step(0.1, best=0.0, energies=[-0.1, -0.3, -0.2]) == pytest.approx(0.1)
+    assert polish.next_step(0.1, best=0.0, energies=[0.1, None, 0.2]) == pytest.approx(0.025)
+    assert polish.next_step(0.1, best=0.0, energies=[None, -0.1, None]) == pytest.approx(0.1)  # a failure ranks last
+    assert polish.next_step(2e-3, best=0.0, energies=[1.0, 1.0, 1.0]) == pytest.approx(1e-3)  # never below smallest

@@ -28,6 +28,7 @@ import godiff
 from godiff.errors import ConfigError, EvaluationFailureError, NotARunError, RunExistsError
 from godiff.score import ScoreConfig, ScoreModel
 from godiff.search import Search, SearchConfig
+from godiff.system import load_system
 
 TINY = ScoreConfig(
     scalars=8, vectors=4, lmax=1, layers=2, cutoff=2.5, mobile_cutoff=3.5, radial_hidden=8, head_hidden=16
@@ -402,9 +403,13 @@ def test_an_adaptive_run_sizes_each_batch_by_its_ess_and_stops_at_its_budget(tmp
     for record in log[1:]:
         k, t = record["iteration"], record["temperature_sampled"]
         sizes = _rounds(out, k)
-        energies = [r.energy for r in sorted(rows, key=lambda r: r.sample) if r.iteration == k]
-        assert sum(sizes) == len(energies) == record["samples"]
-        for end in np.cumsum(sizes)[:-1]:  # every round but the last left the batch short of its target
+        mine = sorted((r for r in rows if r.iteration == k), key=lambda r: r.sample)
+        assert sum(sizes) == len(mine) == record["samples"]
+        starts = np.cumsum([0] + sizes[:-1])
+        sampled = [n for n, start in zip(sizes, starts) if n and not mine[start].get("polish")]
+        assert sum(sampled) == record["samples"] - record["polished"]
+        sizes, energies = sampled, [r.energy for r in mine if not r.get("polish")]  # the ESS is of the sampled ones
+        for end in np.cumsum(sizes)[:-1]:  # every sampled round but the last left the batch short of its target
             assert end < 9 and effective_sample_size(energies[:end], t) < 2.5
         full = len(energies) >= 9 or effective_sample_size(energies, t) >= 2.5
         budget_hit = record["n_evaluations"] == 20
@@ -416,8 +421,46 @@ def test_an_adaptive_run_sizes_each_batch_by_its_ess_and_stops_at_its_budget(tmp
     assert log[0]["temperature"] == pytest.approx(max(0.02, energy_spread([r.energy for r in first])))
     schedule = AdaptiveSchedule()
     for before, record in zip(log, log[1:]):
-        energies = [r.energy for r in rows if r.iteration == record["iteration"]]
+        energies = [r.energy for r in rows if r.iteration == record["iteration"] and not r.get("polish")]
         assert record["temperature"] == pytest.approx(schedule.next(before["temperature"], energies))
+
+
+def test_after_each_sampled_round_the_polish_moves_the_best_structure_along_its_forces(tmp_path):
+    from godiff.polish import Polish
+
+    out = tmp_path / "r"
+    Search("lj13", config=adaptive_config(budget=40), out=out, calculator=lj()).run()
+    rows = sorted(db_rows(out), key=lambda r: (r.iteration, r.sample))
+    assert [r.id for r in rows] == sorted(r.id for r in rows)  # evaluated in the order of the rounds
+    log = {record["iteration"]: record for record in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+    assert log[0]["polished"] == 0 and sum(record["polished"] for record in log.values()) >= 6
+    step, polished_id, failures, checked, steps = 0.1 * load_system("lj13").bond_length(), None, 0, 0, {}
+    i = 0
+    while i < len(rows):  # walk the rows as the rounds came: a polish round follows a sampled one
+        if not rows[i].get("polish"):
+            i += 1
+            continue
+        k, group = rows[i].iteration, []
+        while i < len(rows) and rows[i].get("polish") and rows[i].iteration == k and len(group) < 3:
+            group.append(rows[i])
+            i += 1
+        best = min((r for r in rows if r.id < group[0].id), key=lambda r: r.energy)
+        f = best.forces
+        expected = best.positions + (step * np.array([0.5, 1.0, 2.0])[: len(group), None, None]) * f / np.linalg.norm(f, axis=1).max()
+        expected = load_system("lj13").geometry().fold(torch.as_tensor(expected)).numpy()  # kept in the box
+        assert np.allclose(np.stack([r.positions for r in group]), expected, atol=1e-9)
+        assert best.id != polished_id or failures < 2  # never a third polish of a structure that gained nothing twice
+        failures = failures if best.id == polished_id else 0
+        improved = min(r.energy for r in group) < best.energy
+        step = Polish().next_step(step, best=best.energy, energies=[r.energy for r in group])
+        polished_id, failures, checked = best.id, 0 if improved else failures + 1, checked + 1
+        steps[k] = step
+    assert checked >= 2
+    assert {k: log[k]["polish_step"] for k in steps} == pytest.approx(steps)
+    for record in log.values():  # the batch's ESS and temperature read only the sampled structures
+        mine = [r for r in rows if r.iteration == record["iteration"]]
+        assert record["polished"] == sum(bool(r.get("polish")) for r in mine)
+        assert record["iteration_min"] == min(r.energy for r in mine if not r.get("polish"))
 
 
 def test_patience_stops_the_run_and_a_resume_with_more_patience_goes_on(tmp_path):

@@ -57,11 +57,11 @@ __all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_
 #: 10 iterations rather than 20. Measure with ``godiff bench pt7-pt111 --methods
 #: godiff-transfer --from pt-islands-emt@1.0.0 --stop-at-success --set temperature_start=3 ...``.
 #: The measured schedule is the fixed one (128 samples per iteration after the first, exponential
-#: cooling, a fixed number of training steps, ranking by predicted energy): it is kept as it was
+#: cooling, a fixed number of training steps, ranking by predicted energy, no polish): it is kept as it was
 #: measured rather than moved to the adaptive defaults of a scratch search.
 TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02, "first_samples": 32,
             "samples": 128, "schedule": "exponential", "train_stop": "fixed", "acquisition": "energy",
-            "budget": None, "patience": None}
+            "budget": None, "patience": None, "polish": 0}
 
 
 def seen_species(zoo_model) -> list[str]:
