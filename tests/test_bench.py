@@ -419,3 +419,22 @@ def test_an_old_record_without_the_counted_figure_prints_dashes_beside_new_ones(
     # relaxation steps: the old record's first evaluation within tolerance is the counted figure
     assert "| basin-hopping | 7/8 | 765 | 2490 | 7/8 | 706 | 2402 | 854 | 820 | -44.327 |" in table
     assert "| random | 1/2 | 40 | 40 | 2/2 | 9 | 12 | - | - | -44.300 | 1 |" in table
+
+
+def test_beside_shows_another_directorys_methods_at_their_own_budget_and_refuses_another_system(tiny_bench, tmp_path):
+    out, _, _ = tiny_bench
+    short = tmp_path / "short"
+    harness.run_benchmark(load_system("lj13"), methods=["random"], seeds=2, budget=5, out=short, threads=1)
+    both = tmp_path / "both"
+    shutil.copytree(out, both)
+    before = json.loads((both / "results.json").read_text())["records"]
+    harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=both, beside=[short],
+                          overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    saved = json.loads((both / "results.json").read_text())
+    assert saved["records"] == before and saved["beside"] == [str(short)]  # shown, never merged into the records
+    rows = [line for line in (both / "table.md").read_text().splitlines() if line.startswith("| ")][1:]  # under the header
+    assert [row.split(" | ")[0] for row in rows] == ["| godiff", "| random (budget 5)"]
+    assert harness.table_of_results(both / "results.json") == (both / "table.md").read_text()
+    with pytest.raises(ConfigError, match="a benchmark of lj13, not lj19"):
+        harness.run_benchmark(load_system("lj19"), methods=["random"], seeds=1, budget=5, out=tmp_path / "x", beside=[short])
+    assert not (tmp_path / "x").exists()

@@ -214,7 +214,7 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
 
 
 def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
-                  overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False,
+                  overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False, beside=(),
                   threads: int | None = None, dask: str | None = None) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
@@ -233,6 +233,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
             of the budget; see :func:`run_one`).
         dask: evaluate on the Dask cluster at this address (:mod:`godiff.cluster`; each run
             connects on its own, and ``local:N`` starts N workers for each run).
+        beside: other benchmark directories of the same system whose methods the table and plot
+            show too, at their own budgets (:func:`beside_records`).
     """
     for m in methods:
         get_method(m)
@@ -240,10 +242,12 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         from godiff.cluster import parse_address
 
         parse_address(dask)  # a bad address fails here, not in every run
+    beside = [str(Path(p)) for p in beside]
+    beside_records(beside, system.name)  # refused before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    header = {"system": system.to_dict(), "budget": budget, "methods": list(methods), "seeds": seeds}
+    header = {"system": system.to_dict(), "budget": budget, "methods": list(methods), "seeds": seeds, "beside": beside}
     records = _previous_records(results_path, budget)
 
     def keep(record: dict) -> None:  # each record on disk the moment its run ends
@@ -268,7 +272,8 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
     wanted = [r for r in records if r["method"] in methods and r["seed"] < seeds]
     atomic_write_text(out / "table.md", table_of_results(results_path))
-    plot_success(wanted, out / "success_vs_evaluations.png", budget=budget, title=f"{system.name}, {budget} evaluations")
+    plot_success(wanted + beside_records(header["beside"], system.name), out / "success_vs_evaluations.png",
+                 budget=budget, title=f"{system.name}, {budget} evaluations")
     return wanted
 
 
@@ -279,11 +284,40 @@ def table_of_results(path) -> str:
     from godiff.system import System
 
     data = json.loads(Path(path).read_text())
+    system = System.from_dict(data["system"])
+    wanted = _asked_records(data)
+    beside = beside_records(data.get("beside") or [], system.name)
+    methods = list(dict.fromkeys(r["method"] for r in wanted + beside))
+    return table_markdown(summarize(wanted + beside, methods), system=system, budget=data["budget"])
+
+
+def _asked_records(data: dict) -> list[dict]:
+    """The records of a ``results.json`` of the methods and seeds its last invocation asked for."""
     records = data["records"]
     methods = data.get("methods") or list(dict.fromkeys(r["method"] for r in records))
     seeds = data.get("seeds")
-    wanted = [r for r in records if r["method"] in methods and (seeds is None or r["seed"] < seeds)]
-    return table_markdown(summarize(wanted, methods), system=System.from_dict(data["system"]), budget=data["budget"])
+    return sorted((r for r in records if r["method"] in methods and (seeds is None or r["seed"] < seeds)),
+                  key=lambda r: methods.index(r["method"]))
+
+
+def beside_records(paths, system_name: str) -> list[dict]:
+    """The records of other benchmark directories of the same system, each method named with its
+    budget (``agox-gofee (budget 150)``), shown beside a benchmark's own (``godiff bench --beside``):
+    a method whose cost grows with its data may run at a smaller budget than the rest."""
+    from godiff.errors import ConfigError
+    from godiff.system import System
+
+    shown = []
+    for path in paths:
+        results = Path(path) / "results.json"
+        if not results.is_file():
+            raise ConfigError(f"--beside {path}: no results.json there (not a benchmark directory)")
+        data = json.loads(results.read_text())
+        theirs = System.from_dict(data["system"]).name
+        if theirs != system_name:
+            raise ConfigError(f"--beside {path}: a benchmark of {theirs}, not {system_name}")
+        shown += [{**r, "method": f"{r['method']} (budget {r['budget']})"} for r in _asked_records(data)]
+    return shown
 
 
 def _previous_records(results_path: Path, budget: int) -> list[dict]:
@@ -422,7 +456,7 @@ def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "
     for m in dict.fromkeys(r["method"] for r in records):
         rs = [r for r in records if r["method"] == m]
         hits = sorted(r["evaluations_to_success"] for r in rs if r["evaluations_to_success"] is not None)
-        xs = [0] + hits + [budget]
+        xs = [0] + hits + [min(budget, max(r.get("budget") or budget for r in rs))]  # a method stops at its own budget
         ys = [0] + [(i + 1) / len(rs) for i in range(len(hits))] + [len(hits) / len(rs)]
         ax.step(xs, ys, where="post", label=f"{m} ({len(hits)}/{len(rs)})")
     ax.set_xlabel("energy evaluations")

@@ -241,6 +241,7 @@ SEARCH_OPTIONS = (
     ("--min-samples", int, "The adaptive batch's round and smallest size (default 16)."),
     ("--max-samples", int, "The adaptive batch's largest size (default 64)."),
     ("--target-ess", float, "The ESS at which an adaptive batch stops (default 8)."),
+    ("--polish", int, "Evaluations after each adaptive round on the best structure moved along its forces (default 3; 0: off)."),
     ("--schedule", click.Choice(["adaptive", "exponential"]), "Temperature schedule (default adaptive)."),
     ("--train-steps", int, "Most optimizer steps per iteration (stopped earlier once gradients stop agreeing)."),
     ("--sampling-steps", int, "Reverse-diffusion steps per sample."),
@@ -422,8 +423,11 @@ def report(run_dir, out):
                    "names as in godiff.SearchConfig and godiff.SamplerConfig).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch and BLAS threads of each run (default: cores // jobs; lower it when other work shares the machine).")
+@click.option("--beside", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Show the methods of another benchmark directory of this system in the table and plot too, "
+                   "at their own budget (repeatable), e.g. GOFEE's shorter runs.")
 @dask_option
-def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads, dask):
+def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads, beside, dask):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -444,7 +448,8 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, set
                    f"best {record['best_energy']:.4f} {sys_obj.energy_unit()}, {record['wall_seconds']:.0f} s", err=True)
 
     run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
-                  stop_at_success=stop_at_success, overrides=overrides or None, threads=threads, dask=dask)
+                  stop_at_success=stop_at_success, overrides=overrides or None, threads=threads, dask=dask,
+                  beside=beside)
     click.echo((Path(out) / "table.md").read_text())
 
 
