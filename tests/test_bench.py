@@ -431,7 +431,7 @@ def test_beside_shows_another_directorys_methods_at_their_own_budget_and_refuses
     harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=both, beside=[short],
                           overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
     saved = json.loads((both / "results.json").read_text())
-    assert saved["records"] == before and saved["beside"] == [str(short)]  # shown, never merged into the records
+    assert saved["records"] == before and saved["beside"] == ["../short"]  # shown, never merged into the records
     rows = [line for line in (both / "table.md").read_text().splitlines() if line.startswith("| ")][1:]  # under the header
     assert [row.split(" | ")[0] for row in rows] == ["| godiff", "| random (budget 5)"]
     assert harness.table_of_results(both / "results.json") == (both / "table.md").read_text()

@@ -242,9 +242,9 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
         from godiff.cluster import parse_address
 
         parse_address(dask)  # a bad address fails here, not in every run
-    beside = [str(Path(p)) for p in beside]
-    beside_records(beside, system.name)  # refused before anything is written
     out = Path(out)
+    beside = [os.path.relpath(Path(p).resolve(), out.resolve()) for p in beside]  # a directory moves with its neighbours
+    beside_records(beside, system.name, out)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     header = {"system": system.to_dict(), "budget": budget, "methods": list(methods), "seeds": seeds, "beside": beside}
@@ -272,7 +272,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
     wanted = [r for r in records if r["method"] in methods and r["seed"] < seeds]
     atomic_write_text(out / "table.md", table_of_results(results_path))
-    plot_success(wanted + beside_records(header["beside"], system.name), out / "success_vs_evaluations.png",
+    plot_success(wanted + beside_records(beside, system.name, out), out / "success_vs_evaluations.png",
                  budget=budget, title=f"{system.name}, {budget} evaluations")
     return wanted
 
@@ -286,7 +286,7 @@ def table_of_results(path) -> str:
     data = json.loads(Path(path).read_text())
     system = System.from_dict(data["system"])
     wanted = _asked_records(data)
-    beside = beside_records(data.get("beside") or [], system.name)
+    beside = beside_records(data.get("beside") or [], system.name, Path(path).parent)
     methods = list(dict.fromkeys(r["method"] for r in wanted + beside))
     return table_markdown(summarize(wanted + beside, methods), system=system, budget=data["budget"])
 
@@ -300,16 +300,17 @@ def _asked_records(data: dict) -> list[dict]:
                   key=lambda r: methods.index(r["method"]))
 
 
-def beside_records(paths, system_name: str) -> list[dict]:
-    """The records of other benchmark directories of the same system, each method named with its
-    budget (``agox-gofee (budget 150)``), shown beside a benchmark's own (``godiff bench --beside``):
-    a method whose cost grows with its data may run at a smaller budget than the rest."""
+def beside_records(paths, system_name: str, base: Path) -> list[dict]:
+    """The records of other benchmark directories of the same system (``paths`` relative to the
+    benchmark directory ``base``), each method named with its budget (``agox-gofee (budget 150)``),
+    shown beside a benchmark's own (``godiff bench --beside``): a method whose cost grows with its
+    data may run at a smaller budget than the rest."""
     from godiff.errors import ConfigError
     from godiff.system import System
 
     shown = []
     for path in paths:
-        results = Path(path) / "results.json"
+        results = Path(os.path.normpath(Path(base).resolve() / path)) / "results.json"  # base may not exist yet
         if not results.is_file():
             raise ConfigError(f"--beside {path}: no results.json there (not a benchmark directory)")
         data = json.loads(results.read_text())
