@@ -26,7 +26,7 @@ from godiff.system import (
     parse_formula,
 )
 
-PRESETS = ["au7-au111", "lj13", "lj19", "lj38", "pt1-step", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
+PRESETS = ["au7-au111", "lj13", "lj19", "lj38", "lj55", "pt1-step", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
 
 
 def lj_calculator(system: System) -> LennardJones:
@@ -402,11 +402,27 @@ def test_lj13_next_minimum_is_the_icosahedron_with_one_vertex_capping_a_face():
     assert s.reference["next_energy"] - s.reference["energy"] == pytest.approx(2.855, abs=1e-3)
 
 
-@pytest.mark.parametrize("name, energy", [("lj19", -72.659782), ("lj38", -173.928427)])
+@pytest.mark.parametrize("name, energy", [("lj19", -72.659782), ("lj38", -173.928427), ("lj55", -279.248470)])
 def test_lj_reference_values(name, energy):
     s = load_system(name)
     assert s.reference["energy"] == energy and s.reference["tolerance"] == 1e-3
     assert s.energy == {"calculator": "lj", "epsilon": 1.0, "sigma": 1.0, "cutoff": 1000.0}
+
+
+def test_lj55_reference_is_the_mackay_icosahedron_relaxed_inside_its_box():
+    from ase.cluster import Icosahedron
+
+    s = load_system("lj55")
+    x = Icosahedron("Ar", 3).positions
+    x -= x.mean(axis=0)
+    pair = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    x *= 2 ** (1 / 6) / np.sort(pair, axis=1)[:, 1].min()  # nearest neighbours at the pair minimum
+    atoms = s.atoms(x)
+    atoms.calc = lj_calculator(s)
+    BFGS(atoms, logfile=None).run(fmax=1e-5, steps=2000)
+    assert atoms.get_potential_energy() == pytest.approx(s.reference["energy"], abs=1e-5)
+    assert s.geometry().contains(atoms.positions, tol=-0.5).all()  # half a sigma from every wall at least
+    assert load_system("lj38").reference["next_energy"] == -173.252378
 
 
 def test_pt7_reference_energy():
