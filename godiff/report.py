@@ -245,7 +245,8 @@ def _summary_settings(data: "RunData") -> list[str]:
 def _batch_setting(cfg: dict) -> str:
     if cfg.get("samples") is not None:
         return str(cfg["samples"])
-    return f"adaptive {cfg.get('min_samples')} to {cfg.get('max_samples')} (ESS {cfg.get('target_ess')})"
+    polish = f", polish {cfg['polish']} after each round" if cfg.get("polish") else ""
+    return f"adaptive {cfg.get('min_samples')} to {cfg.get('max_samples')} (ESS {cfg.get('target_ess')}{polish})"
 
 
 def _summary_progress(data: "RunData") -> list[str]:

@@ -457,6 +457,9 @@ def test_after_each_sampled_round_the_polish_moves_the_best_structure_along_its_
         steps[k] = step
     assert checked >= 2
     assert {k: log[k]["polish_step"] for k in steps} == pytest.approx(steps)
+    from godiff.report import summarize
+
+    assert "adaptive 3 to 9 (ESS 2.5, polish 3 after each round)" in summarize(out)
     for record in log.values():  # the batch's ESS and temperature read only the sampled structures
         mine = [r for r in rows if r.iteration == record["iteration"]]
         assert record["polished"] == sum(bool(r.get("polish")) for r in mine)
