@@ -83,13 +83,18 @@ class Polish:
         direction = forces / largest
         return positions[None] + (step * self.multiples())[:, None, None] * direction[None]
 
+    @staticmethod
+    def gained(*, best: float, energies) -> bool:
+        """Whether a line search found anything below ``best`` (``None``: a failed evaluation)."""
+        return any(e is not None and e < best for e in energies)
+
     def next_step(self, step: float, *, best: float, energies) -> float:
         """The trust step after a line search whose points had ``energies`` (shortest step first;
         ``None`` for a failed evaluation), from a structure of energy ``best``."""
         e = np.array([np.inf if v is None else v for v in energies], dtype=float)
         if len(e) == 0:
             return step
-        if not (e.min() < best):
+        if not self.gained(best=best, energies=energies):
             new = step * self.shrink
         elif e.argmin() == len(e) - 1:
             new = step * self.grow

@@ -295,6 +295,11 @@ class Result:
     stop_reason: str | None = None
 
 
+def _succeeded(row) -> bool:
+    """Whether a database row is a successful evaluation with its energy."""
+    return bool(row.ok) and row.get("energy") is not None
+
+
 def _generator(seed: int, *parts) -> torch.Generator:
     key = hashlib.sha256(repr((int(seed),) + tuple(parts)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
@@ -589,7 +594,7 @@ class Search:
         self.n_evaluations += len(rows)
         if self.config.acquisition == "lcb" and rows:
             self.seen = self._with_seen(self.seen, np.stack([r.positions[self.n_template:] for r in rows]))
-        ok = [r for r in rows if r.ok and r.get("energy") is not None]
+        ok = [r for r in rows if _succeeded(r)]
         if not ok:
             return np.zeros(0), np.zeros(0)
         pos = np.stack([r.positions[self.n_template:] for r in ok])
@@ -692,7 +697,7 @@ class Search:
         sampled = [row for row in rows if not row.get("polish")]
         head = self._calibrate(k, sampled)
         self._absorb(rows, into_buffer=True)
-        energies = np.array([row.energy for row in sampled if row.ok and row.get("energy") is not None])
+        energies = np.array([row.energy for row in sampled if _succeeded(row)])
         times["evaluation"] += time.perf_counter() - t0
         temperature = self._next_temperature(k, energies, sampled_at)
 
@@ -782,16 +787,16 @@ class Search:
             return 0
         self._evaluate_round(k, samples, sampled_at, evaluator, emit, times, offset=have, polish=True)
         rows = {int(row.sample): row for row in self.run_dir.rows(k)}
-        energies = [row.energy if row is not None and row.ok else None for row in (rows.get(have + i) for i in range(len(samples)))]
-        improved = any(e is not None and e < best.energy for e in energies)
+        energies = [row.energy if row is not None and _succeeded(row) else None for row in (rows.get(have + i) for i in range(len(samples)))]
+        gained = self.polish.gained(best=best.energy, energies=energies)
         self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
-        self.polished_id, self.polish_failures = best.id, 0 if improved else failures + 1
+        self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
         return len(samples)
 
     def _best_row(self, k: int, have: int):
         """The lowest-energy evaluation so far: of the finished iterations and of iteration ``k``'s
         first ``have`` structures (None if none succeeded)."""
-        rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and row.ok and row.get("energy") is not None]
+        rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and _succeeded(row)]
         if self.best_id is not None:
             rows.append(self.run_dir.get_row(self.best_id))
         return min(rows, key=lambda row: row.energy, default=None)
@@ -812,7 +817,7 @@ class Search:
         sampled = have
         if r > 0:
             rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and not row.get("polish")]
-            if self.batch.enough([row.energy for row in rows if row.ok and row.get("energy") is not None], temperature=sampled_at):
+            if self.batch.enough([row.energy for row in rows if _succeeded(row)], temperature=sampled_at):
                 return 0
             sampled = len(rows)
         return self.batch.next_round(have=sampled, budget_left=left)
@@ -853,7 +858,7 @@ class Search:
     def _calibrate(self, k: int, rows) -> dict:
         """The energy head's error on this batch before training on it, and the fraction of
         structures within the acquisition's uncertainty (:func:`godiff.acquisition.calibration`)."""
-        ok = [r for r in rows if r.ok and r.get("energy") is not None]
+        ok = [r for r in rows if _succeeded(r)]
         if self.config.acquisition != "lcb" or not ok or (k == 0 and not self.pretrained):
             return {}
         positions = np.stack([r.positions[self.n_template:] for r in ok])
