@@ -10,7 +10,8 @@ template cached. Beside the times it counts the graph's edges per mobile atom, m
 mobile -> mobile neighbour search takes alone, so the table says what dominates.
 
 ``--mobile-cutoff X`` sets the mobile -> mobile range to X bond lengths for every system (the
-default, 10 Å on Pt scaled by the bond, is 3.54 bond lengths).
+default, :meth:`godiff.score.ScoreConfig.for_length_scale`, is 10 Å on Pt scaled by the bond,
+3.6 bond lengths, up to 20 mobile atoms and the template range, 1.8 bond lengths, beyond).
 
 Prints a Markdown table; with ``--out FILE`` appends one JSON line per system as it goes.
 

@@ -13,8 +13,11 @@ Three families of edges feed the score network (:mod:`godiff.score`):
   of a mobile atom. The images that can ever be in range of a wrapped mobile atom are listed once
   (:class:`TemplateImages`); each forward pass only measures distances to that fixed list.
 * mobile -> mobile (``mm``): every ordered pair of mobile atoms of the same sample, and every
-  periodic image, within ``mobile_cutoff``. Mobile atoms are few, so this range can be long
-  enough to let scattered atoms feel each other and gather, which a short cutoff alone cannot do.
+  periodic image, within ``mobile_cutoff``. For a few mobile atoms this range is long enough to
+  let scattered atoms feel each other and gather; for many it is short, so the number of
+  neighbours stays bounded (:meth:`godiff.score.ScoreConfig.for_length_scale`). The pairs are
+  found without a gradient and only the kept pairs' vectors are built with one, so the largest
+  temporary is one lattice shift's (n_samples, n_mobile, n_mobile, 3) displacements.
 """
 
 from __future__ import annotations
@@ -237,11 +240,21 @@ def mobile_mobile_edges(
     shifts = torch.as_tensor(
         lattice_shifts(cell.detach().cpu().numpy().astype(float), periodic, cutoff), dtype=positions.dtype
     ) @ cell.to(positions)  # (S, 3)
-    # vec[b, s, i, j] = x_j + shift_s - x_i
-    vec = positions[:, None, None, :, :] + shifts[None, :, None, None, :] - positions[:, None, :, None, :]
     with torch.no_grad():
-        dist = vec.detach().norm(dim=-1)
-        keep = (dist < cutoff) & (dist > 1e-6)
+        keep = _pairs_within(positions.detach(), shifts, cutoff)
         sample, s_idx, i, j = torch.nonzero(keep, as_tuple=True)
-    vectors = vec[sample, s_idx, i, j]
+    # only the kept pairs' vectors are built with a gradient: x_j + shift_s - x_i
+    vectors = positions[sample, j] + shifts[s_idx] - positions[sample, i]
     return Edges(sample * n + j, sample * n + i, vectors)
+
+
+def _pairs_within(positions: torch.Tensor, shifts: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """(n_samples, n_shifts, n_mobile, n_mobile) bool: x_j + shift_s lies within ``cutoff`` of x_i
+    (and is not x_i itself). One shift at a time, so the largest temporary is one shift's
+    (n_samples, n_mobile, n_mobile, 3) displacements, not every shift's at once."""
+    b, n, _ = positions.shape
+    keep = torch.empty((b, shifts.shape[0], n, n), dtype=torch.bool, device=positions.device)
+    for s, shift in enumerate(shifts):
+        dist = (positions[:, None, :, :] + shift - positions[:, :, None, :]).norm(dim=-1)
+        keep[:, s] = (dist < cutoff) & (dist > 1e-6)
+    return keep

@@ -62,6 +62,7 @@ __all__ = ["ScoreConfig", "ScoreModel", "ScoreOutput", "SystemGraph", "TemplateC
 
 N_SPECIES = 119
 LOG_SIGMA_RANGE = (math.log(1e-3), math.log(150.0))
+GATHER_ATOMS = 20  # the largest system whose mobile atoms all see each other (see for_length_scale)
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,25 @@ class ScoreConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def for_length_scale(cls, bond_length: float, **overrides) -> "ScoreConfig":
-        """Defaults scaled to a system whose typical bond is ``bond_length`` Å (Pt: 2.77)."""
+    def for_length_scale(cls, bond_length: float, n_mobile: int | None = None, **overrides) -> "ScoreConfig":
+        """Defaults scaled to a system whose typical bond is ``bond_length`` Å (Pt: 2.77).
+
+        Up to :data:`GATHER_ATOMS` mobile atoms the mobile -> mobile range is long (3.6 bonds), so
+        scattered atoms feel each other; that is the range every search of the paper's sizes was
+        measured with. A compact cluster of more atoms fits inside that range, so every atom would
+        see every other and the network's cost would grow as the square of the size
+        (``benchmarks/cost_table.py``: sampling 0.37 s per atom on LJ13, 1.14 s on LJ55). Beyond
+        it the mobile range is the template range (1.8 bonds): a bounded number of neighbours
+        (8 per atom on LJ55) and a cost linear in the size (0.18 to 0.21 s per atom, LJ13 to LJ55).
+
+        Example:
+            >>> ScoreConfig.for_length_scale(2.77).mobile_cutoff, ScoreConfig.for_length_scale(1.0, 38).mobile_cutoff
+            (10.0, 1.805)
+        """
         scale = bond_length / 2.77
-        base = dict(cutoff=round(5.0 * scale, 3), mobile_cutoff=round(10.0 * scale, 3))
+        cutoff = round(5.0 * scale, 3)
+        gather = n_mobile is None or n_mobile <= GATHER_ATOMS
+        base = dict(cutoff=cutoff, mobile_cutoff=round(10.0 * scale, 3) if gather else cutoff)
         base.update(overrides)
         return cls(**base)
 

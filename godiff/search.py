@@ -343,7 +343,7 @@ class Search:
         self.calculator = calculator
         self.parent = parent
         self.pretrained = model is not None
-        score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length()))
+        score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length(), self.system.n_mobile))
         self.config = replace(self.config, score=score_config)
         self._set_controllers()
         self.template = self.system.template_atoms()

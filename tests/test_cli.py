@@ -21,7 +21,7 @@ from godiff.cli.main import cli
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_seconds
 from godiff.errors import GodiffError, NotARunError
 
-PRESETS = ["au7-au111", "lj13", "lj19", "lj38", "lj55", "pt1-step", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
+PRESETS = ["au7-au111", "lj13", "lj19", "lj26", "lj38", "lj55", "pt1-step", "pt13-pt111", "pt19-pt111", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
 TINY = ["--iterations", "2", "--samples", "4", "--train-steps", "2", "--sampling-steps", "3"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import doctest
 import json
 
+import numpy as np
 import pytest
 import torch
 from ase.build import fcc111
@@ -226,3 +227,51 @@ def test_score_is_continuous_across_half_a_lattice_vector(model):
         ]
     torch.testing.assert_close(outs[0].eps, outs[1].eps, rtol=0, atol=1e-3)
     torch.testing.assert_close(outs[0].forces, outs[1].forces, rtol=0, atol=1e-3)
+
+
+def _fcc_ball(n_shells: int) -> np.ndarray:
+    """Atoms of an fcc lattice with nearest neighbours at the LJ pair minimum, ``n_shells`` around one."""
+    from ase.cluster import Octahedron
+
+    x = Octahedron("Ar", 2 * n_shells + 1, cutoff=n_shells).positions
+    x -= x.mean(axis=0)
+    return x * 2 ** (1 / 6) / np.sort(np.linalg.norm(x[:, None] - x[None], axis=-1), axis=1)[:, 1].min()
+
+
+def test_mobile_neighbours_stay_bounded_beyond_the_gathering_size():
+    from godiff.geometry import mobile_mobile_edges
+    from godiff.score import GATHER_ATOMS
+
+    cell, periodic = torch.eye(3) * 20.0, (False,) * 3
+    per_atom = {}
+    for shells in (1, 2, 3):
+        x = torch.as_tensor(_fcc_ball(shells), dtype=torch.float32)
+        config = ScoreConfig.for_length_scale(1.0, len(x))
+        edges = mobile_mobile_edges(x[None], cell, periodic, config.mobile_cutoff)
+        per_atom[len(x)] = np.bincount(edges.receiver.numpy(), minlength=len(x))
+    small, *large = sorted(per_atom)
+    assert small <= GATHER_ATOMS < large[0]
+    assert (per_atom[small] == small - 1).all()  # every atom sees every other
+    for n in large:  # first shell (12) and second (6) at most, whatever the size
+        assert per_atom[n].max() == 18 and per_atom[n].min() >= 3
+    long = ScoreConfig.for_length_scale(1.0).mobile_cutoff
+    x = torch.as_tensor(_fcc_ball(3), dtype=torch.float32)
+    assert len(mobile_mobile_edges(x[None], cell, periodic, long)) / len(x) > 3 * 18  # the long range's growth
+
+
+def test_mobile_edges_are_every_image_pair_within_the_cutoff():
+    from godiff.geometry import lattice_shifts, mobile_mobile_edges
+
+    slab = fcc111("Pt", size=(3, 3, 2), vacuum=6.0)
+    cell = torch.as_tensor(slab.cell.array, dtype=torch.float32)
+    periodic = (True, True, False)
+    x = torch.rand(2, 4, 3, generator=torch.Generator().manual_seed(3)) @ cell
+    edges = mobile_mobile_edges(x, cell, periodic, 6.0)
+    shifts = torch.as_tensor(lattice_shifts(slab.cell.array, periodic, 6.0), dtype=torch.float32) @ cell
+    expected = sorted(
+        (b * 4 + j, b * 4 + i, round(float(d), 4))
+        for b in range(2) for s in shifts for i in range(4) for j in range(4)
+        if 1e-6 < (d := torch.linalg.norm(x[b, j] + s - x[b, i])) < 6.0
+    )
+    got = sorted(zip(edges.sender.tolist(), edges.receiver.tolist(), [round(float(d), 4) for d in edges.vectors.norm(dim=-1)]))
+    assert got == expected and len(got) > 8

@@ -26,7 +26,7 @@ from godiff.system import (
     parse_formula,
 )
 
-PRESETS = ["au7-au111", "lj13", "lj19", "lj38", "lj55", "pt1-step", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
+PRESETS = ["au7-au111", "lj13", "lj19", "lj26", "lj38", "lj55", "pt1-step", "pt13-pt111", "pt19-pt111", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
 
 
 def lj_calculator(system: System) -> LennardJones:
@@ -425,22 +425,29 @@ def test_lj55_reference_is_the_mackay_icosahedron_relaxed_inside_its_box():
     assert load_system("lj38").reference["next_energy"] == -173.252378
 
 
-def test_pt7_reference_energy():
-    s = load_system("pt7-pt111")
-    slab = s.template_atoms()
-    cell = slab.cell[:]
-    a, b = cell[0] / 6, cell[1] / 6
+def _hexagonal_island(system, rings: int) -> np.ndarray:
+    """The closed-shell hexagonal island (1, 7, 19 atoms for 0, 1, 2 rings) on hcp hollows."""
+    slab = system.template_atoms()
+    size = system.template["size"][0]
+    a, b = slab.cell[0] / size, slab.cell[1] / size
     top = slab.positions[:, 2].max()
-    # hcp hollow above a second-layer atom: (a + b) / 3 from a top-layer atom
-    top_atom = slab.positions[np.argmax(slab.positions[:, 2])]
-    centre = top_atom + (a + b) / 3 + 3 * (a + b) / 6
+    # the hcp hollow, above a second-layer atom, lies 2 (a + b) / 3 from a top-layer atom; the fcc one (a + b) / 3
+    centre = slab.positions[np.argmax(slab.positions[:, 2])] + 2 * (a + b) / 3 + (size // 3) * (a + b)
     centre[2] = top + 2.2
-    island = [centre] + [centre + d for d in (a, b, b - a, -a, -b, a - b)]
-    atoms = s.atoms(np.array(island))
+    return np.array([centre + i * a + j * b for i in range(-rings, rings + 1) for j in range(-rings, rings + 1)
+                     if abs(i + j) <= rings])
+
+
+@pytest.mark.parametrize("name, rings", [("pt7-pt111", 1), ("pt19-pt111", 2)])
+def test_pt_island_reference_is_the_hexagon_relaxed(name, rings):
+    s = load_system(name)
+    atoms = s.atoms(_hexagonal_island(s, rings))
+    assert len(atoms) - s.n_template == s.n_mobile
     atoms.calc = EMT()
     BFGS(atoms, logfile=None).run(fmax=0.01)
     e = atoms.get_potential_energy()
     assert abs(e - s.reference["energy"]) < s.reference["tolerance"]
+    assert e < s.reference.get("next_energy", np.inf) and e == pytest.approx(s.reference["energy"], abs=1e-3)
 
 
 def test_pt1_step_reference_energy():
