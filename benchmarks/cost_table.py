@@ -51,9 +51,8 @@ def measure(name: str, samples: int, mobile_cutoff: float | None) -> dict:
     system = load_system(name)
     overrides = {}
     if mobile_cutoff is not None:
-        base = ScoreConfig.for_length_scale(system.bond_length())
-        overrides["score"] = ScoreConfig.for_length_scale(system.bond_length(), mobile_cutoff=round(mobile_cutoff * system.bond_length(), 3))
-        assert overrides["score"].cutoff == base.cutoff
+        bond = system.bond_length()
+        overrides["score"] = ScoreConfig.for_length_scale(bond, mobile_cutoff=round(mobile_cutoff * bond, 3))
     with tempfile.TemporaryDirectory() as tmp:
         search = Search(system, out=Path(tmp) / "run", **overrides)
         it = iteration_costs(search, samples=samples, repeats=1)
