@@ -17,7 +17,7 @@ Three families of edges feed the score network (:mod:`godiff.score`):
   let scattered atoms feel each other and gather; for many it is short, so the number of
   neighbours stays bounded (:meth:`godiff.score.ScoreConfig.for_length_scale`). The pairs are
   found without a gradient and only the kept pairs' vectors are built with one, so the largest
-  temporary is one lattice shift's (n_samples, n_mobile, n_mobile, 3) displacements.
+  temporary is a bounded chunk of lattice shifts' displacements.
 """
 
 from __future__ import annotations
@@ -248,13 +248,16 @@ def mobile_mobile_edges(
     return Edges(sample * n + j, sample * n + i, vectors)
 
 
-def _pairs_within(positions: torch.Tensor, shifts: torch.Tensor, cutoff: float) -> torch.Tensor:
+def _pairs_within(positions: torch.Tensor, shifts: torch.Tensor, cutoff: float, chunk_elements: int = 1 << 24) -> torch.Tensor:
     """(n_samples, n_shifts, n_mobile, n_mobile) bool: x_j + shift_s lies within ``cutoff`` of x_i
-    (and is not x_i itself). One shift at a time, so the largest temporary is one shift's
-    (n_samples, n_mobile, n_mobile, 3) displacements, not every shift's at once."""
+    (and is not x_i itself). Shifts go in chunks, so the largest temporary holds about
+    ``chunk_elements`` displacement components whatever the size."""
     b, n, _ = positions.shape
+    per_shift = max(1, b * n * n * 3)
+    step = max(1, chunk_elements // per_shift)
     keep = torch.empty((b, shifts.shape[0], n, n), dtype=torch.bool, device=positions.device)
-    for s, shift in enumerate(shifts):
-        dist = (positions[:, None, :, :] + shift - positions[:, :, None, :]).norm(dim=-1)
-        keep[:, s] = (dist < cutoff) & (dist > 1e-6)
+    for start in range(0, shifts.shape[0], step):
+        part = shifts[start:start + step]
+        dist = (positions[:, None, None, :, :] + part[None, :, None, None, :] - positions[:, None, :, None, :]).norm(dim=-1)
+        keep[:, start:start + step] = (dist < cutoff) & (dist > 1e-6)
     return keep
