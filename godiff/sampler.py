@@ -271,17 +271,31 @@ class Sampler:
         return x if total == n else x[torch.sort(energy, stable=True).indices[:n]]
 
     @torch.no_grad()
-    def candidates(self, total: int, *, generator: torch.Generator | None = None, predict: bool = True):
+    def candidates(self, total: int, *, generator: torch.Generator | None = None, predict: bool = True,
+                   starts: torch.Tensor | None = None, start_sigma: float | None = None):
         """``total`` finished structures (de-clashed, in the box) and, with ``predict``, the
-        (total,) energies the energy head predicts for them (else None)."""
+        (total,) energies the energy head predicts for them (else None).
+
+        With ``starts`` ((m, n_mobile, 3) in Å, m <= total) the last m candidates are variations
+        of those structures: each is noised to the first level at or below ``start_sigma`` Å
+        and denoised from there (a partial reverse diffusion, as SDEdit edits an image), so it
+        keeps the structure's layout at scales above that noise and resamples it below.
+        """
+        n_starts = 0 if starts is None else len(starts)
+        if n_starts > total or (n_starts and not start_sigma):
+            raise ConfigError(f"candidates: {n_starts} starts for {total} candidates (start_sigma {start_sigma})")
         was_training = self.model.training
         self.model.eval()
         try:
             context = self.model.template_context(self.graph)
             chunks = []
-            for start in range(0, total, self.config.batch_size):
-                m = min(self.config.batch_size, total - start)
+            fresh = total - n_starts
+            for start in range(0, fresh, self.config.batch_size):
+                m = min(self.config.batch_size, fresh - start)
                 chunks.append(self._sample_chunk(m, context, generator))
+            for start in range(0, n_starts, self.config.batch_size):
+                chunk = starts[start:start + self.config.batch_size]
+                chunks.append(self._sample_chunk(len(chunk), context, generator, start=chunk, start_sigma=start_sigma))
             x = torch.cat(chunks).cpu() if chunks else torch.zeros(0, self.graph.n_mobile, 3)
             x = self.finish(x, generator=generator)
             energy = self.predicted_energy(x, context) if predict else None
@@ -319,11 +333,17 @@ class Sampler:
         """Standard normal noise from the CPU generator, on the device."""
         return torch.randn(shape, generator=generator).to(self.device)
 
-    def _sample_chunk(self, m: int, context, generator) -> torch.Tensor:
+    def _sample_chunk(self, m: int, context, generator, *, start=None, start_sigma=None) -> torch.Tensor:
         cfg = self.config
         sigmas, times = self.sigmas()
-        x = self.domain.sample_uniform((m, self.graph.n_mobile), generator).to(self.device)
-        for k in range(cfg.steps):
+        first = 0
+        if start is None:
+            x = self.domain.sample_uniform((m, self.graph.n_mobile), generator).to(self.device)
+        else:
+            first = min(int((sigmas > start_sigma).sum()), cfg.steps)  # the first level at or below it
+            noise = float(sigmas[first]) * self._noise((m, self.graph.n_mobile, 3), generator)
+            x = self.domain.fold(start.to(self.device, torch.float32) + noise)
+        for k in range(first, cfg.steps):
             s_now, s_next = float(sigmas[k]), float(sigmas[k + 1])
             out = self._forward(x, s_now, context)
             score = -out.eps / s_now

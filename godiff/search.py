@@ -126,6 +126,11 @@ class SearchConfig:
         duplicate_distance: fingerprint distance (bond lengths) below which a candidate
             duplicates an evaluated structure and is skipped.
         uncertainty_length: the uncertainty's length scale (bond lengths).
+        refine: fraction of each draw's candidates that are variations of the lowest evaluated
+            structures rather than draws from the prior (:meth:`godiff.sampler.Sampler.candidates`
+            with ``starts``; 0: none); they are ranked with the others by the acquisition.
+        refine_from: how many of the lowest evaluated structures the variations start from.
+        refine_noise: the noise they start from, bond lengths.
         polish: evaluations after each round of the adaptive batch on the best structure moved
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
@@ -167,6 +172,9 @@ class SearchConfig:
     kappa: float = 2.0
     duplicate_distance: float = 0.02
     uncertainty_length: float = 0.1
+    refine: float = 0.0
+    refine_from: int = 4
+    refine_noise: float = 0.3
     polish: int = 3
     polish_step: float | None = None
     batch_size: int = 32
@@ -187,7 +195,8 @@ class SearchConfig:
     def __post_init__(self):
         from godiff.checks import choice, number
 
-        for name in ("iterations", "batch_size", "force_batch", "buffer_size", "workers", "min_samples", "max_samples"):
+        for name in ("iterations", "batch_size", "force_batch", "buffer_size", "workers", "min_samples", "max_samples",
+                     "refine_from"):
             number(name, getattr(self, name), minimum=1, integer=True)
         for name in ("samples", "first_samples", "budget", "patience"):
             if getattr(self, name) is not None:
@@ -198,7 +207,7 @@ class SearchConfig:
             number(name, getattr(self, name), minimum=0, integer=True)
         number("seed", self.seed, minimum=0, integer=True)
         for name in ("learning_rate", "grad_clip", "force_clip", "temperature_end", "temperature_factor",
-                     "target_ess", "uncertainty_length"):
+                     "target_ess", "uncertainty_length", "refine_noise"):
             number(name, getattr(self, name), above=0)
         for name in ("temperature_start", "polish_step"):
             if getattr(self, name) is not None:
@@ -208,6 +217,7 @@ class SearchConfig:
         for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance"):
             number(name, getattr(self, name), minimum=0)
         number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
+        number("refine", self.refine, minimum=0, maximum=1)
         choice("schedule", self.schedule, SCHEDULES)
         choice("train_stop", self.train_stop, TRAIN_STOPS)
         choice("acquisition", self.acquisition, ACQUISITIONS)
@@ -832,12 +842,22 @@ class Search:
         if self.config.acquisition == "energy":
             return self.sampler.sample(n, generator=gen).double().numpy()
         total = max(n, int(math.ceil(n * self.config.sampler.oversample)))
-        x, predicted = self.sampler.candidates(total, generator=gen)
+        x, predicted = self.sampler.candidates(total, generator=gen, **self._refine_starts(total))
         x = x.double().numpy()
         before = self._with_seen(self.seen, self._saved_before(k, r))
         picked = select(self.fingerprints(x), predicted.double().numpy(), before, n,
                         spread=self._spread(), settings=self.acquisition)
         return x[picked]
+
+    def _refine_starts(self, total: int) -> dict:
+        """The starts of a draw's variations (``refine``): the lowest ``refine_from`` evaluated
+        structures in turn, lowest first."""
+        n = int(round(self.config.refine * total))
+        if n == 0 or len(self.buffer) == 0:
+            return {}
+        lowest = self.buffer.positions[: self.config.refine_from]
+        starts = torch.as_tensor(lowest[np.arange(n) % len(lowest)], dtype=torch.float32)
+        return {"starts": starts, "start_sigma": self.config.refine_noise * self.system.bond_length()}
 
     def _saved_before(self, k: int, r: int) -> np.ndarray:
         """The structures of iteration ``k``'s rounds before ``r``, (m, n_mobile, 3)."""
