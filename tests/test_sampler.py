@@ -203,3 +203,45 @@ def test_a_graph_built_for_a_shorter_cutoff_than_the_model_is_refused(model):
     with pytest.raises(ConfigError, match="shorter than the model's"):
         Sampler(model, VESDE.for_box(domain), domain, short)
     Sampler(model, VESDE.for_box(domain), domain, SystemGraph.from_system(system, model.config.cutoff))
+
+
+# ------------------------------------------------------------------ variations of known structures
+
+
+def _in_plane_displacement(setup, x, start):
+    """Largest minimum-image displacement of an atom from ``start``, Å."""
+    cell = torch.as_tensor(np.array(setup.domain.cell), dtype=x.dtype)
+    d = x - start
+    frac = setup.in_plane_frac(d)
+    d[..., :2] = (frac - torch.round(frac)) @ cell[:2, :2]
+    return d.norm(dim=-1).amax(dim=-1)
+
+
+def test_variations_start_from_their_structures_at_the_given_noise(model, slab):
+    sampler = slab.sampler(model, **{**SAMPLING, "corrector_steps": 0, "guidance": 0.0, "relax_steps": 0})
+    start = sampler.sample(1, generator=torch.Generator().manual_seed(5))  # de-clashed, inside the box
+    sigma_min = float(slab.sde.sigma_min)
+
+    # below every noise level: no denoising step, only sigma_min's noise on the start
+    x, energy = sampler.candidates(3, generator=torch.Generator().manual_seed(6), starts=start.repeat(2, 1, 1),
+                                   start_sigma=sigma_min / 2)
+    assert x.shape == (3, slab.system.n_mobile, 3) and energy.shape == (3,)
+    moved = _in_plane_displacement(slab, x[1:], start)
+    assert bool((moved > 0).all()) and float(moved.max()) < 5 * sigma_min
+    assert float(_in_plane_displacement(slab, x[:1], start)[0]) > 10 * sigma_min  # the first is a fresh draw
+
+    # from a small noise the variations stay near the start; fresh draws do not
+    near, _ = sampler.candidates(8, generator=torch.Generator().manual_seed(7), starts=start.repeat(8, 1, 1), start_sigma=0.3)
+    fresh, _ = sampler.candidates(8, generator=torch.Generator().manual_seed(7))
+    assert float(_in_plane_displacement(slab, near, start).median()) < 0.5 * float(_in_plane_displacement(slab, fresh, start).median())
+
+
+def test_more_starts_than_candidates_or_no_noise_is_refused(model, slab):
+    from godiff.errors import ConfigError
+
+    sampler = slab.sampler(model, **SAMPLING)
+    start = torch.zeros(3, slab.system.n_mobile, 3)
+    with pytest.raises(ConfigError, match="3 starts for 2 candidates"):
+        sampler.candidates(2, starts=start, start_sigma=0.1)
+    with pytest.raises(ConfigError, match="start_sigma"):
+        sampler.candidates(4, starts=start)

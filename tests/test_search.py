@@ -521,3 +521,19 @@ def test_a_run_json_written_before_the_adaptive_search_keeps_its_fixed_schedule(
            if k not in ("schedule", "train_stop", "acquisition", "budget", "patience")}
     config = SearchConfig.from_dict(old)
     assert (config.schedule, config.train_stop, config.acquisition, config.budget) == ("exponential", "fixed", "energy", None)
+
+
+def test_refine_draws_variations_of_the_lowest_evaluated_structures(tmp_path):
+    config = adaptive_config(iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0,
+                             duplicate_distance=0.0).with_overrides(oversample=1.0)  # every candidate is returned
+    search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
+    search.run()
+    lowest = search.buffer.positions[:2]
+    drawn = search.draw(1, 0, 4)
+    sigma = 0.05 * search.system.bond_length()
+    # each drawn structure is one of the two lowest, moved by about sigma per atom (the nearest of
+    # the rest lies many sigma away)
+    gaps = np.linalg.norm(drawn[:, None] - search.buffer.positions[None], axis=-1).max(axis=-1)  # (4, buffer)
+    assert len(drawn) == 4 and (gaps[:, :2].min(axis=1) < 6 * sigma).all() and (gaps[:, 2:].min() > 10 * sigma)
+    assert {int(i) for i in gaps.argmin(axis=1)} == {0, 1}  # both starts, in turn
+    assert np.allclose(lowest, search.buffer.positions[:2])
