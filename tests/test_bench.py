@@ -288,7 +288,7 @@ def test_every_committed_benchmark_table_regenerates_from_its_records():
         assert harness.table_of_results(path) == (path.parent / "table.md").read_text(), f"{path.parent.name}/table.md"
 
 
-def test_a_relaxation_that_fails_in_the_judge_is_no_success_not_a_crash(tmp_path):
+def test_a_relaxation_that_fails_in_the_judge_is_no_success_not_a_crash(tmp_path, monkeypatch):
     """A quantum-chemistry calculator can fail on the way down (tblite: SCF not converged); the
     judge records that structure as no success and goes on (it crashed a GFN2-xTB benchmark)."""
     import ase.db
@@ -307,7 +307,9 @@ def test_a_relaxation_that_fails_in_the_judge_is_no_success_not_a_crash(tmp_path
         atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((2, 3)))
         db.write(atoms, ok=True, iteration=0, sample=0)
     rows = list(db.select())
+    monkeypatch.chdir(tmp_path)
     assert first_success(rows, system, reference=-1.0, tolerance=0.1) is None
+    assert not (tmp_path / "dftb_in.hsd").exists()  # its files went to a directory of its own
 
 
 LJ13_MINIMUM = -44.326801

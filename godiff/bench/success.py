@@ -37,13 +37,14 @@ not added, so for single-point methods the figure is a floor on what a user pays
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, replace
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.optimize import BFGS
 
-from godiff.energy import make_calculator
+from godiff.energy import _writes_files, make_calculator
 from godiff.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ class _Judge:
         self.prefilter = slab if prefilter is None else prefilter
         self.screen = (SLAB_SCREEN if slab else None) if screen == "default" else screen
         self.reference, self.tolerance, self.fmax = reference, tolerance, fmax
-        self.calculator = make_calculator(system.energy)
+        self.calculator = self._new_calculator()
         self.relaxed: dict[int, float] = {}
         self.calls: dict[int, int] = {}  # energy-and-forces calls of each relaxation
 
@@ -281,8 +282,16 @@ class _Judge:
         except Exception as exc:  # the energy function failed on the way down (an SCF that does not converge)
             log.warning("row %d: its relaxation failed (%s); judged as no success", row.id, one_line(exc, 300))
             self.relaxed[row.id] = float("inf")
-            self.calculator = make_calculator(self.system.energy)  # a fresh one, whatever state the failure left
+            self.calculator = self._new_calculator()  # a fresh one, whatever state the failure left
         return self.relaxed[row.id]
+
+    def _new_calculator(self):
+        """The system's calculator; one that writes files works in a temporary directory of its
+        own, never in the user's working directory."""
+        calculator = make_calculator(self.system.energy)
+        if _writes_files(calculator):
+            calculator.directory = tempfile.mkdtemp(prefix="godiff-judge-")
+        return calculator
 
     def success(self, count: int, row) -> Success:
         return Success(count, int(row.id), float(row.energy), self.relaxed[row.id], self.calls[row.id])
