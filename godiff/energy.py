@@ -122,6 +122,7 @@ __all__ = [
     "EvaluatorCalculator",
     "BudgetExhausted",
     "calculator_class",
+    "writes_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -651,7 +652,8 @@ def _bare(atoms: ase.Atoms) -> ase.Atoms:
     return copy
 
 
-def _writes_files(calc: Calculator) -> bool:
+def writes_files(calc: Calculator) -> bool:
+    """Whether ``calc`` works through files in its ``directory`` (ASE's file-IO calculators)."""
     from ase.calculators.calculator import FileIOCalculator
     from ase.calculators.genericfileio import GenericFileIOCalculator
 
@@ -666,7 +668,7 @@ def _compute(calc: Calculator, atoms: ase.Atoms, scratch: str | None = None) -> 
     calculation.
     """
     directory = None
-    if scratch is not None and _writes_files(calc):
+    if scratch is not None and writes_files(calc):
         directory = Path(scratch) / f"eval-{uuid.uuid4().hex[:12]}"
         directory.mkdir(parents=True)
         calc.directory = str(directory)

@@ -44,7 +44,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.optimize import BFGS
 
-from godiff.energy import _writes_files, make_calculator
+from godiff.energy import make_calculator, writes_files
 from godiff.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -252,6 +252,7 @@ class _Judge:
         self.prefilter = slab if prefilter is None else prefilter
         self.screen = (SLAB_SCREEN if slab else None) if screen == "default" else screen
         self.reference, self.tolerance, self.fmax = reference, tolerance, fmax
+        self._scratch = tempfile.TemporaryDirectory(prefix="godiff-judge-")  # removed with the judge
         self.calculator = self._new_calculator()
         self.relaxed: dict[int, float] = {}
         self.calls: dict[int, int] = {}  # energy-and-forces calls of each relaxation
@@ -289,8 +290,8 @@ class _Judge:
         """The system's calculator; one that writes files works in a temporary directory of its
         own, never in the user's working directory."""
         calculator = make_calculator(self.system.energy)
-        if _writes_files(calculator):
-            calculator.directory = tempfile.mkdtemp(prefix="godiff-judge-")
+        if writes_files(calculator):
+            calculator.directory = self._scratch.name
         return calculator
 
     def success(self, count: int, row) -> Success:
