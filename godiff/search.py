@@ -82,7 +82,7 @@ PRESETS = {
 
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
 LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None,
-          "polish": 0, "refine": 0.0}
+          "polish": 0, "refine": 0.0, "refine_distinct": 0.0}
 
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
@@ -137,6 +137,9 @@ class SearchConfig:
             machine) and 96, 367, 252, 514, 190, 185, 218, 172 (median 204) at 0.5; the first
             energy within 0.05 eV as evaluated, median 377 and 261 (``benchmarks/pt7-refine``).
         refine_from: how many of the lowest evaluated structures the variations start from.
+        refine_distinct: fingerprint distance (bond lengths) within which two of those count as
+            one, the higher skipped: the polish leaves near copies of the best structure beside it
+            in the buffer (0: the lowest, copies or not).
         refine_noise: the noise they start from, bond lengths.
         polish: evaluations after each round of the adaptive batch on the best structure moved
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
@@ -181,6 +184,7 @@ class SearchConfig:
     uncertainty_length: float = 0.1
     refine: float = 0.5
     refine_from: int = 4
+    refine_distinct: float = 0.0
     refine_noise: float = 0.3
     polish: int = 3
     polish_step: float | None = None
@@ -221,7 +225,8 @@ class SearchConfig:
                 number(name, getattr(self, name), above=0)
         for name in ("cooling_fast", "cooling_slow"):
             number(name, getattr(self, name), above=0, maximum=1)
-        for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance"):
+        for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance",
+                     "refine_distinct"):
             number(name, getattr(self, name), minimum=0)
         number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
         number("refine", self.refine, minimum=0, maximum=1)
@@ -858,13 +863,20 @@ class Search:
 
     def _refine_starts(self, total: int) -> dict:
         """The starts of a draw's variations (``refine``): the lowest ``refine_from`` evaluated
-        structures in turn, lowest first."""
+        structures no two within ``refine_distinct`` of each other, in turn, lowest first."""
         n = int(round(self.config.refine * total))
         if n == 0 or len(self.buffer) == 0:
             return {}
-        lowest = self.buffer.positions[: self.config.refine_from]
+        lowest = self.buffer.positions[self._distinct_lowest(self.config.refine_from)]
         starts = torch.as_tensor(lowest[np.arange(n) % len(lowest)], dtype=torch.float32)
         return {"starts": starts, "start_sigma": self.config.refine_noise * self.system.bond_length()}
+
+    def _distinct_lowest(self, n: int) -> np.ndarray:
+        """Indices of the ``n`` lowest buffer structures, skipping any within ``refine_distinct``
+        of a lower one picked (the acquisition's duplicate rule, ranked by energy alone)."""
+        buffer = self.buffer
+        return select(self.fingerprints(buffer.positions), buffer.energies, np.zeros((0, 1)), n, spread=0.0,
+                      settings=Acquisition(duplicate=self.config.refine_distinct))
 
     def _saved_before(self, k: int, r: int) -> np.ndarray:
         """The structures of iteration ``k``'s rounds before ``r``, (m, n_mobile, 3)."""

@@ -537,3 +537,18 @@ def test_refine_draws_variations_of_the_lowest_evaluated_structures(tmp_path):
     assert len(drawn) == 4 and (gaps[:, :2].min(axis=1) < 6 * sigma).all() and (gaps[:, 2:].min() > 10 * sigma)
     assert {int(i) for i in gaps.argmin(axis=1)} == {0, 1}  # both starts, in turn
     assert np.allclose(lowest, search.buffer.positions[:2])
+
+
+def test_refine_skips_near_copies_of_a_lower_start(tmp_path):
+    config = adaptive_config(iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0,
+                             duplicate_distance=0.0, refine_distinct=0.1).with_overrides(oversample=1.0)
+    search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
+    search.run()
+    buffer = search.buffer
+    buffer.positions[1] = buffer.positions[0] + 1e-3  # the second lowest: a near copy of the lowest
+    drawn = search.draw(1, 0, 4)
+    sigma = 0.05 * search.system.bond_length()
+    gaps = np.linalg.norm(drawn[:, None] - buffer.positions[None], axis=-1).max(axis=-1)  # (4, buffer)
+    # the starts are the lowest and the third lowest, in turn (the copy is skipped)
+    assert (gaps[:, [0, 2]].min(axis=1) < 6 * sigma).all()
+    assert sorted(np.where(gaps[:, 0] < gaps[:, 2], 0, 2).tolist()) == [0, 0, 2, 2]
