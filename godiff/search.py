@@ -82,7 +82,7 @@ PRESETS = {
 
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
 LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None,
-          "polish": 0, "refine": 0.0, "refine_distinct": 0.0}
+          "polish": 0, "polish_chain": 1, "refine": 0.0, "refine_distinct": 0.0}
 
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
@@ -144,6 +144,8 @@ class SearchConfig:
         polish: evaluations after each round of the adaptive batch on the best structure moved
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
+        polish_chain: line searches in a row after a round while each finds a lower energy
+            (1: one per round); each starts from the lowest point of the one before.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
         learning_rate: AdamW learning rate.
@@ -188,6 +190,7 @@ class SearchConfig:
     refine_noise: float = 0.3
     polish: int = 3
     polish_step: float | None = None
+    polish_chain: int = 1
     batch_size: int = 32
     force_batch: int = 16
     learning_rate: float = 2e-3
@@ -207,7 +210,7 @@ class SearchConfig:
         from godiff.checks import choice, number
 
         for name in ("iterations", "batch_size", "force_batch", "buffer_size", "workers", "min_samples", "max_samples",
-                     "refine_from"):
+                     "refine_from", "polish_chain"):
             number(name, getattr(self, name), minimum=1, integer=True)
         for name in ("samples", "first_samples", "budget", "patience"):
             if getattr(self, name) is not None:
@@ -779,9 +782,18 @@ class Search:
             have, r = have + len(samples), r + 1
             if len(samples) == 0:
                 break
+            have, r = self._polish_rounds(k, r, have, sampled_at, evaluator, emit, times)
+        return have
+
+    def _polish_rounds(self, k: int, r: int, have: int, sampled_at, evaluator, emit, times) -> tuple[int, int]:
+        """Up to ``polish_chain`` polish rounds after round ``r - 1``, the next one only while the
+        last gained; returns the batch's size and the next round's index after them."""
+        for _ in range(self.config.polish_chain):
             m = self._polish_round(k, r, have, sampled_at, evaluator, emit, times)
             have, r = have + m, r + (m > 0)
-        return have
+            if m == 0 or self.polish_failures:
+                break
+        return have, r
 
     def _evaluate_round(self, k, samples, sampled_at, evaluator, emit, times, *, offset: int, polish: bool = False) -> None:
         emit({"event": "phase", "iteration": k, "phase": "polishing" if polish else "evaluating", "temperature": sampled_at})

@@ -466,6 +466,31 @@ def test_after_each_sampled_round_the_polish_moves_the_best_structure_along_its_
         assert record["iteration_min"] == min(r.energy for r in mine if not r.get("polish"))
 
 
+def test_a_polish_chain_follows_a_gaining_line_search_with_another_up_to_its_length(tmp_path):
+    out = tmp_path / "r"
+    Search("lj13", config=adaptive_config(budget=60, polish_chain=3), out=out, calculator=lj()).run()
+    rows = db_rows(out)
+    chains = []
+    for k in sorted({r.iteration for r in rows}):
+        mine = sorted((r for r in rows if r.iteration == k), key=lambda r: r.sample)
+        sizes = _rounds(out, k)
+        chain = 0
+        for size, start in zip(sizes, np.cumsum([0] + sizes[:-1])):
+            group = mine[start:start + size]
+            if not group or not group[0].get("polish"):
+                if 0 < chain < 3:  # a chain cut short by a sampled round: its last line search found nothing lower
+                    assert min(r.energy for r in last) >= min(r.energy for r in rows if r.id < last[0].id)
+                chains += [chain] if chain else []
+                chain = 0
+                continue
+            if chain:  # a polish round right after another: that one found a lower energy than all before it
+                before = min(r.energy for r in rows if r.id < last[0].id)
+                assert min(r.energy for r in last) < before
+            last, chain = group, chain + 1
+        chains += [chain] if chain else []
+    assert chains and max(chains) <= 3 and max(chains) >= 2, chains
+
+
 def test_patience_stops_the_run_and_a_resume_with_more_patience_goes_on(tmp_path):
     out = tmp_path / "r"
     result = Search("lj13", config=adaptive_config(patience=6, budget=200), out=out, calculator=lj()).run()
