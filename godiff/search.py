@@ -82,7 +82,7 @@ PRESETS = {
 
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
 LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None,
-          "polish": 0, "polish_chain": 1, "refine": 0.0, "refine_distinct": 0.0}
+          "polish": 0, "polish_chain": 1, "polish_fmax": 0.0, "refine": 0.0, "refine_distinct": 0.0}
 
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
@@ -146,6 +146,9 @@ class SearchConfig:
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
         polish_chain: line searches in a row after a round while each finds a lower energy
             (1: one per round); each starts from the lowest point of the one before.
+        polish_fmax: the best structure is not polished once no mobile atom feels a force above
+            this (eV/Å, or the system's unit; 0: always): it is a local minimum to the tolerance
+            the success check relaxes to, and further line searches gain micro-eV.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
         learning_rate: AdamW learning rate.
@@ -191,6 +194,7 @@ class SearchConfig:
     polish: int = 3
     polish_step: float | None = None
     polish_chain: int = 1
+    polish_fmax: float = 0.0
     batch_size: int = 32
     force_batch: int = 16
     learning_rate: float = 2e-3
@@ -229,7 +233,7 @@ class SearchConfig:
         for name in ("cooling_fast", "cooling_slow"):
             number(name, getattr(self, name), above=0, maximum=1)
         for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance",
-                     "refine_distinct"):
+                     "refine_distinct", "polish_fmax"):
             number(name, getattr(self, name), minimum=0)
         number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
         number("refine", self.refine, minimum=0, maximum=1)
@@ -810,7 +814,7 @@ class Search:
             return 0
         best = self._best_row(k, have)
         failures = self.polish_failures if best is not None and best.id == self.polished_id else 0
-        if best is None or failures >= 2:
+        if best is None or failures >= 2 or self._converged(best):
             return 0
         samples = self.run_dir.load_samples(k, r)
         if samples is None:
@@ -826,6 +830,11 @@ class Search:
         self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
         self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
         return len(samples)
+
+    def _converged(self, row) -> bool:
+        """Whether no mobile atom of ``row`` feels a force above ``polish_fmax``."""
+        forces = np.asarray(row.forces)[self.n_template:]
+        return len(forces) == 0 or float(np.linalg.norm(forces, axis=-1).max()) < self.config.polish_fmax
 
     def _best_row(self, k: int, have: int):
         """The lowest-energy evaluation so far: of the finished iterations and of iteration ``k``'s

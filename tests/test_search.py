@@ -491,6 +491,29 @@ def test_a_polish_chain_follows_a_gaining_line_search_with_another_up_to_its_len
     assert chains and max(chains) <= 3 and max(chains) >= 2, chains
 
 
+def test_the_polish_leaves_a_best_structure_alone_once_its_forces_are_below_polish_fmax(tmp_path):
+    out = tmp_path / "r"
+    fmax = 5.0  # in epsilon / sigma: the tiny run's best structures feel forces from about 4 to thousands
+    Search("lj13", config=adaptive_config(budget=40, polish_fmax=fmax), out=out, calculator=lj()).run()
+    rows = db_rows(out)
+    largest = {r.id: np.linalg.norm(r.forces, axis=1).max() for r in rows}
+    polished, spared = 0, 0
+    for k in sorted({r.iteration for r in rows} - {0}):
+        mine = sorted((r for r in rows if r.iteration == k), key=lambda r: r.sample)
+        sizes = _rounds(out, k)
+        groups = [mine[start:start + size] for size, start in zip(sizes, np.cumsum([0] + sizes[:-1]))]
+        for group, after in zip(groups, groups[1:] + [None]):
+            if group[0].get("polish"):
+                continue
+            best = min((r for r in rows if r.id <= group[-1].id), key=lambda r: r.energy)
+            if after and after[0].get("polish"):
+                assert largest[best.id] >= fmax
+                polished += 1
+            elif largest[best.id] < fmax and after:
+                spared += 1
+    assert polished >= 1 and spared >= 1, (polished, spared)
+
+
 def test_patience_stops_the_run_and_a_resume_with_more_patience_goes_on(tmp_path):
     out = tmp_path / "r"
     result = Search("lj13", config=adaptive_config(patience=6, budget=200), out=out, calculator=lj()).run()
