@@ -587,6 +587,22 @@ def test_refine_draws_variations_of_the_lowest_evaluated_structures(tmp_path):
     assert np.allclose(lowest, search.buffer.positions[:2])
 
 
+def test_refine_hop_moves_one_atom_of_each_start_before_the_noise(tmp_path):
+    config = adaptive_config(iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0,
+                             duplicate_distance=0.0, refine_hop=1.0).with_overrides(oversample=1.0)
+    search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
+    search.run()
+    drawn = search.draw(1, 0, 4)
+    sigma, bond = 0.05 * search.system.bond_length(), search.system.bond_length()
+    lowest = search.buffer.positions[:2]
+    for x in drawn:  # picked in the acquisition's order: compare with the nearer of the two starts
+        shift = np.linalg.norm(x[None] - lowest, axis=-1)  # (2, atoms)
+        moved = shift[np.median(shift, axis=1).argmin()] > 6 * sigma
+        assert moved.sum() == 1  # one atom hopped, the others only noised
+        gap = np.linalg.norm(x[moved] - x[~moved], axis=-1).min()
+        assert 0.5 * bond < gap < 1.5 * bond  # to about a bond from another atom
+
+
 def test_refine_skips_near_copies_of_a_lower_start(tmp_path):
     config = adaptive_config(iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0,
                              duplicate_distance=0.0, refine_distinct=0.1).with_overrides(oversample=1.0)
