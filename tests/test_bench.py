@@ -95,6 +95,17 @@ def test_another_budget_in_the_same_directory_is_refused_and_nothing_is_lost(tin
     assert (out / "results.json").read_text() == before
 
 
+def test_other_settings_in_the_same_directory_are_refused_and_nothing_is_lost(tiny_bench):
+    out, records, _ = tiny_bench
+    assert all(r["settings"] == {"samples": 4, "train_steps": 2, "sampling_steps": 3} for r in records)
+    before = (out / "results.json").read_text()
+    with pytest.raises(ConfigError, match=r"settings --set samples=4 --set sampling_steps=3 --set train_steps=2, "
+                                          r"not --set samples=4; give another --out"):
+        harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out,
+                              overrides={"samples": 4})
+    assert (out / "results.json").read_text() == before
+
+
 def test_records_judged_under_another_criterion_are_judged_again_without_a_rerun(tiny_bench):
     out, _, _ = tiny_bench
     saved = json.loads((out / "results.json").read_text())

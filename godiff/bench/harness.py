@@ -180,6 +180,7 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
         "method": method,
         "seed": seed,
         "budget": budget,
+        "settings": overrides or {},
         **judge(system, method, run_dir, budget, watch=watch),
         "stopped_at_success": watch is not None and watch.success is not None and watch.within is not None,
         "wall_seconds": wall,
@@ -248,7 +249,7 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     header = {"system": system.to_dict(), "budget": budget, "methods": list(methods), "seeds": seeds, "beside": beside}
-    records = _previous_records(results_path, budget)
+    records = _previous_records(results_path, budget, overrides or {})
 
     def keep(record: dict) -> None:  # each record on disk the moment its run ends
         nonlocal records
@@ -321,19 +322,29 @@ def beside_records(paths, system_name: str, base: Path) -> list[dict]:
     return shown
 
 
-def _previous_records(results_path: Path, budget: int) -> list[dict]:
+def _previous_records(results_path: Path, budget: int, settings: dict) -> list[dict]:
     """The records of an earlier invocation; refused when they were run at another budget (its
-    runs/ would be resumed under the new one, and its records dropped)."""
+    runs/ would be resumed under the new one, and its records dropped) or with other settings
+    (``--set``; the table would mix them). Records written before settings were recorded pass."""
+    from godiff.errors import ConfigError
+
     if not results_path.exists():
         return []
     records = json.loads(results_path.read_text()).get("records", [])
     budgets = sorted({r.get("budget") for r in records} - {budget}, key=str)
     if budgets:
-        from godiff.errors import ConfigError
-
         raise ConfigError(f"{results_path.parent}: holds runs at budget {', '.join(map(str, budgets))}, not {budget}; "
                           "give another --out for another budget")
+    other = next((r["settings"] for r in records if "settings" in r and r["settings"] != settings), None)
+    if other is not None:
+        raise ConfigError(f"{results_path.parent}: holds runs with settings {_settings_text(other)}, not "
+                          f"{_settings_text(settings)}; give another --out for other settings")
     return records
+
+
+def _settings_text(settings: dict) -> str:
+    """``{"refine": 0.5}`` -> ``--set refine=0.5``; ``{}`` -> ``the defaults``."""
+    return " ".join(f"--set {k}={json.dumps(v)}" for k, v in sorted(settings.items())) or "the defaults"
 
 
 def _stale_records(system, records: list[dict], pairs: set) -> list[dict]:
