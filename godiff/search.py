@@ -140,8 +140,12 @@ class SearchConfig:
         refine_from: how many of the lowest evaluated structures the variations start from.
         refine_distinct: fingerprint distance (bond lengths) within which two of those count as
             one, the higher skipped: the polish leaves near copies of the best structure beside it
-            in the buffer (0: the lowest, copies or not).
-        refine_noise: the noise they start from, bond lengths.
+            in the buffer (0: the lowest, copies or not). Measured as ``refine`` (``--set
+            refine_distinct=0.1``, ``benchmarks/pt7-refine-distinct``): counted 213, 367, 315,
+            1114, 376, 185, 82, 275 (median 295, against 204 at 0), so it stays off.
+        refine_noise: the noise they start from, bond lengths. At 0.6 (``--set refine_noise=0.6``,
+            ``benchmarks/pt7-refine-noise06``): counted 261, 246, 244, 622, 385, 146, 169, 217
+            (median 245), as evaluated median 252; 0.3 stays.
         refine_hop: fraction of the variations whose start first has one atom, chosen at random,
             moved to one bond length from another in a random direction (GOFEE's and basin
             hopping's single-atom move): a noise of ``refine_noise`` changes a structure's shape
@@ -151,10 +155,16 @@ class SearchConfig:
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
         polish_chain: line searches in a row after a round while each finds a lower energy
-            (1: one per round); each starts from the lowest point of the one before.
+            (1: one per round); each starts from the lowest point of the one before. At 3
+            (``--set polish_chain=3``, ``benchmarks/pt7-polish-chain``): counted 333, 220, 141,
+            963, 236, 227, 172, 173 (median 224) and the polish's share of the evaluations up
+            from about 15 % to 30 to 40 %, so it stays at 1.
         polish_fmax: the best structure is not polished once no mobile atom feels a force above
             this (eV/Å, or the system's unit; 0: always): it is a local minimum to the tolerance
-            the success check relaxes to, and further line searches gain micro-eV.
+            the success check relaxes to, and further line searches gain micro-eV. With
+            ``polish_chain`` 3 and 0.05 (``benchmarks/pt7-polish-chain-fmax``): counted 333,
+            220, 141, 556, 417, 227, 172, 164 (median 224, worst 556 against 963 without), the
+            polish's share 20 to 30 %; not the default while neither beats 204.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
         learning_rate: AdamW learning rate.
