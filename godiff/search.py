@@ -143,17 +143,18 @@ class SearchConfig:
         refine_from: how many of the lowest evaluated structures the variations start from.
         refine_distinct: fingerprint distance (bond lengths) within which two of those count as
             one, the higher skipped: the polish leaves near copies of the best structure beside it
-            in the buffer (0: the lowest, copies or not). Measured as ``refine`` (``--set
+            in the buffer (0: the lowest, copies or not). Measured as for ``refine`` (``--set
             refine_distinct=0.1``, ``benchmarks/pt7-refine-distinct``): counted 213, 367, 315,
             1114, 376, 185, 82, 275 (median 295, against 204 at 0), so it stays off.
         refine_noise: the noise they start from, bond lengths. At 0.6 (``--set refine_noise=0.6``,
             ``benchmarks/pt7-refine-noise06``): counted 261, 246, 244, 622, 385, 146, 169, 217
             (median 245), as evaluated median 252; 0.3 stays.
         refine_hop: fraction of the variations whose start first has one atom, chosen at random,
-            moved to one bond length from another in a random direction (GOFEE's and basin
-            hopping's single-atom move): a noise of ``refine_noise`` changes a structure's shape
-            only where it is soft, while a competing island shape on Pt7/Pt(111), 0.23 eV above
-            the heptamer, differs from it by where one or two atoms sit. At 0.5 (``--set
+            moved to one bond length from another in a random direction (a single-atom move,
+            as the mutations of evolutionary cluster searches make): a noise of
+            ``refine_noise`` changes a structure's shape only where it is soft, while a competing
+            island shape on Pt7/Pt(111), 0.23 eV above the heptamer, differs from it by where one
+            or two atoms sit. At 0.5 (``--set
             refine_hop=0.5``, ``benchmarks/pt7-refine-hop``): counted 159, 271, 214, 563, 373,
             251, 186, 395 (median 261; seed 3 549 evaluations to success against 446 at 0), as
             evaluated median 415; it stays off.
