@@ -140,6 +140,8 @@ class SearchConfig:
             511, 328, 313, 141, 154 (median 278) at 0 (with max_samples 32; 291 at 64, another
             machine) and 96, 367, 252, 514, 190, 185, 218, 172 (median 204) at 0.5; the first
             energy within 0.05 eV as evaluated, median 377 and 261 (``benchmarks/pt7-refine``).
+            Run again on seeds 0..15 (``benchmarks/pt7-default-again``): median 239 counted and
+            376 as evaluated; an 8-seed median moves by about 40 between two runs.
         refine_from: how many of the lowest evaluated structures the variations start from.
         refine_distinct: fingerprint distance (bond lengths) within which two of those count as
             one, the higher skipped: the polish leaves near copies of the best structure beside it
