@@ -390,6 +390,13 @@ def _rounds(run_dir: Path, k: int) -> list[int]:
     return sizes
 
 
+def _round_groups(run_dir: Path, rows, k: int) -> list:
+    """Iteration ``k``'s evaluated rows, one list per round in the order the rounds came."""
+    mine = sorted((r for r in rows if r.iteration == k), key=lambda r: r.sample)
+    sizes = _rounds(run_dir, k)
+    return [mine[start:start + size] for size, start in zip(sizes, np.cumsum([0] + sizes[:-1]))]
+
+
 def test_an_adaptive_run_sizes_each_batch_by_its_ess_and_stops_at_its_budget(tmp_path):
     from godiff.schedule import effective_sample_size
 
@@ -472,11 +479,8 @@ def test_a_polish_chain_follows_a_gaining_line_search_with_another_up_to_its_len
     rows = db_rows(out)
     chains = []
     for k in sorted({r.iteration for r in rows}):
-        mine = sorted((r for r in rows if r.iteration == k), key=lambda r: r.sample)
-        sizes = _rounds(out, k)
         chain = 0
-        for size, start in zip(sizes, np.cumsum([0] + sizes[:-1])):
-            group = mine[start:start + size]
+        for group in _round_groups(out, rows, k):
             if not group or not group[0].get("polish"):
                 if 0 < chain < 3:  # a chain cut short by a sampled round: its last line search found nothing lower
                     assert min(r.energy for r in last) >= min(r.energy for r in rows if r.id < last[0].id)
@@ -499,9 +503,7 @@ def test_the_polish_leaves_a_best_structure_alone_once_its_forces_are_below_poli
     largest = {r.id: np.linalg.norm(r.forces, axis=1).max() for r in rows}
     polished, spared = 0, 0
     for k in sorted({r.iteration for r in rows} - {0}):
-        mine = sorted((r for r in rows if r.iteration == k), key=lambda r: r.sample)
-        sizes = _rounds(out, k)
-        groups = [mine[start:start + size] for size, start in zip(sizes, np.cumsum([0] + sizes[:-1]))]
+        groups = _round_groups(out, rows, k)
         for group, after in zip(groups, groups[1:] + [None]):
             if group[0].get("polish"):
                 continue
