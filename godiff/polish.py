@@ -67,12 +67,18 @@ class Polish:
             shortest was).
         shrink: factor on ``step`` when no point improved on the best energy.
         smallest: ``step`` never falls below this (Å), so a converged polish still moves.
+        fmax: a structure whose largest atomic force is below this is left alone (0: never).
     """
 
     points: int = 3
     grow: float = 2.0
     shrink: float = 0.25
     smallest: float = 1e-3
+    fmax: float = 0.0
+
+    def settled(self, forces: np.ndarray) -> bool:
+        """Whether a structure feeling ``forces`` (n, 3) is a minimum to ``fmax`` (nothing to polish)."""
+        return _largest(forces) < self.fmax
 
     def multiples(self) -> np.ndarray:
         """The line search's step multiples, shortest first."""
@@ -82,7 +88,7 @@ class Polish:
     def candidates(self, positions: np.ndarray, forces: np.ndarray, step: float) -> np.ndarray:
         """``positions`` (n, 3) moved along ``forces`` (n, 3) so that the atom with the largest
         force moves ``step`` times each multiple: (points, n, 3); nothing where no atom feels a force."""
-        largest = float(np.linalg.norm(forces, axis=-1).max()) if len(forces) else 0.0
+        largest = _largest(forces)
         if self.points == 0 or largest == 0.0:
             return np.zeros((0,) + positions.shape)
         direction = forces / largest
@@ -108,3 +114,9 @@ class Polish:
         else:
             new = step
         return float(max(new, self.smallest))
+
+
+def _largest(forces: np.ndarray) -> float:
+    """The largest atomic force norm of (n, 3) ``forces`` (0 for no atoms)."""
+    forces = np.asarray(forces)
+    return float(np.linalg.norm(forces, axis=-1).max()) if len(forces) else 0.0

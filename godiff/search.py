@@ -477,7 +477,7 @@ class Search:
                                              cfg.cooling_slow, cfg.temperature_start)
         self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
-        self.polish = Polish(points=cfg.polish)
+        self.polish = Polish(points=cfg.polish, fmax=cfg.polish_fmax)
 
     def _create_run_dir(self) -> None:
         """Make the run directory of a new search: its files, its lock and, from a pretrained
@@ -865,7 +865,7 @@ class Search:
             return 0
         best = self._best_row(k, have)
         failures = self.polish_failures if best is not None and best.id == self.polished_id else 0
-        if best is None or failures >= 2 or self._converged(best):
+        if best is None or failures >= 2 or self.polish.settled(best.forces[self.n_template:]):
             return 0
         samples = self.run_dir.load_samples(k, r)
         if samples is None:
@@ -881,11 +881,6 @@ class Search:
         self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
         self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
         return len(samples)
-
-    def _converged(self, row) -> bool:
-        """Whether no mobile atom of ``row`` feels a force above ``polish_fmax``."""
-        forces = np.asarray(row.forces)[self.n_template:]
-        return len(forces) == 0 or float(np.linalg.norm(forces, axis=-1).max()) < self.config.polish_fmax
 
     def _best_row(self, k: int, have: int):
         """The lowest-energy evaluation so far: of the finished iterations and of iteration ``k``'s
