@@ -77,8 +77,10 @@ class Polish:
     fmax: float = 0.0
 
     def settled(self, forces: np.ndarray) -> bool:
-        """Whether a structure feeling ``forces`` (n, 3) is a minimum to ``fmax`` (nothing to polish)."""
-        return _largest(forces) < self.fmax
+        """Whether a structure feeling ``forces`` (n, 3) is a minimum to ``fmax``, or feels no force
+        at all: there is nothing to polish."""
+        largest = _largest(forces)
+        return largest == 0.0 or largest < self.fmax
 
     def multiples(self) -> np.ndarray:
         """The line search's step multiples, shortest first."""

@@ -870,6 +870,8 @@ class Search:
         samples = self.run_dir.load_samples(k, r)
         if samples is None:
             samples = self.polish.candidates(best.positions[self.n_template:], best.forces[self.n_template:], self.polish_step)
+            if len(samples) == 0:
+                return 0  # an empty round saved here would end the batch when the next round loads it
             samples = self.domain.fold(torch.as_tensor(samples[:left], dtype=torch.float64)).numpy()
             self.run_dir.save_samples(k, samples, r)
         if len(samples) == 0:

@@ -516,6 +516,33 @@ def test_the_polish_leaves_a_best_structure_alone_once_its_forces_are_below_poli
     assert polished >= 1 and spared >= 1, (polished, spared)
 
 
+class ForcelessLJ(LennardJones):
+    """LJ energies with every force zero: each structure looks like a minimum."""
+
+    def __init__(self):
+        super().__init__(epsilon=1.0, sigma=1.0, rc=1000.0, smooth=False)
+
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        self.results["forces"] = np.zeros_like(self.results["forces"])
+
+
+def test_a_best_structure_that_feels_no_force_is_not_polished_and_the_batch_goes_on(tmp_path):
+    from godiff.schedule import effective_sample_size
+
+    out = tmp_path / "r"
+    Search("lj13", config=adaptive_config(budget=40), out=out, calculator=ForcelessLJ()).run()
+    rows = db_rows(out)
+    assert not any(r.get("polish") for r in rows)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    for record in log[1:]:
+        sizes = _rounds(out, record["iteration"])
+        assert 0 not in sizes, sizes  # an empty round on disk ends the batch when the next round loads it
+        energies = [r.energy for r in rows if r.iteration == record["iteration"]]
+        ended = len(energies) >= 9 or effective_sample_size(energies, record["temperature_sampled"]) >= 2.5
+        assert ended or record["n_evaluations"] == 40, (record["iteration"], sizes)
+
+
 def test_patience_stops_the_run_and_a_resume_with_more_patience_goes_on(tmp_path):
     out = tmp_path / "r"
     result = Search("lj13", config=adaptive_config(patience=6, budget=200), out=out, calculator=lj()).run()
