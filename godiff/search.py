@@ -72,12 +72,13 @@ SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size
 
 #: ``godiff run --preset NAME``: named settings. ``paper`` is the published GO-Diff schedule
 #: (20 iterations of 128 samples, exponential annealing from 5 eV to 0.02 eV, a fixed number of
-#: training steps, candidates ranked by predicted energy alone): godiff's defaults before the
-#: adaptive search, kept so the comparison with the paper stays one command.
+#: training steps, candidates ranked by predicted energy alone, 4 candidates per sample):
+#: godiff's defaults before the adaptive search, kept so the comparison with the paper stays
+#: one command.
 PRESETS = {
     "paper": {"iterations": 20, "samples": 128, "schedule": "exponential", "temperature_start": 5.0,
               "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None, "polish": 0,
-              "refine": 0.0},
+              "refine": 0.0, "oversample": 4.0},
 }
 
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
@@ -287,7 +288,7 @@ class SearchConfig:
         """
         if name not in PRESETS:
             raise ConfigError(f"preset: unknown preset '{name}' (known: {', '.join(PRESETS)})")
-        return replace(cls(), **PRESETS[name])
+        return cls().with_settings(PRESETS[name])
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -306,16 +307,26 @@ class SearchConfig:
         return cls(**data)
 
     def with_overrides(self, **overrides) -> "SearchConfig":
-        """A copy with top-level or sampler fields replaced (``None`` values are ignored).
+        """A copy with top-level or sampler fields replaced (``None`` values are ignored, as an
+        option not given on the command line is).
 
         Sampler fields may also be named as on the command line (``sampling_steps``).
+        """
+        return self.with_settings({key: value for key, value in overrides.items() if value is not None})
+
+    def with_settings(self, settings: dict) -> "SearchConfig":
+        """A copy with the top-level or sampler fields of ``settings`` replaced, ``None`` values
+        included (``budget: None`` is no budget): how a preset applies.
+
+        Example:
+            >>> c = SearchConfig().with_settings({"budget": None, "oversample": 4.0})
+            >>> c.budget, c.sampler.oversample
+            (None, 4.0)
         """
         top = {f.name for f in fields(self)}
         samp = {f.name for f in fields(SamplerConfig)}
         main, sampler = {}, {}
-        for key, value in overrides.items():
-            if value is None:
-                continue
+        for key, value in settings.items():
             key = SAMPLER_ALIASES.get(key, key)
             if key in top:
                 main[key] = value

@@ -579,6 +579,7 @@ def test_the_paper_preset_is_the_fixed_schedule_and_reproduces_bit_for_bit(tmp_p
 
     paper = SearchConfig.preset("paper")
     assert (paper.iterations, paper.samples, paper.schedule, paper.temperature_start, paper.budget) == (20, 128, "exponential", 5.0, None)
+    assert paper.sampler.oversample == 4.0 != SearchConfig().sampler.oversample  # a sampler setting of the preset
     config = replace(paper, score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7,
                      iterations=2, sampler=tiny_config().sampler)
     runs = [Search("lj13", config=config, out=tmp_path / name, calculator=lj()).run() for name in ("a", "b")]

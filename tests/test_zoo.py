@@ -322,3 +322,11 @@ def test_model_metadata_reads_by_attribute_round_trips_and_refuses_keys_it_does_
     (folder / "training.json").write_text(json.dumps(training))
     with pytest.raises(CheckpointError, match="missing field.*best_energy"):
         read_metadata(folder)
+
+
+def test_the_transfer_preset_keeps_the_sampler_settings_it_was_measured_with():
+    from godiff.zoo.transfer import transfer_config
+
+    config = transfer_config()
+    assert config.sampler.oversample == TRANSFER["oversample"] != SearchConfig().sampler.oversample
+    assert config.budget is None and config.patience is None  # the preset's None values apply, not ignored

@@ -61,7 +61,7 @@ __all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_
 #: measured rather than moved to the adaptive defaults of a scratch search.
 TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02, "first_samples": 32,
             "samples": 128, "schedule": "exponential", "train_stop": "fixed", "acquisition": "energy",
-            "budget": None, "patience": None, "polish": 0}
+            "budget": None, "patience": None, "polish": 0, "oversample": 4.0}
 
 
 def seen_species(zoo_model) -> list[str]:
@@ -131,11 +131,9 @@ def start_search(system, *, start=None, registry=None, out=None, command: str | 
 
 def transfer_config():
     """The :class:`godiff.search.SearchConfig` of :data:`TRANSFER` (its ``None`` values included)."""
-    from dataclasses import replace
-
     from godiff.search import SearchConfig
 
-    return replace(SearchConfig(), **TRANSFER)
+    return SearchConfig().with_settings(TRANSFER)
 
 
 def lineage_ref(given, zoo_model) -> str:
