@@ -102,6 +102,15 @@ class SamplerConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def candidate_count(self, n: int) -> int:
+        """How many candidates a draw of ``n`` structures makes: ``oversample x n``, at least ``n``.
+
+        Example:
+            >>> SamplerConfig(oversample=16).candidate_count(3), SamplerConfig(oversample=1.5).candidate_count(3)
+            (48, 5)
+        """
+        return max(n, int(math.ceil(n * self.oversample)))
+
     def for_length_scale(self, scale: float) -> "SamplerConfig":
         """These settings for a system whose bonds are ``scale`` times Pt's
         (:meth:`godiff.system.System.length_scale`): the cap scales with length, the two rates
@@ -274,7 +283,7 @@ class Sampler:
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` structures; returns (n, n_mobile, 3) positions in Å, inside the box:
         the lowest predicted energies of ``oversample x n`` candidates."""
-        total = max(n, int(math.ceil(n * self.config.oversample)))
+        total = self.config.candidate_count(n)
         x, energy = self.candidates(total, generator=generator, predict=total > n)
         return x if total == n else x[torch.sort(energy, stable=True).indices[:n]]
 

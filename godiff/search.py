@@ -933,7 +933,7 @@ class Search:
             return self.sampler.finish(x).double().numpy()
         if self.config.acquisition == "energy":
             return self.sampler.sample(n, generator=gen).double().numpy()
-        total = max(n, int(math.ceil(n * self.config.sampler.oversample)))
+        total = self.config.sampler.candidate_count(n)
         x, predicted = self.sampler.candidates(total, generator=gen, **self._refine_starts(total, k, r))
         x = x.double().numpy()
         before = self._with_seen(self.seen, self._saved_before(k, r))
