@@ -53,6 +53,18 @@ def test_table_and_plot_are_written(tiny_bench):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_the_plot_steps_at_each_seeds_counted_figure_and_beside_it_at_its_relaxed_check(tiny_bench):
+    out, records, _ = tiny_bench
+    counted, relaxed = harness.success_curves(records, budget=8)
+    assert counted["counted"] and not relaxed["counted"]
+    paid = sorted(r["evaluations_counted"] for r in records if r["evaluations_counted"] is not None)
+    assert counted["xs"] == [0, *paid, 8] and counted["ys"][-1] == len(paid) / 2
+    hits = sorted(r["evaluations_to_success"] for r in records if r["evaluations_to_success"] is not None)
+    assert relaxed["xs"] == [0, *hits, 8] and relaxed["label"] == f"godiff, relaxed check ({len(hits)}/2)"
+    old = [{k: v for k, v in r.items() if k != "evaluations_counted"} for r in records]  # judged before the figure
+    assert [c["counted"] for c in harness.success_curves(old, budget=8)] == [False]
+
+
 def test_rerun_skips_finished_pairs(tiny_bench):
     out, _, _ = tiny_bench
     before = (out / "results.json").read_text()

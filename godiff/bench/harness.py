@@ -41,7 +41,7 @@ from godiff.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_benchmark", "summarize", "table_markdown", "plot_success"]
+__all__ = ["run_benchmark", "summarize", "table_markdown", "plot_success", "success_curves"]
 
 
 def _versions() -> dict:
@@ -453,31 +453,61 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
     return "\n".join(lines) + "\n"
 
 
-def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "") -> Path:
-    """Fraction of seeds succeeded against evaluations spent, one step curve per method.
+def success_curves(records: list[dict], *, budget: int) -> list[dict]:
+    """The step curves of :func:`plot_success`: per method, the fraction of its seeds that hold the
+    minimum against evaluations spent, with the relaxation counted (``evaluations_counted``, the
+    tables' first figure) where its records have that figure, and under the relaxed check
+    (``evaluations_to_success``, its relaxation uncounted) always. Each curve is a dict of
+    ``label``, ``xs``, ``ys`` (a step after each x) and ``counted``.
 
-    It plots the relaxed success (``evaluations_to_success``, its relaxation uncounted), which
-    every record has, old ones too; the counted figure is in the table.
+    Example:
+        >>> records = [{"method": "m", "seed": s, "budget": 100, "evaluations_to_success": hit,
+        ...             "evaluations_counted": paid} for s, hit, paid in [(0, 10, 30), (1, 20, None)]]
+        >>> [(c["label"], c["xs"], c["ys"]) for c in success_curves(records, budget=100)]
+        [('m, relaxation counted (1/2)', [0, 30, 100], [0, 0.5, 0.5]), ('m, relaxed check (2/2)', [0, 10, 20, 100], [0, 0.5, 1.0, 1.0])]
     """
+    curves = []
+    for m in dict.fromkeys(r["method"] for r in records):
+        rs = [r for r in records if r["method"] == m]
+        end = min(budget, max(r.get("budget") or budget for r in rs))  # a method stops at its own budget
+        counted = [_counted(r) for r in rs]
+        if not any(c is _MISSING for c in counted):
+            paid = [c for c, r in zip(counted, rs) if c is not None and c <= r["budget"]]
+            curves.append(_step_curve(f"{m}, relaxation counted", paid, len(rs), end, counted=True))
+        relaxed = [r["evaluations_to_success"] for r in rs if r["evaluations_to_success"] is not None]
+        curves.append(_step_curve(f"{m}, relaxed check", relaxed, len(rs), end, counted=False))
+    return curves
+
+
+def _step_curve(name: str, hits: list[int], seeds: int, end: int, *, counted: bool) -> dict:
+    hits = sorted(hits)
+    return {"label": f"{name} ({len(hits)}/{seeds})", "xs": [0] + hits + [end],
+            "ys": [0] + [(i + 1) / seeds for i in range(len(hits))] + [len(hits) / seeds], "counted": counted}
+
+
+def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "") -> Path:
+    """Fraction of seeds succeeded against evaluations spent (:func:`success_curves`): per method
+    a solid line with the relaxation counted and a dashed one, in the same colour, under the
+    relaxed check."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for m in dict.fromkeys(r["method"] for r in records):
-        rs = [r for r in records if r["method"] == m]
-        hits = sorted(r["evaluations_to_success"] for r in rs if r["evaluations_to_success"] is not None)
-        xs = [0] + hits + [min(budget, max(r.get("budget") or budget for r in rs))]  # a method stops at its own budget
-        ys = [0] + [(i + 1) / len(rs) for i in range(len(hits))] + [len(hits) / len(rs)]
-        ax.step(xs, ys, where="post", label=f"{m} ({len(hits)}/{len(rs)})")
+    colours = {}
+    for curve in success_curves(records, budget=budget):
+        method = curve["label"].rsplit(", ", 1)[0]
+        colour = colours.setdefault(method, f"C{len(colours)}")
+        ax.step(curve["xs"], curve["ys"], where="post", label=curve["label"], color=colour,
+                linestyle="-" if curve["counted"] else "--", alpha=1.0 if curve["counted"] else 0.6)
     ax.set_xlabel("energy evaluations")
     ax.set_ylabel("fraction of seeds succeeded")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, budget)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
