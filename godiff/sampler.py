@@ -68,11 +68,13 @@ class SamplerConfig:
             (with the search's ``lcb`` acquisition, the lowest bounds). 16 (the default) against
             4 on Pt7/Pt(111), EMT, seeds 0..7, budget 1,280 (``godiff bench pt7-pt111 --methods
             godiff-ffg --seeds 8 --budget 1280 --stop-at-success --jobs 2 --threads 1 --set
-            oversample=16``, ``benchmarks/pt7-oversample16``): evaluations with the relaxation
-            counted 104, 166, 69, 422, 192, 101, 161, 125 (median 143, against 243 for 4 run again
-            on this machine and 239 over 16 seeds), the first energy within 0.05 eV as evaluated
-            median 156 (against 442); network time 0.37 to 0.51 s per evaluation, against 0.15 to
-            0.33. The paper preset and the transfer preset keep the 4 they were measured with.
+            oversample=16``; that record was not kept): evaluations with the relaxation counted
+            104, 166, 69, 422, 192, 101, 161, 125 (median 143, against 243 for 4 run again on this
+            machine and 239 over 16 seeds), the first energy within 0.05 eV as evaluated median 156
+            (against 442); network time 0.37 to 0.51 s per evaluation, against 0.15 to 0.33. Run
+            again as the default (``benchmarks/pt7-scratch``): 81, 259, 113, 564, 112, 177, 222, 193
+            (median 185, worst 564), as evaluated median 290, network 0.40 to 0.65 s per evaluation.
+            The paper preset and the transfer preset keep the 4 they were measured with.
         batch_size: samples per forward pass.
     """
 
