@@ -387,12 +387,20 @@ def _counted_over_seeds(records: list[dict]) -> dict:
     """Seeds whose counted figure (``evaluations_counted``) is within their budget, and its median
     and worst over those seeds; all None when a record lacks the figure (judged before it existed,
     its run directory gone)."""
-    counted = [_counted(r) for r in records]
-    if any(c is _MISSING for c in counted):
+    hits = _counted_hits(records)
+    if hits is None:
         return {"successes_counted": None, "median_counted": None, "worst_counted": None}
-    hits = [c for c, r in zip(counted, records) if c is not None and c <= r["budget"]]
     return {"successes_counted": len(hits), "median_counted": statistics.median(hits) if hits else None,
             "worst_counted": max(hits) if hits else None}
+
+
+def _counted_hits(records: list[dict]) -> list[int] | None:
+    """The counted figures of the seeds that hold the minimum within their budget; None when a
+    record lacks the figure."""
+    counted = [_counted(r) for r in records]
+    if any(c is _MISSING for c in counted):
+        return None
+    return [c for c, r in zip(counted, records) if c is not None and c <= r["budget"]]
 
 
 _MISSING = object()
@@ -458,7 +466,7 @@ def success_curves(records: list[dict], *, budget: int) -> list[dict]:
     minimum against evaluations spent, with the relaxation counted (``evaluations_counted``, the
     tables' first figure) where its records have that figure, and under the relaxed check
     (``evaluations_to_success``, its relaxation uncounted) always. Each curve is a dict of
-    ``label``, ``xs``, ``ys`` (a step after each x) and ``counted``.
+    ``method``, ``label``, ``xs``, ``ys`` (a step after each x) and ``counted``.
 
     Example:
         >>> records = [{"method": "m", "seed": s, "budget": 100, "evaluations_to_success": hit,
@@ -470,18 +478,18 @@ def success_curves(records: list[dict], *, budget: int) -> list[dict]:
     for m in dict.fromkeys(r["method"] for r in records):
         rs = [r for r in records if r["method"] == m]
         end = min(budget, max(r.get("budget") or budget for r in rs))  # a method stops at its own budget
-        counted = [_counted(r) for r in rs]
-        if not any(c is _MISSING for c in counted):
-            paid = [c for c, r in zip(counted, rs) if c is not None and c <= r["budget"]]
-            curves.append(_step_curve(f"{m}, relaxation counted", paid, len(rs), end, counted=True))
+        paid = _counted_hits(rs)
+        if paid is not None:
+            curves.append(_step_curve(m, paid, len(rs), end, counted=True))
         relaxed = [r["evaluations_to_success"] for r in rs if r["evaluations_to_success"] is not None]
-        curves.append(_step_curve(f"{m}, relaxed check", relaxed, len(rs), end, counted=False))
+        curves.append(_step_curve(m, relaxed, len(rs), end, counted=False))
     return curves
 
 
-def _step_curve(name: str, hits: list[int], seeds: int, end: int, *, counted: bool) -> dict:
+def _step_curve(method: str, hits: list[int], seeds: int, end: int, *, counted: bool) -> dict:
     hits = sorted(hits)
-    return {"label": f"{name} ({len(hits)}/{seeds})", "xs": [0] + hits + [end],
+    name = f"{method}, {'relaxation counted' if counted else 'relaxed check'}"
+    return {"method": method, "label": f"{name} ({len(hits)}/{seeds})", "xs": [0] + hits + [end],
             "ys": [0] + [(i + 1) / seeds for i in range(len(hits))] + [len(hits) / seeds], "counted": counted}
 
 
@@ -497,8 +505,7 @@ def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colours = {}
     for curve in success_curves(records, budget=budget):
-        method = curve["label"].rsplit(", ", 1)[0]
-        colour = colours.setdefault(method, f"C{len(colours)}")
+        colour = colours.setdefault(curve["method"], f"C{len(colours)}")
         ax.step(curve["xs"], curve["ys"], where="post", label=curve["label"], color=colour,
                 linestyle="-" if curve["counted"] else "--", alpha=1.0 if curve["counted"] else 0.6)
     ax.set_xlabel("energy evaluations")
