@@ -13,7 +13,12 @@ Two schedules:
   never below T_end. Var_T is the variance of the batch energies under their Boltzmann weights
   at T: when many new structures lie within a few T of each other (C > 1, a rough landscape the
   model is still resolving) cooling slows; when one or two dominate (C < 1) there is nothing left
-  to resolve at this temperature and it halves.
+  to resolve at this temperature and it halves. With ``reheat`` set, a search that sits at T_end
+  while its best has not improved (by more than T_end) for ``reheat`` evaluations is heated
+  again to ``factor`` times the spread of its last batch, the rule of the first temperature, and
+  cools from there: at T_end the training weights put all mass on the best structure found, and
+  the variations start from copies of it, so a search that reached T_end in a higher minimum
+  stays there.
 
 The spread is the standard deviation of the energies capped at their median: the low half that
 ranking needs, not the clashes of a random placement (which put the plain standard deviation of a
@@ -139,6 +144,13 @@ class AdaptiveSchedule:
         0.9
         >>> s.next(0.03, [0.0, 1.0])           # never below the end
         0.02
+        >>> r = AdaptiveSchedule(end=0.02, reheat=100)
+        >>> r.next(0.02, [0.0, 2.0, 1000.0], stalled=99)   # not stalled long enough
+        0.02
+        >>> round(r.next(0.02, [0.0, 2.0, 1000.0], stalled=100), 3)   # heated to the spread
+        0.943
+        >>> r.next(0.5, [0.0, 5.0, 9.0], stalled=500)     # above the end: cools as ever
+        0.25
     """
 
     end: float = 0.02
@@ -146,6 +158,7 @@ class AdaptiveSchedule:
     fast: float = 0.5
     slow: float = 0.9
     start: float | None = None
+    reheat: int = 0
 
     def first(self, energies) -> float:
         """T of the first iteration: ``start`` if given, else ``factor`` x :func:`energy_spread`."""
@@ -153,8 +166,11 @@ class AdaptiveSchedule:
             return float(self.start)
         return max(self.end, self.factor * energy_spread(energies))
 
-    def next(self, temperature: float, energies) -> float:
-        """T after an iteration that trained at ``temperature`` and evaluated ``energies``."""
+    def next(self, temperature: float, energies, *, stalled: int = 0) -> float:
+        """T after an iteration that trained at ``temperature`` and evaluated ``energies``, the
+        best having not improved for ``stalled`` evaluations."""
+        if self.reheat and temperature <= self.end and stalled >= self.reheat:
+            return max(self.end, self.factor * energy_spread(energies))
         rate = self.slow if heat_capacity(energies, temperature) > 1.0 else self.fast
         return max(self.end, float(temperature) * rate)
 

@@ -112,7 +112,9 @@ class SearchConfig:
         max_samples: the adaptive batch's largest size.
         target_ess: the adaptive batch's effective sample size at which it stops.
         budget: total evaluations; the run stops there (``None``: no limit).
-        patience: stop once the best energy has not improved for this many evaluations.
+        patience: stop once the best energy has not improved for this many evaluations (an
+            improvement: a fall of more than ``temperature_end`` below the energy of the last one,
+            so the polish's micro-eV steps on one minimum do not count).
         schedule: ``adaptive`` (:class:`godiff.schedule.AdaptiveSchedule`) or ``exponential``.
         temperature_start: first temperature (``None``: the adaptive schedule's, from the first
             batch's spread; the exponential schedule's 5 eV).
@@ -123,6 +125,9 @@ class SearchConfig:
             at 1): the hot first iterations are not wasted.
         cooling_fast: the adaptive schedule's factor where the heat capacity is below 1.
         cooling_slow: its factor above 1.
+        reheat: evaluations without an improvement (as for ``patience``) after which the
+            adaptive schedule, once at ``temperature_end``, heats again to the spread of the last
+            batch (:class:`godiff.schedule.AdaptiveSchedule`; 0: never).
         train_steps: optimizer steps per iteration (with ``train_stop: agreement``, at most).
         train_stop: ``agreement`` (:class:`godiff.train.AgreementStop`) or ``fixed``.
         train_min_steps: the agreement stop's fewest steps.
@@ -205,6 +210,7 @@ class SearchConfig:
     temperature_factor: float = 1.0
     cooling_fast: float = 0.5
     cooling_slow: float = 0.9
+    reheat: int = 0
     train_steps: int = 200
     train_stop: str = "agreement"
     train_min_steps: int = 50
@@ -248,7 +254,7 @@ class SearchConfig:
                 number(name, getattr(self, name), minimum=1, integer=True)
         if self.max_samples < self.min_samples:
             raise ConfigError(f"max_samples ({self.max_samples}) is below min_samples ({self.min_samples})")
-        for name in ("train_steps", "train_min_steps", "train_patience", "polish"):
+        for name in ("train_steps", "train_min_steps", "train_patience", "polish", "reheat"):
             number(name, getattr(self, name), minimum=0, integer=True)
         number("seed", self.seed, minimum=0, integer=True)
         for name in ("learning_rate", "grad_clip", "force_clip", "temperature_end", "temperature_factor",
@@ -452,6 +458,7 @@ class Search:
         self.best_energy = math.inf
         self.best_id = None
         self.best_at = 0  # evaluations spent when the best was found
+        self.improved_at, self.improved_energy = 0, math.inf  # ... when it last improved by more than T_end, and to what
         self.n_evaluations = 0
         self.next_iteration = 0
         self.temperature: float | None = None  # of the last trained iteration
@@ -485,7 +492,7 @@ class Search:
             self.schedule = ExponentialSchedule(cfg.temperature_start or 5.0, cfg.temperature_end, cfg.iterations)
         else:
             self.schedule = AdaptiveSchedule(cfg.temperature_end, cfg.temperature_factor, cfg.cooling_fast,
-                                             cfg.cooling_slow, cfg.temperature_start)
+                                             cfg.cooling_slow, cfg.temperature_start, cfg.reheat)
         self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
         self.polish = Polish(points=cfg.polish, fmax=cfg.polish_fmax)
@@ -649,6 +656,7 @@ class Search:
         """Counters, best and force memory from the rows of the finished iterations, in the order
         an uninterrupted run took them in (iteration, then row id)."""
         self.n_evaluations, self.best_energy, self.best_id, self.best_at = 0, math.inf, None, 0
+        self.improved_at, self.improved_energy = 0, math.inf
         self.memory = ForceMemory(self.system.n_mobile)
         self.seen = np.zeros((0, 0))
         kept = sorted((r for r in rows if int(r.iteration) < self.next_iteration), key=lambda r: (int(r.iteration), r.id))
@@ -700,9 +708,17 @@ class Search:
             self.best_energy = float(energies[i])
             self.best_id = int(ids[i])
             self.best_at = before + 1 + next(j for j, r in enumerate(rows) if r.id == self.best_id)
+            self._note_improvements(rows, before)
             if write:
                 self.run_dir.write_best(ok[i].toatoms(), self.best_energy, evaluation_id=self.best_id)
         return energies, ids
+
+    def _note_improvements(self, rows: list, before: int) -> None:
+        """Move :attr:`improved_at` to each of ``rows`` (evaluations ``before + 1`` on) that lies
+        more than ``temperature_end`` below the last improvement."""
+        for j, row in enumerate(rows):
+            if _succeeded(row) and row.energy < self.improved_energy - self.config.temperature_end:
+                self.improved_at, self.improved_energy = before + 1 + j, float(row.energy)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, *, progress=None, stop=None) -> Result:
@@ -742,11 +758,15 @@ class Search:
         cfg = self.config
         if cfg.budget is not None and self.n_evaluations >= cfg.budget:
             return "budget"
-        if cfg.patience is not None and self.n_evaluations > 0 and self.n_evaluations - self.best_at >= cfg.patience:
+        if cfg.patience is not None and self.n_evaluations > 0 and self.stalled() >= cfg.patience:
             return "patience"
         if self.next_iteration >= cfg.iterations:
             return "iterations"
         return None
+
+    def stalled(self) -> int:
+        """Evaluations since the best energy last improved by more than ``temperature_end``."""
+        return self.n_evaluations - self.improved_at
 
     def stop_message(self, reason: str | None = None) -> str:
         """``reason`` (default: :attr:`stop_reason`) in words."""
@@ -810,6 +830,7 @@ class Search:
             "n_evaluations": self.n_evaluations,
             "n_failed": n_failed,
             "best_energy": self.best_energy,
+            "stalled": self.stalled(),
             "iteration_min": float(energies.min()) if len(energies) else None,
             "iteration_median": float(np.median(energies)) if len(energies) else None,
             "buffer_max": float(self.buffer.energies.max()) if len(self.buffer) else None,
@@ -1000,7 +1021,7 @@ class Search:
             return self.schedule.temperature(k)
         if sampled_at is None:
             return self.schedule.first(energies)
-        return self.schedule.next(sampled_at, energies)
+        return self.schedule.next(sampled_at, energies, stalled=self.stalled())
 
     def _row_temperature(self, k: int, sampled_at) -> float:
         """The temperature stored with iteration ``k``'s evaluations: its training temperature

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -543,6 +544,16 @@ def test_a_best_structure_that_feels_no_force_is_not_polished_and_the_batch_goes
         assert ended or record["n_evaluations"] == 40, (record["iteration"], sizes)
 
 
+def _improved_at(energies, tolerance: float) -> int:
+    """Evaluations spent when the best of ``energies`` (in evaluation order) last fell by more than
+    ``tolerance`` below the energy of the improvement before it."""
+    at, level = 0, math.inf
+    for n, e in enumerate(energies, start=1):
+        if e < level - tolerance:
+            at, level = n, e
+    return at
+
+
 def test_patience_stops_the_run_and_a_resume_with_more_patience_goes_on(tmp_path):
     out = tmp_path / "r"
     result = Search("lj13", config=adaptive_config(patience=6, budget=200), out=out, calculator=lj()).run()
@@ -550,16 +561,41 @@ def test_patience_stops_the_run_and_a_resume_with_more_patience_goes_on(tmp_path
     rows = sorted(db_rows(out), key=lambda r: r.id)
     energies = [r.energy for r in rows]
     best_at = 1 + int(np.argmin(energies))
-    assert len(rows) - best_at >= 6
+    improved_at = _improved_at(energies, 0.02)
+    assert len(rows) - improved_at >= 6
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 1 or log[-2]["n_evaluations"] - best_at < 6  # it stopped at the first iteration past it
+    assert len(log) == 1 or log[-2]["n_evaluations"] - improved_at < 6  # it stopped at the first iteration past it
+    assert log[-1]["stalled"] == len(rows) - improved_at
     assert json.loads((out / "stopped.json").read_text())["best_at"] == best_at
 
     again = Search.resume(out, calculator=lj())
+    assert again.stalled() == len(rows) - improved_at  # recounted from the database
     assert again.spent() == "patience" and again.run().n_evaluations == len(rows)  # nothing more to do
-    more = Search.resume(out, calculator=lj(), patience=len(rows) - best_at + 4)
+    more = Search.resume(out, calculator=lj(), patience=len(rows) - improved_at + 4)
     assert more.spent() is None
     assert more.run().n_evaluations > len(rows)
+
+
+def test_a_search_stalled_at_its_end_temperature_heats_again_to_its_last_batchs_spread(tmp_path):
+    from godiff.schedule import energy_spread
+
+    out = tmp_path / "r"
+    config = adaptive_config(reheat=3, cooling_fast=0.1, cooling_slow=0.1, temperature_end=0.05, budget=150)
+    Search("lj13", config=config, out=out, calculator=lj()).run()
+    rows = sorted(db_rows(out), key=lambda r: r.id)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    reheated = 0
+    for record in log[1:]:
+        k, before = record["iteration"], record["temperature_sampled"]
+        sampled = [r.energy for r in rows if r.iteration == k and not r.get("polish")]
+        done = sum(1 for r in rows if r.iteration <= k)
+        assert record["stalled"] == done - _improved_at([r.energy for r in rows][:done], 0.05)
+        if before <= 0.05 and record["stalled"] >= 3:
+            assert record["temperature"] == pytest.approx(max(0.05, energy_spread(sampled)))
+            reheated += 1
+        else:
+            assert record["temperature"] == pytest.approx(max(0.05, 0.1 * before))
+    assert reheated >= 1
 
 
 def test_kill_9_in_an_adaptive_round_then_resume_equals_the_uninterrupted_run_and_its_budget(tmp_path):
