@@ -597,6 +597,14 @@ def test_a_search_stalled_at_its_end_temperature_heats_again_to_its_last_batchs_
             assert record["temperature"] == pytest.approx(max(0.05, 0.1 * before))
     assert reheated >= 1
 
+    again = tmp_path / "again"  # stopped after the first reheat, then resumed: the same run
+    first = next(r["iteration"] for r in log[1:] if r["temperature_sampled"] <= 0.05 and r["stalled"] >= 3)
+    Search("lj13", config=config, out=again, calculator=lj()).run(stop=lambda s: s.next_iteration > first)
+    Search.resume(again, calculator=lj()).run()
+    assert [r.energy for r in sorted(db_rows(again), key=lambda r: r.id)] == [r.energy for r in rows]
+    assert [json.loads(line)["temperature"] for line in (again / "log.jsonl").read_text().splitlines()] == \
+        [r["temperature"] for r in log]
+
 
 def test_kill_9_in_an_adaptive_round_then_resume_equals_the_uninterrupted_run_and_its_budget(tmp_path):
     config = adaptive_config(budget=16)
