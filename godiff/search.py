@@ -23,7 +23,8 @@ Iteration k:
    steps or until the gradients stop agreeing (:class:`godiff.train.AgreementStop`).
 5. **Checkpoint** the model, optimizer and buffer, append a line to ``log.jsonl``.
 
-The run stops at its ``budget`` of evaluations, its ``patience`` (evaluations without a new best),
+The run stops at its ``budget`` of evaluations, its ``patience`` (evaluations without a new best lower
+by more than ``temperature_end``: :meth:`Search.stalled`, which also sets off the ``reheat``),
 its ``iterations``, or when the model proposes nothing that was not evaluated already; why is
 written to ``stopped.json``. Random numbers come from generators seeded by (seed, iteration,
 phase, round), so a run resumed from any checkpoint or mid-round draws exactly what the
