@@ -134,8 +134,11 @@ class SearchConfig:
             the first energy below the next minimum as evaluated on 8/8 (148, 359, 940, 643, 245,
             1100, 169, 872; median 501) against 7/8 without (``benchmarks/lj19-scratch``): seed 5,
             in a funnel at -52.66 ε with T at its end from evaluation 586, was heated to 0.47 ε
-            and ended at -72.53 where it had ended at -69.61; the other seeds' figures are
-            unchanged (each reheat came after them).
+            at evaluation 662 and ended at -72.53 where it had ended at -69.61; the other seeds'
+            figures are unchanged (each reheat came after them). On Pt7/Pt(111), seeds 0..7
+            (``benchmarks/pt7-reheat``), it fires only on seed 3, after its success: every figure
+            as without it. No seed of ``benchmarks/au7-scratch`` or ``pt7-chgnet-scratch`` sat at
+            T_end for 150 stalled evaluations before it stopped, so theirs stand.
         train_steps: optimizer steps per iteration (with ``train_stop: agreement``, at most).
         train_stop: ``agreement`` (:class:`godiff.train.AgreementStop`) or ``fixed``.
         train_min_steps: the agreement stop's fewest steps.
