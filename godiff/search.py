@@ -24,7 +24,7 @@ Iteration k:
 5. **Checkpoint** the model, optimizer and buffer, append a line to ``log.jsonl``.
 
 The run stops at its ``budget`` of evaluations, its ``patience`` (evaluations without a new best lower
-by more than ``temperature_end``: :meth:`Search.stalled`, which also sets off the ``reheat``),
+by more than ``improvement``: :meth:`Search.stalled`, which also sets off the ``reheat``),
 its ``iterations``, or when the model proposes nothing that was not evaluated already; why is
 written to ``stopped.json``. Random numbers come from generators seeded by (seed, iteration,
 phase, round), so a run resumed from any checkpoint or mid-round draws exactly what the
@@ -85,7 +85,7 @@ PRESETS = {
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
 LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None,
           "polish": 0, "polish_chain": 1, "polish_fmax": 0.0, "refine": 0.0, "refine_distinct": 0.0,
-          "refine_hop": 0.0}
+          "refine_hop": 0.0, "reheat": 0, "improvement": 0.0}
 
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
@@ -114,8 +114,10 @@ class SearchConfig:
         target_ess: the adaptive batch's effective sample size at which it stops.
         budget: total evaluations; the run stops there (``None``: no limit).
         patience: stop once the best energy has not improved for this many evaluations (an
-            improvement: a fall of more than ``temperature_end`` below the energy of the last one,
-            so the polish's micro-eV steps on one minimum do not count).
+            improvement: a fall of more than ``improvement`` below the energy of the last one).
+        improvement: the fall of the best energy that counts as an improvement for ``patience``
+            and ``reheat`` (``None``: ``temperature_end``, so the polish's micro-eV steps on one
+            minimum do not count; 0: any new best, the rule of runs made before the setting).
         schedule: ``adaptive`` (:class:`godiff.schedule.AdaptiveSchedule`) or ``exponential``.
         temperature_start: first temperature (``None``: the adaptive schedule's, from the first
             batch's spread; the exponential schedule's 5 eV).
@@ -128,7 +130,9 @@ class SearchConfig:
         cooling_slow: its factor above 1.
         reheat: evaluations without an improvement (as for ``patience``) after which the
             adaptive schedule, once at ``temperature_end``, heats again to the spread of the last
-            batch (:class:`godiff.schedule.AdaptiveSchedule`; 0: never). Measured on LJ19, seeds
+            batch (:class:`godiff.schedule.AdaptiveSchedule`; 0: never). A reheat does not reset
+            the count: while the best stays where it is, the search heats again each time it has
+            cooled back to its end. Measured on LJ19, seeds
             0..7, budget 1,280 (``godiff bench lj19 --methods godiff-ffg --seeds 8 --budget 1280
             --stop-at-success --jobs 2 --threads 1 --set reheat=150``, ``benchmarks/lj19-reheat``):
             the first energy below the next minimum as evaluated on 8/8 (148, 359, 940, 643, 245,
@@ -215,6 +219,7 @@ class SearchConfig:
     target_ess: float = 8.0
     budget: int | None = 1000
     patience: int | None = None
+    improvement: float | None = None
     schedule: str = "adaptive"
     temperature_start: float | None = None
     temperature_end: float = 0.02
@@ -274,6 +279,8 @@ class SearchConfig:
         for name in ("temperature_start", "polish_step"):
             if getattr(self, name) is not None:
                 number(name, getattr(self, name), above=0)
+        if self.improvement is not None:
+            number("improvement", self.improvement, minimum=0)
         for name in ("cooling_fast", "cooling_slow"):
             number(name, getattr(self, name), above=0, maximum=1)
         for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance",
@@ -290,6 +297,16 @@ class SearchConfig:
     def adaptive_batch(self) -> bool:
         """Whether iterations are sized by their ESS (no fixed ``samples``)."""
         return self.samples is None
+
+    def improvement_threshold(self) -> float:
+        """The fall of the best energy that counts as an improvement (``improvement``, or
+        ``temperature_end`` when it is ``None``).
+
+        Example:
+            >>> SearchConfig().improvement_threshold(), SearchConfig(improvement=0.0).improvement_threshold()
+            (0.02, 0.0)
+        """
+        return self.temperature_end if self.improvement is None else float(self.improvement)
 
     def first_batch(self) -> int:
         """Structures of the first iteration."""
@@ -726,9 +743,9 @@ class Search:
 
     def _note_improvements(self, rows: list, before: int) -> None:
         """Move :attr:`improved_at` to each of ``rows`` (evaluations ``before + 1`` on) that lies
-        more than ``temperature_end`` below the last improvement."""
+        more than :meth:`SearchConfig.improvement_threshold` below the last improvement."""
         for j, row in enumerate(rows):
-            if _succeeded(row) and row.energy < self.improved_energy - self.config.temperature_end:
+            if _succeeded(row) and row.energy < self.improved_energy - self.config.improvement_threshold():
                 self.improved_at, self.improved_energy = before + 1 + j, float(row.energy)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -776,7 +793,7 @@ class Search:
         return None
 
     def stalled(self) -> int:
-        """Evaluations since the best energy last improved by more than ``temperature_end``."""
+        """Evaluations since the best energy last improved (:meth:`SearchConfig.improvement_threshold`)."""
         return self.n_evaluations - self.improved_at
 
     def stop_message(self, reason: str | None = None) -> str:
@@ -784,7 +801,8 @@ class Search:
         reason = reason or self.stop_reason
         messages = {
             "budget": f"the budget of {self.config.budget} evaluations is spent",
-            "patience": f"the best energy has not improved for {self.config.patience} evaluations",
+            "patience": f"the best energy has not improved by more than {self.config.improvement_threshold():g} "
+                        f"for {self.config.patience} evaluations",
             "iterations": f"all {self.config.iterations} iterations are done",
             "converged": "the model proposed nothing that was not evaluated already",
             "stopped by the caller": "the caller's stop condition was met",
@@ -794,7 +812,7 @@ class Search:
     def _stop_record(self) -> dict:
         return {"reason": self.stop_reason, "message": self.stop_message(),
                 "iterations": self.next_iteration, "n_evaluations": self.n_evaluations,
-                "best_energy": self.best_energy, "best_at": self.best_at}
+                "best_energy": self.best_energy, "best_at": self.best_at, "improved_at": self.improved_at}
 
     def result(self) -> Result:
         best_atoms = None

@@ -234,7 +234,7 @@ def _print_summary(search, result) -> None:
 #: field of godiff.SearchConfig or godiff.SamplerConfig (``sampling-steps``: ``steps``).
 SEARCH_OPTIONS = (
     ("--budget", int, "Energy evaluations in all; the run stops there (default 1000)."),
-    ("--patience", int, "Stop once the best energy has not improved for N evaluations."),
+    ("--patience", int, "Stop once the best energy has not improved (by more than --temperature-end) for N evaluations."),
     ("--iterations", int, "Most self-sampling iterations (the paper's fixed schedule: exactly these)."),
     ("--samples", int, "A fixed batch of N structures per iteration (default: adaptive, 16 to 64 by ESS)."),
     ("--first-samples", int, "Structures of the first iteration (default: --samples or 16; from a zoo model: 32)."),
@@ -253,6 +253,7 @@ SEARCH_OPTIONS = (
     ("--relax-steps", int, "Steps of relaxation in the learned force field."),
     ("--temperature-start", float, "First temperature (eV; default: the first batch's spread; from a zoo model: 3)."),
     ("--temperature-end", float, "Last temperature (eV)."),
+    ("--reheat", int, "Heat again when stalled this many evaluations at the last temperature (default 150; 0: never)."),
 )
 
 
@@ -353,7 +354,7 @@ def run(ctx, system, out, preset, start_from, quiet, threads, dask, device, **op
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
 @click.option("--iterations", type=int, default=None, help="Extend the run to this many iterations in all.")
 @click.option("--budget", type=int, default=None, help="Extend the run to this many evaluations in all.")
-@click.option("--patience", type=int, default=None, help="Stop once the best energy has not improved for N evaluations.")
+@click.option("--patience", type=int, default=None, help="Stop once the best energy has not improved (by more than the run's end temperature) for N evaluations.")
 @click.option("--from-checkpoint", type=click.IntRange(min=0), default=None, metavar="N",
               help="Restore checkpoints/iter-N instead of the last one, e.g. when the "
                    "last is corrupt; evaluations made after it are reused, not paid again.")
