@@ -110,7 +110,14 @@ class SearchConfig:
             ``min_samples`` for the adaptive batch); a search from a pretrained model needs fewer
             to start (see :data:`godiff.zoo.transfer.TRANSFER`).
         min_samples: the adaptive batch's round, and its smallest size.
-        max_samples: the adaptive batch's largest size.
+        max_samples: the adaptive batch's largest size. At 32 on Pt7/Pt(111), seeds 0..7
+            (``--set max_samples=32``, ``benchmarks/pt7-max32``): counted 81, 213, 113, 392, 159,
+            139, 185, 171 (median 165, worst 392, against 185 and 564 at 64), as evaluated median
+            188 (290 at 64): a search that cools slowly (Pt7 seed 3: batches full from iteration 7)
+            trains twice as often on what it evaluates. On Au7/Au(111) (``benchmarks/au7-max32``):
+            counted 108, 169, 256, 355, 120, 210, 112, 166 (median 168 as at 64, worst 355 against
+            476), as evaluated median 168 (as at 64; seed 3 926 against 548). Not the default
+            until LJ19 is measured with it (``benchmarks/lj19-max32``).
         target_ess: the adaptive batch's effective sample size at which it stops.
         budget: total evaluations; the run stops there (``None``: no limit).
         patience: stop once the best energy has not improved for this many evaluations (an
