@@ -321,7 +321,7 @@ def test_a_reader_that_goes_away_is_not_an_internal_error():
 def test_budget_stops_a_run_says_why_and_a_resume_with_more_budget_goes_on(tmp_path):
     out = tmp_path / "r"
     args = ("--sampling-steps", "3", "--train-steps", "2", "--min-samples", "3", "--max-samples", "6", "--seed", "1",
-            "--polish", "2", "--reheat", "40")
+            "--polish", "2", "--reheat", "40", "--improvement", "0.5")
     result = _invoke("run", "lj13", "--budget", "7", *args, "--out", out, "--quiet")
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert _db_rows(out) == 7  # 3 from the prior, then rounds cut by the budget
@@ -333,10 +333,13 @@ def test_budget_stops_a_run_says_why_and_a_resume_with_more_budget_goes_on(tmp_p
     assert more.exit_code == 0, (more.stdout, more.stderr)
     assert _db_rows(out) == 11 and json.loads((out / "run.json").read_text())["search"]["budget"] == 11
     assert json.loads((out / "stopped.json").read_text())["n_evaluations"] == 11
-    assert {k: json.loads((out / "run.json").read_text())["search"][k] for k in ("polish", "reheat")} == {"polish": 2, "reheat": 40}
+    assert {k: json.loads((out / "run.json").read_text())["search"][k] for k in ("polish", "reheat", "improvement")} == {
+        "polish": 2, "reheat": 40, "improvement": 0.5}
     with ase.db.connect(out / "evaluations.db") as db:
         assert 1 <= db.count("polish=True") <= 4  # after each round of 3, up to 2 polished (the budget cuts)
     line = _one_line_error(_invoke("run", "lj13", "--polish", "-1", "--out", tmp_path / "z"), 2)
     assert "polish" in line and not (tmp_path / "z").exists()
     line = _one_line_error(_invoke("run", "lj13", "--reheat", "-1", "--out", tmp_path / "z"), 2)
     assert "reheat" in line and not (tmp_path / "z").exists()
+    line = _one_line_error(_invoke("run", "lj13", "--improvement", "-0.1", "--out", tmp_path / "z"), 2)
+    assert "improvement" in line and not (tmp_path / "z").exists()

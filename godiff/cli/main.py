@@ -234,7 +234,9 @@ def _print_summary(search, result) -> None:
 #: field of godiff.SearchConfig or godiff.SamplerConfig (``sampling-steps``: ``steps``).
 SEARCH_OPTIONS = (
     ("--budget", int, "Energy evaluations in all; the run stops there (default 1000)."),
-    ("--patience", int, "Stop once the best energy has not improved (by more than --temperature-end) for N evaluations."),
+    ("--patience", int, "Stop once the best energy has not improved (by more than --improvement) for N evaluations."),
+    ("--improvement", float, "The fall of the best energy that counts as an improvement for --patience and --reheat "
+                             "(eV; default: --temperature-end; 0: any new best)."),
     ("--iterations", int, "Most self-sampling iterations (the paper's fixed schedule: exactly these)."),
     ("--samples", int, "A fixed batch of N structures per iteration (default: adaptive, 16 to 64 by ESS)."),
     ("--first-samples", int, "Structures of the first iteration (default: --samples or 16; from a zoo model: 32)."),
@@ -260,7 +262,7 @@ SEARCH_OPTIONS = (
 def search_options(command):
     """The :data:`SEARCH_OPTIONS`, each passed to the command under its Python name (``None``: unset)."""
     for flag, kind, text in reversed(SEARCH_OPTIONS):
-        metavar = "EV" if flag.startswith("--temperature") else None
+        metavar = "EV" if flag.startswith(("--temperature", "--improvement")) else None
         command = click.option(flag, type=kind, default=None, metavar=metavar, help=text)(command)
     return command
 
