@@ -238,10 +238,10 @@ SEARCH_OPTIONS = (
     ("--improvement", float, "The fall of the best energy that counts as an improvement for --patience and --reheat "
                              "(eV; default: --temperature-end; 0: any new best)."),
     ("--iterations", int, "Most self-sampling iterations (the paper's fixed schedule: exactly these)."),
-    ("--samples", int, "A fixed batch of N structures per iteration (default: adaptive, 16 to 64 by ESS)."),
+    ("--samples", int, "A fixed batch of N structures per iteration (default: adaptive, 16 to 32 by ESS)."),
     ("--first-samples", int, "Structures of the first iteration (default: --samples or 16; from a zoo model: 32)."),
     ("--min-samples", int, "The adaptive batch's round and smallest size (default 16)."),
-    ("--max-samples", int, "The adaptive batch's largest size (default 64)."),
+    ("--max-samples", int, "The adaptive batch's largest size (default 32)."),
     ("--target-ess", float, "The ESS at which an adaptive batch stops (default 8)."),
     ("--polish", int, "Evaluations after each adaptive round on the best structure moved along its forces (default 3; 0: off)."),
     ("--schedule", click.Choice(["adaptive", "exponential"]), "Temperature schedule (default adaptive)."),
