@@ -110,7 +110,7 @@ class SearchConfig:
             ``min_samples`` for the adaptive batch); a search from a pretrained model needs fewer
             to start (see :data:`godiff.zoo.transfer.TRANSFER`).
         min_samples: the adaptive batch's round, and its smallest size.
-        max_samples: the adaptive batch's largest size. 32 (it was 64 before stop 29): a search
+        max_samples: the adaptive batch's largest size. 32 (64 until the measurements below): a search
             that cools slowly (Pt7 seed 3: batches full from iteration 7, the ESS at 0.02 to
             0.08 eV never reaching 8) trains twice as often on what it evaluates. Measured
             against 64, seeds 0..7, budget 1,280 (``--set max_samples=32``): on Pt7/Pt(111)

@@ -236,7 +236,7 @@ SEARCH_OPTIONS = (
     ("--budget", int, "Energy evaluations in all; the run stops there (default 1000)."),
     ("--patience", int, "Stop once the best energy has not improved (by more than --improvement) for N evaluations."),
     ("--improvement", float, "The fall of the best energy that counts as an improvement for --patience and --reheat "
-                             "(eV; default: --temperature-end; 0: any new best)."),
+                             "(the system's energy unit; default: --temperature-end; 0: any new best)."),
     ("--iterations", int, "Most self-sampling iterations (the paper's fixed schedule: exactly these)."),
     ("--samples", int, "A fixed batch of N structures per iteration (default: adaptive, 16 to 32 by ESS)."),
     ("--first-samples", int, "Structures of the first iteration (default: --samples or 16; from a zoo model: 32)."),
