@@ -31,6 +31,7 @@ __all__ = [
     "NotARunError",
     "CheckpointError",
     "EvaluationFailureError",
+    "BenchmarkInterruptedError",
     "ModelNotFoundError",
     "DigestMismatchError",
     "FormatVersionError",
@@ -138,6 +139,12 @@ class FormatVersionError(CheckpointError):
 
 class EvaluationFailureError(GodiffError, RuntimeError):
     """Most evaluations of an iteration failed: the energy function is broken for this system."""
+
+    exit_code = 1
+
+
+class BenchmarkInterruptedError(GodiffError, RuntimeError):
+    """A benchmark's worker process ended abruptly (killed, out of memory); finished runs are kept."""
 
     exit_code = 1
 

@@ -464,3 +464,42 @@ def test_beside_shows_another_directorys_methods_at_their_own_budget_and_refuses
     with pytest.raises(ConfigError, match="a benchmark of lj13, not lj19"):
         harness.run_benchmark(load_system("lj19"), methods=["random"], seeds=1, budget=5, out=tmp_path / "x", beside=[short])
     assert not (tmp_path / "x").exists()
+
+
+def test_a_killed_benchmark_process_is_a_one_line_error_that_keeps_the_runs_and_resumes(tmp_path):
+    """kill -9 of a worker of `godiff bench` mid-run: a one-line error saying the same command
+    resumes (not an internal error); the same command then finishes every seed, the killed one
+    resumed from its run directory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    script = Path(sys.executable).parent / "godiff"
+    if not script.exists():
+        pytest.skip("console script godiff is not installed")
+    out = tmp_path / "b"
+    command = [str(script), "bench", "lj13", "--methods", "godiff", "--seeds", "2", "--budget", "120", "--jobs", "2",
+               "--threads", "1", "--set", "samples=4", "--set", "train_steps=2", "--set", "sampling_steps=3",
+               "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("runs/godiff/seed-*/evaluations.db")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    server = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
+    workers = [w for s in server for w in s.children()]
+    assert workers and proc.poll() is None, "no benchmark worker was running to kill"
+    workers[0].send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("godiff:")]
+    assert len(lines) == 1 and lines[0].startswith("godiff: error: a benchmark process ended abruptly"), stderr
+    assert "the same command resumes the others" in lines[0] and "internal error" not in stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert sorted(r["seed"] for r in records) == [0, 1] and all(r["evaluations"] == 120 for r in records)
+    assert any(r["resumed"] for r in records)  # the killed seed went on from its run directory

@@ -30,12 +30,14 @@ import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from itertools import product
 from pathlib import Path
 
 from godiff.bench.methods import get_method
 from godiff.bench.success import criterion, evaluations_counted, first_within
 from godiff.energy import worker_context
+from godiff.errors import BenchmarkInterruptedError
 from godiff.rundir import atomic_write_text
 from godiff.threads import limit_threads
 
@@ -268,8 +270,13 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
             futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
             futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success,
                                     dask) for m, s in todo]
-            for fut in as_completed(futures):
-                keep(fut.result())
+            try:
+                for fut in as_completed(futures):
+                    keep(fut.result())
+            except BrokenProcessPool:
+                raise BenchmarkInterruptedError(
+                    f"a benchmark process ended abruptly (killed, or out of memory); the {len(records)} finished "
+                    f"runs are in {results_path}, and the same command resumes the others") from None
     atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
     wanted = [r for r in records if r["method"] in methods and r["seed"] < seeds]
     atomic_write_text(out / "table.md", table_of_results(results_path))
