@@ -136,7 +136,12 @@ class SearchConfig:
             At 0.25 on Pt7 (``--set temperature_factor=0.25``, ``benchmarks/pt7-temperature-
             factor025``): counted 308, 261, 104, 557, 116, 410, 549, 278 (median 293, against 204
             at 1): the hot first iterations are not wasted.
-        cooling_fast: the adaptive schedule's factor where the heat capacity is below 1.
+        cooling_fast: the adaptive schedule's factor where the heat capacity is below 1. At 0.7
+            on Pt7/Pt(111) (``--set cooling_fast=0.7``, ``benchmarks/pt7-cooling07`` and
+            ``pt7-cooling07-seeds16``): counted 126, 195, 161, 178, 158, 128, 188, 146 on seeds
+            0..7 (median 160, worst 195), median 158 and worst 236 over seeds 0..15 against 166
+            and 392 at 0.5: halving, the slow seeds cool below their batch's energy scale in a
+            higher island and their ESS falls to 1. Au7 and LJ19 not yet measured with it.
         cooling_slow: its factor above 1.
         reheat: evaluations without an improvement (as for ``patience``) after which the
             adaptive schedule, once at ``temperature_end``, heats again to the spread of the last
