@@ -141,7 +141,8 @@ class SearchConfig:
             ``pt7-cooling07-seeds16``): counted 126, 195, 161, 178, 158, 128, 188, 146 on seeds
             0..7 (median 160, worst 195), median 158 and worst 236 over seeds 0..15 against 166
             and 392 at 0.5: halving, the slow seeds cool below their batch's energy scale in a
-            higher island and their ESS falls to 1. Au7 and LJ19 not yet measured with it.
+            higher island and their ESS falls to 1. On Au7/Au(111) (``benchmarks/au7-cooling07``)
+            worse: counted median 197, worst 677 (168 and 355), so 0.5 stays.
         cooling_slow: its factor above 1.
         reheat: evaluations without an improvement (as for ``patience``) after which the
             adaptive schedule, once at ``temperature_end``, heats again to the spread of the last
