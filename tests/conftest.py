@@ -40,3 +40,16 @@ def cuboid_system() -> System:
             "min_distance": 0.7,
         }
     )
+
+
+def console_script(name: str) -> str:
+    """The path of an installed console script (``godiff``), or skip the test where it is missing."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if not found:
+        pytest.skip(f"console script {name} is not installed")
+    return found

@@ -472,17 +472,14 @@ def test_a_killed_benchmark_process_is_a_one_line_error_that_keeps_the_runs_and_
     resumed from its run directory."""
     import signal
     import subprocess
-    import sys
     import time
-    from pathlib import Path
 
     import psutil
 
-    script = Path(sys.executable).parent / "godiff"
-    if not script.exists():
-        pytest.skip("console script godiff is not installed")
+    from conftest import console_script
+
     out = tmp_path / "b"
-    command = [str(script), "bench", "lj13", "--methods", "godiff", "--seeds", "2", "--budget", "120", "--jobs", "2",
+    command = [console_script("godiff"), "bench", "lj13", "--methods", "godiff", "--seeds", "2", "--budget", "120", "--jobs", "2",
                "--threads", "1", "--set", "samples=4", "--set", "train_steps=2", "--set", "sampling_steps=3",
                "--out", str(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import ase.db
 import pytest
 from click.testing import CliRunner
 
+from conftest import console_script
 from godiff.cli.main import cli
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_seconds
 from godiff.errors import GodiffError, NotARunError
@@ -26,11 +25,7 @@ TINY = ["--iterations", "2", "--samples", "4", "--train-steps", "2", "--sampling
 
 
 def _script(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if not found:
-        pytest.skip(f"console script {name} is not installed")
-    return found
+    return console_script(name)
 
 
 def _invoke(*args):
