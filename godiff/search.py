@@ -144,6 +144,13 @@ class SearchConfig:
             higher island and their ESS falls to 1. On Au7/Au(111) (``benchmarks/au7-cooling07``)
             worse: counted median 197, worst 677 (168 and 355), so 0.5 stays.
         cooling_slow: its factor above 1.
+        cooling_ess: the adaptive schedule's ESS floor (0: none): no step cools below the
+            temperature at which the batch's ESS falls to it, and T is held where it is below it
+            already (:class:`godiff.schedule.AdaptiveSchedule` ``ess_floor``). At 8, the batch's
+            target, on Pt7/Pt(111) (``--set cooling_ess=8``, ``benchmarks/pt7-cooling-ess8``):
+            counted 74, 359, 179, 295, 179, 125, 162, 199 (median 179, worst 359, against 165
+            and 392 without): the slow seed 3 gains (295 against 392), seeds 1, 2 and 4 lose
+            (359, 179, 179 against 213, 113, 159), so it stays off.
         reheat: evaluations without an improvement (as for ``patience``) after which the
             adaptive schedule, once at ``temperature_end``, heats again to the spread of the last
             batch (:class:`godiff.schedule.AdaptiveSchedule`; 0: never). A reheat does not reset
@@ -242,6 +249,7 @@ class SearchConfig:
     temperature_factor: float = 1.0
     cooling_fast: float = 0.5
     cooling_slow: float = 0.9
+    cooling_ess: float = 0.0
     reheat: int = 150
     train_steps: int = 200
     train_stop: str = "agreement"
@@ -300,7 +308,7 @@ class SearchConfig:
         for name in ("cooling_fast", "cooling_slow"):
             number(name, getattr(self, name), above=0, maximum=1)
         for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance",
-                     "refine_distinct", "polish_fmax"):
+                     "refine_distinct", "polish_fmax", "cooling_ess"):
             number(name, getattr(self, name), minimum=0)
         number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
         number("refine", self.refine, minimum=0, maximum=1)
@@ -536,7 +544,7 @@ class Search:
             self.schedule = ExponentialSchedule(cfg.temperature_start or 5.0, cfg.temperature_end, cfg.iterations)
         else:
             self.schedule = AdaptiveSchedule(cfg.temperature_end, cfg.temperature_factor, cfg.cooling_fast,
-                                             cfg.cooling_slow, cfg.temperature_start, cfg.reheat)
+                                             cfg.cooling_slow, cfg.temperature_start, cfg.reheat, cfg.cooling_ess)
         self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
         self.polish = Polish(points=cfg.polish, fmax=cfg.polish_fmax)
