@@ -21,8 +21,8 @@ Two schedules:
   stays there. With ``ess_floor`` set, a step never cools below the temperature at which the
   batch's ESS falls to the floor (:func:`temperature_for_ess`), and holds T where the ESS is below
   it already: cooling by a target ESS, so the weights cannot collapse on one structure of a batch
-  whose others are still spread over the landscape, and a batch whose ESS stays at the floor
-  is sized by one round of :class:`BatchSize`.
+  whose others are still spread over the landscape (off by default: measured worse on Pt7, see
+  ``SearchConfig.cooling_ess``).
 
 The spread is the standard deviation of the energies capped at their median: the low half that
 ranking needs, not the clashes of a random placement (which put the plain standard deviation of a
