@@ -78,6 +78,11 @@ class SamplerConfig:
               96, 127 (median 156, worst 956: seed 3 cools to the end temperature by evaluation
               168 one eV above the minimum), against median 168, worst 355 at 16
               (``benchmarks/au7-max32``); as evaluated median 206 (168).
+            - LJ19 at 32 (``benchmarks/lj19-oversample32``): 135, 162, 161, 146, 208, 226, 112,
+              145 (median 154, against 205 at 16, ``benchmarks/lj19-max32``); below the next
+              minimum as evaluated 8/8 at a median of 198 (426), worst 875 (603).
+            - Pt7 under CHGNet at 32, seeds 0..2 (``benchmarks/pt7-chgnet-oversample32``): 101,
+              66, 98 (median 98, against 130 at 16, ``benchmarks/pt7-chgnet-max32``).
             - 16 against 4 on Pt7 (that record was not kept): 104, 166, 69, 422, 192, 101, 161,
               125 (median 143, against 243 for 4 run again on this machine and 239 over 16
               seeds); run again as the default (``benchmarks/pt7-scratch``): median 185, worst 564.
