@@ -262,6 +262,30 @@ def test_bench_speed_prints_each_cost_including_one_energy_evaluation():
         assert phrase in result.output, result.output
 
 
+def test_bench_speed_on_a_run_prices_an_evaluation_by_that_runs_own_draws_and_training_steps(tmp_path):
+    # Two fixed iterations of 4: the first placed from the prior, the second drawn by the
+    # network (4 draws over 8 evaluations); 2 training steps after each (4 over 8).
+    from click.testing import CliRunner
+
+    from godiff.bench.speed import spent_per_evaluation
+    from godiff.cli.main import cli
+    from godiff.search import Search
+
+    run = tmp_path / "run"
+    Search("lj13", out=run, iterations=2, samples=4, train_steps=2, train_stop="fixed", steps=3, relax_steps=1,
+           oversample=1, batch_size=4, force_batch=4, polish=0).run()
+    done = RunDir.open(run, lock=False)
+    drawn = [r for r in done.rows() if r.iteration > 0]
+    spent = spent_per_evaluation(done.read_log())
+    assert spent == {"draws": len(drawn) / 8, "train_steps": 4 / 8, "evaluations": 8} and len(drawn) == 4
+    result = CliRunner().invoke(cli, ["bench-speed", str(run), "--samples", "4", "--repeats", "1", "--threads", "1",
+                                      "--evaluations", "0"])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    line = next(l for l in result.output.splitlines() if l.startswith("network per evaluation of this run:"))
+    assert "its 0.50 draws per evaluation" in line and "its 0.50 steps per evaluation" in line
+    assert "over 8 evaluations" in line
+
+
 def _stopped_pt1_run(tmp_path, reference: float, tolerance: float):
 
     data = {**load_system("pt1-step").to_dict(), "reference": {"energy": reference, "tolerance": tolerance}}

@@ -13,6 +13,12 @@
 * one energy evaluation with the system's own energy function (a single point with forces on
   structures drawn from the prior; the first call, which loads the model, is not counted).
 
+Given a run directory, it also prints the network's seconds per evaluation of that run: the
+draw and the training step timed above, each times how many of them an evaluation of the run
+took (:func:`spent_per_evaluation`, from its ``log.jsonl``): the adaptive search's batches, its
+polish (evaluations without a draw) and its training stop all change those counts, so the
+figure is the run's own, on this machine, now.
+
 With ``--steps-sweep`` and a run directory it also measures sample quality against the number
 of sampling steps: for each step count, the median and lowest energy of structures drawn from
 that run's last checkpoint (each evaluation counted, none written to the run).
@@ -25,7 +31,8 @@ import time
 
 import torch
 
-__all__ = ["median_seconds", "forward_costs", "iteration_costs", "evaluation_costs", "steps_sweep"]
+__all__ = ["median_seconds", "forward_costs", "iteration_costs", "evaluation_costs", "spent_per_evaluation",
+           "network_per_evaluation", "steps_sweep"]
 
 
 def median_seconds(fn, *, repeats: int = 5, warmup: int = 1) -> float:
@@ -87,6 +94,42 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
     model.train()
     step_s = median_seconds(lambda: trainer.step(data, gen), repeats=max(5, repeats))
     return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}
+
+
+def spent_per_evaluation(log: list[dict]) -> dict | None:
+    """Structures drawn by the network and training steps per evaluation of a run, from its log.
+
+    Iteration 0 places its batch from the prior (no draw); a polished evaluation is a line
+    search, not a draw. None for a run without a finished iteration.
+
+    Example:
+        >>> log = [{"iteration": 0, "samples": 16, "polished": 0, "n_evaluations": 16, "train_steps": 60},
+        ...        {"iteration": 1, "samples": 19, "polished": 3, "n_evaluations": 35, "train_steps": 50}]
+        >>> spent = spent_per_evaluation(log)
+        >>> round(spent["draws"], 4), round(spent["train_steps"], 4)   # 16 / 35 and 110 / 35
+        (0.4571, 3.1429)
+    """
+    iterations = [r for r in log if "iteration" in r]
+    evaluations = max((int(r.get("n_evaluations") or 0) for r in iterations), default=0)
+    if not evaluations:
+        return None
+    draws = sum(int(r.get("samples") or 0) - int(r.get("polished") or 0) for r in iterations if r["iteration"] > 0)
+    steps = sum(int(r.get("train_steps") or 0) for r in iterations)
+    return {"draws": draws / evaluations, "train_steps": steps / evaluations, "evaluations": evaluations}
+
+
+def network_per_evaluation(costs: dict, *, samples: int, spent: dict) -> dict:
+    """Seconds of sampling and training per evaluation: :func:`iteration_costs`' draw of
+    ``samples`` and training step, times the counts of :func:`spent_per_evaluation`.
+
+    Example:
+        >>> costs = {"sampling_s": 8.0, "train_step_s": 0.05}
+        >>> network_per_evaluation(costs, samples=16, spent={"draws": 0.8, "train_steps": 2.0})
+        {'sampling_s': 0.4, 'training_s': 0.1, 'network_s': 0.5}
+    """
+    sampling = costs["sampling_s"] / samples * spent["draws"]
+    training = costs["train_step_s"] * spent["train_steps"]
+    return {"sampling_s": sampling, "training_s": training, "network_s": sampling + training}
 
 
 def evaluation_costs(search, *, evaluations: int = 8) -> dict:

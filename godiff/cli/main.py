@@ -490,12 +490,14 @@ def _parse_settings(settings) -> dict:
               help="Also measure sample energies against sampling steps (needs a run directory).")
 def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, evaluations):
     """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
-    for the last checkpoint of a run directory; medians of several repeats. Writes nothing."""
+    for the last checkpoint of a run directory, and for a run directory the network's seconds per
+    evaluation of that run; medians of several repeats. Writes nothing."""
     import tempfile
 
     import torch
 
-    from godiff.bench.speed import evaluation_costs, forward_costs, iteration_costs, steps_sweep as sweep
+    from godiff.bench.speed import (evaluation_costs, forward_costs, iteration_costs, network_per_evaluation,
+                                    spent_per_evaluation, steps_sweep as sweep)
     from godiff.search import Search
     from godiff.threads import limit_threads
 
@@ -520,6 +522,12 @@ def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, 
     click.echo(f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps, "
                f"{cfg.sampler.oversample:g}x oversampled): {it['sampling_s']:.2f} s")
     click.echo(f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps")
+    spent = spent_per_evaluation(search.run_dir.read_log()) if tmp is None else None
+    if spent is not None:
+        net = network_per_evaluation(it, samples=samples, spent=spent)
+        click.echo(f"network per evaluation of this run: {net['network_s']:.2f} s (sampling {net['sampling_s']:.2f} s at "
+                   f"its {spent['draws']:.2f} draws per evaluation, training {net['training_s']:.2f} s at its "
+                   f"{spent['train_steps']:.2f} steps per evaluation, over {spent['evaluations']} evaluations)")
     if evaluations:
         ev = evaluation_costs(search, evaluations=evaluations)
         click.echo(f"energy evaluation ({search.system.energy['calculator']}): {ev['evaluation_s']:.3f} s per single point "
