@@ -96,11 +96,13 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
     return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}
 
 
-def spent_per_evaluation(log: list[dict]) -> dict | None:
+def spent_per_evaluation(log: list[dict], *, train_steps: int = 0) -> dict | None:
     """Structures drawn by the network and training steps per evaluation of a run, from its log.
 
     Iteration 0 places its batch from the prior (no draw); a polished evaluation is a line
-    search, not a draw. None for a run without a finished iteration.
+    search, not a draw. ``train_steps``: the steps of an iteration whose record does not say
+    (logs written before the training stop was adaptive, when every iteration took the run's
+    fixed ``train_steps``). None for a run without a finished iteration.
 
     Example:
         >>> log = [{"iteration": 0, "samples": 16, "polished": 0, "n_evaluations": 16, "train_steps": 60},
@@ -108,13 +110,15 @@ def spent_per_evaluation(log: list[dict]) -> dict | None:
         >>> spent = spent_per_evaluation(log)
         >>> round(spent["draws"], 4), round(spent["train_steps"], 4)   # 16 / 35 and 110 / 35
         (0.4571, 3.1429)
+        >>> spent_per_evaluation([{"iteration": 0, "samples": 128, "n_evaluations": 128}], train_steps=200)["train_steps"]
+        1.5625
     """
     iterations = [r for r in log if "iteration" in r]
     evaluations = max((int(r.get("n_evaluations") or 0) for r in iterations), default=0)
     if not evaluations:
         return None
     draws = sum(int(r.get("samples") or 0) - int(r.get("polished") or 0) for r in iterations if r["iteration"] > 0)
-    steps = sum(int(r.get("train_steps") or 0) for r in iterations)
+    steps = sum(int(r.get("train_steps", train_steps) or 0) for r in iterations)
     return {"draws": draws / evaluations, "train_steps": steps / evaluations, "evaluations": evaluations}
 
 

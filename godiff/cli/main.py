@@ -522,7 +522,7 @@ def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, 
     click.echo(f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps, "
                f"{cfg.sampler.oversample:g}x oversampled): {it['sampling_s']:.2f} s")
     click.echo(f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps")
-    spent = spent_per_evaluation(search.run_dir.read_log()) if tmp is None else None
+    spent = spent_per_evaluation(search.run_dir.read_log(), train_steps=cfg.train_steps) if tmp is None else None
     if spent is not None:
         net = network_per_evaluation(it, samples=samples, spent=spent)
         click.echo(f"network per evaluation of this run: {net['network_s']:.2f} s (sampling {net['sampling_s']:.2f} s at "
