@@ -33,12 +33,17 @@ def number(name: str, value: object, *, minimum: float | None = None, above: flo
     if not math.isfinite(value):
         raise ConfigError(f"{label}: must be a finite number (got {value})")
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{label}: must be at least {minimum:g} (got {value})")
+        raise ConfigError(f"{label}: must be at least {_bound(minimum)} (got {value})")
     if above is not None and value <= above:
-        raise ConfigError(f"{label}: must be greater than {above:g} (got {value})")
+        raise ConfigError(f"{label}: must be greater than {_bound(above)} (got {value})")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{label}: must be at most {maximum:g} (got {value})")
+        raise ConfigError(f"{label}: must be at most {_bound(maximum)} (got {value})")
     return value
+
+
+def _bound(x: float) -> str:
+    """A bound as a message shows it: an integer in full, a real in ``%g``."""
+    return str(x) if isinstance(x, numbers.Integral) else f"{x:g}"
 
 
 def choice(name: str, value: object, allowed) -> object:

@@ -4,17 +4,57 @@ Checkpoints of a run (:mod:`godiff.rundir`) and model folders (:mod:`godiff.zoo.
 list their files with a digest and are read only after every digest has been checked. A name in
 such a table comes from a file on disk that someone else may have written, so before it is
 joined to a folder it must be a plain name inside that folder (:func:`confined`): no absolute
-path, no ``..``, no symbolic link that leads out.
+path, no ``..``, no symbolic link that leads out. Their JSON documents are read by
+:func:`read_json`, which refuses what Python's reader would take silently (a key given twice).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path, PurePosixPath
 
 from godiff.errors import CheckpointError, shown
 
-__all__ = ["sha256_file", "leaves", "confined"]
+__all__ = ["sha256_file", "leaves", "confined", "read_json", "MAX_JSON_BYTES"]
+
+MAX_JSON_BYTES = 64 << 20
+"""The largest JSON document of a run or a model folder read (64 MiB; the largest written is a
+checkpoint's state, a few hundred KiB)."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"key {shown(twice)} is given twice")
+    return dict(pairs)
+
+
+def read_json(path: Path) -> object:
+    """A JSON document that someone else may have written, parsed strictly: a
+    :class:`CheckpointError` (exit 4) naming the file for a missing, unreadable, too large
+    (:data:`MAX_JSON_BYTES`) or too deeply nested document and for a key given twice, which
+    Python's reader would resolve silently to its last value.
+
+    Example:
+        >>> import tempfile; p = Path(tempfile.mkdtemp()) / "m.json"; _ = p.write_text('{"a": 1, "a": 2}')
+        >>> read_json(p)
+        Traceback (most recent call last):
+        ...
+        godiff.errors.CheckpointError: .../m.json: unreadable JSON (key 'a' is given twice)
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes is larger than godiff writes ({MAX_JSON_BYTES:,})")
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: missing") from exc
+    except RecursionError:
+        raise CheckpointError(f"{path}: unreadable JSON (nested too deeply)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: unreadable JSON ({exc})") from exc
 
 
 def sha256_file(path: Path) -> str:

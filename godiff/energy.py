@@ -109,6 +109,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError, one_line, shown
+from godiff.trust import check_trusted
 
 __all__ = [
     "CALCULATOR_OPTIONS",
@@ -122,6 +123,7 @@ __all__ = [
     "EvaluatorCalculator",
     "BudgetExhausted",
     "calculator_class",
+    "runs_a_program",
     "writes_files",
 ]
 
@@ -384,18 +386,23 @@ def energy_unit(spec: Mapping[str, Any] | None) -> str:
     return "ε" if (spec or {}).get("calculator") == "lj" else "eV"
 
 
-def make_calculator(spec: Mapping[str, Any]) -> Calculator:
+def make_calculator(spec: Mapping[str, Any], *, trust_energy: bool = False,
+                    directory: str | os.PathLike | None = None) -> Calculator:
     """Build a fresh ASE calculator from an energy spec.
 
     Args:
         spec: An energy spec (see the module docstring and :func:`normalize_spec`).
+        trust_energy: Allow what a shared file may not do (:mod:`godiff.trust`): load a pickled
+            model, honour a program, a path or a directory named in the spec.
+        directory: Where a calculator that runs a program is built (its ``directory``, and the
+            working directory while it is built); ``None``: where we are.
 
     Returns:
         A new calculator; nothing is shared with earlier calls.
 
     Raises:
-        EnergyFunctionError: The spec is invalid, an optional package is missing, or a model
-            cannot be found or loaded.
+        EnergyFunctionError: The spec is invalid or not trusted, an optional package is missing,
+            or a model cannot be found or loaded.
 
     Example:
         >>> from ase.build import bulk
@@ -405,7 +412,62 @@ def make_calculator(spec: Mapping[str, Any]) -> Calculator:
         -0.0227
     """
     spec = normalize_spec(spec)
-    return _BUILDERS[spec["calculator"]](spec)
+    check_trusted(spec, trust_energy=trust_energy)
+    return _build(spec, directory)
+
+
+def runs_a_program(spec: Mapping[str, Any]) -> bool:
+    """Whether a normalized spec's calculator may start a program or write files: any ``ase``
+    class but ASE's in-process potentials (:data:`_IN_PROCESS_ASE`). godiff builds and runs such a
+    calculator inside a scratch directory (its own directory and the process's working directory),
+    so that nothing it writes lands outside the run directory, and never builds it before a run
+    directory exists.
+
+    Example:
+        >>> runs_a_program({"calculator": "ase", "class": "ase.calculators.gaussian.Gaussian"})
+        True
+        >>> runs_a_program({"calculator": "ase", "class": "ase.calculators.emt.EMT"}), runs_a_program({"calculator": "xtb"})
+        (False, False)
+    """
+    if spec.get("calculator") != "ase":
+        return False
+    module = str(spec.get("class", "")).rpartition(".")[0]
+    return module not in _IN_PROCESS_ASE
+
+
+#: ASE's calculators that compute in this process and write nothing (the rest drive a program).
+_IN_PROCESS_ASE = tuple(f"ase.calculators.{m}" for m in (
+    "emt", "lj", "morse", "eam", "ff", "tersoff", "tip3p", "tip4p", "acn", "combine_mm", "counterions",
+    "h2morse", "harmonic", "idealgas", "test", "mixing", "qmmm", "fd", "singlepoint"))
+
+_CWD_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _inside(directory: str | os.PathLike | None) -> Iterator[None]:
+    """Run the block with ``directory`` (created) as the process's working directory, so that what
+    a calculator writes to its working directory stays there; ``None``: where we are. One thread
+    of a process at a time."""
+    if directory is None:
+        yield
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    with _CWD_LOCK:
+        here = os.getcwd()
+        os.chdir(directory)
+        try:
+            yield
+        finally:
+            os.chdir(here)
+
+
+def _build(spec: dict[str, Any], directory: str | os.PathLike | None = None) -> Calculator:
+    """A calculator of a normalized spec that the trust check has admitted; one that runs a
+    program is built inside ``directory`` (:func:`runs_a_program`)."""
+    if directory is None or not runs_a_program(spec):
+        return _BUILDERS[spec["calculator"]](spec)
+    with _inside(directory):
+        return _build_ase(spec, directory=os.path.abspath(directory))
 
 
 def _build_emt(spec: dict[str, Any]) -> Calculator:
@@ -589,12 +651,31 @@ def _build_gpaw(spec: dict[str, Any]) -> Calculator:
     return GPAW(**options)
 
 
-def _build_ase(spec: dict[str, Any]) -> Calculator:
+def _build_ase(spec: dict[str, Any], directory: str | None = None) -> Calculator:
     cls = calculator_class(spec["class"])
+    options = dict(spec["options"])
+    if directory is not None and _takes_directory(cls):
+        options["directory"] = directory
     try:
-        return cls(**spec["options"])
+        calc = cls(**options)
     except Exception as exc:
         raise EnergyFunctionError(f"could not build {spec['class']}: {type(exc).__name__}: {one_line(exc)}") from exc
+    if directory is not None and hasattr(calc, "directory"):
+        calc.directory = directory
+    return calc
+
+
+def _takes_directory(cls: type) -> bool:
+    """Whether ``cls(directory=...)`` is accepted: a ``directory`` parameter, or ``**kwargs`` that
+    reach :class:`~ase.calculators.calculator.Calculator` (which takes one)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+    return "directory" in params or (issubclass(cls, Calculator) and any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Calculator]] = {
@@ -660,19 +741,21 @@ def writes_files(calc: Calculator) -> bool:
     return isinstance(calc, (FileIOCalculator, GenericFileIOCalculator))
 
 
-def _compute(calc: Calculator, atoms: ase.Atoms, scratch: str | None = None) -> Evaluation:
+def _compute(calc: Calculator, atoms: ase.Atoms, scratch: str | None = None, isolate: bool = False) -> Evaluation:
     """Energy and forces of a constraint-free ``atoms`` (modified: its calc is set) with ``calc``.
 
     A calculator that writes files works in its own new directory under ``scratch``, removed
-    after a success and kept (named in the error) after a failure. Never raises for a failing
-    calculation.
+    after a success and kept (named in the error) after a failure; one that runs a program
+    (``isolate``, :func:`runs_a_program`) also has that directory as its working directory while
+    it calculates. Never raises for a failing calculation.
     """
     directory = None
-    if scratch is not None and writes_files(calc):
-        directory = Path(scratch) / f"eval-{uuid.uuid4().hex[:12]}"
+    if scratch is not None and (isolate or writes_files(calc)):
+        directory = Path(scratch).absolute() / f"eval-{uuid.uuid4().hex[:12]}"
         directory.mkdir(parents=True)
         calc.directory = str(directory)
-    evaluation = _calculate(calc, atoms)
+    with _inside(directory if isolate else None):
+        evaluation = _calculate(calc, atoms)
     if directory is not None:
         if evaluation.ok:
             shutil.rmtree(directory, ignore_errors=True)
@@ -688,8 +771,10 @@ def _calculate(calc: Calculator, atoms: ase.Atoms) -> Evaluation:
         if reset is not None:
             reset()  # a new structure always recomputes, whatever the calculator caches
         atoms.calc = calc
-        energy = float(atoms.get_potential_energy())
+        # forces first: a calculator asked for the energy alone may run its program once for it and
+        # again for the forces (ASE's Dftb does); asked for forces it keeps the energy of that run
         forces = np.array(atoms.get_forces(), dtype=np.float64, copy=True)
+        energy = float(atoms.get_potential_energy())
     except Exception as exc:
         return _failure(_one_line(exc), time.perf_counter() - start)
     finally:
@@ -723,7 +808,7 @@ def _worker_register(key: str, source: dict[str, Any] | bytes) -> None:
 
 
 def _worker_calculator(
-    key: str, source: dict[str, Any] | bytes | None, threads: int | None
+    key: str, source: dict[str, Any] | bytes | None, threads: int | None, scratch: str | None = None
 ) -> Calculator:
     cache = getattr(_WORKER_LOCAL, "calculators", None)
     if cache is None:
@@ -731,7 +816,7 @@ def _worker_calculator(
     if key in cache:
         return cache[key]
     source = source if source is not None else _WORKER_SOURCES[key]
-    if isinstance(source, bytes):
+    if isinstance(source, bytes):  # a calculator object the user gave in Python, never one from a file
         try:
             calc = pickle.loads(source)
         except Exception as exc:
@@ -739,7 +824,7 @@ def _worker_calculator(
                 f"the calculator could not be unpickled in a worker: {_one_line(exc)}"
             ) from None
     else:
-        calc = make_calculator(source)
+        calc = _build(source, scratch)  # the spec was checked, trust included, by the Evaluator
     if threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     cache[key] = calc
@@ -753,7 +838,9 @@ def _worker_evaluate(
     scratch: str | None = None,
 ) -> Evaluation:
     """The task run by an executor: one calculation with this worker's calculator."""
-    return _compute(_worker_calculator(key, source, threads), atoms, scratch)
+    known = source if source is not None else _WORKER_SOURCES[key]
+    isolate = isinstance(known, dict) and runs_a_program(known)
+    return _compute(_worker_calculator(key, source, threads, scratch), atoms, scratch, isolate)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -822,7 +909,10 @@ class Evaluator:
             to; the caller owns it and must keep it open while this evaluator is used.
         scratch: The folder under which a file-writing calculator gets one new directory per
             evaluation (see the module docstring); ``None``: its own ``directory`` as given.
-            Workers of another machine need it on a shared file system.
+            Workers of another machine need it on a shared file system. A calculator that
+            runs a program (:func:`runs_a_program`) is built at its first evaluation, inside it.
+        trust_energy: Allow a spec what a shared file may not do (:mod:`godiff.trust`); without
+            it such a spec is refused here, before anything is built.
 
     Attributes:
         spec: The normalized energy spec (see :func:`normalize_spec`), or ``None`` when a
@@ -849,6 +939,7 @@ class Evaluator:
         workers: int = 1,
         executor: concurrent.futures.Executor | None = None,
         scratch: str | os.PathLike | None = None,
+        trust_energy: bool = False,
     ):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be a positive integer, not {shown(workers)}")
@@ -865,6 +956,8 @@ class Evaluator:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._pool_broken = False
         parallel = executor is not None or workers > 1
+        self._in_process = not parallel
+        self._isolate = False  # whether the calculator runs a program (built and run in scratch)
 
         if isinstance(energy, Calculator):
             self.spec: dict[str, Any] | None = None
@@ -881,8 +974,11 @@ class Evaluator:
                 self._calc = energy
         else:
             self.spec = normalize_spec(energy)
+            check_trusted(self.spec, trust_energy=trust_energy)
+            self._isolate = runs_a_program(self.spec)
             if not parallel:
-                self._calc = make_calculator(self.spec)
+                if not self._isolate:  # one that runs a program waits for its first evaluation, in scratch
+                    self._calc = _build(self.spec)
             else:
                 source = dict(self.spec)
                 if source["calculator"] == "mace-mp-0":
@@ -934,12 +1030,14 @@ class Evaluator:
             raise RuntimeError("this Evaluator is closed")
         structures = list(structures)
         payloads = [_bare(atoms) for atoms in structures]
-        if self._calc is not None:
+        if self._in_process:
+            if self._calc is None:
+                self._calc = _build(self.spec, self._scratch())
             results = []
             for index, (atoms, payload) in enumerate(zip(structures, payloads)):
                 with self._lock:
                     self._n_calls += 1
-                evaluation = _compute(self._calc, payload, self._scratch())
+                evaluation = _compute(self._calc, payload, self._scratch(), self._isolate)
                 self._record(index, len(structures), evaluation)
                 results.append(evaluation)
                 if on_result is not None:
@@ -1001,7 +1099,7 @@ class Evaluator:
         return results  # type: ignore[return-value]
 
     def _scratch(self) -> str | None:
-        return None if self.scratch is None else str(self.scratch)
+        return None if self.scratch is None else str(Path(self.scratch).absolute())
 
     def _cancel(self, futures: dict[concurrent.futures.Future, int]) -> None:
         """Cancel the queued futures (uncounted); the running ones are left in ``futures``."""
@@ -1044,9 +1142,11 @@ class Evaluator:
         """Build the energy function once in this process, so that a broken one (a missing
         package or model file, an unreachable download) fails here, before anything is
         written; an in-process evaluator has built it already, and a calculator object is
-        taken as it is. The check's calculator is dropped (workers build their own)."""
-        if self._calc is None and self.spec is not None:
-            make_calculator(self._source if isinstance(self._source, dict) else self.spec)
+        taken as it is. The check's calculator is dropped (workers build their own). A
+        calculator that runs a program is not built here: it could start that program and
+        write files before the run directory exists (:func:`runs_a_program`)."""
+        if self._calc is None and self.spec is not None and not self._isolate:
+            _build(self._source if isinstance(self._source, dict) else self.spec)
 
     def as_calculator(self, *, budget: int | None = None, on_result=None) -> EvaluatorCalculator:
         """An ASE calculator backed by this evaluator, for classical methods (BFGS, ...).

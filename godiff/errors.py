@@ -37,6 +37,7 @@ __all__ = [
     "FormatVersionError",
     "VersionExistsError",
     "HubError",
+    "DiskFullError",
     "shown",
 ]
 
@@ -159,3 +160,10 @@ class HubError(GodiffError, ConnectionError):
     """The Hugging Face Hub is unreachable, or refused the request (missing or bad token)."""
 
     exit_code = 5
+
+
+class DiskFullError(GodiffError, OSError):
+    """The disk (or quota) of a run directory filled up during a run; what was written is kept and
+    ``godiff resume`` continues once there is space."""
+
+    exit_code = 1

@@ -76,6 +76,8 @@ class RunManifest:
         pretrained: whether the search started from a pretrained model.
         parent: the zoo model it started from (lineage), or None.
         start_model_sha256: the digest of ``start_model.safetensors`` (pretrained runs).
+        trust_energy: whether ``--trust-energy`` was given when the run started (a record only:
+            ``godiff resume`` asks for it again, :mod:`godiff.trust`).
         method, seed, budget: a benchmark method's run (classical methods).
     """
 
@@ -90,6 +92,7 @@ class RunManifest:
     pretrained: bool = False
     parent: str | None = None
     start_model_sha256: str | None = None
+    trust_energy: bool = False
     method: str | None = None
     seed: int | None = None
     budget: int | None = None

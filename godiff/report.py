@@ -26,6 +26,7 @@ Decisions:
 from __future__ import annotations
 
 import json
+import os
 
 import logging
 import math
@@ -36,7 +37,7 @@ import numpy as np
 
 from typing import TYPE_CHECKING
 
-from godiff.errors import CheckpointError, GodiffError
+from godiff.errors import CheckpointError, ConfigError, GodiffError, one_line
 from godiff.rundir import RunDir
 from godiff.system import parse_formula
 
@@ -339,15 +340,24 @@ def plot(run_dir, out_dir) -> list[Path]:
 
     Raises:
         NotARunError: ``run_dir`` is not a run directory.
+        ConfigError: ``out_dir`` cannot be created or written (a read-only place, a file).
     """
     data = load_run(run_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the figures to {out_dir}: {exc.strerror or one_line(exc)}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ConfigError(f"cannot write the figures to {out_dir}: not writable")
     ref = data.reference
     ref_e = float(ref["energy"]) if ref and ref.get("energy") is not None else None
     paths = [out_dir / name for name in FIGURES]
-    _plot_best(data, ref_e).savefig(paths[0], dpi=120)
-    _plot_histogram(data, ref_e).savefig(paths[1], dpi=120)
+    try:
+        _plot_best(data, ref_e).savefig(paths[0], dpi=120)
+        _plot_histogram(data, ref_e).savefig(paths[1], dpi=120)
+    except OSError as exc:  # e.g. the disk filled up
+        raise ConfigError(f"cannot write the figures to {out_dir}: {exc.strerror or one_line(exc)}") from None
     log.info("wrote %s", ", ".join(str(p) for p in paths))
     return paths
 

@@ -42,7 +42,7 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from godiff.digests import confined, sha256_file
+from godiff.digests import confined, read_json, sha256_file
 from godiff.manifest import RUN_FORMAT, RunManifest
 from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, GodiffError, NotARunError, RunExistsError, RunLockedError
 
@@ -200,10 +200,7 @@ class RunDir:
     @property
     def manifest(self) -> RunManifest:
         """``run.json``, typed (:class:`godiff.manifest.RunManifest`)."""
-        try:
-            data = json.loads((self.path / MANIFEST).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{self.path / MANIFEST}: unreadable ({exc})") from exc
+        data = read_json(self.path / MANIFEST)
         return RunManifest.from_dict(data, where=str(self.path / MANIFEST))
 
     def update_manifest(self, **fields) -> None:
@@ -390,10 +387,7 @@ class RunDir:
         d = self._ckpt_dir(iteration)
         if not (d / DIGESTS).exists():
             return False
-        try:
-            table = json.loads((d / DIGESTS).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{d / DIGESTS}: unreadable ({exc})") from exc
+        table = read_json(d / DIGESTS)
         if not isinstance(table, dict) or "state.json" not in table or "model.safetensors" not in table:
             raise CheckpointError(f"{d / DIGESTS}: does not list the checkpoint's files")
         for name, digest in sorted(table.items()):
@@ -411,7 +405,7 @@ class RunDir:
         d = self._ckpt_dir(iteration)
         self.verify_checkpoint(iteration)
         try:
-            state = json.loads((d / "state.json").read_text())
+            state = read_json(d / "state.json")
             tensors = {f.stem: load_file(str(f)) for f in d.glob("*.safetensors")}
         except Exception as exc:  # safetensors raises its own error types on corruption
             raise CheckpointError(f"{d}: corrupt checkpoint ({type(exc).__name__}: {exc})") from exc

@@ -296,7 +296,7 @@ class SearchConfig:
             raise ConfigError(f"max_samples ({self.max_samples}) is below min_samples ({self.min_samples})")
         for name in ("train_steps", "train_min_steps", "train_patience", "polish", "reheat"):
             number(name, getattr(self, name), minimum=0, integer=True)
-        number("seed", self.seed, minimum=0, integer=True)
+        number("seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)  # torch takes a signed 64-bit seed
         for name in ("learning_rate", "grad_clip", "force_clip", "temperature_end", "temperature_factor",
                      "target_ess", "uncertainty_length", "refine_noise"):
             number(name, getattr(self, name), above=0)
@@ -474,6 +474,9 @@ class Search:
             processes of this machine.
         device: where the network samples and trains: ``"cpu"`` (default), ``"cuda"`` or
             ``"auto"`` (:mod:`godiff.device`); a run directory does not record it.
+        trust_energy: let the system's energy spec load a pickled model or name a program, a
+            path or a directory (:mod:`godiff.trust`, the command line's ``--trust-energy``);
+            ``run.json`` records it, and a resume must be given it again.
 
     Example:
         >>> import godiff
@@ -481,7 +484,7 @@ class Search:
         ...                        steps=5, out=tmp_path / "run").run()   # doctest: +SKIP
     """
 
-    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, executor=None, device=None, _run: RunDir | None = None, **overrides):
+    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, executor=None, device=None, trust_energy: bool = False, _run: RunDir | None = None, **overrides):
         from godiff.device import resolve_device
         from godiff.system import load_system
 
@@ -490,6 +493,7 @@ class Search:
         self.device = resolve_device(device)
         self.config = (config or SearchConfig()).with_overrides(**overrides)
         self.calculator = calculator
+        self.trust_energy = bool(trust_energy)
         self.parent = parent
         self.pretrained = model is not None
         score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length(), self.system.n_mobile))
@@ -561,7 +565,7 @@ class Search:
         from godiff.energy import Evaluator
 
         energy = self.calculator if self.calculator is not None else self.system.energy
-        evaluator = Evaluator(energy, workers=self.config.workers, executor=self.executor)
+        evaluator = Evaluator(energy, workers=self.config.workers, executor=self.executor, trust_energy=self.trust_energy)
         evaluator.check()
         return evaluator
 
@@ -578,12 +582,14 @@ class Search:
             sde=self.sde.to_dict(),
             pretrained=self.pretrained,
             parent=self.parent,
+            trust_energy=self.trust_energy,
         )
 
     # -- resume -------------------------------------------------------------------------------
     @classmethod
     def resume(cls, path, *, calculator=None, read_only: bool = False, from_checkpoint: int | None = None,
-               rebuild_database: bool = False, executor=None, device=None, **overrides) -> "Search":
+               rebuild_database: bool = False, executor=None, device=None, trust_energy: bool = False,
+               **overrides) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
         ``overrides`` may change only ``workers``, ``iterations``, ``budget`` and ``patience``; a
@@ -601,6 +607,9 @@ class Search:
         a corrupt one; the evaluations made after it are reused, not paid again), and
         ``rebuild_database=True`` accepts a lost or short database: the saved structures of the
         finished iterations that have no row are evaluated again when the run continues.
+
+        ``run.json`` is a file like any other: its energy spec gets the trust check of a system
+        file (:mod:`godiff.trust`), and ``trust_energy`` is asked for again, never read from it.
         """
         from godiff.system import System
 
@@ -618,7 +627,7 @@ class Search:
             system = System.from_dict(manifest.system)
             config = SearchConfig.from_dict(manifest.search)
             search = cls(system, config=config, calculator=calculator, parent=manifest.parent, executor=executor, device=device,
-                         _run=run, **overrides)
+                         trust_energy=trust_energy, _run=run, **overrides)
             search._restore(read_only=read_only, from_checkpoint=from_checkpoint, rebuild=rebuild_database)
         except BaseException:
             run.release()

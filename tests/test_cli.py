@@ -87,12 +87,13 @@ def test_help_documents_exit_codes_and_version():
     assert _invoke("--version").stdout.strip().endswith("0.1.0")
 
 
-def test_usage_error_keeps_click_exit_code():
+def test_usage_error_keeps_click_exit_code_in_one_line():
     result = _invoke("run")  # missing SYSTEM
     assert result.exit_code == 2
-    assert "Usage:" in result.stderr
+    assert result.stderr.strip() == "godiff: error: Missing argument 'SYSTEM'. (see 'godiff run --help')"
     result = _invoke("run", "lj13", "--iterations", "many")
     assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "'--iterations'" in result.stderr
 
 
 def test_threads_is_accepted_by_run_and_zero_is_refused(tmp_path):

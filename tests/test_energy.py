@@ -358,7 +358,7 @@ def test_mace_model_file_forces_match_finite_differences(tiny_mace_model):
     spec = {"calculator": "mace", "model": str(tiny_mace_model), "device": "cpu"}
     atoms = small_pt_slab()
     h = 1e-4
-    with Evaluator(spec) as evaluator:
+    with Evaluator(spec, trust_energy=True) as evaluator:  # a model file is a pickle: trusted explicitly
         center = evaluator.single_point(atoms)
         assert center.ok and np.isfinite(center.forces).all()
         assert np.abs(center.forces).max() > 1e-3  # a non-trivial model
@@ -377,7 +377,7 @@ def test_mace_mp_0_uses_a_given_file_or_maces_cache(tiny_mace_model, tmp_path, m
     from godiff.energy import _MACE_MP_0_URLS, _mace_cache_file
 
     atoms = small_pt_slab()
-    direct = make_calculator({"calculator": "mace-mp-0", "model": str(tiny_mace_model)})
+    direct = make_calculator({"calculator": "mace-mp-0", "model": str(tiny_mace_model)}, trust_energy=True)
     atoms.calc = direct
     expected = atoms.get_potential_energy()
 
@@ -427,7 +427,7 @@ def test_a_file_writing_calculator_works_in_its_own_scratch_directory_kept_when_
     # ASE's DFTB+ interface, a FileIOCalculator: it writes dftb_in.hsd, then needs parameter files
     # that are not here, so the evaluation fails and its directory is kept with what it wrote
     spec = {"calculator": "ase", "class": "ase.calculators.dftb.Dftb", "options": {"command": "false"}}
-    with Evaluator(spec, scratch=tmp_path / "scratch") as evaluator:
+    with Evaluator(spec, scratch=tmp_path / "scratch", trust_energy=True) as evaluator:  # a command: trusted
         failed = evaluator.single_point(Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]))
     assert not failed.ok and "its files are kept in" in failed.error
     (kept,) = (tmp_path / "scratch").iterdir()

@@ -208,8 +208,9 @@ def test_an_energy_function_that_cannot_be_built_leaves_no_run_directory(tmp_pat
     model.write_bytes(b"not a MACE model")
     system = tmp_path / "mace.yaml"
     system.write_text("name: m\nmobile: Ar3\nbox: {kind: cuboid, lengths: 4}\nenergy: {calculator: mace, model: broken.model}\n")
-    result = _invoke("run", system, "--out", tmp_path / "r", *CLI_TINY, "--iterations", "1")
+    result = _invoke("run", system, "--out", tmp_path / "r", *CLI_TINY, "--iterations", "1", "--trust-energy")
     assert result.exit_code == 2, result.stderr
+    assert "could not load MACE model" in result.stderr
     assert not (tmp_path / "r").exists()
     assert _invoke("run", "lj13", "--out", tmp_path / "r", *CLI_TINY, "--iterations", "1", "--quiet").exit_code == 0
 

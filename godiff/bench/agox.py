@@ -224,11 +224,11 @@ def _inside(directory: Path, logfile: Path):
 
 
 def _run(method: str, system, *, seed: int, budget: int, out: Path, config: str, parallel: bool = False,
-         executor=None) -> None:
+         executor=None, trust_energy: bool = False) -> None:
     """Build AGOX's ``config`` algorithm (its defaults) for ``system`` and run it until the budget is spent."""
     algorithms = _require_agox(method)
     out = Path(out).absolute()  # AGOX works inside out/agox
-    run, evaluator, recorder, _ = _setup(system, seed, budget, out, method, executor)
+    run, evaluator, recorder, _ = _setup(system, seed, budget, out, method, executor, trust_energy)
     if recorder.count >= budget:
         run.release()
         return
@@ -325,16 +325,16 @@ def _ray_cpus() -> int:
     return max(n for n in (1, 2, 5, 10) if n <= threads)
 
 
-def run_agox_random(system, *, seed: int, budget: int, out: Path, executor=None) -> None:
+def run_agox_random(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False) -> None:
     """AGOX's random structure search (``RandomSearchConfig`` defaults) until the budget is spent."""
-    _run("agox-random", system, seed=seed, budget=budget, out=out, config="RandomSearchConfig", executor=executor)
+    _run("agox-random", system, seed=seed, budget=budget, out=out, config="RandomSearchConfig", executor=executor, trust_energy=trust_energy)
 
 
-def run_agox_basin_hopping(system, *, seed: int, budget: int, out: Path, executor=None) -> None:
+def run_agox_basin_hopping(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False) -> None:
     """AGOX's basin hopping (``BasinHoppingConfig`` defaults) until the budget is spent."""
-    _run("agox-basin-hopping", system, seed=seed, budget=budget, out=out, config="BasinHoppingConfig", executor=executor)
+    _run("agox-basin-hopping", system, seed=seed, budget=budget, out=out, config="BasinHoppingConfig", executor=executor, trust_energy=trust_energy)
 
 
-def run_agox_gofee(system, *, seed: int, budget: int, out: Path, executor=None) -> None:
+def run_agox_gofee(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False) -> None:
     """AGOX's GOFEE (``GOFEEConfig`` defaults, on Ray actors) until the budget is spent."""
-    _run("agox-gofee", system, seed=seed, budget=budget, out=out, config="GOFEEConfig", parallel=True, executor=executor)
+    _run("agox-gofee", system, seed=seed, budget=budget, out=out, config="GOFEEConfig", parallel=True, executor=executor, trust_energy=trust_energy)

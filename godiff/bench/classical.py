@@ -75,7 +75,7 @@ class RecordingCalculator(EvaluatorCalculator):
         self.sample += 1
 
 
-def _setup(system, seed: int, budget: int, out: Path, method: str, executor=None):
+def _setup(system, seed: int, budget: int, out: Path, method: str, executor=None, trust_energy: bool = False):
     from godiff.energy import Evaluator
     from godiff.manifest import RunManifest
     from godiff.rundir import RunDir
@@ -85,7 +85,7 @@ def _setup(system, seed: int, budget: int, out: Path, method: str, executor=None
         run = RunDir.open(out)  # stateless methods restart; earlier rows still count
     else:
         run = RunDir.create(out, RunManifest(system=system.to_dict(), method=method, seed=seed, budget=budget))
-    evaluator = Evaluator(system.energy, executor=executor, scratch=out / "scratch")
+    evaluator = Evaluator(system.energy, executor=executor, scratch=out / "scratch", trust_energy=trust_energy)
     return run, evaluator, RecordingCalculator(evaluator, run, budget), np.random.default_rng(seed)
 
 
@@ -148,9 +148,9 @@ def _relax(atoms, calc):
     return atoms, float(atoms.get_potential_energy())
 
 
-def run_random(system, *, seed: int, budget: int, out: Path, executor=None) -> None:
+def run_random(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False) -> None:
     """Random placement, one single point each, until the budget is spent."""
-    run, evaluator, calc, rng = _setup(system, seed, budget, out, "random", executor)
+    run, evaluator, calc, rng = _setup(system, seed, budget, out, "random", executor, trust_energy)
     with run, evaluator:  # the run's lock is given back when the method ends
         try:
             while True:
@@ -160,9 +160,10 @@ def run_random(system, *, seed: int, budget: int, out: Path, executor=None) -> N
             pass
 
 
-def run_rss(system, *, seed: int, budget: int, out: Path, cluster: bool = False, executor=None) -> None:
+def run_rss(system, *, seed: int, budget: int, out: Path, cluster: bool = False, executor=None,
+            trust_energy: bool = False) -> None:
     """Random structure search: placement then BFGS relaxation, repeated until the budget is spent."""
-    run, evaluator, calc, rng = _setup(system, seed, budget, out, "rss-cluster" if cluster else "rss", executor)
+    run, evaluator, calc, rng = _setup(system, seed, budget, out, "rss-cluster" if cluster else "rss", executor, trust_energy)
     place = cluster_placement if cluster else uniform_placement
     with run, evaluator:  # the run's lock is given back when the method ends
         try:
@@ -199,13 +200,13 @@ def basin_hopping_settings(system) -> dict:
 
 
 def run_basin_hopping(system, *, seed: int, budget: int, out: Path, temperature: float | None = None,
-                      dr: float | None = None, executor=None) -> None:
+                      dr: float | None = None, executor=None, trust_energy: bool = False) -> None:
     """Basin hopping on the mobile atoms, Metropolis on relaxed energies (defaults:
     :func:`basin_hopping_settings`)."""
     defaults = basin_hopping_settings(system)
     temperature = defaults["temperature"] if temperature is None else temperature
     dr = defaults["dr"] if dr is None else dr
-    run, evaluator, calc, rng = _setup(system, seed, budget, out, "basin-hopping", executor)
+    run, evaluator, calc, rng = _setup(system, seed, budget, out, "basin-hopping", executor, trust_energy)
     n_template = system.n_template
     with run, evaluator:  # the run's lock is given back when the method ends
         try:

@@ -114,7 +114,7 @@ def _unrelaxed_thresholds(system) -> dict:
     return thresholds
 
 
-def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
+def judge(system, method: str, run_dir: Path, budget: int, watch=None, trust_energy: bool = False) -> dict:
     """The success fields of a record, judged from a finished run directory under :func:`criterion`.
 
     ``evaluations_counted``: evaluations until the minimum is in hand with the relaxation counted
@@ -136,7 +136,8 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
         watch.scan(rows)  # rows evaluated after its last look (e.g. an interrupted iteration resumed)
         success = watch.success
     else:
-        success = first_success(rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories)
+        success = first_success(rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories,
+                                trust_energy=trust_energy)
     unrelaxed = _unrelaxed_figures(system, rows)
     return {
         "evaluations": len(rows),
@@ -151,7 +152,8 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None) -> dict:
 
 
 def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None,
-            start_from: str | None = None, stop_at_success: bool = False, dask: str | None = None) -> dict:
+            start_from: str | None = None, stop_at_success: bool = False, dask: str | None = None,
+            trust_energy: bool = False) -> dict:
     """Run one (method, seed) and judge it; returns its record. Runs in a worker process.
 
     ``stop_at_success``: a method that can be stopped (godiff's) ends after the iteration in which
@@ -160,6 +162,7 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
     ``evaluations`` and best energy are those of the shortened run. ``stopped_at_success`` says
     that the watch ended it; a run that never saw both figures ran its whole schedule.
     ``dask``: the address of a Dask cluster to evaluate on (:mod:`godiff.cluster`).
+    ``trust_energy``: what the command line's ``--trust-energy`` allows (:mod:`godiff.trust`).
     """
     from godiff.bench.success import SuccessWatch
     from godiff.cluster import dask_executor
@@ -174,16 +177,17 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
     extra = {"start": start_from} if spec.pretrained else {}
     watch = None
     if stop_at_success and spec.stoppable:
-        watch = extra["stop"] = SuccessWatch(system, reference=reference, tolerance=tolerance)
+        watch = extra["stop"] = SuccessWatch(system, reference=reference, tolerance=tolerance, trust_energy=trust_energy)
     with dask_executor(dask) as executor:
-        spec.run(system, seed=seed, budget=budget, out=run_dir, executor=executor, **extra, **(overrides or {}))
+        spec.run(system, seed=seed, budget=budget, out=run_dir, executor=executor, trust_energy=trust_energy, **extra,
+                 **(overrides or {}))
     wall = time.perf_counter() - start
     return {
         "method": method,
         "seed": seed,
         "budget": budget,
         "settings": overrides or {},
-        **judge(system, method, run_dir, budget, watch=watch),
+        **judge(system, method, run_dir, budget, watch=watch, trust_energy=trust_energy),
         "stopped_at_success": watch is not None and watch.success is not None and watch.within is not None,
         "wall_seconds": wall,
         "resumed": resumed,
@@ -200,7 +204,7 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def rejudge_one(system_dict: dict, record: dict) -> dict:
+def rejudge_one(system_dict: dict, record: dict, trust_energy: bool = False) -> dict:
     """``record`` with its success fields judged again under the current criterion (no rerun)."""
     from godiff.rundir import RunDir
     from godiff.system import System
@@ -213,12 +217,12 @@ def rejudge_one(system_dict: dict, record: dict) -> dict:
     if record.get("judge") == criterion(system, trajectories=get_method(record["method"]).trajectories):
         rows = RunDir(Path(record["run_dir"])).rows()[: record["budget"]]  # only unrelaxed figures are missing
         return {**record, **_unrelaxed_figures(system, rows)}
-    return {**record, **judge(system, record["method"], Path(record["run_dir"]), record["budget"])}
+    return {**record, **judge(system, record["method"], Path(record["run_dir"]), record["budget"], trust_energy=trust_energy)}
 
 
 def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
                   overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False, beside=(),
-                  threads: int | None = None, dask: str | None = None) -> list[dict]:
+                  threads: int | None = None, dask: str | None = None, trust_energy: bool = False) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
     Args:
@@ -238,7 +242,12 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
             connects on its own, and ``local:N`` starts N workers for each run).
         beside: other benchmark directories of the same system whose methods the table and plot
             show too, at their own budgets (:func:`beside_records`).
+        trust_energy: what the command line's ``--trust-energy`` allows (:mod:`godiff.trust`);
+            refused here, before anything is written, when the system's energy spec needs it.
     """
+    from godiff.trust import check_trusted
+
+    check_trusted(system.energy, trust_energy=trust_energy)
     for m in methods:
         get_method(m)
     if dask is not None:
@@ -267,9 +276,9 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     if todo or stale:
         with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,),
                                  mp_context=worker_context()) as pool:  # never fork a process with torch threads
-            futures = [pool.submit(rejudge_one, system.to_dict(), r) for r in stale]
+            futures = [pool.submit(rejudge_one, system.to_dict(), r, trust_energy) for r in stale]
             futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success,
-                                    dask) for m, s in todo]
+                                    dask, trust_energy) for m, s in todo]
             try:
                 for fut in as_completed(futures):
                     keep(fut.result())

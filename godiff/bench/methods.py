@@ -46,16 +46,17 @@ class Method:
 
 
 def _godiff(name: str, preset: str | None = None, **settings) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, stop=None, executor=None, **overrides) -> None:
+    def run(system, *, seed: int, budget: int, out: Path, stop=None, executor=None, trust_energy: bool = False,
+            **overrides) -> None:
         from godiff.search import Search, SearchConfig
 
         base = SearchConfig.preset(preset) if preset else SearchConfig()
         config = base.with_overrides(seed=seed, **{**settings, **overrides})
         limits = _limits(config, budget)
         if (Path(out) / "run.json").exists():
-            search = Search.resume(out, executor=executor, **limits)
+            search = Search.resume(out, executor=executor, trust_energy=trust_energy, **limits)
         else:
-            search = Search(system, config=config, out=out, executor=executor, **limits,
+            search = Search(system, config=config, out=out, executor=executor, trust_energy=trust_energy, **limits,
                             command=f"godiff bench (method {name}, seed {seed}, budget {budget})")
         search.run(stop=stop)
 
@@ -71,7 +72,7 @@ def _limits(config, budget: int) -> dict:
 
 
 def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, stop=None, executor=None,
-                     **overrides) -> None:
+                     trust_energy: bool = False, **overrides) -> None:
     """The fine-tune search of :func:`godiff.zoo.transfer.start_search` from ``start`` or the
     closest related registered model, with the transfer preset's iterations, fewer if the budget
     is smaller; nothing is registered."""
@@ -82,9 +83,10 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, s
     first = config.first_samples or config.samples
     iterations = max(1, min(config.iterations, 1 + (budget - first) // config.samples))
     if (Path(out) / "run.json").exists():
-        Search.resume(out, iterations=iterations, executor=executor).run(stop=stop)
+        Search.resume(out, iterations=iterations, executor=executor, trust_energy=trust_energy).run(stop=stop)
         return
-    search = start_search(system, start=start, out=out, seed=seed, executor=executor, **{**overrides, "iterations": iterations},
+    search = start_search(system, start=start, out=out, seed=seed, executor=executor, trust_energy=trust_energy,
+                          **{**overrides, "iterations": iterations},
                           command=f"godiff bench (method godiff-transfer, seed {seed}, budget {budget})")
     search.run(stop=stop)
 
@@ -102,12 +104,12 @@ METHODS: dict[str, Method] = {
 
 
 def _classical(name: str, **kwargs) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, executor=None, **overrides) -> None:
+    def run(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False, **overrides) -> None:
         from godiff.bench import classical
 
         func = {"random": classical.run_random, "rss": classical.run_rss,
                 "basin-hopping": classical.run_basin_hopping}[name]
-        func(system, seed=seed, budget=budget, out=out, executor=executor, **kwargs)
+        func(system, seed=seed, budget=budget, out=out, executor=executor, trust_energy=trust_energy, **kwargs)
 
     return run
 
@@ -124,12 +126,12 @@ METHODS.update({
 
 
 def _agox(name: str) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, executor=None, **overrides) -> None:
+    def run(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False, **overrides) -> None:
         from godiff.bench import agox
 
         func = {"agox-random": agox.run_agox_random, "agox-basin-hopping": agox.run_agox_basin_hopping,
                 "agox-gofee": agox.run_agox_gofee}[name]
-        func(system, seed=seed, budget=budget, out=out, executor=executor)
+        func(system, seed=seed, budget=budget, out=out, executor=executor, trust_energy=trust_energy)
 
     return run
 

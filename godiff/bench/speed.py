@@ -27,6 +27,7 @@ that run's last checkpoint (each evaluation counted, none written to the run).
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 
 import torch
@@ -145,7 +146,8 @@ def evaluation_costs(search, *, evaluations: int = 8) -> dict:
     structures = [search.system.atoms(p) for p in x.double().numpy()]
     energy = search.calculator if search.calculator is not None else search.system.energy
     times = []
-    with Evaluator(energy) as evaluator:
+    with tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch, \
+            Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator:
         for i, atoms in enumerate(structures):
             t = time.perf_counter()
             evaluator.single_point(atoms)
@@ -163,7 +165,8 @@ def steps_sweep(search, step_counts, *, samples: int = 64, seed: int = 0) -> lis
 
     energy = search.calculator if search.calculator is not None else search.system.energy
     out = []
-    with Evaluator(energy) as evaluator:
+    with tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch, \
+            Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator:
         for steps in step_counts:
             sampler = Sampler(search.model, search.sde, search.domain, search.graph,
                               replace(search.sampler.config, steps=int(steps)),  # scaled to the system

@@ -155,7 +155,7 @@ def criterion(system, *, trajectories: bool = False, fmax: float = 0.05) -> dict
 
 def first_success(rows, system, *, reference: float, tolerance: float, fmax: float = 0.05,
                   prefilter: bool | None = None, screen: float | None | str = "default",
-                  trajectories: bool = False) -> Success | None:
+                  trajectories: bool = False, trust_energy: bool = False) -> Success | None:
     """Scan evaluated rows in evaluation order; return the first success, or None.
 
     Args:
@@ -172,8 +172,10 @@ def first_success(rows, system, *, reference: float, tolerance: float, fmax: flo
             succeeds, the earliest row of the trajectory that succeeds is the first success. This
             assumes the points of a descent path share its endpoint's basin, and saves relaxing
             every step. Its success has ``relax_calls`` None (see :meth:`Success.counted`).
+        trust_energy: as for the run judged (:mod:`godiff.trust`).
     """
-    judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=prefilter, screen=screen)
+    judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=prefilter, screen=screen,
+                   trust_energy=trust_energy)
     if not trajectories:
         for count, row in enumerate(rows, start=1):
             if judge.succeeds(row):
@@ -220,8 +222,9 @@ class SuccessWatch:
         >>> Search(system, out="runs/s").run(stop=watch); watch.success       # doctest: +SKIP
     """
 
-    def __init__(self, system, *, reference: float, tolerance: float, fmax: float = 0.05):
-        self._judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=None, screen="default")
+    def __init__(self, system, *, reference: float, tolerance: float, fmax: float = 0.05, trust_energy: bool = False):
+        self._judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=None, screen="default",
+                             trust_energy=trust_energy)
         self.threshold = reference + tolerance
         self.scanned = 0
         self.success: Success | None = None
@@ -246,7 +249,8 @@ class SuccessWatch:
 class _Judge:
     """Relaxes one evaluated row at a time (each at most once) and says whether it succeeds."""
 
-    def __init__(self, system, *, reference, tolerance, fmax, prefilter, screen):
+    def __init__(self, system, *, reference, tolerance, fmax, prefilter, screen, trust_energy=False):
+        self.trust_energy = trust_energy
         slab = system.template_atoms() is not None
         self.system = system
         self.prefilter = slab if prefilter is None else prefilter
@@ -289,7 +293,7 @@ class _Judge:
     def _new_calculator(self):
         """The system's calculator; one that writes files works in a temporary directory of its
         own, never in the user's working directory."""
-        calculator = make_calculator(self.system.energy)
+        calculator = make_calculator(self.system.energy, trust_energy=self.trust_energy, directory=self._scratch.name)
         if writes_files(calculator):
             calculator.directory = self._scratch.name
         return calculator

@@ -26,13 +26,14 @@ import click
 
 from godiff import __version__
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_energy
-from godiff.errors import ConfigError, GodiffError, one_line
+from godiff.errors import ConfigError, DiskFullError, GodiffError, one_line
 
 __all__ = ["cli", "main"]
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process ended by it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as for `yes | head`
+MAX_THREADS = 1024  # --threads: torch crashes (exit 139) far above any machine's cores
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,8 +76,30 @@ def _fail(message: str, code: int):
     raise click.exceptions.Exit(code)
 
 
+class OneLineError(click.ClickException):
+    """A click usage error (a bad option or argument) shown as one line, not click's three."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
+
+
+def _usage_line(root: str, exc: click.UsageError) -> OneLineError:
+    where = exc.ctx.command_path if exc.ctx is not None else root
+    return OneLineError(f"{root}: error: {_one_line(exc.format_message())} (see '{where} --help')", exc.exit_code)
+
+
 class GodiffGroup(click.Group):
     """The root group: records the command line and maps exceptions to one line + exit code."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _usage_line(info_name or self.name, exc) from None
 
     def main(self, args=None, prog_name=None, **extra):
         argv = list(args) if args is not None else sys.argv[1:]
@@ -93,6 +116,8 @@ class GodiffGroup(click.Group):
         try:
             with _sigterm_as_interrupt():
                 return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _usage_line(ctx.info_name, exc) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except GodiffError as exc:
@@ -198,6 +223,12 @@ def _drive(search, *, quiet: bool, resumed: bool):
     try:
         with progress:
             result = search.run(progress=progress)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        raise DiskFullError(f"no space left on the device of {run_dir} ({_one_line(exc)}); every evaluation "
+                            f"written before is kept: free some space, then continue with: "
+                            f"godiff resume {shlex.quote(str(run_dir))}") from exc
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         click.echo(
@@ -208,6 +239,23 @@ def _drive(search, *, quiet: bool, resumed: bool):
         raise click.exceptions.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     _print_summary(search, result)
     return result
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or quota, however the writer reported it
+    (an ``OSError``, SQLite's "database or disk is full", safetensors' "os error 28")."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "database or disk is full" in text or "Disk quota exceeded" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _print_summary(search, result) -> None:
@@ -294,9 +342,19 @@ device_option = _checked_option(
     "Evaluations run wherever --workers or --dask send them.")
 
 
+def trust_option(command):
+    """``--trust-energy``: what a shared file's energy spec may not do without it (:mod:`godiff.trust`)."""
+    return click.option(
+        "--trust-energy", "trust_energy", is_flag=True,
+        help="Trust the energy spec of the system file (or run.json): load a pickled model (a MACE model file) and "
+             "honour a program, a path or a directory it names (command, profile, directory, label ...). Without it "
+             "programs come from ASE's own configuration and every file stays in the run's scratch/. Never read "
+             "from a file; resume asks for it again.")(command)
+
+
 def threads_option(command):
     """``--threads N``: torch and BLAS threads of this process (:func:`godiff.threads.limit_threads`)."""
-    return click.option("--threads", type=click.IntRange(min=1), default=None,
+    return click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
                         help="torch and BLAS threads (default: one per core; give each of several "
                              "processes on one machine its share).")(command)
 
@@ -314,11 +372,12 @@ def threads_option(command):
                    "(the transfer preset, as godiff-zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
                    "options given here override it).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@trust_option
 @threads_option
 @dask_option
 @device_option
 @click.pass_context
-def run(ctx, system, out, preset, start_from, quiet, threads, dask, device, **options):
+def run(ctx, system, out, preset, start_from, quiet, trust_energy, threads, dask, device, **options):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -326,8 +385,11 @@ def run(ctx, system, out, preset, start_from, quiet, threads, dask, device, **op
     """
     from godiff.system import load_system
 
+    from godiff.trust import check_trusted
+
     _quiet_logging(ctx, quiet)
     system_obj = load_system(system)  # before importing torch: a bad file fails fast
+    check_trusted(system_obj.energy, trust_energy=trust_energy)  # (the Evaluator checks again: the one gate)
     from godiff.search import Search
     from godiff.threads import limit_threads
 
@@ -341,13 +403,13 @@ def run(ctx, system, out, preset, start_from, quiet, threads, dask, device, **op
             from godiff.zoo.transfer import start_search
 
             search = start_search(system_obj, start=start_from, out=out, command=_command_line(ctx),
-                                  executor=executor, device=device, **options)
+                                  executor=executor, device=device, trust_energy=trust_energy, **options)
         else:
             from godiff.search import SearchConfig
 
             config = SearchConfig.preset(preset) if preset else None
             search = Search(system_obj, config=config, out=out, command=_command_line(ctx), executor=executor,
-                            device=device, **options)
+                            device=device, trust_energy=trust_energy, **options)
         _drive(search, quiet=quiet, resumed=False)
 
 
@@ -364,11 +426,13 @@ def run(ctx, system, out, preset, start_from, quiet, threads, dask, device, **op
               help="Accept a lost or short evaluations.db: evaluate the saved structures (samples/) of the "
                    "finished iterations again.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@trust_option
 @threads_option
 @dask_option
 @device_option
 @click.pass_context
-def resume(ctx, run_dir, workers, iterations, budget, patience, from_checkpoint, rebuild_database, quiet, threads, dask, device):
+def resume(ctx, run_dir, workers, iterations, budget, patience, from_checkpoint, rebuild_database, quiet, trust_energy,
+           threads, dask, device):
     """Continue the run in DIR from its last checkpoint.
 
     The evaluations of an unfinished iteration are kept; only the missing ones are computed.
@@ -384,7 +448,7 @@ def resume(ctx, run_dir, workers, iterations, budget, patience, from_checkpoint,
     limit_threads(threads)
     with dask_executor(dask) as executor:
         search = Search.resume(run_dir, workers=workers, iterations=iterations, budget=budget, patience=patience,
-                               executor=executor, device=device,
+                               executor=executor, device=device, trust_energy=trust_energy,
                                from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
         _drive(search, quiet=quiet, resumed=True)
 
@@ -402,6 +466,9 @@ def report(run_dir, out):
     from godiff.report import plot, summarize
 
     click.echo(summarize(run_dir))
+    if out is None and not os.access(run_dir, os.W_OK):  # a run read from a read-only place is still reported
+        click.echo(f"godiff: figures not written: {run_dir} is read-only; give --out DIR for them", err=True)
+        return
     for path in plot(run_dir, out if out is not None else Path(run_dir) / "report"):
         click.echo(f"wrote {path}")
 
@@ -411,10 +478,11 @@ def report(run_dir, out):
 @click.argument("system")
 @click.option("--methods", default="godiff,godiff-ffg", show_default=True,
               help="Comma-separated methods (see godiff.bench.methods).")
-@click.option("--seeds", type=int, default=8, show_default=True, help="Seeds 0..N-1.")
-@click.option("--budget", type=int, default=2560, show_default=True, help="Energy evaluations per run.")
+@click.option("--seeds", type=click.IntRange(min=1), default=8, show_default=True, help="Seeds 0..N-1.")
+@click.option("--budget", type=click.IntRange(min=1), default=2560, show_default=True, help="Energy evaluations per run.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Benchmark directory (re-run to resume).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Runs in parallel (cores are split between them).")
+@click.option("--jobs", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Runs in parallel (cores are split between them).")
 @click.option("--from", "start", metavar="MODEL", default=None,
               help="Zoo model that godiff-transfer starts from (default: the closest related registered one).")
 @click.option("--stop-at-success", is_flag=True,
@@ -424,13 +492,14 @@ def report(run_dir, out):
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="A search setting for every godiff method, e.g. --set temperature_start=3 (repeatable; "
                    "names as in godiff.SearchConfig and godiff.SamplerConfig).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="torch and BLAS threads of each run (default: cores // jobs; lower it when other work shares the machine).")
+@trust_option
 @click.option("--beside", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
               help="Show the methods of another benchmark directory of this system in the table and plot too, "
                    "at their own budget (repeatable), e.g. GOFEE's shorter runs.")
 @dask_option
-def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads, beside, dask):
+def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads, trust_energy, beside, dask):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -442,6 +511,8 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, set
 
     sys_obj = load_system(system)
     names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--methods: no method given (e.g. --methods godiff-ffg,rss)")
     overrides = _parse_settings(settings)
 
     def progress(record):
@@ -452,7 +523,7 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, set
 
     run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
                   stop_at_success=stop_at_success, overrides=overrides or None, threads=threads, dask=dask,
-                  beside=beside)
+                  beside=beside, trust_energy=trust_energy)
     click.echo((Path(out) / "table.md").read_text())
 
 
@@ -480,15 +551,18 @@ def _parse_settings(settings) -> dict:
 
 @cli.command("bench-speed")
 @click.argument("target", metavar="SYSTEM_OR_RUN")
-@click.option("--samples", type=int, default=128, show_default=True, help="Structures per forward pass and per draw.")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Repeats per figure (the median is shown).")
+@click.option("--samples", type=click.IntRange(min=1, max=100000), default=128, show_default=True,
+              help="Structures per forward pass and per draw.")
+@click.option("--repeats", type=click.IntRange(min=1, max=1000), default=5, show_default=True,
+              help="Repeats per figure (the median is shown).")
 @threads_option
-@click.option("--sampling-steps", type=int, default=None, help="Measure with this many sampling steps.")
-@click.option("--evaluations", type=int, default=8, show_default=True,
+@trust_option
+@click.option("--sampling-steps", type=click.IntRange(min=1), default=None, help="Measure with this many sampling steps.")
+@click.option("--evaluations", type=click.IntRange(min=0), default=8, show_default=True,
               help="Single points timed with the system's energy function (0: skip).")
 @click.option("--steps-sweep", default=None, metavar="N,N,...",
               help="Also measure sample energies against sampling steps (needs a run directory).")
-def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, evaluations):
+def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps, steps_sweep, evaluations):
     """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
     for the last checkpoint of a run directory, and for a run directory the network's seconds per
     evaluation of that run; medians of several repeats. Writes nothing."""
@@ -503,11 +577,11 @@ def bench_speed(target, samples, repeats, threads, sampling_steps, steps_sweep, 
 
     limit_threads(threads)
     if (Path(target) / "run.json").exists():
-        search = Search.resume(target, read_only=True)
+        search = Search.resume(target, read_only=True, trust_energy=trust_energy)
         tmp = None
     else:
         tmp = tempfile.TemporaryDirectory()
-        search = Search(target, out=Path(tmp.name) / "run")
+        search = Search(target, out=Path(tmp.name) / "run", trust_energy=trust_energy)
     if sampling_steps:
         from dataclasses import replace
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from godiff import __version__
-from godiff.cli.main import GodiffGroup, dask_option, device_option, search_options, threads_option
+from godiff.cli.main import GodiffGroup, dask_option, device_option, search_options, threads_option, trust_option
 
 __all__ = ["cli", "main"]
 
@@ -176,11 +176,12 @@ def match(system, top):
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @search_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@trust_option
 @threads_option
 @dask_option
 @device_option
 @click.pass_context
-def finetune(ctx, system, start, name, version, force, out, quiet, threads, dask, device, **options):
+def finetune(ctx, system, start, name, version, force, out, quiet, trust_energy, threads, dask, device, **options):
     """Search SYSTEM starting from the closest registered model (or --from), then register the result.
 
     The same search as 'godiff run SYSTEM --from MODEL', with the same live progress.
@@ -192,12 +193,15 @@ def finetune(ctx, system, start, name, version, force, out, quiet, threads, dask
     from godiff.zoo.transfer import register_result, start_search
 
     _quiet_logging(ctx, quiet)
+    from godiff.trust import check_trusted
+
     system_obj = load_system(system)  # a bad file fails before torch is imported
+    check_trusted(system_obj.energy, trust_energy=trust_energy)
     limit_threads(threads)
 
     with dask_executor(dask) as executor:
         search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), executor=executor,
-                              device=device, **options)
+                              device=device, trust_energy=trust_energy, **options)
         result = _drive(search, quiet=quiet, resumed=False)
     entry = register_result(result, search.system, search.parent, name=name, version=version, force=force)
     click.echo(f"registered      {entry.ref} (parent {entry.metadata().training.parent})")

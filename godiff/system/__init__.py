@@ -43,6 +43,7 @@ This module must not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -90,9 +91,11 @@ from godiff.system.fields import (  # noqa: F401  # re-exported
     _check_keys,
     _fail,
     _format_formula,
+    check_atom_count,
     parse_formula,
 )
 from godiff.system.specs import (  # noqa: F401
+    MAX_FILE_BYTES,
     _normalize_energy,
     _normalize_reference,
     _SystemLoader,
@@ -236,6 +239,7 @@ class System:
                     f"cell (height {height:.2f} Å); add vacuum or lower box.z_max",
                 )
             put("_template_atoms", atoms)
+            check_atom_count("mobile", len(atoms) + self.n_mobile)  # with the template's
             logger.debug("system %s: template of %d atoms", self.name, len(atoms))
 
         volume = self.geometry().volume()
@@ -295,6 +299,10 @@ class System:
                 or ``<path>: <field>: <problem>``.
         """
         path = Path(path)
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+                raise SystemFileError(f"{path}: {path.stat().st_size:,} bytes is larger than a system file may be "
+                                      f"({MAX_FILE_BYTES:,}); give a large template as template.file")
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -100,7 +100,10 @@ def _as_float(where: str, value: object) -> float:
     if isinstance(value, bool) or value is None:
         raise _fail(where, f"expected a number, got {_shown(value)}")
     if isinstance(value, (int, float, np.integer, np.floating)):
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise _fail(where, f"expected a finite number, got {_shown(value)}") from None
     elif isinstance(value, str):
         try:
             out = float(value)
@@ -114,6 +117,33 @@ def _as_float(where: str, value: object) -> float:
 
 
 MAX_LENGTH = 1.0e4  # Å (or σ): no box, cell or distance of a system is larger
+
+MAX_ATOMS = 2000
+"""The most atoms (template and mobile together) a system may have unless the environment variable
+``GODIFF_MAX_ATOMS`` says otherwise: a shared system file must not make godiff build ten thousand
+atoms, taking gigabytes before anything is checked. The largest shipped preset has 19 mobile atoms on
+a 144-atom template; a raised limit costs memory and time in proportion (the network's graph grows with
+the atoms near each mobile one)."""
+
+
+def max_atoms() -> int:
+    """:data:`MAX_ATOMS`, or the positive integer in ``GODIFF_MAX_ATOMS``."""
+    import os
+
+    text = os.environ.get("GODIFF_MAX_ATOMS", "").strip()
+    if not text:
+        return MAX_ATOMS
+    if not text.isdigit() or int(text) < 1 or len(text) > 9:
+        raise SystemFileError(f"GODIFF_MAX_ATOMS: expected a positive integer, got {_shown(text)}")
+    return int(text)
+
+
+def check_atom_count(where: str, n: int) -> None:
+    """Refuse ``n`` atoms above :func:`max_atoms`, naming the field and how to raise the limit."""
+    limit = max_atoms()
+    if n > limit:
+        raise _fail(where, f"{n} atoms are more than godiff's limit of {limit} "
+                           f"(set GODIFF_MAX_ATOMS to raise it, if you meant it)")
 
 
 def _as_length(where: str, value: object) -> float:
@@ -187,6 +217,8 @@ def parse_formula(formula: str | Mapping[str, int], *, where: str = "mobile") ->
                 break
             symbol, digits = match.group(1), match.group(2)
             _check_element(where, symbol)
+            if len(digits) > 9:
+                raise _fail(where, f"count of '{symbol}' has {len(digits)} digits")
             count = int(digits) if digits else 1
             if count <= 0:
                 raise _fail(where, f"count of '{symbol}' must be a positive integer (got {count})")
@@ -204,10 +236,12 @@ def parse_formula(formula: str | Mapping[str, int], *, where: str = "mobile") ->
             if n <= 0:
                 raise _fail(where, f"count of '{symbol}' must be a positive integer (got {n})")
             counts[symbol] = counts.get(symbol, 0) + n
+            check_atom_count(where, counts[symbol])
     else:
         raise _fail(where, f"expected a formula string or a mapping, got {_shown(formula)}")
     if not counts:
         raise _fail(where, "empty composition")
+    check_atom_count(where, sum(counts.values()))
     return {s: counts[s] for s in sorted(counts, key=lambda s: (atomic_numbers[s], s))}
 
 

@@ -67,15 +67,41 @@ def _normalize_reference(spec: object) -> dict[str, Any]:
     return out
 
 
+MAX_FILE_BYTES = 1 << 20
+"""The largest system file read (1 MiB; the shipped ones are under 2 KiB): a bigger one is refused
+before it is parsed."""
+
+MAX_DEPTH = 32
+"""The deepest nesting of lists and mappings in a system file (the shipped ones nest 4 deep)."""
+
+
 class _SystemLoader(yaml.SafeLoader):
-    """YAML's safe loader without aliases: a system file is data that people share, and a few
-    nested aliases (``&a [*b, *b, ...]``) expand a kilobyte into gigabytes."""
+    """YAML's safe loader without aliases, duplicate keys or deep nesting: a system file is data
+    that people share. A few nested aliases (``&a [*b, *b, ...]``) expand a kilobyte into
+    gigabytes; a key given twice (``mobile: Pt3`` then ``mobile: Au3``) would silently keep the
+    last; lists nested 20,000 deep exhaust the recursion of any reader."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a system file", mark)
-        return super().compose_node(parent, index)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class _YamlDumper(yaml.SafeDumper):

@@ -32,6 +32,7 @@ from godiff.system.fields import (  # noqa: F401
     _check_element,
     _check_keys,
     _fail,
+    check_atom_count,
 )
 
 # --------------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ def _surface_shape(spec: Mapping) -> dict[str, Any]:
     out["layers"] = _as_int("template.layers", spec["layers"])
     if out["layers"] <= 0:
         raise _fail("template.layers", f"must be positive (got {out['layers']})")
+    check_atom_count("template.layers", out["layers"])
     return out
 
 
@@ -137,6 +139,7 @@ def _slab_size(spec: Mapping, builder: str) -> dict[str, Any]:
     out = {"size": [_as_int("template.size", n) for n in size]}
     if min(out["size"]) <= 0:
         raise _fail("template.size", f"expected 3 positive integers, got {out['size']}")
+    check_atom_count("template.size", int(np.prod([min(n, 10**6) for n in out["size"]])))  # before ase builds them
     return out
 
 
@@ -210,6 +213,7 @@ def _build_template(spec: Mapping[str, Any]) -> ase.Atoms:
             raise _fail("template", f"cannot build {builder}: {exc}") from exc
     if len(atoms) == 0:
         raise _fail("template", "has no atoms")
+    check_atom_count("template", len(atoms))
     atoms.pbc = (True, True, False)
     return atoms
 

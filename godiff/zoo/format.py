@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 from godiff.digests import confined, sha256_file
+from godiff.digests import read_json as _read_json
 from godiff.errors import CheckpointError, ConfigError, DigestMismatchError
 from godiff.manifest import (
     CONFIG_FILE,
@@ -100,12 +101,8 @@ def write_manifest(folder) -> dict:
 
 
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: missing") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable JSON ({exc})") from exc
+    """A JSON object of a model folder, read strictly (:func:`godiff.digests.read_json`)."""
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return data
@@ -167,6 +164,11 @@ def verify_folder(folder, *, root=None) -> dict:
             raise CheckpointError(f"{folder / MANIFEST}: entry {name!r} is not a table")
         if not path.is_file():
             raise CheckpointError(f"{path}: listed in the manifest but missing")
+        size = entry.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise CheckpointError(f"{folder / MANIFEST}: entry {name!r} has no size in bytes (got {size!r})")
+        if path.stat().st_size != size:
+            raise DigestMismatchError(f"{path}: {path.stat().st_size} bytes, the manifest says {size}")
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
             raise DigestMismatchError(f"{path}: SHA-256 {digest[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...")
