@@ -23,11 +23,16 @@ or given directly as any ASE :class:`~ase.calculators.calculator.Calculator`.
 share, so naming a class in it must not run arbitrary code: ``class`` is accepted only from
 ``ase.calculators.*`` (checked to be a calculator class) and from the entry-point group
 ``godiff.calculators``, which installed packages register (``class`` is then the entry point's
-name, or its ``module.attr``); anything else is refused in one line. A calculator that writes
-files (a :class:`~ase.calculators.calculator.FileIOCalculator` or
-:class:`~ase.calculators.genericfileio.GenericFileIOCalculator`) runs each evaluation in its own
-scratch directory (:class:`Evaluator`'s ``scratch``, a run's ``scratch/``), removed when the
-evaluation succeeds and kept, and named in its error, when it fails.
+name, or its ``module.attr``); anything else is refused in one line. What a spec may not do
+without ``trust_energy`` (load a pickled model, name a program, a path or a directory) is
+:mod:`godiff.trust`'s to say; :func:`make_calculator` and :class:`Evaluator` refuse it before
+anything is built. A calculator that writes files (a
+:class:`~ase.calculators.calculator.FileIOCalculator` or
+:class:`~ase.calculators.genericfileio.GenericFileIOCalculator`, or any spec that
+:func:`runs_a_program`) runs each evaluation in its own scratch directory (:class:`Evaluator`'s
+``scratch``, a run's ``scratch/``), removed when the evaluation succeeds and kept, and named in its
+error, when it fails; one built from a spec that runs a program is built at its first evaluation,
+inside ``scratch``, and calculates with that directory as the working directory too.
 
 Decisions (measured or reasoned; change them here, with the reason):
 
