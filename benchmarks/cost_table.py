@@ -43,7 +43,9 @@ def edge_counts(search, x: torch.Tensor) -> dict:
     b, n, _ = pos.shape
     mm = mobile_mobile_edges(pos, cell, graph.periodic, model.config.mobile_cutoff)
     tm = template_mobile_edges(pos.reshape(b * n, 3), graph.images, model.config.cutoff)
-    search_s = median_seconds(lambda: mobile_mobile_edges(pos, cell, graph.periodic, model.config.mobile_cutoff), repeats=3)
+    search_s = median_seconds(
+        lambda: mobile_mobile_edges(pos, cell, graph.periodic, model.config.mobile_cutoff), repeats=3
+    )
     return {"mm_per_atom": len(mm) / (b * n), "tm_per_atom": len(tm) / (b * n), "mm_search_s": search_s}
 
 
@@ -60,19 +62,32 @@ def measure(name: str, samples: int, mobile_cutoff: float | None) -> dict:
         drawn = torch.as_tensor(search.draw(1, 0, samples), dtype=torch.float32)
         edges = edge_counts(search, drawn)
     n = system.n_mobile
-    return {"system": name, "n_mobile": n, "n_template": system.n_template, "mobile_cutoff": search.model.config.mobile_cutoff,
-            "samples": samples, **it, **fw, **edges,
-            "sampling_s_per_atom": it["sampling_s"] / n, "train_step_s_per_atom": it["train_step_s"] / n}
+    return {
+        "system": name,
+        "n_mobile": n,
+        "n_template": system.n_template,
+        "mobile_cutoff": search.model.config.mobile_cutoff,
+        "samples": samples,
+        **it,
+        **fw,
+        **edges,
+        "sampling_s_per_atom": it["sampling_s"] / n,
+        "train_step_s_per_atom": it["train_step_s"] / n,
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| system | mobile atoms | mm edges / atom | tm edges / atom | sampling (s) | per atom (ms) | "
-             "train step (ms) | per atom (ms) | forward (ms) | mm neighbour search (ms) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| system | mobile atoms | mm edges / atom | tm edges / atom | sampling (s) | per atom (ms) | "
+        "train step (ms) | per atom (ms) | forward (ms) | mm neighbour search (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['system']} | {r['n_mobile']} | {r['mm_per_atom']:.1f} | {r['tm_per_atom']:.1f} | "
-                     f"{r['sampling_s']:.2f} | {r['sampling_s_per_atom'] * 1e3:.0f} | {r['train_step_s'] * 1e3:.0f} | "
-                     f"{r['train_step_s_per_atom'] * 1e3:.1f} | {r['forward_cached_s'] * 1e3:.1f} | {r['mm_search_s'] * 1e3:.1f} |")
+        lines.append(
+            f"| {r['system']} | {r['n_mobile']} | {r['mm_per_atom']:.1f} | {r['tm_per_atom']:.1f} | "
+            f"{r['sampling_s']:.2f} | {r['sampling_s_per_atom'] * 1e3:.0f} | {r['train_step_s'] * 1e3:.0f} | "
+            f"{r['train_step_s_per_atom'] * 1e3:.1f} | {r['forward_cached_s'] * 1e3:.1f} | {r['mm_search_s'] * 1e3:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -92,8 +107,11 @@ def main(argv=None):
         if args.out:
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-        print(f"{name}: sampling {row['sampling_s']:.2f} s, train step {row['train_step_s'] * 1e3:.0f} ms, "
-              f"mm {row['mm_per_atom']:.1f}/atom", flush=True)
+        print(
+            f"{name}: sampling {row['sampling_s']:.2f} s, train step {row['train_step_s'] * 1e3:.0f} ms, "
+            f"mm {row['mm_per_atom']:.1f}/atom",
+            flush=True,
+        )
     print(table(rows))
 
 

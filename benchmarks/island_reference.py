@@ -79,11 +79,13 @@ class Lattice:
         cell = system.template_atoms().cell.array
         lateral = _lateral_distance(self.positions, self.positions, cell)
         dz = np.abs(self.positions[:, None, 2] - self.positions[None, :, 2])
-        dist = np.sqrt(lateral ** 2 + dz ** 2)
+        dist = np.sqrt(lateral**2 + dz**2)
         self.clash = (dist < 0.9 * d_nn) & ~np.eye(len(dist), dtype=bool)  # a hollow's neighbours, or atop
         self.bonded = (dist >= 0.9 * d_nn) & (dist < 1.2 * d_nn)
-        self.support = [np.nonzero(self.bonded[i] & (self.level == 1))[0] if self.level[i] == 2 else np.zeros(0, int)
-                        for i in range(len(dist))]
+        self.support = [
+            np.nonzero(self.bonded[i] & (self.level == 1))[0] if self.level[i] == 2 else np.zeros(0, int)
+            for i in range(len(dist))
+        ]
 
     def allowed(self, occupied: set, site: int) -> bool:
         if site in occupied or any(j in occupied for j in np.nonzero(self.clash[site])[0]):
@@ -167,8 +169,12 @@ def main(argv=None):
     p.add_argument("--starts", type=int, default=4)
     p.add_argument("--moves", type=int, default=3000)
     p.add_argument("--relax", type=int, default=40, help="lowest distinct lattice occupations to relax")
-    p.add_argument("--relax-two-layer", type=int, default=10,
-                   help="lowest distinct occupations with a second-layer atom to relax as well")
+    p.add_argument(
+        "--relax-two-layer",
+        type=int,
+        default=10,
+        help="lowest distinct occupations with a second-layer atom to relax as well",
+    )
     p.add_argument("--t-start", type=float, default=0.5)
     p.add_argument("--t-end", type=float, default=0.02)
     p.add_argument("--out", type=Path, required=True)
@@ -190,13 +196,25 @@ def main(argv=None):
     lattice_file = args.out / "lattice.jsonl"
     done = [json.loads(line) for line in lattice_file.read_text().splitlines()] if lattice_file.exists() else []
     for start in range(len(done), args.starts):
-        seen = anneal(lattice, occupation_energy, n, np.random.default_rng(start), args.moves, args.t_start, args.t_end, {},
-                      hcp=start % 2 == 1)
+        seen = anneal(
+            lattice,
+            occupation_energy,
+            n,
+            np.random.default_rng(start),
+            args.moves,
+            args.t_start,
+            args.t_end,
+            {},
+            hcp=start % 2 == 1,
+        )
         ranked = sorted(seen.items(), key=lambda kv: kv[1])
         best = ranked[: 4 * args.relax]
         two_layer = [kv for kv in ranked if lattice.layers(kv[0]) == 2][: 4 * args.relax]
-        row = {"start": start, "evaluated": len(seen),
-               "lowest": [[sorted(map(int, k)), e] for k, e in best + two_layer]}
+        row = {
+            "start": start,
+            "evaluated": len(seen),
+            "lowest": [[sorted(map(int, k)), e] for k, e in best + two_layer],
+        }
         with lattice_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done.append(row)
@@ -219,9 +237,14 @@ def main(argv=None):
         atoms.calc = calc
         opt = BFGS(atoms, logfile=None)
         opt.run(fmax=0.01, steps=400)
-        row = {"sites": list(sites), "lattice_energy": pool[sites], "energy": float(atoms.get_potential_energy()),
-               "steps": int(opt.nsteps), "levels": np.bincount(lattice.level[list(sites)], minlength=3)[1:].tolist(),
-               "positions": atoms.positions[-n:].round(5).tolist()}
+        row = {
+            "sites": list(sites),
+            "lattice_energy": pool[sites],
+            "energy": float(atoms.get_potential_energy()),
+            "steps": int(opt.nsteps),
+            "levels": np.bincount(lattice.level[list(sites)], minlength=3)[1:].tolist(),
+            "positions": atoms.positions[-n:].round(5).tolist(),
+        }
         with minima_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
         minima.append(row)
@@ -241,8 +264,10 @@ def summarize(minima):
         shapes = sorted({tuple(m["levels"]) for m in minima if abs(m["energy"] - g[0]) <= 2e-3})
         print(f"  {g[0]:.5f} eV  reached {len(g)} times  (atoms per adlayer: {shapes})")
     if len(groups) > 1:
-        print(f"lowest {groups[0][0]:.5f} eV; next distinct minimum {groups[1][0]:.5f} eV "
-              f"({groups[1][0] - groups[0][0]:.3f} eV up)")
+        print(
+            f"lowest {groups[0][0]:.5f} eV; next distinct minimum {groups[1][0]:.5f} eV "
+            f"({groups[1][0] - groups[0][0]:.3f} eV up)"
+        )
 
 
 if __name__ == "__main__":

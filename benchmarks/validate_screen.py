@@ -27,8 +27,11 @@ def main() -> None:
     args = parser.parse_args()
     system = load_system(args.system)
     ref, tol, nt = system.reference["energy"], system.reference.get("tolerance", 0.05), system.n_template
-    rows = [r for r in RunDir.open(args.run_dir).rows() if r.ok and ref + args.lo < r.energy <= ref + args.hi
-            and is_connected(system, r.positions[nt:])]
+    rows = [
+        r
+        for r in RunDir.open(args.run_dir).rows()
+        if r.ok and ref + args.lo < r.energy <= ref + args.hi and is_connected(system, r.positions[nt:])
+    ]
     rng = np.random.default_rng(0)
     chosen = sorted(rng.choice(len(rows), size=min(args.n, len(rows)), replace=False).tolist())
     calculator, hits = make_calculator(system.energy), []
@@ -38,8 +41,10 @@ def main() -> None:
         energy = relaxed_energy(atoms, calculator)
         if energy <= ref + tol:
             hits.append((rows[i].id, round(rows[i].energy - ref, 3)))
-    print(f"{args.run_dir}: window ({args.lo}, {args.hi}] eV: relaxed {len(chosen)} of {len(rows)} connected "
-          f"structures; {len(hits)} reached the reference (row id, eV above it): {hits}")
+    print(
+        f"{args.run_dir}: window ({args.lo}, {args.hi}] eV: relaxed {len(chosen)} of {len(rows)} connected "
+        f"structures; {len(hits)} reached the reference (row id, eV above it): {hits}"
+    )
 
 
 if __name__ == "__main__":

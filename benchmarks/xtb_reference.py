@@ -33,17 +33,37 @@ def motifs(n: int) -> dict[str, np.ndarray]:
         shapes["octahedron"] = np.array([[h, 0, 0], [-h, 0, 0], [0, h, 0], [0, -h, 0], [0, 0, h], [0, 0, -h]])
         tri = np.array([[0, a / np.sqrt(3), 0], [-a / 2, -a / (2 * np.sqrt(3)), 0], [a / 2, -a / (2 * np.sqrt(3)), 0]])
         shapes["trigonal prism"] = np.vstack([tri, tri + [0, 0, a]])
-        shapes["planar triangle"] = np.array([[0, 0, 0], [a, 0, 0], [2 * a, 0, 0], [a / 2, a * np.sqrt(3) / 2, 0],
-                                              [3 * a / 2, a * np.sqrt(3) / 2, 0], [a, a * np.sqrt(3), 0]])
-        pent = [[a / (2 * np.sin(np.pi / 5)) * np.cos(2 * np.pi * k / 5), a / (2 * np.sin(np.pi / 5)) * np.sin(2 * np.pi * k / 5), 0]
-                for k in range(5)]
+        shapes["planar triangle"] = np.array(
+            [
+                [0, 0, 0],
+                [a, 0, 0],
+                [2 * a, 0, 0],
+                [a / 2, a * np.sqrt(3) / 2, 0],
+                [3 * a / 2, a * np.sqrt(3) / 2, 0],
+                [a, a * np.sqrt(3), 0],
+            ]
+        )
+        pent = [
+            [
+                a / (2 * np.sin(np.pi / 5)) * np.cos(2 * np.pi * k / 5),
+                a / (2 * np.sin(np.pi / 5)) * np.sin(2 * np.pi * k / 5),
+                0,
+            ]
+            for k in range(5)
+        ]
         shapes["pentagonal pyramid"] = np.array(pent + [[0, 0, a * 0.53]])
         sq = np.array([[0, 0, 0], [a, 0, 0], [0, a, 0], [a, a, 0]])
         shapes["capped square pyramid"] = np.vstack([sq, [[a / 2, a / 2, a / np.sqrt(2)], [a / 2, -a * 0.8, a * 0.5]]])
-        shapes["edge-sharing tetrahedra"] = np.array([[0, 0, 0], [a, 0, 0], [a / 2, a * np.sqrt(3) / 2, 0],
-                                                      [a / 2, a * np.sqrt(3) / 6, a * np.sqrt(2 / 3)],
-                                                      [a / 2, a * np.sqrt(3) / 6, -a * np.sqrt(2 / 3)],
-                                                      [a * 1.5, a * np.sqrt(3) / 2 * 0.33, a * 0.7]])
+        shapes["edge-sharing tetrahedra"] = np.array(
+            [
+                [0, 0, 0],
+                [a, 0, 0],
+                [a / 2, a * np.sqrt(3) / 2, 0],
+                [a / 2, a * np.sqrt(3) / 6, a * np.sqrt(2 / 3)],
+                [a / 2, a * np.sqrt(3) / 6, -a * np.sqrt(2 / 3)],
+                [a * 1.5, a * np.sqrt(3) / 2 * 0.33, a * 0.7],
+            ]
+        )
     return shapes
 
 
@@ -80,8 +100,14 @@ def relax(positions: np.ndarray, symbol: str) -> dict:
         error = None
     except Exception as exc:  # an SCF that does not converge: recorded, not fatal
         converged, energy, error = False, None, f"{type(exc).__name__}: {exc}"
-    return {"energy": energy, "converged": bool(converged), "calls": calls[0], "seconds": time.perf_counter() - start,
-            "positions": atoms.positions.round(5).tolist(), "error": error}
+    return {
+        "energy": energy,
+        "converged": bool(converged),
+        "calls": calls[0],
+        "seconds": time.perf_counter() - start,
+        "positions": atoms.positions.round(5).tolist(),
+        "error": error,
+    }
 
 
 def summary(records: list[dict]) -> str:
@@ -99,8 +125,10 @@ def summary(records: list[dict]) -> str:
     if len(distinct) > 1:
         lines.append(f"gap to the next distinct minimum: {distinct[1][0]['energy'] - distinct[0][0]['energy']:.4f} eV")
     calls = [r["calls"] for r in records]
-    lines.append(f"calls per relaxation: median {int(np.median(calls))}, seconds per call: "
-                 f"{sum(r['seconds'] for r in records) / max(1, sum(calls)):.3f}")
+    lines.append(
+        f"calls per relaxation: median {int(np.median(calls))}, seconds per call: "
+        f"{sum(r['seconds'] for r in records) / max(1, sum(calls)):.3f}"
+    )
     return "\n".join(lines)
 
 
@@ -119,7 +147,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     candidates = list(motifs(args.atoms).items())
     candidates += [(f"random {k}", random_compact(args.atoms, rng)) for k in range(args.random)]
-    for name, positions in ([] if args.summary else candidates):
+    for name, positions in [] if args.summary else candidates:
         if name in done:
             continue
         record = {"candidate": name, **relax(positions, args.symbol)}

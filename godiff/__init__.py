@@ -11,7 +11,7 @@ Importing godiff prints nothing and opens no connection.
 
 import logging
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

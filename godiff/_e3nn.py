@@ -14,6 +14,6 @@ import torch
 warnings.filterwarnings("ignore", message="The TorchScript type system", category=UserWarning)
 torch.serialization.add_safe_globals([slice])
 
-from e3nn import o3  # noqa: E402
+from e3nn import nn, o3  # noqa: E402
 
-__all__ = ["o3"]
+__all__ = ["nn", "o3"]

@@ -65,15 +65,21 @@ class Fingerprints:
         self.template = None if template is None else torch.as_tensor(np.asarray(template, dtype=float))
         i, j = np.triu_indices(len(self.numbers), k=1)
         pair_kind = [tuple(sorted(p)) for p in zip(self.numbers[i], self.numbers[j])]
-        self._pairs = [(i[m], j[m]) for m in (np.array([k == kind for k in pair_kind]) for kind in sorted(set(pair_kind)))]
+        self._pairs = [
+            (i[m], j[m]) for m in (np.array([k == kind for k in pair_kind]) for kind in sorted(set(pair_kind)))
+        ]
         self._species = [np.flatnonzero(self.numbers == z) for z in sorted(set(self.numbers.tolist()))]
 
     @classmethod
     def for_system(cls, system) -> "Fingerprints":
         """The fingerprints of ``system``'s mobile atoms in its own box and bond length."""
         template = system.template_atoms()
-        return cls(system.mobile_numbers, system.geometry(), system.bond_length(),
-                   None if template is None else template.positions)
+        return cls(
+            system.mobile_numbers,
+            system.geometry(),
+            system.bond_length(),
+            None if template is None else template.positions,
+        )
 
     def __call__(self, positions) -> np.ndarray:
         """(n, n_mobile, 3) positions, Å -> (n, features) fingerprints."""
@@ -120,8 +126,15 @@ class Acquisition:
     duplicate: float = 0.02
 
 
-def select(fingerprints: np.ndarray, predicted: np.ndarray, evaluated: np.ndarray, n: int, *,
-           spread: float, settings: Acquisition = Acquisition()) -> np.ndarray:
+def select(
+    fingerprints: np.ndarray,
+    predicted: np.ndarray,
+    evaluated: np.ndarray,
+    n: int,
+    *,
+    spread: float,
+    settings: Acquisition = Acquisition(),
+) -> np.ndarray:
     """Indices of at most ``n`` candidates, lowest lower confidence bound first, no duplicates.
 
     Args:
@@ -146,7 +159,7 @@ def select(fingerprints: np.ndarray, predicted: np.ndarray, evaluated: np.ndarra
             break
         if distance[i] < settings.duplicate:
             continue
-        if picked and nearest_distances(fingerprints[i:i + 1], fingerprints[picked])[0] < settings.duplicate:
+        if picked and nearest_distances(fingerprints[i : i + 1], fingerprints[picked])[0] < settings.duplicate:
             continue
         picked.append(int(i))
     return np.array(picked, dtype=int)

@@ -26,7 +26,6 @@ from typing import ClassVar
 import numpy as np
 
 
-
 class _LazyTorch:
     """torch, imported when a torch method first runs: godiff.system uses this module, and a
     system file is read (and a bad one refused) before torch is loaded."""
@@ -50,6 +49,7 @@ def _minimum_image(d, cell, periodic):
     from godiff.geometry import minimum_image
 
     return minimum_image(d, cell, periodic)
+
 
 __all__ = ["Box", "SlabGeometry", "CuboidGeometry", "SphereGeometry", "SLAB_PERIODIC"]
 
@@ -128,7 +128,9 @@ class Box:
             object.__setattr__(self, name, _readonly(getattr(self, name)))
         object.__setattr__(self, "periodic", tuple(bool(p) for p in self.periodic))
         # writable, nan-free copies for the torch side, made once (torch warns on read-only arrays)
-        object.__setattr__(self, "_torch_arrays", {n: np.nan_to_num(getattr(self, n)) for n in ("cell", "lower", "upper", "center")})
+        object.__setattr__(
+            self, "_torch_arrays", {n: np.nan_to_num(getattr(self, n)) for n in ("cell", "lower", "upper", "center")}
+        )
         if self.radius is not None:
             object.__setattr__(self, "radius", float(self.radius))
 
@@ -270,7 +272,9 @@ class SlabGeometry(Box):
         ).reshape(-1, 2)
         diff = (frac.unsqueeze(-2) + grid) @ a  # (b, n, n_img, 2)
         score_xy = _image_score(diff, sigma[:, None])
-        score_z = _reflect_score(xt[..., 2], x0[..., 2], float(self.lower[2]), float(self.upper[2]), sigma[:, None], sigma_max)
+        score_z = _reflect_score(
+            xt[..., 2], x0[..., 2], float(self.lower[2]), float(self.upper[2]), sigma[:, None], sigma_max
+        )
         return torch.cat([score_xy, score_z.unsqueeze(-1)], dim=-1)
 
 
@@ -306,7 +310,9 @@ class CuboidGeometry(Box):
 
     def kernel_score(self, xt, x0, sigma, sigma_max):
         out = [
-            _reflect_score(xt[..., i], x0[..., i], float(self.lower[i]), float(self.upper[i]), sigma[:, None], sigma_max)
+            _reflect_score(
+                xt[..., i], x0[..., i], float(self.lower[i]), float(self.upper[i]), sigma[:, None], sigma_max
+            )
             for i in range(3)
         ]
         return torch.stack(out, dim=-1)

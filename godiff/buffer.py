@@ -110,6 +110,6 @@ class ForceMemory:
 
     def add(self, positions: np.ndarray, forces: np.ndarray, energies: np.ndarray) -> None:
         """Append new evaluations; the oldest fall out past ``capacity``."""
-        self.positions = np.concatenate([self.positions, positions])[-self.capacity:]
-        self.forces = np.concatenate([self.forces, forces])[-self.capacity:]
-        self.energies = np.concatenate([self.energies, energies])[-self.capacity:]
+        self.positions = np.concatenate([self.positions, positions])[-self.capacity :]
+        self.forces = np.concatenate([self.forces, forces])[-self.capacity :]
+        self.energies = np.concatenate([self.energies, energies])[-self.capacity :]

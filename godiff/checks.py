@@ -21,8 +21,15 @@ from godiff.errors import ConfigError, shown
 __all__ = ["number", "choice"]
 
 
-def number(name: str, value: object, *, minimum: float | None = None, above: float | None = None,
-           maximum: float | None = None, integer: bool = False):
+def number(
+    name: str,
+    value: object,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+    integer: bool = False,
+):
     """``value`` checked: an int (``integer``) or a finite real, ``>= minimum``, ``> above``,
     ``<= maximum``; returned as given. ``name`` is shown with dashes (``relax-steps``)."""
     label = name.replace("_", "-")
@@ -56,5 +63,7 @@ def choice(name: str, value: object, allowed) -> object:
         godiff.errors.ConfigError: schedule: expected one of adaptive, exponential (got 'linear')
     """
     if value not in tuple(allowed):
-        raise ConfigError(f"{name.replace('_', '-')}: expected one of {', '.join(map(str, allowed))} (got {shown(value)})")
+        raise ConfigError(
+            f"{name.replace('_', '-')}: expected one of {', '.join(map(str, allowed))} (got {shown(value)})"
+        )
     return value

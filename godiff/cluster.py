@@ -51,19 +51,24 @@ def parse_address(address: str) -> tuple[str, int | str]:
         return "local", int(match.group(1))
     if _SCHEDULER.match(text):
         return "scheduler", text
-    raise ConfigError(f"--dask {shown(address)}: expected local:N (N worker processes here) "
-                      "or a scheduler address such as tcp://head:8786")
+    raise ConfigError(
+        f"--dask {shown(address)}: expected local:N (N worker processes here) "
+        "or a scheduler address such as tcp://head:8786"
+    )
 
 
 def _client(address: str, timeout: float):
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
-        raise ConfigError(f"--dask needs dask.distributed ({exc}); install it with: pip install 'godiff[dask]'") from None
+        raise ConfigError(
+            f"--dask needs dask.distributed ({exc}); install it with: pip install 'godiff[dask]'"
+        ) from None
     kind, where = parse_address(address)
     if kind == "local":
-        cluster = LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
-                               dashboard_address=None, host="127.0.0.1")
+        cluster = LocalCluster(
+            n_workers=where, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+        )
         return Client(cluster), cluster
     try:
         return Client(where, timeout=f"{timeout}s"), None

@@ -44,8 +44,10 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
             built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise ConfigError(f"--device {shown(str(name))}: no such GPU here (torch {torch.__version__}, {built}, "
-                              f"{count} GPU(s) visible); use --device cpu or auto")
+            raise ConfigError(
+                f"--device {shown(str(name))}: no such GPU here (torch {torch.__version__}, {built}, "
+                f"{count} GPU(s) visible); use --device cpu or auto"
+            )
     elif device.type != "cpu":
         raise ConfigError(f"--device {shown(str(name))}: expected cpu, cuda, cuda:N or auto")
     return device

@@ -47,7 +47,9 @@ def read_json(path: Path) -> object:
     path = Path(path)
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
-            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes is larger than godiff writes ({MAX_JSON_BYTES:,})")
+            raise CheckpointError(
+                f"{path}: {path.stat().st_size:,} bytes is larger than godiff writes ({MAX_JSON_BYTES:,})"
+            )
         return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: missing") from exc

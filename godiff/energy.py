@@ -142,8 +142,14 @@ CALCULATOR_OPTIONS: dict[str, dict[str, Any]] = {
     "mace": {"model": None, "device": "auto", "default_dtype": "float64"},
     "mace-mp-0": {"model": "medium", "device": "auto", "default_dtype": "float64"},
     "chgnet": {"model": None, "device": None},
-    "xtb": {"method": "GFN2-xTB", "accuracy": 1.0, "electronic_temperature": 300.0, "max_iterations": 250,
-            "charge": None, "multiplicity": None},
+    "xtb": {
+        "method": "GFN2-xTB",
+        "accuracy": 1.0,
+        "electronic_temperature": 300.0,
+        "max_iterations": 250,
+        "charge": None,
+        "multiplicity": None,
+    },
     "ase": {"class": None, "options": {}},
     "gpaw": {"mode": "lcao", "xc": "PBE", "basis": "dzp", "h": 0.2, "ecut": 400.0, "kpts": None, "charge": 0},
 }
@@ -161,10 +167,8 @@ KNOWN_CALCULATORS: tuple[str, ...] = tuple(CALCULATOR_OPTIONS)
 _MACE_MP_0_URLS: dict[str, str] = {
     "small": "https://github.com/ACEsuit/mace-mp/releases/download/mace_mp_0/"
     "2023-12-10-mace-128-L0_energy_epoch-249.model",
-    "medium": "https://github.com/ACEsuit/mace-mp/releases/download/mace_mp_0/"
-    "2023-12-03-mace-128-L1_epoch-199.model",
-    "large": "https://github.com/ACEsuit/mace-mp/releases/download/mace_mp_0/"
-    "MACE_MPtrj_2022.9.model",
+    "medium": "https://github.com/ACEsuit/mace-mp/releases/download/mace_mp_0/2023-12-03-mace-128-L1_epoch-199.model",
+    "large": "https://github.com/ACEsuit/mace-mp/releases/download/mace_mp_0/MACE_MPtrj_2022.9.model",
 }
 _PROBE_HOST = ("github.com", 443)
 _PROBE_SECONDS = 3.0
@@ -202,9 +206,7 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         {'calculator': 'lj', 'epsilon': 1.0, 'sigma': 2.0, 'cutoff': 1000.0}
     """
     if not isinstance(spec, Mapping):
-        raise EnergyFunctionError(
-            f"an energy spec must be a dict with a 'calculator' key, not {type(spec).__name__}"
-        )
+        raise EnergyFunctionError(f"an energy spec must be a dict with a 'calculator' key, not {type(spec).__name__}")
     name = spec.get("calculator")
     if name not in KNOWN_CALCULATORS:
         raise EnergyFunctionError(
@@ -249,8 +251,7 @@ def _check_mace_options(out: dict[str, Any]) -> None:
     name = out["calculator"]
     if out["default_dtype"] not in _DTYPES:
         raise EnergyFunctionError(
-            f"{name} option 'default_dtype' must be one of {', '.join(_DTYPES)}, "
-            f"not {shown(out['default_dtype'])}"
+            f"{name} option 'default_dtype' must be one of {', '.join(_DTYPES)}, not {shown(out['default_dtype'])}"
         )
     if not isinstance(out["device"], str):
         raise EnergyFunctionError(f"{name} option 'device' must be a string")
@@ -260,9 +261,7 @@ def _check_mace(out: dict[str, Any]) -> None:
     _check_mace_options(out)
     model = out["model"]
     if not model:
-        raise EnergyFunctionError(
-            "calculator 'mace' needs a model file: {calculator: mace, model: PATH}"
-        )
+        raise EnergyFunctionError("calculator 'mace' needs a model file: {calculator: mace, model: PATH}")
     if not Path(model).is_file():
         raise EnergyFunctionError(f"MACE model file not found: {model}")
     out["model"] = str(model)
@@ -271,9 +270,7 @@ def _check_mace(out: dict[str, Any]) -> None:
 def _check_mace_mp_0(out: dict[str, Any]) -> None:
     _check_mace_options(out)
     model = out["model"]
-    if not isinstance(model, (str, os.PathLike)) or (
-        str(model) not in _MACE_MP_0_URLS and not Path(model).is_file()
-    ):
+    if not isinstance(model, (str, os.PathLike)) or (str(model) not in _MACE_MP_0_URLS and not Path(model).is_file()):
         raise EnergyFunctionError(
             f"unknown MACE-MP-0 model {shown(model)}: give one of "
             f"{', '.join(_MACE_MP_0_URLS)} or an existing model file"
@@ -295,7 +292,9 @@ def _option_number(calculator: str, key: str, value: object, **bounds):
 
 def _check_xtb(out: dict[str, Any]) -> None:
     if out["method"] not in _XTB_METHODS:
-        raise EnergyFunctionError(f"xtb option 'method' must be one of {', '.join(_XTB_METHODS)}, not {shown(out['method'])}")
+        raise EnergyFunctionError(
+            f"xtb option 'method' must be one of {', '.join(_XTB_METHODS)}, not {shown(out['method'])}"
+        )
     for key in ("accuracy", "electronic_temperature"):
         out[key] = float(_option_number("xtb", key, out[key], above=0))
     _option_number("xtb", "max_iterations", out["max_iterations"], minimum=1, integer=True)
@@ -306,15 +305,20 @@ def _check_xtb(out: dict[str, Any]) -> None:
 
 def _check_gpaw(out: dict[str, Any]) -> None:
     if out["mode"] not in _GPAW_MODES:
-        raise EnergyFunctionError(f"gpaw option 'mode' must be one of {', '.join(_GPAW_MODES)}, not {shown(out['mode'])}")
+        raise EnergyFunctionError(
+            f"gpaw option 'mode' must be one of {', '.join(_GPAW_MODES)}, not {shown(out['mode'])}"
+        )
     for key in ("xc", "basis"):
         if not isinstance(out[key], str):
             raise EnergyFunctionError(f"gpaw option {key!r} must be a string, not {shown(out[key])}")
     for key in ("h", "ecut"):
         out[key] = float(_option_number("gpaw", key, out[key], above=0))
     kpts = out["kpts"]
-    if kpts is not None and not (isinstance(kpts, (list, tuple)) and len(kpts) == 3
-                                 and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in kpts)):
+    if kpts is not None and not (
+        isinstance(kpts, (list, tuple))
+        and len(kpts) == 3
+        and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in kpts)
+    ):
         raise EnergyFunctionError(f"gpaw option 'kpts' must be three positive integers, not {shown(kpts)}")
     _option_number("gpaw", "charge", out["charge"])
 
@@ -324,7 +328,9 @@ def _check_ase(out: dict[str, Any]) -> None:
     if not isinstance(name, str) or not name:
         raise EnergyFunctionError("calculator 'ase' needs a class: {calculator: ase, class: ase.calculators.emt.EMT}")
     if not isinstance(out["options"], Mapping) or not all(isinstance(k, str) for k in out["options"]):
-        raise EnergyFunctionError(f"ase option 'options' must be a mapping of keyword arguments, not {shown(out['options'])}")
+        raise EnergyFunctionError(
+            f"ase option 'options' must be a mapping of keyword arguments, not {shown(out['options'])}"
+        )
     out["options"] = dict(out["options"])
     calculator_class(name)  # refused here, before a run starts, unless it is an allowed calculator class
 
@@ -348,7 +354,9 @@ def calculator_class(name: str) -> type:
     registered = _registered_calculators()
     if name in registered:
         target = registered[name].load()
-    elif name.startswith("ase.calculators.") and name.count(".") >= 3 and all(p.isidentifier() for p in name.split(".")):
+    elif (
+        name.startswith("ase.calculators.") and name.count(".") >= 3 and all(p.isidentifier() for p in name.split("."))
+    ):
         module, _, attr = name.rpartition(".")
         try:
             target = getattr(importlib.import_module(module), attr)
@@ -358,7 +366,8 @@ def calculator_class(name: str) -> type:
         known = ", ".join(sorted(registered)) or "none registered"
         raise EnergyFunctionError(
             f"class {shown(name)} is not an allowed calculator: give an ASE calculator (ase.calculators.MODULE.CLASS) "
-            f"or one an installed package registers as a {ENTRY_POINTS} entry point ({known})")
+            f"or one an installed package registers as a {ENTRY_POINTS} entry point ({known})"
+        )
     if not (isinstance(target, type) and issubclass(target, BaseCalculator)):
         raise EnergyFunctionError(f"class {shown(name)} is not an ASE calculator class")
     return target
@@ -376,8 +385,14 @@ def _registered_calculators() -> dict[str, Any]:
 
 
 #: The checks of each calculator's options, after the defaults are filled in (in place).
-_OPTION_CHECKS = {"lj": _check_lj, "mace": _check_mace, "mace-mp-0": _check_mace_mp_0, "xtb": _check_xtb,
-                  "ase": _check_ase, "gpaw": _check_gpaw}
+_OPTION_CHECKS = {
+    "lj": _check_lj,
+    "mace": _check_mace,
+    "mace-mp-0": _check_mace_mp_0,
+    "xtb": _check_xtb,
+    "ase": _check_ase,
+    "gpaw": _check_gpaw,
+}
 
 
 def energy_unit(spec: Mapping[str, Any] | None) -> str:
@@ -391,8 +406,9 @@ def energy_unit(spec: Mapping[str, Any] | None) -> str:
     return "ε" if (spec or {}).get("calculator") == "lj" else "eV"
 
 
-def make_calculator(spec: Mapping[str, Any], *, trust_energy: bool = False,
-                    directory: str | os.PathLike | None = None) -> Calculator:
+def make_calculator(
+    spec: Mapping[str, Any], *, trust_energy: bool = False, directory: str | os.PathLike | None = None
+) -> Calculator:
     """Build a fresh ASE calculator from an energy spec.
 
     Args:
@@ -441,9 +457,30 @@ def runs_a_program(spec: Mapping[str, Any]) -> bool:
 
 
 #: ASE's calculators that compute in this process and write nothing (the rest drive a program).
-_IN_PROCESS_ASE = tuple(f"ase.calculators.{m}" for m in (
-    "emt", "lj", "morse", "eam", "ff", "tersoff", "tip3p", "tip4p", "acn", "combine_mm", "counterions",
-    "h2morse", "harmonic", "idealgas", "test", "mixing", "qmmm", "fd", "singlepoint"))
+_IN_PROCESS_ASE = tuple(
+    f"ase.calculators.{m}"
+    for m in (
+        "emt",
+        "lj",
+        "morse",
+        "eam",
+        "ff",
+        "tersoff",
+        "tip3p",
+        "tip4p",
+        "acn",
+        "combine_mm",
+        "counterions",
+        "h2morse",
+        "harmonic",
+        "idealgas",
+        "test",
+        "mixing",
+        "qmmm",
+        "fd",
+        "singlepoint",
+    )
+)
 
 _CWD_LOCK = threading.RLock()
 
@@ -486,9 +523,7 @@ def _build_lj(spec: dict[str, Any]) -> Calculator:
 
     # smooth=False: ASE shifts the pair energy to zero at rc; with the default rc of 1000 Å the
     # shift is ~1e-18 eV, so cluster minima are the textbook ones.
-    return LennardJones(
-        epsilon=spec["epsilon"], sigma=spec["sigma"], rc=spec["cutoff"], smooth=False
-    )
+    return LennardJones(epsilon=spec["epsilon"], sigma=spec["sigma"], rc=spec["cutoff"], smooth=False)
 
 
 @contextlib.contextmanager
@@ -535,9 +570,7 @@ def _load_mace(path: str, spec: dict[str, Any]) -> Calculator:
                 default_dtype=spec["default_dtype"],
             )
     except Exception as exc:
-        raise EnergyFunctionError(
-            f"could not load MACE model {path}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise EnergyFunctionError(f"could not load MACE model {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def _build_mace(spec: dict[str, Any]) -> Calculator:
@@ -595,8 +628,7 @@ def _mace_mp_0_file(model: str) -> str:
             path = download_mace_mp_checkpoint(url)
     except Exception as exc:
         raise EnergyFunctionError(
-            f"the MACE-MP-0 weights ({shown(model)}) could not be obtained: "
-            f"{type(exc).__name__}: {exc}; {hint}"
+            f"the MACE-MP-0 weights ({shown(model)}) could not be obtained: {type(exc).__name__}: {exc}; {hint}"
         ) from exc
     return str(path)
 
@@ -608,8 +640,7 @@ def _build_mace_mp_0(spec: dict[str, Any]) -> Calculator:
 def _build_chgnet(spec: dict[str, Any]) -> Calculator:
     if importlib.util.find_spec("chgnet") is None:
         raise EnergyFunctionError(
-            "the chgnet package is not importable; install the optional extra: "
-            "pip install godiff[chgnet]"
+            "the chgnet package is not importable; install the optional extra: pip install godiff[chgnet]"
         )
     try:
         with _quiet():
@@ -620,22 +651,24 @@ def _build_chgnet(spec: dict[str, Any]) -> Calculator:
             return CHGNetCalculator(model=model, use_device=spec["device"])
     except ImportError as exc:
         raise EnergyFunctionError(
-            f"the chgnet package is not importable ({exc}); install the optional extra: "
-            "pip install godiff[chgnet]"
+            f"the chgnet package is not importable ({exc}); install the optional extra: pip install godiff[chgnet]"
         ) from exc
     except Exception as exc:
-        raise EnergyFunctionError(
-            f"could not build the CHGNet calculator: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise EnergyFunctionError(f"could not build the CHGNet calculator: {type(exc).__name__}: {exc}") from exc
 
 
 def _build_xtb(spec: dict[str, Any]) -> Calculator:
     try:
         from tblite.ase import TBLite
     except ImportError as exc:
-        raise EnergyFunctionError(f"calculator 'xtb' needs tblite ({exc}); install it with: pip install 'godiff[xtb]'") from None
-    options = {k: spec[k] for k in ("method", "accuracy", "electronic_temperature", "max_iterations", "charge", "multiplicity")
-               if spec[k] is not None}
+        raise EnergyFunctionError(
+            f"calculator 'xtb' needs tblite ({exc}); install it with: pip install 'godiff[xtb]'"
+        ) from None
+    options = {
+        k: spec[k]
+        for k in ("method", "accuracy", "electronic_temperature", "max_iterations", "charge", "multiplicity")
+        if spec[k] is not None
+    }
     return TBLite(verbosity=0, **options)
 
 
@@ -643,7 +676,9 @@ def _build_gpaw(spec: dict[str, Any]) -> Calculator:
     try:
         from gpaw import GPAW, PW
     except ImportError as exc:
-        raise EnergyFunctionError(f"calculator 'gpaw' needs GPAW ({exc}); the README's \"GPAW\" section says how to build it") from None
+        raise EnergyFunctionError(
+            f"calculator 'gpaw' needs GPAW ({exc}); the README's \"GPAW\" section says how to build it"
+        ) from None
     options: dict[str, Any] = {"xc": spec["xc"], "txt": None, "charge": spec["charge"]}
     if spec["mode"] == "pw":
         options["mode"] = PW(spec["ecut"])
@@ -679,8 +714,9 @@ def _takes_directory(cls: type) -> bool:
         params = inspect.signature(cls.__init__).parameters
     except (TypeError, ValueError):
         return False
-    return "directory" in params or (issubclass(cls, Calculator) and any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
+    return "directory" in params or (
+        issubclass(cls, Calculator) and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    )
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Calculator]] = {
@@ -825,9 +861,7 @@ def _worker_calculator(
         try:
             calc = pickle.loads(source)
         except Exception as exc:
-            raise EnergyFunctionError(
-                f"the calculator could not be unpickled in a worker: {_one_line(exc)}"
-            ) from None
+            raise EnergyFunctionError(f"the calculator could not be unpickled in a worker: {_one_line(exc)}") from None
     else:
         calc = _build(source, scratch)  # the spec was checked, trust included, by the Evaluator
     if threads and "torch" in sys.modules:
@@ -839,7 +873,10 @@ def _worker_calculator(
 
 
 def _worker_evaluate(
-    key: str, source: dict[str, Any] | bytes | None, atoms: ase.Atoms, threads: int | None,
+    key: str,
+    source: dict[str, Any] | bytes | None,
+    atoms: ase.Atoms,
+    threads: int | None,
     scratch: str | None = None,
 ) -> Evaluation:
     """The task run by an executor: one calculation with this worker's calculator."""
@@ -994,9 +1031,7 @@ class Evaluator:
     def __repr__(self) -> str:
         what = self.spec["calculator"] if self.spec else "calculator object"
         where = "executor" if self._external is not None else f"workers={self.workers}"
-        return (
-            f"Evaluator({what}, {where}, n_calls={self._n_calls}, n_failed={self._n_failed})"
-        )
+        return f"Evaluator({what}, {where}, n_calls={self._n_calls}, n_failed={self._n_failed})"
 
     @property
     def n_calls(self) -> int:
@@ -1179,9 +1214,7 @@ class Evaluator:
         self.close()
 
 
-def check_iteration(
-    evaluations: Sequence[Evaluation], *, max_failed_fraction: float = 0.5
-) -> None:
+def check_iteration(evaluations: Sequence[Evaluation], *, max_failed_fraction: float = 0.5) -> None:
     """Raise when too many evaluations of one iteration failed.
 
     Args:
@@ -1193,13 +1226,10 @@ def check_iteration(
         ConfigError: ``max_failed_fraction`` is outside [0, 1].
     """
     if not 0.0 <= max_failed_fraction <= 1.0:
-        raise ConfigError(
-            f"max_failed_fraction must be in [0, 1], not {shown(max_failed_fraction)}"
-        )
+        raise ConfigError(f"max_failed_fraction must be in [0, 1], not {shown(max_failed_fraction)}")
     failed = [e for e in evaluations if not e.ok]
     total = len(evaluations)
     if total and len(failed) / total > max_failed_fraction:
         raise EvaluationFailureError(
-            f"{len(failed)} of {total} evaluations failed in this iteration; "
-            f"first error: {failed[0].error}"
+            f"{len(failed)} of {total} evaluations failed in this iteration; first error: {failed[0].error}"
         )

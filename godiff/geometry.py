@@ -100,9 +100,7 @@ def minimum_image(vectors: torch.Tensor, cell: torch.Tensor, periodic) -> torch.
 def _cell_heights(cell: np.ndarray) -> np.ndarray:
     """Distance between opposite faces of the cell along each lattice direction, in Å."""
     volume = abs(np.linalg.det(cell))
-    return np.array(
-        [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
-    )
+    return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
 
 
 def lattice_shifts(cell: np.ndarray, periodic, cutoff: float) -> np.ndarray:
@@ -112,18 +110,13 @@ def lattice_shifts(cell: np.ndarray, periodic, cutoff: float) -> np.ndarray:
         (n_shifts, 3) int array, the zero shift included.
     """
     cell = np.asarray(cell, dtype=float)
-    reach = [
-        int(math.ceil(cutoff / h)) + 1 if p else 0
-        for h, p in zip(_cell_heights(cell), periodic)
-    ]
+    reach = [int(math.ceil(cutoff / h)) + 1 if p else 0 for h, p in zip(_cell_heights(cell), periodic)]
     ranges = [np.arange(-r, r + 1) for r in reach]
     grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
     return grid
 
 
-def template_self_edges(
-    positions: np.ndarray, cell: np.ndarray, periodic, cutoff: float
-) -> Edges:
+def template_self_edges(positions: np.ndarray, cell: np.ndarray, periodic, cutoff: float) -> Edges:
     """All template -> template edges within ``cutoff``, periodic images included.
 
     Args:
@@ -163,9 +156,7 @@ class TemplateImages:
     index: torch.Tensor
 
 
-def template_images(
-    positions: np.ndarray, cell: np.ndarray, periodic, cutoff: float
-) -> TemplateImages:
+def template_images(positions: np.ndarray, cell: np.ndarray, periodic, cutoff: float) -> TemplateImages:
     """List the template images within ``cutoff`` of the cell (in fractional padding).
 
     A mobile atom wrapped into the cell can only see images whose fractional coordinates lie
@@ -194,9 +185,7 @@ def template_images(
     )
 
 
-def template_mobile_edges(
-    mobile: torch.Tensor, images: TemplateImages, cutoff: float
-) -> Edges:
+def template_mobile_edges(mobile: torch.Tensor, images: TemplateImages, cutoff: float) -> Edges:
     """Template -> mobile edges.
 
     Args:
@@ -218,9 +207,7 @@ def template_mobile_edges(
     return Edges(images.index.to(mobile.device)[image], receiver, vectors)
 
 
-def mobile_mobile_edges(
-    positions: torch.Tensor, cell: torch.Tensor, periodic, cutoff: float
-) -> Edges:
+def mobile_mobile_edges(positions: torch.Tensor, cell: torch.Tensor, periodic, cutoff: float) -> Edges:
     """Mobile -> mobile edges within each sample, every periodic image within ``cutoff``.
 
     Every lattice image counts (an atom may see several images of another, or images of
@@ -248,7 +235,9 @@ def mobile_mobile_edges(
     return Edges(sample * n + j, sample * n + i, vectors)
 
 
-def _pairs_within(positions: torch.Tensor, shifts: torch.Tensor, cutoff: float, chunk_elements: int = 1 << 24) -> torch.Tensor:
+def _pairs_within(
+    positions: torch.Tensor, shifts: torch.Tensor, cutoff: float, chunk_elements: int = 1 << 24
+) -> torch.Tensor:
     """(n_samples, n_shifts, n_mobile, n_mobile) bool: x_j + shift_s lies within ``cutoff`` of x_i
     (and is not x_i itself). Shifts go in chunks, so the largest temporary holds about
     ``chunk_elements`` displacement components whatever the size."""
@@ -257,7 +246,9 @@ def _pairs_within(positions: torch.Tensor, shifts: torch.Tensor, cutoff: float, 
     step = max(1, chunk_elements // per_shift)
     keep = torch.empty((b, shifts.shape[0], n, n), dtype=torch.bool, device=positions.device)
     for start in range(0, shifts.shape[0], step):
-        part = shifts[start:start + step]
-        dist = (positions[:, None, None, :, :] + part[None, :, None, None, :] - positions[:, None, :, None, :]).norm(dim=-1)
-        keep[:, start:start + step] = (dist < cutoff) & (dist > 1e-6)
+        part = shifts[start : start + step]
+        dist = (positions[:, None, None, :, :] + part[None, :, None, None, :] - positions[:, None, :, None, :]).norm(
+            dim=-1
+        )
+        keep[:, start : start + step] = (dist < cutoff) & (dist > 1e-6)
     return keep

@@ -26,8 +26,16 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from godiff.errors import CheckpointError, FormatVersionError
 
-__all__ = ["RUN_FORMAT", "MODEL_FORMAT", "RunManifest", "ModelConfig", "ModelSystem", "ModelTraining",
-           "ModelSampling", "ModelManifest"]
+__all__ = [
+    "RUN_FORMAT",
+    "MODEL_FORMAT",
+    "RunManifest",
+    "ModelConfig",
+    "ModelSystem",
+    "ModelTraining",
+    "ModelSampling",
+    "ModelManifest",
+]
 
 RUN_FORMAT = 1
 MODEL_FORMAT = 1
@@ -110,7 +118,9 @@ class RunManifest:
     def from_dict(cls, data: dict, *, where: str = "run.json") -> "RunManifest":
         """Read the JSON form; refuse another format, and unknown keys (a file this godiff does not read)."""
         if isinstance(data, dict) and data.get("format") != RUN_FORMAT:
-            raise CheckpointError(f"{where}: run format {data.get('format')!r} is not supported (this godiff reads {RUN_FORMAT})")
+            raise CheckpointError(
+                f"{where}: run format {data.get('format')!r} is not supported (this godiff reads {RUN_FORMAT})"
+            )
         if isinstance(data, dict) and not isinstance(data.get("system"), dict):
             raise CheckpointError(f"{where}: no system definition")
         return _typed(cls, data, where)
@@ -121,7 +131,9 @@ def _check_model_format(data, where: str) -> None:
     if not isinstance(version, int):
         raise CheckpointError(f"{where}: no integer 'format_version'")
     if version > MODEL_FORMAT:
-        raise FormatVersionError(f"{where}: model format {version} is newer than this godiff reads ({MODEL_FORMAT}); upgrade godiff")
+        raise FormatVersionError(
+            f"{where}: model format {version} is newer than this godiff reads ({MODEL_FORMAT}); upgrade godiff"
+        )
 
 
 class _Document:

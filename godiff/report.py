@@ -26,16 +26,14 @@ Decisions:
 from __future__ import annotations
 
 import json
-import os
-
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 from godiff.errors import CheckpointError, ConfigError, GodiffError, one_line
 from godiff.rundir import RunDir
@@ -124,13 +122,15 @@ def load_run(run_dir) -> RunData:
     run = RunDir.open(run_dir, lock=False)  # report reads beside a live run
     data = RunData(path=run.path, manifest=run.manifest, log=run.read_log())
     if run.db_path.exists():
-        import ase.db
-
         import sqlite3
+
+        import ase.db
 
         db = ase.db.connect(str(run.db_path), type="db", use_lock_file=False)
         try:
-            rows = sorted(db.select(include_data=False, columns=["id", "energy", "key_value_pairs"]), key=lambda r: r.id)
+            rows = sorted(
+                db.select(include_data=False, columns=["id", "energy", "key_value_pairs"]), key=lambda r: r.id
+            )
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(f"{run.db_path}: unreadable database ({exc})") from exc
         iteration, ok, energy = [], [], []
@@ -219,8 +219,10 @@ def _summary_header(data: "RunData") -> list[str]:
     if data.manifest.command:
         lines.append(f"command        {data.manifest.command}")
     lines.append(f"created        {data.manifest.created or '-'} (godiff {data.manifest.godiff_version or '?'})")
-    lines.append(f"system         {system.get('name', '?')}: {sum(mobile.values())} mobile atoms ({_composition(mobile)}), "
-                 f"template {template_summary(system)}")
+    lines.append(
+        f"system         {system.get('name', '?')}: {sum(mobile.values())} mobile atoms ({_composition(mobile)}), "
+        f"template {template_summary(system)}"
+    )
     lines.append(f"energy         {_energy_summary(data.manifest.energy or system.get('energy') or {})}")
     return lines
 
@@ -253,7 +255,9 @@ def _batch_setting(cfg: dict) -> str:
 def _summary_progress(data: "RunData") -> list[str]:
     planned = data.settings.get("iterations")
     done = len(data.log)
-    progress = f"{done}" + (f" of {planned}" if planned is not None and done <= planned else f" (run.json plans {planned})")
+    progress = f"{done}" + (
+        f" of {planned}" if planned is not None and done <= planned else f" (run.json plans {planned})"
+    )
     last_done = max((r.get("iteration", -1) for r in data.log), default=-1)
     partial = data.iteration[data.iteration > last_done] if len(data.iteration) else data.iteration
     if len(partial):
@@ -261,8 +265,10 @@ def _summary_progress(data: "RunData") -> list[str]:
         of = f" of {data.settings['samples']}" if data.settings.get("samples") else ""
         progress += f"; iteration {k + 1} in progress ({int(np.sum(data.iteration == k))}{of} evaluated)"
     n_ok = int(data.ok.sum())
-    return [f"iterations     {progress}",
-            f"evaluations    {data.n_evaluations} ({n_ok} ok, {data.n_evaluations - n_ok} failed)"]
+    return [
+        f"iterations     {progress}",
+        f"evaluations    {data.n_evaluations} ({n_ok} ok, {data.n_evaluations - n_ok} failed)",
+    ]
 
 
 def _summary_best(data: "RunData") -> list[str]:
@@ -270,7 +276,9 @@ def _summary_best(data: "RunData") -> list[str]:
     if at is None:
         lines = ["best energy    - (no successful evaluation yet)"]
     else:
-        lines = [f"best energy    {_fmt(best, ' ' + data.unit)}, first reached at evaluation {at} of {data.n_evaluations}"]
+        lines = [
+            f"best energy    {_fmt(best, ' ' + data.unit)}, first reached at evaluation {at} of {data.n_evaluations}"
+        ]
     ref = data.reference
     if not ref or ref.get("energy") is None:
         return lines + ["reference      - (none known for this system)"]
@@ -281,8 +289,11 @@ def _summary_best(data: "RunData") -> list[str]:
         tol = ref.get("tolerance")
         if tol is not None:
             hit = data.first_within(ref_e, float(tol))
-            line += (f"; within {tol:g} {data.unit} at evaluation {hit}" if hit is not None
-                     else f"; not within {tol:g} {data.unit} yet")
+            line += (
+                f"; within {tol:g} {data.unit} at evaluation {hit}"
+                if hit is not None
+                else f"; not within {tol:g} {data.unit} yet"
+            )
     lines.append(line)
     if ref.get("source"):
         lines.append(f"               ({' '.join(str(ref['source']).split())})")
@@ -297,11 +308,16 @@ def _summary_times(data: "RunData") -> list[str]:
     total = sum(sum(v for v in s.values() if v is not None) for s in seconds)
     network = sum((s.get("sampling") or 0.0) + (s.get("training") or 0.0) for s in seconds)
     done = max((int(r.get("n_evaluations") or 0) for r in data.log), default=0)
-    lines = ["time/iteration " + ", ".join(f"{p} {_secs(v)}" for p, v in phases.items())
-             + f" (median over {len(seconds)}; {_secs(total)} in all)"]
+    lines = [
+        "time/iteration "
+        + ", ".join(f"{p} {_secs(v)}" for p, v in phases.items())
+        + f" (median over {len(seconds)}; {_secs(total)} in all)"
+    ]
     if done:
-        lines.append(f"network        {network / done:.2f} s per evaluation (sampling and training over "
-                     f"{done} evaluations of the finished iterations)")
+        lines.append(
+            f"network        {network / done:.2f} s per evaluation (sampling and training over "
+            f"{done} evaluations of the finished iterations)"
+        )
     stopped = data.path / "stopped.json"
     if stopped.exists():
         lines.append(f"stopped        {json.loads(stopped.read_text()).get('message')}")
@@ -382,8 +398,15 @@ def _plot_best(data: RunData, ref_e: float | None):
         ax.step(n[shown], running[shown], where="post", color="C0", lw=2, label="best so far")
         ax.plot([at], [best], "o", color="C0", ms=6)
         right = at > 0.6 * data.n_evaluations
-        ax.annotate(f"{best:.4f} {data.unit} at evaluation {at}", (at, best), textcoords="offset points",
-                    xytext=(-6 if right else 6, -8), ha="right" if right else "left", va="top", fontsize=9)
+        ax.annotate(
+            f"{best:.4f} {data.unit} at evaluation {at}",
+            (at, best),
+            textcoords="offset points",
+            xytext=(-6 if right else 6, -8),
+            ha="right" if right else "left",
+            va="top",
+            fontsize=9,
+        )
         # iteration boundaries
         ends = np.flatnonzero(np.diff(data.iteration) != 0) + 1.5
         for x in ends:
@@ -452,8 +475,11 @@ def _plot_histogram(data: RunData, ref_e: float | None):
         step = max(1, len(iterations) // 20)
         ax.set_xticks([k + 1 for k in iterations[::step]])
         fig.legend(loc="outside lower center", ncols=4, fontsize=9, frameon=False)
-        ax.set_title(f"{name}: energies per iteration\n(shown up to {hi - best:.3g} {data.unit} above the best; "
-                     "+n: how many lie higher)", fontsize=10)
+        ax.set_title(
+            f"{name}: energies per iteration\n(shown up to {hi - best:.3g} {data.unit} above the best; "
+            "+n: how many lie higher)",
+            fontsize=10,
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"energy ({data.unit})")
     ax.grid(True, axis="y", alpha=0.3)

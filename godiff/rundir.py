@@ -43,8 +43,16 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from godiff.digests import confined, read_json, sha256_file
+from godiff.errors import (
+    CheckpointError,
+    ConfigError,
+    DigestMismatchError,
+    GodiffError,
+    NotARunError,
+    RunExistsError,
+    RunLockedError,
+)
 from godiff.manifest import RUN_FORMAT, RunManifest
-from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, GodiffError, NotARunError, RunExistsError, RunLockedError
 
 __all__ = ["RunDir", "RunLock", "atomic_write_text", "atomic_write_bytes", "flatten_optimizer", "unflatten_optimizer"]
 
@@ -159,7 +167,9 @@ class RunDir:
     def check_free(path: Path, ignore: tuple[str, ...] = ()) -> None:
         """Refuse a path that holds a run, is a file, or is a directory with files in it."""
         if (path / MANIFEST).exists() or (path / DATABASE).exists():
-            raise RunExistsError(f"{path}: already holds a run; resume it with 'godiff resume {path}' or choose another --out")
+            raise RunExistsError(
+                f"{path}: already holds a run; resume it with 'godiff resume {path}' or choose another --out"
+            )
         if path.exists() and not path.is_dir():
             raise RunExistsError(f"{path}: exists and is not a directory")
         if path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
@@ -237,8 +247,9 @@ class RunDir:
         except (sqlite3.DatabaseError, KeyError) as exc:
             raise CheckpointError(f"{self.db_path}: cannot read row {row_id} ({type(exc).__name__}: {exc})") from exc
 
-    def record(self, atoms: Atoms, evaluation, *, iteration: int, sample: int, temperature: float,
-               polish: bool = False) -> int:
+    def record(
+        self, atoms: Atoms, evaluation, *, iteration: int, sample: int, temperature: float, polish: bool = False
+    ) -> int:
         """Store one evaluation at once (one committed SQLite transaction); returns its row id.
         A structure the polish moved (:mod:`godiff.polish`) carries ``polish=True``."""
         atoms = atoms.copy()
@@ -249,7 +260,9 @@ class RunDir:
             data["error"] = str(evaluation.error)
         # _connect, not _db: an evaluation in hand is written even if the file vanished meanwhile
         # (a resume then finds fewer rows than the checkpoint says and refuses)
-        keys = dict(iteration=int(iteration), sample=int(sample), temperature=float(temperature), ok=bool(evaluation.ok))
+        keys = dict(
+            iteration=int(iteration), sample=int(sample), temperature=float(temperature), ok=bool(evaluation.ok)
+        )
         if polish:
             keys["polish"] = True
         return self._connect().write(atoms, key_value_pairs=keys, data=data)
@@ -360,7 +373,9 @@ class RunDir:
             import hashlib
 
             if hashlib.sha256(data).hexdigest() != expected:
-                raise DigestMismatchError(f"{path}: SHA-256 differs from the one in {MANIFEST}; the starting model is corrupt")
+                raise DigestMismatchError(
+                    f"{path}: SHA-256 differs from the one in {MANIFEST}; the starting model is corrupt"
+                )
         try:
             return load(data)
         except Exception as exc:  # safetensors' own error types on corruption
@@ -373,7 +388,12 @@ class RunDir:
             return []
         out = []
         for d in root.iterdir():
-            if d.is_dir() and d.name.startswith("iter-") and not d.name.endswith(".tmp") and (d / "state.json").exists():
+            if (
+                d.is_dir()
+                and d.name.startswith("iter-")
+                and not d.name.endswith(".tmp")
+                and (d / "state.json").exists()
+            ):
                 out.append(int(d.name[5:]))
         return sorted(out)
 
@@ -395,7 +415,9 @@ class RunDir:
             if not path.is_file():
                 raise CheckpointError(f"{path}: listed in {DIGESTS} but missing")
             if sha256_file(path) != digest:
-                raise DigestMismatchError(f"{path}: SHA-256 differs from the one in {DIGESTS}; the checkpoint is corrupt")
+                raise DigestMismatchError(
+                    f"{path}: SHA-256 differs from the one in {DIGESTS}; the checkpoint is corrupt"
+                )
         return True
 
     def load_checkpoint(self, iteration: int) -> tuple[dict, dict]:

@@ -33,10 +33,10 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from godiff.geometry import template_mobile_edges, wrap
-from godiff.errors import ConfigError
-from godiff.score import ScoreModel, SystemGraph
 from godiff.box import Box
+from godiff.errors import ConfigError
+from godiff.geometry import template_mobile_edges, wrap
+from godiff.score import ScoreModel, SystemGraph
 from godiff.sde import VESDE
 
 __all__ = ["SamplerConfig", "Sampler", "declash"]
@@ -142,8 +142,12 @@ class SamplerConfig:
             >>> c.guidance_cap, c.relax_rate, c.guidance
             (0.05, 0.0125, 0.0125)
         """
-        return replace(self, guidance=self.guidance * scale**2, relax_rate=self.relax_rate * scale**2,
-                       guidance_cap=self.guidance_cap * scale)
+        return replace(
+            self,
+            guidance=self.guidance * scale**2,
+            relax_rate=self.relax_rate * scale**2,
+            guidance_cap=self.guidance_cap * scale,
+        )
 
     @classmethod
     def from_dict(cls, data: dict) -> "SamplerConfig":
@@ -195,7 +199,9 @@ def declash(
                 moved = True
                 direction = vec / dist.clamp_min(1e-6).unsqueeze(-1)
                 # random direction for exactly coincident atoms
-                direction = torch.where(dist.unsqueeze(-1) < 1e-6, torch.randn(direction.shape, generator=generator), direction)
+                direction = torch.where(
+                    dist.unsqueeze(-1) < 1e-6, torch.randn(direction.shape, generator=generator), direction
+                )
                 x = x + 0.5 * (deficit.unsqueeze(-1) * direction).sum(dim=2) * 0.55
         if template_min_distance is not None and graph.images.positions.shape[0]:
             flat = wrap(x, cell, graph.periodic).reshape(b * n, 3)
@@ -226,8 +232,9 @@ def _template_min_distance(system) -> torch.Tensor | None:
     if template is None:
         return None
     tsym = sorted(set(template.get_chemical_symbols()))
-    return torch.tensor([min(system.pair_min_distance(m, t) for t in tsym) for m in system.mobile_symbols],
-                        dtype=torch.float32)
+    return torch.tensor(
+        [min(system.pair_min_distance(m, t) for t in tsym) for m in system.mobile_symbols], dtype=torch.float32
+    )
 
 
 class Sampler:
@@ -258,9 +265,11 @@ class Sampler:
         device=None,
     ):
         if graph.cutoff < model.config.cutoff - 1e-9:
-            raise ConfigError(f"the system graph was built for a {graph.cutoff:g} Å cutoff, shorter than the model's "
-                              f"{model.config.cutoff:g} Å: the model would miss template neighbours; build it with "
-                              "SystemGraph.from_system(system, model.config.cutoff)")
+            raise ConfigError(
+                f"the system graph was built for a {graph.cutoff:g} Å cutoff, shorter than the model's "
+                f"{model.config.cutoff:g} Å: the model would miss template neighbours; build it with "
+                "SystemGraph.from_system(system, model.config.cutoff)"
+            )
         self.model = model
         self.sde = sde
         self.domain = domain
@@ -272,8 +281,16 @@ class Sampler:
         self.template_min_distance = template_min_distance
 
     @classmethod
-    def for_system(cls, model: ScoreModel, system, config: SamplerConfig = SamplerConfig(), *,
-                   sde: VESDE | None = None, scaled: bool = False, device=None) -> "Sampler":
+    def for_system(
+        cls,
+        model: ScoreModel,
+        system,
+        config: SamplerConfig = SamplerConfig(),
+        *,
+        sde: VESDE | None = None,
+        scaled: bool = False,
+        device=None,
+    ) -> "Sampler":
         """The sampler of ``model`` over ``system``'s box: its SDE, graph and de-clash distances.
 
         The one way a search and a zoo model build their sampler, so the same model, system,
@@ -286,9 +303,16 @@ class Sampler:
         domain = system.geometry()
         graph = SystemGraph.from_system(system, model.config.cutoff)
         config = config if scaled else config.for_length_scale(system.length_scale())
-        return cls(model, sde if sde is not None else VESDE.for_box(domain), domain, graph, config,
-                   min_distance=_min_distance_matrix(system), template_min_distance=_template_min_distance(system),
-                   device=device)
+        return cls(
+            model,
+            sde if sde is not None else VESDE.for_box(domain),
+            domain,
+            graph,
+            config,
+            min_distance=_min_distance_matrix(system),
+            template_min_distance=_template_min_distance(system),
+            device=device,
+        )
 
     def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(steps + 1,) noise levels from sigma_max down to sigma_min, and their times."""
@@ -304,8 +328,15 @@ class Sampler:
         return x if total == n else x[torch.sort(energy, stable=True).indices[:n]]
 
     @torch.no_grad()
-    def candidates(self, total: int, *, generator: torch.Generator | None = None, predict: bool = True,
-                   starts: torch.Tensor | None = None, start_sigma: float | None = None):
+    def candidates(
+        self,
+        total: int,
+        *,
+        generator: torch.Generator | None = None,
+        predict: bool = True,
+        starts: torch.Tensor | None = None,
+        start_sigma: float | None = None,
+    ):
         """``total`` finished structures (de-clashed, in the box) and, with ``predict``, the
         (total,) energies the energy head predicts for them (else None).
 
@@ -327,7 +358,7 @@ class Sampler:
                 m = min(self.config.batch_size, fresh - start)
                 chunks.append(self._sample_chunk(m, context, generator))
             for start in range(0, n_starts, self.config.batch_size):
-                chunk = starts[start:start + self.config.batch_size]
+                chunk = starts[start : start + self.config.batch_size]
                 chunks.append(self._sample_chunk(len(chunk), context, generator, start=chunk, start_sigma=start_sigma))
             x = torch.cat(chunks).cpu() if chunks else torch.zeros(0, self.graph.n_mobile, 3)
             x = self.finish(x, generator=generator)
@@ -342,7 +373,7 @@ class Sampler:
             context = self.model.template_context(self.graph)
         out = []
         for start in range(0, x.shape[0], self.config.batch_size):
-            chunk = x[start:start + self.config.batch_size].to(self.device)
+            chunk = x[start : start + self.config.batch_size].to(self.device)
             out.append(self._forward(chunk, self.sde.sigma_min, context).energy.cpu())
         return torch.cat(out)
 
@@ -354,8 +385,14 @@ class Sampler:
     def finish(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """De-clash and fold final positions (also applied to prior samples)."""
         if self.min_distance is not None:
-            x = declash(x, self.host_graph, self.min_distance, self.domain,
-                        template_min_distance=self.template_min_distance, generator=generator)
+            x = declash(
+                x,
+                self.host_graph,
+                self.min_distance,
+                self.domain,
+                template_min_distance=self.template_min_distance,
+                generator=generator,
+            )
         return self.domain.fold(x)
 
     def _forward(self, x, sigma, context):

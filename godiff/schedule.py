@@ -41,8 +41,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["ExponentialSchedule", "AdaptiveSchedule", "BatchSize", "effective_sample_size",
-           "heat_capacity", "energy_spread", "temperature_for_ess"]
+__all__ = [
+    "ExponentialSchedule",
+    "AdaptiveSchedule",
+    "BatchSize",
+    "effective_sample_size",
+    "heat_capacity",
+    "energy_spread",
+    "temperature_for_ess",
+]
 
 
 def _weights(energies, temperature: float) -> np.ndarray:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from godiff._e3nn import nn as e3nn_nn  # e3nn through the shim, which loads its constants safely
 from godiff._e3nn import o3
 from godiff.geometry import (
     Edges,
@@ -55,8 +56,6 @@ from godiff.geometry import (
     template_self_edges,
     wrap,
 )
-
-from e3nn import nn as e3nn_nn  # noqa: E402  (after the shim)
 
 __all__ = ["ScoreConfig", "ScoreModel", "ScoreOutput", "SystemGraph", "TemplateContext"]
 
@@ -282,12 +281,7 @@ class RadialBasis(nn.Module):
         r = r.unsqueeze(-1).clamp_min(1e-6)
         x = (r / self.cutoff).clamp(max=1.0)
         p = 6.0
-        env = (
-            1.0
-            - (p + 1) * (p + 2) / 2 * x**p
-            + p * (p + 2) * x ** (p + 1)
-            - p * (p + 1) / 2 * x ** (p + 2)
-        )
+        env = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
         return math.sqrt(2.0 / self.cutoff) * torch.sin(self.freq * r) / r * env
 
     def __repr__(self) -> str:
@@ -297,7 +291,9 @@ class RadialBasis(nn.Module):
 class Convolution(nn.Module):
     """Messages along one family of edges: ``TP_uvu(h_sender, Y(edge), R(|edge|))`` summed per receiver."""
 
-    def __init__(self, irreps_node, irreps_sh, *, n_radial: int, radial_hidden: int, cutoff: float, avg_neighbors: float):
+    def __init__(
+        self, irreps_node, irreps_sh, *, n_radial: int, radial_hidden: int, cutoff: float, avg_neighbors: float
+    ):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_node)
         self.irreps_sh = o3.Irreps(irreps_sh)
@@ -311,8 +307,12 @@ class Convolution(nn.Module):
                         outs.append((mul, ir_out))
         self.irreps_out = o3.Irreps(outs)
         self.tp = o3.TensorProduct(
-            self.irreps_in, self.irreps_sh, self.irreps_out, instructions,
-            shared_weights=False, internal_weights=False,
+            self.irreps_in,
+            self.irreps_sh,
+            self.irreps_out,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
         )
         self.basis = RadialBasis(n_radial, cutoff)
         self.radial = nn.Sequential(
@@ -345,8 +345,10 @@ class Update(nn.Module):
         n_scalars = self.irreps_node.count("0e")
         n_vectors = self.irreps_node.count("1o")
         self.gate = e3nn_nn.Gate(
-            f"{n_scalars}x0e", [nn.functional.silu],
-            f"{n_vectors}x0e", [torch.sigmoid],
+            f"{n_scalars}x0e",
+            [nn.functional.silu],
+            f"{n_vectors}x0e",
+            [torch.sigmoid],
             f"{n_vectors}x1o",
         )
         self.self_linear = o3.Linear(self.irreps_node, self.gate.irreps_in)
@@ -387,12 +389,18 @@ class ScoreModel(nn.Module):
 
         def conv(cutoff):
             return Convolution(
-                self.irreps_node, self.irreps_sh, n_radial=c.n_radial,
-                radial_hidden=c.radial_hidden, cutoff=cutoff, avg_neighbors=c.avg_neighbors,
+                self.irreps_node,
+                self.irreps_sh,
+                n_radial=c.n_radial,
+                radial_hidden=c.radial_hidden,
+                cutoff=cutoff,
+                avg_neighbors=c.avg_neighbors,
             )
 
         self.tt = nn.ModuleList(conv(c.cutoff) for _ in range(c.layers - 1))
-        self.tt_update = nn.ModuleList(Update(self.irreps_node, [m.irreps_out for m in self.tt[i:i + 1]]) for i in range(c.layers - 1))
+        self.tt_update = nn.ModuleList(
+            Update(self.irreps_node, [m.irreps_out for m in self.tt[i : i + 1]]) for i in range(c.layers - 1)
+        )
         self.tm = nn.ModuleList(conv(c.cutoff) for _ in range(c.layers))
         self.mm = nn.ModuleList(conv(c.mobile_cutoff) for _ in range(c.layers))
         self.mobile_update = nn.ModuleList(
@@ -401,8 +409,10 @@ class ScoreModel(nn.Module):
         self.register_buffer("sigma_centres", torch.linspace(*LOG_SIGMA_RANGE, c.sigma_features))
         self.sigma_width = (LOG_SIGMA_RANGE[1] - LOG_SIGMA_RANGE[0]) / (c.sigma_features - 1)
         self.score_gates = nn.Sequential(
-            nn.Linear(c.scalars + c.sigma_features, c.head_hidden), nn.SiLU(),
-            nn.Linear(c.head_hidden, c.head_hidden), nn.SiLU(),
+            nn.Linear(c.scalars + c.sigma_features, c.head_hidden),
+            nn.SiLU(),
+            nn.Linear(c.head_hidden, c.head_hidden),
+            nn.SiLU(),
             nn.Linear(c.head_hidden, c.vectors),
         )
         self.force_head = o3.Linear(self.irreps_node, "1x1o")
@@ -430,7 +440,9 @@ class ScoreModel(nn.Module):
         x = torch.log(sigma).unsqueeze(-1)
         return torch.exp(-0.5 * ((x - self.sigma_centres) / self.sigma_width) ** 2)
 
-    def backbone(self, positions: torch.Tensor, graph: SystemGraph, context: TemplateContext | None = None) -> torch.Tensor:
+    def backbone(
+        self, positions: torch.Tensor, graph: SystemGraph, context: TemplateContext | None = None
+    ) -> torch.Tensor:
         """Final mobile-node features, shape (n_samples * n_mobile, irreps_node.dim)."""
         if context is None:
             context = self.template_context(graph)

@@ -52,13 +52,13 @@ import numpy as np
 import torch
 
 from godiff import __version__
+from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, select, uncertainty
 from godiff.buffer import ForceMemory, ReplayBuffer
 from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError, NotARunError
 from godiff.manifest import RunManifest
+from godiff.polish import Polish
 from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
 from godiff.sampler import Sampler, SamplerConfig
-from godiff.polish import Polish
-from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, select, uncertainty
 from godiff.schedule import AdaptiveSchedule, BatchSize, ExponentialSchedule, effective_sample_size, heat_capacity
 from godiff.score import ScoreConfig, ScoreModel
 from godiff.train import AgreementStop, Trainer, TrainingData
@@ -77,15 +77,37 @@ SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size
 #: godiff's defaults before the adaptive search, kept so the comparison with the paper stays
 #: one command.
 PRESETS = {
-    "paper": {"iterations": 20, "samples": 128, "schedule": "exponential", "temperature_start": 5.0,
-              "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None, "polish": 0,
-              "refine": 0.0, "oversample": 4.0},
+    "paper": {
+        "iterations": 20,
+        "samples": 128,
+        "schedule": "exponential",
+        "temperature_start": 5.0,
+        "train_stop": "fixed",
+        "acquisition": "energy",
+        "budget": None,
+        "patience": None,
+        "polish": 0,
+        "refine": 0.0,
+        "oversample": 4.0,
+    },
 }
 
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
-LEGACY = {"schedule": "exponential", "train_stop": "fixed", "acquisition": "energy", "budget": None, "patience": None,
-          "polish": 0, "polish_chain": 1, "polish_fmax": 0.0, "refine": 0.0, "refine_distinct": 0.0,
-          "refine_hop": 0.0, "reheat": 0, "improvement": 0.0}
+LEGACY = {
+    "schedule": "exponential",
+    "train_stop": "fixed",
+    "acquisition": "energy",
+    "budget": None,
+    "patience": None,
+    "polish": 0,
+    "polish_chain": 1,
+    "polish_fmax": 0.0,
+    "refine": 0.0,
+    "refine_distinct": 0.0,
+    "refine_hop": 0.0,
+    "reheat": 0,
+    "improvement": 0.0,
+}
 
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
@@ -286,8 +308,17 @@ class SearchConfig:
     def __post_init__(self):
         from godiff.checks import choice, number
 
-        for name in ("iterations", "batch_size", "force_batch", "buffer_size", "workers", "min_samples", "max_samples",
-                     "refine_from", "polish_chain"):
+        for name in (
+            "iterations",
+            "batch_size",
+            "force_batch",
+            "buffer_size",
+            "workers",
+            "min_samples",
+            "max_samples",
+            "refine_from",
+            "polish_chain",
+        ):
             number(name, getattr(self, name), minimum=1, integer=True)
         for name in ("samples", "first_samples", "budget", "patience"):
             if getattr(self, name) is not None:
@@ -297,8 +328,16 @@ class SearchConfig:
         for name in ("train_steps", "train_min_steps", "train_patience", "polish", "reheat"):
             number(name, getattr(self, name), minimum=0, integer=True)
         number("seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)  # torch takes a signed 64-bit seed
-        for name in ("learning_rate", "grad_clip", "force_clip", "temperature_end", "temperature_factor",
-                     "target_ess", "uncertainty_length", "refine_noise"):
+        for name in (
+            "learning_rate",
+            "grad_clip",
+            "force_clip",
+            "temperature_end",
+            "temperature_factor",
+            "target_ess",
+            "uncertainty_length",
+            "refine_noise",
+        ):
             number(name, getattr(self, name), above=0)
         for name in ("temperature_start", "polish_step"):
             if getattr(self, name) is not None:
@@ -307,8 +346,16 @@ class SearchConfig:
             number("improvement", self.improvement, minimum=0)
         for name in ("cooling_fast", "cooling_slow"):
             number(name, getattr(self, name), above=0, maximum=1)
-        for name in ("weight_decay", "force_weight", "energy_weight", "kappa", "duplicate_distance",
-                     "refine_distinct", "polish_fmax", "cooling_ess"):
+        for name in (
+            "weight_decay",
+            "force_weight",
+            "energy_weight",
+            "kappa",
+            "duplicate_distance",
+            "refine_distinct",
+            "polish_fmax",
+            "cooling_ess",
+        ):
             number(name, getattr(self, name), minimum=0)
         number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
         number("refine", self.refine, minimum=0, maximum=1)
@@ -484,7 +531,22 @@ class Search:
         ...                        steps=5, out=tmp_path / "run").run()   # doctest: +SKIP
     """
 
-    def __init__(self, system, *, config: SearchConfig | None = None, out=None, calculator=None, model: ScoreModel | None = None, parent: str | None = None, command: str | None = None, executor=None, device=None, trust_energy: bool = False, _run: RunDir | None = None, **overrides):
+    def __init__(
+        self,
+        system,
+        *,
+        config: SearchConfig | None = None,
+        out=None,
+        calculator=None,
+        model: ScoreModel | None = None,
+        parent: str | None = None,
+        command: str | None = None,
+        executor=None,
+        device=None,
+        trust_energy: bool = False,
+        _run: RunDir | None = None,
+        **overrides,
+    ):
         from godiff.device import resolve_device
         from godiff.system import load_system
 
@@ -496,7 +558,11 @@ class Search:
         self.trust_energy = bool(trust_energy)
         self.parent = parent
         self.pretrained = model is not None
-        score_config = model.config if model is not None else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length(), self.system.n_mobile))
+        score_config = (
+            model.config
+            if model is not None
+            else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length(), self.system.n_mobile))
+        )
         self.config = replace(self.config, score=score_config)
         self._set_controllers()
         self.template = self.system.template_atoms()
@@ -506,7 +572,9 @@ class Search:
                 torch.manual_seed(self.config.seed)
                 model = ScoreModel(score_config)
         self.model = model.to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
         self.buffer = ReplayBuffer(self.config.buffer_size)
         self.memory = ForceMemory(self.system.n_mobile)
         self.force_scale_set = self.pretrained
@@ -514,7 +582,10 @@ class Search:
         self.best_energy = math.inf
         self.best_id = None
         self.best_at = 0  # evaluations spent when the best was found
-        self.improved_at, self.improved_energy = 0, math.inf  # ... when it last improved by more than T_end, and to what
+        self.improved_at, self.improved_energy = (
+            0,
+            math.inf,
+        )  # ... when it last improved by more than T_end, and to what
         self.n_evaluations = 0
         self.next_iteration = 0
         self.temperature: float | None = None  # of the last trained iteration
@@ -547,8 +618,15 @@ class Search:
         if cfg.schedule == "exponential":
             self.schedule = ExponentialSchedule(cfg.temperature_start or 5.0, cfg.temperature_end, cfg.iterations)
         else:
-            self.schedule = AdaptiveSchedule(cfg.temperature_end, cfg.temperature_factor, cfg.cooling_fast,
-                                             cfg.cooling_slow, cfg.temperature_start, cfg.reheat, cfg.cooling_ess)
+            self.schedule = AdaptiveSchedule(
+                cfg.temperature_end,
+                cfg.temperature_factor,
+                cfg.cooling_fast,
+                cfg.cooling_slow,
+                cfg.temperature_start,
+                cfg.reheat,
+                cfg.cooling_ess,
+            )
         self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
         self.polish = Polish(points=cfg.polish, fmax=cfg.polish_fmax)
@@ -565,13 +643,19 @@ class Search:
         from godiff.energy import Evaluator
 
         energy = self.calculator if self.calculator is not None else self.system.energy
-        evaluator = Evaluator(energy, workers=self.config.workers, executor=self.executor, trust_energy=self.trust_energy)
+        evaluator = Evaluator(
+            energy, workers=self.config.workers, executor=self.executor, trust_energy=self.trust_energy
+        )
         evaluator.check()
         return evaluator
 
     # -- construction helpers -----------------------------------------------------------------
     def _manifest(self, command: str | None) -> RunManifest:
-        energy = self.system.energy if self.calculator is None else {"calculator": "python", "class": type(self.calculator).__name__}
+        energy = (
+            self.system.energy
+            if self.calculator is None
+            else {"calculator": "python", "class": type(self.calculator).__name__}
+        )
         return RunManifest(
             godiff_version=__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -587,9 +671,19 @@ class Search:
 
     # -- resume -------------------------------------------------------------------------------
     @classmethod
-    def resume(cls, path, *, calculator=None, read_only: bool = False, from_checkpoint: int | None = None,
-               rebuild_database: bool = False, executor=None, device=None, trust_energy: bool = False,
-               **overrides) -> "Search":
+    def resume(
+        cls,
+        path,
+        *,
+        calculator=None,
+        read_only: bool = False,
+        from_checkpoint: int | None = None,
+        rebuild_database: bool = False,
+        executor=None,
+        device=None,
+        trust_energy: bool = False,
+        **overrides,
+    ) -> "Search":
         """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
 
         ``overrides`` may change only ``workers``, ``iterations``, ``budget`` and ``patience``; a
@@ -621,13 +715,26 @@ class Search:
             if bad:
                 raise ConfigError(f"resume: cannot change {sorted(bad)} of an existing run")
             if manifest.uses_calculator_object and calculator is None:
-                raise ConfigError(f"{path}: this run used a Python calculator object ({manifest.energy.get('class')}); pass it again to resume")
+                raise ConfigError(
+                    f"{path}: this run used a Python calculator object ({manifest.energy.get('class')}); pass it again to resume"
+                )
             if not manifest.search:
-                raise NotARunError(f"{path}: not a godiff search (a {manifest.method or 'benchmark'} run); it cannot be resumed")
+                raise NotARunError(
+                    f"{path}: not a godiff search (a {manifest.method or 'benchmark'} run); it cannot be resumed"
+                )
             system = System.from_dict(manifest.system)
             config = SearchConfig.from_dict(manifest.search)
-            search = cls(system, config=config, calculator=calculator, parent=manifest.parent, executor=executor, device=device,
-                         trust_energy=trust_energy, _run=run, **overrides)
+            search = cls(
+                system,
+                config=config,
+                calculator=calculator,
+                parent=manifest.parent,
+                executor=executor,
+                device=device,
+                trust_energy=trust_energy,
+                _run=run,
+                **overrides,
+            )
             search._restore(read_only=read_only, from_checkpoint=from_checkpoint, rebuild=rebuild_database)
         except BaseException:
             run.release()
@@ -646,8 +753,12 @@ class Search:
                 self.model.load_state_dict(tensors["model"], strict=True)
                 self.optimizer.load_state_dict(unflatten_optimizer(tensors["optimizer"], state["optimizer"]))
             except (KeyError, RuntimeError, ValueError) as exc:
-                raise CheckpointError(f"{self.run_dir.path}: checkpoint iter-{last:04d} does not fit this run ({exc})") from exc
-            self.buffer = ReplayBuffer.from_state(self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()})
+                raise CheckpointError(
+                    f"{self.run_dir.path}: checkpoint iter-{last:04d} does not fit this run ({exc})"
+                ) from exc
+            self.buffer = ReplayBuffer.from_state(
+                self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()}
+            )
             self.force_scale_set = bool(state.get("force_scale_set", True))
             self.energy_shift_anchored = bool(state.get("energy_shift_anchored", True))
             record = state.get("log") or {}
@@ -665,7 +776,9 @@ class Search:
             self._repair_log(last, state.get("log"))
         self._restored_from_checkpoint = last is not None
         self._absorb_history(rows, write=not read_only)
-        log.info("resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows))
+        log.info(
+            "resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows)
+        )
 
     def _load_checkpoint(self, k: int) -> tuple[dict, dict]:
         """A checkpoint, digests checked; a corrupt one names the earlier one to fall back to."""
@@ -676,8 +789,10 @@ class Search:
             if not earlier:
                 raise
             fallback = earlier[-1]
-            raise type(exc)(f"{exc}; fall back to checkpoint {fallback} with "
-                            f"'godiff resume {shlex.quote(str(self.run_dir.path))} --from-checkpoint {fallback}'") from exc
+            raise type(exc)(
+                f"{exc}; fall back to checkpoint {fallback} with "
+                f"'godiff resume {shlex.quote(str(self.run_dir.path))} --from-checkpoint {fallback}'"
+            ) from exc
 
     def _checkpoint_to_restore(self, wanted: int | None) -> int | None:
         done = self.run_dir.checkpoints()
@@ -701,15 +816,21 @@ class Search:
         seen = Counter((int(r.iteration), int(r.sample)) for r in rows)
         twice = sorted(key for key, n in seen.items() if n > 1)
         if twice:
-            raise CheckpointError(f"{path}: {len(twice)} evaluations are stored more than once (first: iteration {twice[0][0]}, sample {twice[0][1]})")
+            raise CheckpointError(
+                f"{path}: {len(twice)} evaluations are stored more than once (first: iteration {twice[0][0]}, sample {twice[0][1]})"
+            )
         if state is not None:
             expected = int(state.get("n_evaluations", 0))
             have = sum(1 for r in rows if int(r.iteration) <= last)
             if have > expected:
-                raise CheckpointError(f"{path}: holds {have} evaluations of iterations 0..{last}, more than the {expected} of checkpoint {last}")
+                raise CheckpointError(
+                    f"{path}: holds {have} evaluations of iterations 0..{last}, more than the {expected} of checkpoint {last}"
+                )
             if have < expected:
                 if not rebuild:
-                    raise CheckpointError(f"{path}: holds {have} evaluations of iterations 0..{last} where checkpoint {last} counts {expected}; {hint}")
+                    raise CheckpointError(
+                        f"{path}: holds {have} evaluations of iterations 0..{last} where checkpoint {last} counts {expected}; {hint}"
+                    )
                 self._rebuild = True
         return rows
 
@@ -720,7 +841,9 @@ class Search:
         self.improved_at, self.improved_energy = 0, math.inf
         self.memory = ForceMemory(self.system.n_mobile)
         self.seen = np.zeros((0, 0))
-        kept = sorted((r for r in rows if int(r.iteration) < self.next_iteration), key=lambda r: (int(r.iteration), r.id))
+        kept = sorted(
+            (r for r in rows if int(r.iteration) < self.next_iteration), key=lambda r: (int(r.iteration), r.id)
+        )
         self._absorb(kept, into_buffer=not self._restored_from_checkpoint, write=write)
 
     def _rebuild_database(self, evaluator, emit) -> None:
@@ -731,11 +854,19 @@ class Search:
         for k in range(self.next_iteration):
             samples = self.run_dir.load_samples(k)
             if samples is None:
-                raise CheckpointError(f"{self.run_dir.path}: cannot rebuild the database: samples of iteration {k} are missing")
+                raise CheckpointError(
+                    f"{self.run_dir.path}: cannot rebuild the database: samples of iteration {k} are missing"
+                )
             todo.append((k, samples, len(samples) - len(self.run_dir.done_samples(k))))
-        log.warning("rebuilding %s: evaluating %d saved structures of iterations 0..%d again",
-                    self.run_dir.db_path, sum(n for _, _, n in todo), self.next_iteration - 1)
-        temperatures = {r["iteration"]: r.get("temperature_sampled", r.get("temperature")) for r in self.run_dir.read_log()}
+        log.warning(
+            "rebuilding %s: evaluating %d saved structures of iterations 0..%d again",
+            self.run_dir.db_path,
+            sum(n for _, _, n in todo),
+            self.next_iteration - 1,
+        )
+        temperatures = {
+            r["iteration"]: r.get("temperature_sampled", r.get("temperature")) for r in self.run_dir.read_log()
+        }
         for k, samples, _ in todo:
             self._evaluate(k, samples, self._row_temperature(k, temperatures.get(k - 1)), evaluator, emit)
         self._absorb_history(self.run_dir.rows(), write=True)
@@ -753,13 +884,13 @@ class Search:
         before = self.n_evaluations
         self.n_evaluations += len(rows)
         if self.config.acquisition == "lcb" and rows:
-            self.seen = self._with_seen(self.seen, np.stack([r.positions[self.n_template:] for r in rows]))
+            self.seen = self._with_seen(self.seen, np.stack([r.positions[self.n_template :] for r in rows]))
         ok = [r for r in rows if _succeeded(r)]
         if not ok:
             return np.zeros(0), np.zeros(0)
-        pos = np.stack([r.positions[self.n_template:] for r in ok])
+        pos = np.stack([r.positions[self.n_template :] for r in ok])
         energies = np.array([r.energy for r in ok])
-        forces = np.stack([r.forces[self.n_template:] for r in ok])
+        forces = np.stack([r.forces[self.n_template :] for r in ok])
         ids = np.array([r.id for r in ok])
         self.memory.add(pos, forces, energies)
         if into_buffer:
@@ -835,7 +966,7 @@ class Search:
         messages = {
             "budget": f"the budget of {self.config.budget} evaluations is spent",
             "patience": f"the best energy has not improved by more than {self.config.improvement_threshold():g} "
-                        f"for {self.config.patience} evaluations",
+            f"for {self.config.patience} evaluations",
             "iterations": f"all {self.config.iterations} iterations are done",
             "converged": "the model proposed nothing that was not evaluated already",
             "stopped by the caller": "the caller's stop condition was met",
@@ -843,16 +974,28 @@ class Search:
         return messages.get(reason, str(reason))
 
     def _stop_record(self) -> dict:
-        return {"reason": self.stop_reason, "message": self.stop_message(),
-                "iterations": self.next_iteration, "n_evaluations": self.n_evaluations,
-                "best_energy": self.best_energy, "best_at": self.best_at, "improved_at": self.improved_at}
+        return {
+            "reason": self.stop_reason,
+            "message": self.stop_message(),
+            "iterations": self.next_iteration,
+            "n_evaluations": self.n_evaluations,
+            "best_energy": self.best_energy,
+            "best_at": self.best_at,
+            "improved_at": self.improved_at,
+        }
 
     def result(self) -> Result:
         best_atoms = None
         if self.best_id is not None:
             best_atoms = self.run_dir.get_row(self.best_id).toatoms()
-        return Result(best_atoms, self.best_energy, self.n_evaluations, self.run_dir.path, self.run_dir.read_log(),
-                      self.stop_reason)
+        return Result(
+            best_atoms,
+            self.best_energy,
+            self.n_evaluations,
+            self.run_dir.path,
+            self.run_dir.read_log(),
+            self.stop_reason,
+        )
 
     def _iteration(self, k: int, evaluator, emit) -> int:
         """One iteration; returns how many structures it evaluated."""
@@ -944,8 +1087,17 @@ class Search:
                 break
         return have, r
 
-    def _evaluate_round(self, k, samples, sampled_at, evaluator, emit, times, *, offset: int, polish: bool = False) -> None:
-        emit({"event": "phase", "iteration": k, "phase": "polishing" if polish else "evaluating", "temperature": sampled_at})
+    def _evaluate_round(
+        self, k, samples, sampled_at, evaluator, emit, times, *, offset: int, polish: bool = False
+    ) -> None:
+        emit(
+            {
+                "event": "phase",
+                "iteration": k,
+                "phase": "polishing" if polish else "evaluating",
+                "temperature": sampled_at,
+            }
+        )
         t0 = time.perf_counter()
         self._evaluate(k, samples, self._row_temperature(k, sampled_at), evaluator, emit, offset=offset, polish=polish)
         times["evaluation"] += time.perf_counter() - t0
@@ -959,11 +1111,13 @@ class Search:
             return 0
         best = self._best_row(k, have)
         failures = self.polish_failures if best is not None and best.id == self.polished_id else 0
-        if best is None or failures >= 2 or self.polish.settled(best.forces[self.n_template:]):
+        if best is None or failures >= 2 or self.polish.settled(best.forces[self.n_template :]):
             return 0
         samples = self.run_dir.load_samples(k, r)
         if samples is None:
-            samples = self.polish.candidates(best.positions[self.n_template:], best.forces[self.n_template:], self.polish_step)
+            samples = self.polish.candidates(
+                best.positions[self.n_template :], best.forces[self.n_template :], self.polish_step
+            )
             if len(samples) == 0:
                 return 0  # an empty round saved here would end the batch when the next round loads it
             samples = self.domain.fold(torch.as_tensor(samples[:left], dtype=torch.float64)).numpy()
@@ -972,7 +1126,10 @@ class Search:
             return 0
         self._evaluate_round(k, samples, sampled_at, evaluator, emit, times, offset=have, polish=True)
         rows = {int(row.sample): row for row in self.run_dir.rows(k)}
-        energies = [row.energy if row is not None and _succeeded(row) else None for row in (rows.get(have + i) for i in range(len(samples)))]
+        energies = [
+            row.energy if row is not None and _succeeded(row) else None
+            for row in (rows.get(have + i) for i in range(len(samples)))
+        ]
         gained = self.polish.gained(best=best.energy, energies=energies)
         self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
         self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
@@ -1020,8 +1177,14 @@ class Search:
         x, predicted = self.sampler.candidates(total, generator=gen, **self._refine_starts(total, k, r))
         x = x.double().numpy()
         before = self._with_seen(self.seen, self._saved_before(k, r))
-        picked = select(self.fingerprints(x), predicted.double().numpy(), before, n,
-                        spread=self._spread(), settings=self.acquisition)
+        picked = select(
+            self.fingerprints(x),
+            predicted.double().numpy(),
+            before,
+            n,
+            spread=self._spread(),
+            settings=self.acquisition,
+        )
         return x[picked]
 
     def _refine_starts(self, total: int, k: int, r: int) -> dict:
@@ -1043,8 +1206,14 @@ class Search:
         """Indices of the ``n`` lowest buffer structures, skipping any within ``refine_distinct``
         of a lower one picked (the acquisition's duplicate rule, ranked by energy alone)."""
         buffer = self.buffer
-        return select(self.fingerprints(buffer.positions), buffer.energies, np.zeros((0, 1)), n, spread=0.0,
-                      settings=Acquisition(duplicate=self.config.refine_distinct))
+        return select(
+            self.fingerprints(buffer.positions),
+            buffer.energies,
+            np.zeros((0, 1)),
+            n,
+            spread=0.0,
+            settings=Acquisition(duplicate=self.config.refine_distinct),
+        )
 
     def _saved_before(self, k: int, r: int) -> np.ndarray:
         """The structures of iteration ``k``'s rounds before ``r``, (m, n_mobile, 3)."""
@@ -1068,12 +1237,15 @@ class Search:
         ok = [r for r in rows if _succeeded(r)]
         if self.config.acquisition != "lcb" or not ok or (k == 0 and not self.pretrained):
             return {}
-        positions = np.stack([r.positions[self.n_template:] for r in ok])
+        positions = np.stack([r.positions[self.n_template :] for r in ok])
         with torch.no_grad():
             predicted = self.sampler.predicted_energy(torch.as_tensor(positions, dtype=torch.float32)).double().numpy()
         errors = np.array([r.energy for r in ok]) - predicted
-        sigma = uncertainty(nearest_distances(self.fingerprints(positions), self.seen),
-                            spread=self._spread(), length=self.acquisition.length)
+        sigma = uncertainty(
+            nearest_distances(self.fingerprints(positions), self.seen),
+            spread=self._spread(),
+            length=self.acquisition.length,
+        )
         self.head_rms = float(np.sqrt(np.mean(errors**2)))
         return {"energy_head_rms": self.head_rms, "uncertainty_coverage": calibration(errors, sigma)}
 
@@ -1103,8 +1275,14 @@ class Search:
         def on_result(j, atoms, evaluation):
             self.run_dir.record(atoms, evaluation, iteration=k, sample=todo[j], temperature=temperature, polish=polish)
             count[0] += 1
-            emit({"event": "evaluated", "iteration": k, "n_evaluations": count[0],
-                  "energy": evaluation.energy if evaluation.ok else None})
+            emit(
+                {
+                    "event": "evaluated",
+                    "iteration": k,
+                    "n_evaluations": count[0],
+                    "energy": evaluation.energy if evaluation.ok else None,
+                }
+            )
 
         evaluator.evaluate(structures, on_result=on_result)
 
@@ -1152,7 +1330,11 @@ class Search:
         if not self.energy_shift_anchored and len(self.memory):
             self._anchor_energy_shift()
         data = TrainingData.at_temperature(self.buffer, self.memory, temperature)
-        stop = AgreementStop(min_steps=cfg.train_min_steps, patience=cfg.train_patience) if cfg.train_stop == "agreement" else None
+        stop = (
+            AgreementStop(min_steps=cfg.train_min_steps, patience=cfg.train_patience)
+            if cfg.train_stop == "agreement"
+            else None
+        )
         return self.trainer.train(data, cfg.train_steps, _generator(cfg.seed, k, "train"), stop).as_log()
 
     def _checkpoint(self, k: int, record: dict) -> None:
@@ -1173,4 +1355,6 @@ class Search:
             "rng": {"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
             "log": record,
         }
-        self.run_dir.save_checkpoint(k, {"model": self.model.state_dict(), "optimizer": opt_tensors, "buffer": buffer}, state)
+        self.run_dir.save_checkpoint(
+            k, {"model": self.model.state_dict(), "optimizer": opt_tensors, "buffer": buffer}, state
+        )

@@ -53,7 +53,9 @@ def system_graph_builder(
         return SystemGraph.build(
             mobile_numbers=mobile,
             template_numbers=template,
-            template_positions=np.asarray(torch.as_tensor(template_positions).detach().cpu(), dtype=float).reshape(-1, 3),
+            template_positions=np.asarray(torch.as_tensor(template_positions).detach().cpu(), dtype=float).reshape(
+                -1, 3
+            ),
             cell=np.asarray(torch.as_tensor(cell).detach().cpu(), dtype=float),
             periodic=periodic,
             cutoff=cutoff,
@@ -188,14 +190,19 @@ def assert_equivariant(
         for _ in range(n_trials):
             rotation = _random_rotation(gen, positions.dtype)
             for name, r in [("rotation", rotation)] + ([("inversion", -rotation)] if parity else []):
-                compare(name, run(positions @ r.T, template @ r.T, cell @ r.T), {f: reference[f] @ r.T for f in outputs})
+                compare(
+                    name, run(positions @ r.T, template @ r.T, cell @ r.T), {f: reference[f] @ r.T for f in outputs}
+                )
             shift = 3.0 * torch.randn(3, generator=gen, dtype=positions.dtype)
             compare("translation", run(positions + shift, template + shift, cell), {f: reference[f] for f in outputs})
             perm = _random_permutation(labels, gen)
             compare("permutation", run(positions[:, perm], template, cell), {f: reference[f][:, perm] for f in outputs})
 
-    failures = [f"{name}: max error {err:.3g} in '{field}' exceeds atol {atol:.3g}"
-                for name, (err, field) in worst.items() if not err <= atol]  # not <=: also catches nan
+    failures = [
+        f"{name}: max error {err:.3g} in '{field}' exceeds atol {atol:.3g}"
+        for name, (err, field) in worst.items()
+        if not err <= atol
+    ]  # not <=: also catches nan
     if failures:
         raise AssertionError("not equivariant: " + "; ".join(failures))
     return {name: err for name, (err, _) in worst.items()}
@@ -207,11 +214,17 @@ def _system_tensors(positions, sigma, cell, template_positions, species):
     dtype = positions.dtype
     if positions.ndim != 3 or positions.shape[-1] != 3:
         raise ValueError(f"positions must have shape (n_samples, n_mobile, 3), got {tuple(positions.shape)}")
-    template = (torch.zeros(0, 3, dtype=dtype) if template_positions is None
-                else torch.as_tensor(template_positions, dtype=dtype).reshape(-1, 3))
+    template = (
+        torch.zeros(0, 3, dtype=dtype)
+        if template_positions is None
+        else torch.as_tensor(template_positions, dtype=dtype).reshape(-1, 3)
+    )
     n_mobile = positions.shape[1]
-    labels = (torch.zeros(n_mobile, dtype=torch.long) if species is None
-              else torch.as_tensor(species, dtype=torch.long).reshape(-1))
+    labels = (
+        torch.zeros(n_mobile, dtype=torch.long)
+        if species is None
+        else torch.as_tensor(species, dtype=torch.long).reshape(-1)
+    )
     if labels.shape[0] != n_mobile:
         raise ValueError(f"species has {labels.shape[0]} entries for {n_mobile} mobile atoms")
     return positions, torch.as_tensor(sigma, dtype=dtype), torch.as_tensor(cell, dtype=dtype), template, labels
@@ -228,4 +241,3 @@ def _eval_mode(model):
     finally:
         if training:
             model.train()
-

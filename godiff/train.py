@@ -149,9 +149,12 @@ class Trainer:
         sigmas = torch.cat([sigma, torch.full((cfg.force_batch,), self.sde.sigma_min)]).to(dev)
         out = model(positions, sigmas, self.graph, model.template_context(self.graph))
         l_dsm = dsm_loss(out.eps[: cfg.batch_size], eps.to(dev))
-        l_force = force_loss(out.forces[cfg.batch_size:], data.forces[fidx].to(dev), float(model.force_scale), cfg.force_clip)
-        l_energy = energy_loss(out.energy[cfg.batch_size:], data.energies[fidx].to(dev), float(model.energy_scale),
-                               data.energy_ceiling)
+        l_force = force_loss(
+            out.forces[cfg.batch_size :], data.forces[fidx].to(dev), float(model.force_scale), cfg.force_clip
+        )
+        l_energy = energy_loss(
+            out.energy[cfg.batch_size :], data.energies[fidx].to(dev), float(model.energy_scale), data.energy_ceiling
+        )
         loss = l_dsm + cfg.force_weight * l_force + cfg.energy_weight * l_energy
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -160,7 +163,9 @@ class Trainer:
         self.optimizer.step()
         return StepLosses(l_dsm.item(), l_force.item(), l_energy.item(), agreement=cosine)
 
-    def train(self, data: TrainingData, steps: int, generator: torch.Generator, stop: AgreementStop | None = None) -> StepLosses:
+    def train(
+        self, data: TrainingData, steps: int, generator: torch.Generator, stop: AgreementStop | None = None
+    ) -> StepLosses:
         """At most ``steps`` steps (at least one), fewer when ``stop`` says so; returns the mean
         losses and the steps taken."""
         self.model.train()

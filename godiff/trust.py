@@ -58,31 +58,128 @@ TRUST_FLAG = "--trust-energy"
 """The command-line flag that lets an energy spec do what data may not (``trust_energy=True``)."""
 
 #: Option names refused as they are (lower case), by what they let a file do.
-_PROGRAM_KEYS = frozenset({
-    "command", "profile", "runner", "executable", "exe", "binary", "launcher", "launch_client", "mpi", "pbs",
-    "mpi_command", "process", "initializer", "lammps_name", "extra_cmd_args", "lammps_options", "amber_exe",
-    "kjob", "subst", "usessh", "ssh", "lindaworkers", "calc_input",
-})
-_SCRIPT_KEYS = frozenset({
-    "lmpcmds", "lammps_header", "amendments", "post_changebox_cmds", "model_init", "model_post", "inp",
-    "orcablocks", "define_str", "control_kdg", "control_input", "addsec", "input", "parameters_file",
-})
-_PATH_KEYS = frozenset({
-    "directory", "label", "prefix", "restart", "txt", "log", "db", "top", "crd", "files", "save", "nosave",
-    "errorsave", "keep_tmp_files", "keep_alive", "trajectory_out", "binary_dump", "chk", "oldchk", "schk", "rwf",
-    "oldmatrix", "oldrawmatrix", "int", "d2e", "scratch", "userscr", "outdir", "wfcdir", "pseudo_dir",
-    "castep_pp_path", "castep_keywords", "find_pspots", "species_path", "slako_dir", "socket", "unixsocket",
-    "port", "host", "clean", "print_log", "dumpjson", "out", "output",
-})
+_PROGRAM_KEYS = frozenset(
+    {
+        "command",
+        "profile",
+        "runner",
+        "executable",
+        "exe",
+        "binary",
+        "launcher",
+        "launch_client",
+        "mpi",
+        "pbs",
+        "mpi_command",
+        "process",
+        "initializer",
+        "lammps_name",
+        "extra_cmd_args",
+        "lammps_options",
+        "amber_exe",
+        "kjob",
+        "subst",
+        "usessh",
+        "ssh",
+        "lindaworkers",
+        "calc_input",
+    }
+)
+_SCRIPT_KEYS = frozenset(
+    {
+        "lmpcmds",
+        "lammps_header",
+        "amendments",
+        "post_changebox_cmds",
+        "model_init",
+        "model_post",
+        "inp",
+        "orcablocks",
+        "define_str",
+        "control_kdg",
+        "control_input",
+        "addsec",
+        "input",
+        "parameters_file",
+    }
+)
+_PATH_KEYS = frozenset(
+    {
+        "directory",
+        "label",
+        "prefix",
+        "restart",
+        "txt",
+        "log",
+        "db",
+        "top",
+        "crd",
+        "files",
+        "save",
+        "nosave",
+        "errorsave",
+        "keep_tmp_files",
+        "keep_alive",
+        "trajectory_out",
+        "binary_dump",
+        "chk",
+        "oldchk",
+        "schk",
+        "rwf",
+        "oldmatrix",
+        "oldrawmatrix",
+        "int",
+        "d2e",
+        "scratch",
+        "userscr",
+        "outdir",
+        "wfcdir",
+        "pseudo_dir",
+        "castep_pp_path",
+        "castep_keywords",
+        "find_pspots",
+        "species_path",
+        "slako_dir",
+        "socket",
+        "unixsocket",
+        "port",
+        "host",
+        "clean",
+        "print_log",
+        "dumpjson",
+        "out",
+        "output",
+    }
+)
 #: Parts of an option name that mark it as a program, a script, a path or a directory.
-_STEMS = ("command", "cmd", "dir", "path", "file", "exe", "socket", "script", "blocks", "profile", "label",
-          "prefix", "tmp", "scratch", "shell", "log", "launch")
+_STEMS = (
+    "command",
+    "cmd",
+    "dir",
+    "path",
+    "file",
+    "exe",
+    "socket",
+    "script",
+    "blocks",
+    "profile",
+    "label",
+    "prefix",
+    "tmp",
+    "scratch",
+    "shell",
+    "log",
+    "launch",
+)
 #: Whole calculator modules that start a process or a server whatever their options.
 _PROCESS_MODULES = ("ase.calculators.socketio", "ase.calculators.subprocesscalculator")
 
 _ESCAPE = re.compile(r"[;|&`$<>\n\r\x00\\]")
-_WHAT = {"program": "names a program to start", "script": "is another program's input script",
-         "path": "names a path or a directory"}
+_WHAT = {
+    "program": "names a program to start",
+    "script": "is another program's input script",
+    "path": "names a path or a directory",
+}
 
 
 def refused_option(name: str) -> str | None:
@@ -118,8 +215,11 @@ def refused_value(value: str) -> str | None:
     text = str(value)
     found = _ESCAPE.search(text)
     if found:
-        return f"holds {found.group()!r}, a line break or a shell character" if found.group().isprintable() \
+        return (
+            f"holds {found.group()!r}, a line break or a shell character"
+            if found.group().isprintable()
             else "holds a line break or a control character"
+        )
     if text.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", text):
         return "is an absolute or home path"
     if ".." in re.split(r"[/\\]", text):
@@ -179,12 +279,16 @@ def check_trusted(spec: Mapping[str, Any], *, trust_energy: bool) -> None:
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     if why == _WHAT["program"]:
         section = _section(spec)
-        hint = (f"configure it in ASE's configuration ([{section}] command = ... in ~/.config/ase/config.ini, "
-                f"or ASE_{section.upper()}_COMMAND), or give {TRUST_FLAG} to honour it")
+        hint = (
+            f"configure it in ASE's configuration ([{section}] command = ... in ~/.config/ase/config.ini, "
+            f"or ASE_{section.upper()}_COMMAND), or give {TRUST_FLAG} to honour it"
+        )
         raise EnergyFunctionError(f"{where}: {why}, which a shared file may not do{more}; {hint}")
     if why == _WHAT["path"]:
-        raise EnergyFunctionError(f"{where}: {why}, which a shared file may not do{more}: godiff keeps every "
-                                  f"evaluation's files in the run's scratch/; give {TRUST_FLAG} to honour it")
+        raise EnergyFunctionError(
+            f"{where}: {why}, which a shared file may not do{more}: godiff keeps every "
+            f"evaluation's files in the run's scratch/; give {TRUST_FLAG} to honour it"
+        )
     raise EnergyFunctionError(f"{where}: {why}{more}; give {TRUST_FLAG} if you trust it")
 
 

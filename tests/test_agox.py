@@ -21,8 +21,11 @@ from godiff.errors import ConfigError  # noqa: E402
 from godiff.rundir import RunDir  # noqa: E402
 from godiff.system import load_system  # noqa: E402
 
-RUNS = {"agox-random": bench_agox.run_agox_random, "agox-basin-hopping": bench_agox.run_agox_basin_hopping,
-        "agox-gofee": bench_agox.run_agox_gofee}
+RUNS = {
+    "agox-random": bench_agox.run_agox_random,
+    "agox-basin-hopping": bench_agox.run_agox_basin_hopping,
+    "agox-gofee": bench_agox.run_agox_gofee,
+}
 
 
 def check_rows(system, out, budget):

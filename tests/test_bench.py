@@ -9,8 +9,7 @@ import pytest
 from ase.calculators.lj import LennardJones
 
 from godiff.bench import harness
-from godiff.bench.success import criterion
-from godiff.bench.success import first_success, first_within, is_connected
+from godiff.bench.success import criterion, first_success, first_within, is_connected
 from godiff.errors import ConfigError
 from godiff.rundir import RunDir
 from godiff.system import System, load_system
@@ -24,8 +23,17 @@ def tiny_bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     system = load_system("lj13")
     calls = []
-    records = harness.run_benchmark(system, methods=["godiff"], seeds=2, budget=8, out=out, jobs=1, threads=1,
-                                    progress=calls.append, overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    records = harness.run_benchmark(
+        system,
+        methods=["godiff"],
+        seeds=2,
+        budget=8,
+        out=out,
+        jobs=1,
+        threads=1,
+        progress=calls.append,
+        overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3},
+    )
     return out, records, calls
 
 
@@ -57,8 +65,11 @@ def test_the_plot_steps_at_each_seeds_counted_figure_and_beside_it_at_its_relaxe
     out, records, _ = tiny_bench
     counted, relaxed = harness.success_curves(records, budget=8)
     assert counted["counted"] and not relaxed["counted"]
-    paid = sorted(r["evaluations_counted"] for r in records
-                  if r["evaluations_counted"] is not None and r["evaluations_counted"] <= r["budget"])
+    paid = sorted(
+        r["evaluations_counted"]
+        for r in records
+        if r["evaluations_counted"] is not None and r["evaluations_counted"] <= r["budget"]
+    )
     assert counted["xs"] == [0, *paid, 8] and counted["ys"][-1] == len(paid) / 2
     hits = sorted(r["evaluations_to_success"] for r in records if r["evaluations_to_success"] is not None)
     assert relaxed["xs"] == [0, *hits, 8] and relaxed["label"] == f"godiff, relaxed check ({len(hits)}/2)"
@@ -69,8 +80,14 @@ def test_the_plot_steps_at_each_seeds_counted_figure_and_beside_it_at_its_relaxe
 def test_rerun_skips_finished_pairs(tiny_bench):
     out, _, _ = tiny_bench
     before = (out / "results.json").read_text()
-    again = harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out,
-                                  overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    again = harness.run_benchmark(
+        load_system("lj13"),
+        methods=["godiff"],
+        seeds=2,
+        budget=8,
+        out=out,
+        overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3},
+    )
     assert len(again) == 2
     assert json.loads((out / "results.json").read_text())["records"] == json.loads(before)["records"]
 
@@ -89,8 +106,14 @@ def test_naming_the_next_minimum_adds_the_basin_figure_to_old_records_without_a_
     threshold = sorted(row.energy for row in rows[0])[3] + 0.01  # a "next minimum" four of seed 0's rows lie under
     spec = load_system("lj13").to_dict()
     spec["reference"]["next_energy"] = threshold
-    again = harness.run_benchmark(System.from_dict(spec), methods=["godiff"], seeds=2, budget=8, out=copy,
-                                  overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    again = harness.run_benchmark(
+        System.from_dict(spec),
+        methods=["godiff"],
+        seeds=2,
+        budget=8,
+        out=copy,
+        overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3},
+    )
     for r in again:
         energies = [row.energy for row in rows[r["seed"]]]
         expected = next((i + 1 for i, e in enumerate(energies) if e <= threshold - 1e-3), None)  # LJ tolerance
@@ -103,8 +126,14 @@ def test_another_budget_in_the_same_directory_is_refused_and_nothing_is_lost(tin
     out, _, _ = tiny_bench
     before = (out / "results.json").read_text()
     with pytest.raises(ConfigError, match="budget 8, not 12; give another --out"):
-        harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=12, out=out,
-                              overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+        harness.run_benchmark(
+            load_system("lj13"),
+            methods=["godiff"],
+            seeds=2,
+            budget=12,
+            out=out,
+            overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3},
+        )
     assert (out / "results.json").read_text() == before
 
 
@@ -112,10 +141,14 @@ def test_other_settings_in_the_same_directory_are_refused_and_nothing_is_lost(ti
     out, records, _ = tiny_bench
     assert all(r["settings"] == {"samples": 4, "train_steps": 2, "sampling_steps": 3} for r in records)
     before = (out / "results.json").read_text()
-    with pytest.raises(ConfigError, match=r"settings --set samples=4 --set sampling_steps=3 --set train_steps=2, "
-                                          r"not --set samples=4; give another --out"):
-        harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out,
-                              overrides={"samples": 4})
+    with pytest.raises(
+        ConfigError,
+        match=r"settings --set samples=4 --set sampling_steps=3 --set train_steps=2, "
+        r"not --set samples=4; give another --out",
+    ):
+        harness.run_benchmark(
+            load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out, overrides={"samples": 4}
+        )
     assert (out / "results.json").read_text() == before
 
 
@@ -125,8 +158,14 @@ def test_records_judged_under_another_criterion_are_judged_again_without_a_rerun
     for r in saved["records"]:
         r["judge"], r["evaluations_to_success"] = {"version": 1, "screen": 1.0}, 1
     (out / "results.json").write_text(json.dumps(saved))
-    again = harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out,
-                                  overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    again = harness.run_benchmark(
+        load_system("lj13"),
+        methods=["godiff"],
+        seeds=2,
+        budget=8,
+        out=out,
+        overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3},
+    )
     current = criterion(load_system("lj13"))
     by_seed = {r["seed"]: r for r in saved["records"]}
     judged = {r["seed"]: r for r in first}  # judged under the current criterion when they ran
@@ -149,8 +188,14 @@ def test_the_unrelaxed_figure_is_the_first_evaluated_energy_within_tolerance(tin
     for r in saved["records"]:
         del r["evaluations_to_energy"]  # a record judged before the figure existed
     (out / "results.json").write_text(json.dumps(saved))
-    again = harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=out,
-                                  overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    again = harness.run_benchmark(
+        load_system("lj13"),
+        methods=["godiff"],
+        seeds=2,
+        budget=8,
+        out=out,
+        overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3},
+    )
     assert all("evaluations_to_energy" in r for r in again)  # filled in from the run directories, not re-run
     assert [r["wall_seconds"] for r in again] == [r["wall_seconds"] for r in saved["records"]]
 
@@ -234,19 +279,40 @@ def test_classical_methods_spend_exactly_their_budget_through_the_evaluator(meth
 
 def test_godiff_transfer_starts_from_the_given_zoo_model(tmp_path):
     from godiff.search import Search
-    from godiff.zoo.transfer import TRANSFER
     from godiff.zoo.registry import Registry
+    from godiff.zoo.transfer import TRANSFER
 
     run = tmp_path / "parent"
-    Search("lj13", out=run, iterations=1, samples=4, train_steps=2, steps=3, relax_steps=1, oversample=1,
-           batch_size=4, force_batch=4).run()
-    entry = Registry(local=tmp_path / "zoo", shipped=tmp_path / "none").add_run(run, name="lj13-parent", version="1.0.0")
-    records = harness.run_benchmark(load_system("lj13"), methods=["godiff-transfer"], seeds=1, budget=10, out=tmp_path / "b",
-                                    start=str(entry.path), overrides={"samples": 4, "first_samples": 2, "train_steps": 1,
-                                                                      "sampling_steps": 3, "relax_steps": 1})
+    Search(
+        "lj13",
+        out=run,
+        iterations=1,
+        samples=4,
+        train_steps=2,
+        steps=3,
+        relax_steps=1,
+        oversample=1,
+        batch_size=4,
+        force_batch=4,
+    ).run()
+    entry = Registry(local=tmp_path / "zoo", shipped=tmp_path / "none").add_run(
+        run, name="lj13-parent", version="1.0.0"
+    )
+    records = harness.run_benchmark(
+        load_system("lj13"),
+        methods=["godiff-transfer"],
+        seeds=1,
+        budget=10,
+        out=tmp_path / "b",
+        start=str(entry.path),
+        overrides={"samples": 4, "first_samples": 2, "train_steps": 1, "sampling_steps": 3, "relax_steps": 1},
+    )
     assert records[0]["evaluations"] == 10  # 2 + 2 x 4: the transfer preset's first batch, then the budget
     manifest = json.loads((tmp_path / "b" / "runs" / "godiff-transfer" / "seed-0" / "run.json").read_text())
-    assert manifest["parent"] == "lj13-parent@1.0.0" and manifest["search"]["temperature_start"] == TRANSFER["temperature_start"]
+    assert (
+        manifest["parent"] == "lj13-parent@1.0.0"
+        and manifest["search"]["temperature_start"] == TRANSFER["temperature_start"]
+    )
 
 
 def test_bench_speed_prints_each_cost_including_one_energy_evaluation():
@@ -254,11 +320,31 @@ def test_bench_speed_prints_each_cost_including_one_energy_evaluation():
 
     from godiff.cli.main import cli
 
-    result = CliRunner().invoke(cli, ["bench-speed", "lj13", "--samples", "4", "--repeats", "1", "--threads", "1",
-                                      "--sampling-steps", "3", "--evaluations", "3"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench-speed",
+            "lj13",
+            "--samples",
+            "4",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--sampling-steps",
+            "3",
+            "--evaluations",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.stderr)
-    for phrase in ("forward pass, 4 samples", "sampling 4 structures (3 steps", "training:",
-                   "energy evaluation (lj):", "(median of 3, the first call excluded)"):
+    for phrase in (
+        "forward pass, 4 samples",
+        "sampling 4 structures (3 steps",
+        "training:",
+        "energy evaluation (lj):",
+        "(median of 3, the first call excluded)",
+    ):
         assert phrase in result.output, result.output
 
 
@@ -272,14 +358,27 @@ def test_bench_speed_on_a_run_prices_an_evaluation_by_that_runs_own_draws_and_tr
     from godiff.search import Search
 
     run = tmp_path / "run"
-    Search("lj13", out=run, iterations=2, samples=4, train_steps=2, train_stop="fixed", steps=3, relax_steps=1,
-           oversample=1, batch_size=4, force_batch=4, polish=0).run()
+    Search(
+        "lj13",
+        out=run,
+        iterations=2,
+        samples=4,
+        train_steps=2,
+        train_stop="fixed",
+        steps=3,
+        relax_steps=1,
+        oversample=1,
+        batch_size=4,
+        force_batch=4,
+        polish=0,
+    ).run()
     done = RunDir.open(run, lock=False)
     drawn = [r for r in done.rows() if r.iteration > 0]
     spent = spent_per_evaluation(done.read_log())
     assert spent == {"draws": len(drawn) / 8, "train_steps": 4 / 8, "evaluations": 8} and len(drawn) == 4
-    result = CliRunner().invoke(cli, ["bench-speed", str(run), "--samples", "4", "--repeats", "1", "--threads", "1",
-                                      "--evaluations", "0"])
+    result = CliRunner().invoke(
+        cli, ["bench-speed", str(run), "--samples", "4", "--repeats", "1", "--threads", "1", "--evaluations", "0"]
+    )
     assert result.exit_code == 0, (result.output, result.stderr)
     line = next(l for l in result.output.splitlines() if l.startswith("network per evaluation of this run:"))
     assert "its 0.50 draws per evaluation" in line and "its 0.50 steps per evaluation" in line
@@ -290,10 +389,22 @@ def _stopped_pt1_run(tmp_path, reference: float, tolerance: float):
 
     data = {**load_system("pt1-step").to_dict(), "reference": {"energy": reference, "tolerance": tolerance}}
     system = System.from_dict(data)
-    record = harness.run_benchmark(system, methods=["godiff-ffg"], seeds=1, budget=40, out=tmp_path / "b",
-                                   stop_at_success=True,
-                                   overrides={"samples": 8, "train_steps": 2, "sampling_steps": 3, "relax_steps": 1,
-                                              "oversample": 1, "acquisition": "energy"})[0]
+    record = harness.run_benchmark(
+        system,
+        methods=["godiff-ffg"],
+        seeds=1,
+        budget=40,
+        out=tmp_path / "b",
+        stop_at_success=True,
+        overrides={
+            "samples": 8,
+            "train_steps": 2,
+            "sampling_steps": 3,
+            "relax_steps": 1,
+            "oversample": 1,
+            "acquisition": "energy",
+        },
+    )[0]
     return system, record, RunDir.open(record["run_dir"]).rows()
 
 
@@ -349,8 +460,10 @@ def test_a_relaxation_that_fails_in_the_judge_is_no_success_not_a_crash(tmp_path
     from godiff.system import System, load_system
 
     spec = load_system("lj13").to_dict()
-    spec.update(mobile="Cu2", energy={"calculator": "ase", "class": "ase.calculators.dftb.Dftb",
-                                      "options": {"command": "false"}})  # fails at every call: no parameter files
+    spec.update(
+        mobile="Cu2",
+        energy={"calculator": "ase", "class": "ase.calculators.dftb.Dftb", "options": {"command": "false"}},
+    )  # fails at every call: no parameter files
     system = System.from_dict(spec)
     db = ase.db.connect(str(tmp_path / "rows.db"))
     for d in (2.3, 2.5):
@@ -461,13 +574,27 @@ def test_an_old_record_without_the_counted_figure_prints_dashes_beside_new_ones(
 
     old = json.loads((Path(__file__).parents[1] / "benchmarks" / "lj13" / "results.json").read_text())["records"]
     assert not any("evaluations_counted" in r for r in old)  # judged before the figure existed, runs not kept
-    new = [{"method": "random", "seed": s, "budget": 2560, "evaluations_counted": counted, "evaluations_to_success": hit,
-            "evaluations_to_energy": within, "evaluations_to_basin": within, "best_energy": -44.3, "wall_seconds": 1.0}
-           for s, counted, hit, within in [(0, 40, 12, 40), (1, 3001, 6, None)]]  # seed 1: relaxation ends past the budget
-    table = harness.table_markdown(harness.summarize(old + new, ["godiff-ffg", "basin-hopping", "random"]),
-                                   system=load_system("lj13"), budget=2560)
-    assert table.splitlines()[2].startswith("| method | success, relaxation counted | median evals, relaxation counted "
-                                            "| worst evals, relaxation counted | success |")
+    new = [
+        {
+            "method": "random",
+            "seed": s,
+            "budget": 2560,
+            "evaluations_counted": counted,
+            "evaluations_to_success": hit,
+            "evaluations_to_energy": within,
+            "evaluations_to_basin": within,
+            "best_energy": -44.3,
+            "wall_seconds": 1.0,
+        }
+        for s, counted, hit, within in [(0, 40, 12, 40), (1, 3001, 6, None)]
+    ]  # seed 1: relaxation ends past the budget
+    table = harness.table_markdown(
+        harness.summarize(old + new, ["godiff-ffg", "basin-hopping", "random"]), system=load_system("lj13"), budget=2560
+    )
+    assert table.splitlines()[2].startswith(
+        "| method | success, relaxation counted | median evals, relaxation counted "
+        "| worst evals, relaxation counted | success |"
+    )
     assert "| godiff-ffg | - | - | - | 8/8 | 20 | 68 | - | 769 | -43.949 |" in table  # single points: not known
     # relaxation steps: the old record's first evaluation within tolerance is the counted figure
     assert "| basin-hopping | 7/8 | 765 | 2490 | 7/8 | 706 | 2402 | 854 | 820 | -44.327 |" in table
@@ -481,15 +608,26 @@ def test_beside_shows_another_directorys_methods_at_their_own_budget_and_refuses
     both = tmp_path / "both"
     shutil.copytree(out, both)
     before = json.loads((both / "results.json").read_text())["records"]
-    harness.run_benchmark(load_system("lj13"), methods=["godiff"], seeds=2, budget=8, out=both, beside=[short],
-                          overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3})
+    harness.run_benchmark(
+        load_system("lj13"),
+        methods=["godiff"],
+        seeds=2,
+        budget=8,
+        out=both,
+        beside=[short],
+        overrides={"samples": 4, "train_steps": 2, "sampling_steps": 3},
+    )
     saved = json.loads((both / "results.json").read_text())
     assert saved["records"] == before and saved["beside"] == ["../short"]  # shown, never merged into the records
-    rows = [line for line in (both / "table.md").read_text().splitlines() if line.startswith("| ")][1:]  # under the header
+    rows = [line for line in (both / "table.md").read_text().splitlines() if line.startswith("| ")][
+        1:
+    ]  # under the header
     assert [row.split(" | ")[0] for row in rows] == ["| godiff", "| random (budget 5)"]
     assert harness.table_of_results(both / "results.json") == (both / "table.md").read_text()
     with pytest.raises(ConfigError, match="a benchmark of lj13, not lj19"):
-        harness.run_benchmark(load_system("lj19"), methods=["random"], seeds=1, budget=5, out=tmp_path / "x", beside=[short])
+        harness.run_benchmark(
+            load_system("lj19"), methods=["random"], seeds=1, budget=5, out=tmp_path / "x", beside=[short]
+        )
     assert not (tmp_path / "x").exists()
 
 
@@ -502,13 +640,32 @@ def test_a_killed_benchmark_process_is_a_one_line_error_that_keeps_the_runs_and_
     import time
 
     import psutil
-
     from conftest import console_script
 
     out = tmp_path / "b"
-    command = [console_script("godiff"), "bench", "lj13", "--methods", "godiff", "--seeds", "2", "--budget", "120", "--jobs", "2",
-               "--threads", "1", "--set", "samples=4", "--set", "train_steps=2", "--set", "sampling_steps=3",
-               "--out", str(out)]
+    command = [
+        console_script("godiff"),
+        "bench",
+        "lj13",
+        "--methods",
+        "godiff",
+        "--seeds",
+        "2",
+        "--budget",
+        "120",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        "--set",
+        "samples=4",
+        "--set",
+        "train_steps=2",
+        "--set",
+        "sampling_steps=3",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(out.glob("runs/godiff/seed-*/evaluations.db")) and time.monotonic() < deadline:

@@ -6,21 +6,34 @@ shared; the tests that extend it (resume, report) run in file order after it.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import subprocess
 from pathlib import Path
 
 import ase.db
 import pytest
 from click.testing import CliRunner
-
 from conftest import console_script
+
 from godiff.cli.main import cli
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_seconds
 from godiff.errors import GodiffError, NotARunError
 
-PRESETS = ["au7-au111", "lj13", "lj19", "lj26", "lj38", "lj55", "pt1-step", "pt13-pt111", "pt19-pt111", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
+PRESETS = [
+    "au7-au111",
+    "lj13",
+    "lj19",
+    "lj26",
+    "lj38",
+    "lj55",
+    "pt1-step",
+    "pt13-pt111",
+    "pt19-pt111",
+    "pt6-xtb",
+    "pt7-pt111",
+    "pt7-pt111-chgnet",
+]
 TINY = ["--iterations", "2", "--samples", "4", "--train-steps", "2", "--sampling-steps", "3"]
 
 
@@ -99,11 +112,19 @@ def test_usage_error_keeps_click_exit_code_in_one_line():
 def test_threads_is_accepted_by_run_and_zero_is_refused(tmp_path):
     # In a subprocess: setting threads in the test process would leak into later tests.
     godiff = _script("godiff")
-    ok = subprocess.run([godiff, "run", "lj13", *TINY, "--iterations", "1", "--threads", "1", "--out", str(tmp_path / "r"),
-                         "--quiet"], capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [godiff, "run", "lj13", *TINY, "--iterations", "1", "--threads", "1", "--out", str(tmp_path / "r"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run([godiff, "run", "lj13", "--threads", "0", "--out", str(tmp_path / "z")],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [godiff, "run", "lj13", "--threads", "0", "--out", str(tmp_path / "z")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "--threads" in bad.stderr and not (tmp_path / "z").exists()
 
 
@@ -132,15 +153,17 @@ def test_bad_system_yaml_exits_2_one_line(tmp_path):
 def test_traceback_flag_shows_the_stack(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(BAD_YAML)
-    proc = subprocess.run([_script("godiff"), "--traceback", "run", str(path)], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [_script("godiff"), "--traceback", "run", str(path)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert proc.returncode == 2  # the stack is shown, the exit code stays that of the error
     assert "Traceback (most recent call last)" in proc.stderr
     assert "SystemFileError" in proc.stderr
     assert proc.stderr.rstrip().splitlines()[-1].startswith("godiff: error: ")
     # without the flag: one line, exit 2, through the real console script
-    proc = subprocess.run([_script("godiff"), "run", str(path)], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [_script("godiff"), "run", str(path)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("godiff: error: ")
 
@@ -258,9 +281,19 @@ def test_progress_modes_and_live_line(monkeypatch):
             progress(event)
         line = progress.status_line()
         assert "iteration 1/4" in line and "evaluating 2/8" in line and "-3.500000 eV" in line
-        progress({"event": "iteration", "iteration": 0, "temperature": 5.0, "n_evaluations": 8, "n_failed": 1,
-                  "best_energy": -3.5, "iteration_min": -3.5, "iteration_median": 1.0,
-                  "seconds": {"sampling": 0.1, "evaluation": 2.0, "training": 30.0}})
+        progress(
+            {
+                "event": "iteration",
+                "iteration": 0,
+                "temperature": 5.0,
+                "n_evaluations": 8,
+                "n_failed": 1,
+                "best_energy": -3.5,
+                "iteration_min": -3.5,
+                "iteration_median": 1.0,
+                "seconds": {"sampling": 0.1, "evaluation": 2.0, "training": 30.0},
+            }
+        )
         assert "train 30s" in progress.status_line() and "(1 failed)" in progress.status_line()
         LogHandler().emit(logging.LogRecord("godiff", logging.WARNING, __file__, 1, "a log line", None, None))
         assert "\x1b[2Ka log line\n" in tty.text  # the live line erased, the record printed, the line redrawn below
@@ -293,15 +326,35 @@ def test_logging_configuration_is_restored_after_a_command():
 
 def test_bench_set_passes_search_settings_to_godiff_runs_and_refuses_bad_ones(tmp_path):
     out = tmp_path / "b"
-    result = _invoke("bench", "lj13", "--methods", "godiff", "--seeds", "1", "--budget", "8", "--out", out,
-                     "--set", "samples=4", "--set", "train_steps=1", "--set", "sampling_steps=2",
-                     "--set", "temperature_start=3")
+    result = _invoke(
+        "bench",
+        "lj13",
+        "--methods",
+        "godiff",
+        "--seeds",
+        "1",
+        "--budget",
+        "8",
+        "--out",
+        out,
+        "--set",
+        "samples=4",
+        "--set",
+        "train_steps=1",
+        "--set",
+        "sampling_steps=2",
+        "--set",
+        "temperature_start=3",
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "runs" / "godiff" / "seed-0" / "run.json").read_text())
     assert manifest["search"]["temperature_start"] == 3 and manifest["search"]["sampler"]["steps"] == 2
     assert "| godiff | " in result.output
-    for bad, message in [("foo=1", "unknown search setting 'foo'"), ("samples=abc", "must be a number"),
-                         ("samples", "expected KEY=VALUE")]:
+    for bad, message in [
+        ("foo=1", "unknown search setting 'foo'"),
+        ("samples=abc", "must be a number"),
+        ("samples", "expected KEY=VALUE"),
+    ]:
         line = _one_line_error(_invoke("bench", "lj13", "--out", tmp_path / "c", "--set", bad), 2)
         assert message in line
 
@@ -316,8 +369,24 @@ def test_a_reader_that_goes_away_is_not_an_internal_error():
 
 def test_budget_stops_a_run_says_why_and_a_resume_with_more_budget_goes_on(tmp_path):
     out = tmp_path / "r"
-    args = ("--sampling-steps", "3", "--train-steps", "2", "--min-samples", "3", "--max-samples", "6", "--seed", "1",
-            "--polish", "2", "--reheat", "40", "--improvement", "0.5")
+    args = (
+        "--sampling-steps",
+        "3",
+        "--train-steps",
+        "2",
+        "--min-samples",
+        "3",
+        "--max-samples",
+        "6",
+        "--seed",
+        "1",
+        "--polish",
+        "2",
+        "--reheat",
+        "40",
+        "--improvement",
+        "0.5",
+    )
     result = _invoke("run", "lj13", "--budget", "7", *args, "--out", out, "--quiet")
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert _db_rows(out) == 7  # 3 from the prior, then rounds cut by the budget
@@ -329,8 +398,9 @@ def test_budget_stops_a_run_says_why_and_a_resume_with_more_budget_goes_on(tmp_p
     assert more.exit_code == 0, (more.stdout, more.stderr)
     assert _db_rows(out) == 11 and json.loads((out / "run.json").read_text())["search"]["budget"] == 11
     assert json.loads((out / "stopped.json").read_text())["n_evaluations"] == 11
-    assert {k: json.loads((out / "run.json").read_text())["search"][k] for k in ("polish", "reheat", "improvement")} == {
-        "polish": 2, "reheat": 40, "improvement": 0.5}
+    assert {
+        k: json.loads((out / "run.json").read_text())["search"][k] for k in ("polish", "reheat", "improvement")
+    } == {"polish": 2, "reheat": 40, "improvement": 0.5}
     with ase.db.connect(out / "evaluations.db") as db:
         assert 1 <= db.count("polish=True") <= 4  # after each round of 3, up to 2 polished (the budget cuts)
     line = _one_line_error(_invoke("run", "lj13", "--polish", "-1", "--out", tmp_path / "z"), 2)

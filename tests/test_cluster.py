@@ -17,21 +17,23 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from godiff.bench.slow import SlowEMT  # noqa: E402
 from godiff.cluster import dask_executor, parse_address  # noqa: E402
 from godiff.errors import ConfigError  # noqa: E402
 from godiff.rundir import RunDir  # noqa: E402
 from godiff.search import Search  # noqa: E402
-from godiff.bench.slow import SlowEMT  # noqa: E402
 
 SAMPLES = 16
-TINY = dict(iterations=1, samples=SAMPLES, train_steps=1, steps=3, relax_steps=0, oversample=1, batch_size=4,
-            force_batch=4)
+TINY = dict(
+    iterations=1, samples=SAMPLES, train_steps=1, steps=3, relax_steps=0, oversample=1, batch_size=4, force_batch=4
+)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=4, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         yield cluster
 
 
@@ -44,8 +46,9 @@ def _search(out, executor):
     """A one-iteration search of one Pt adatom on a step, each EMT evaluation taking 0.5 s."""
     from godiff.score import ScoreConfig
 
-    score = ScoreConfig(scalars=8, vectors=4, lmax=1, layers=1, cutoff=5.0, mobile_cutoff=6.0, radial_hidden=8,
-                        head_hidden=16)
+    score = ScoreConfig(
+        scalars=8, vectors=4, lmax=1, layers=1, cutoff=5.0, mobile_cutoff=6.0, radial_hidden=8, head_hidden=16
+    )
     return Search("pt1-step", out=out, calculator=SlowEMT(seconds=0.5), executor=executor, score=score, **TINY)
 
 

@@ -165,7 +165,7 @@ def test_failures_are_recorded_counted_and_never_raised(caplog):
         if not evaluation.ok:
             assert evaluation.energy is None and evaluation.forces is None
             assert "\n" not in evaluation.error
-    assert evaluations[4].energy == pytest.approx((structures[4].positions**2).sum())
+    assert evaluations[4].energy == pytest.approx((structures[4].positions ** 2).sum())
     assert warned == 4
 
 
@@ -175,9 +175,7 @@ def test_two_workers_give_the_same_energies_and_report_each_result_once():
         reference = serial.evaluate(structures)
     arrived = []
     with Evaluator({"calculator": "emt"}, workers=2) as parallel:
-        evaluations = parallel.evaluate(
-            structures, on_result=lambda i, atoms, e: arrived.append((i, atoms, e))
-        )
+        evaluations = parallel.evaluate(structures, on_result=lambda i, atoms, e: arrived.append((i, atoms, e)))
         assert parallel.n_calls == 8 and parallel.n_failed == 0
     assert sorted(i for i, _, _ in arrived) == list(range(8))
     for index, atoms, evaluation in arrived:
@@ -401,8 +399,17 @@ def test_an_ase_spec_builds_its_class_with_its_options():
     assert normalize_spec(spec)["options"] == {"epsilon": 2.0, "rc": 1000.0}
 
 
-@pytest.mark.parametrize("name", ["os.system", "subprocess.Popen", "ase.calculators.calculator.os.system",
-                                  "ase.calculators.emt.np", "ase.atoms.Atoms", "godiff.testing.SlowEMT"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "os.system",
+        "subprocess.Popen",
+        "ase.calculators.calculator.os.system",
+        "ase.calculators.emt.np",
+        "ase.atoms.Atoms",
+        "godiff.testing.SlowEMT",
+    ],
+)
 def test_an_ase_spec_naming_anything_but_a_calculator_class_is_refused(name):
     with pytest.raises(EnergyFunctionError) as info:
         make_calculator({"calculator": "ase", "class": name})
@@ -414,12 +421,22 @@ def test_a_system_file_naming_a_non_calculator_is_refused_in_one_line_with_exit_
     import sys
 
     path = tmp_path / "evil.yaml"
-    path.write_text("name: evil\nmobile: Pt\ntemplate: null\nbox: {kind: cuboid, lengths: [8, 8, 8]}\n"
-                    "energy: {calculator: ase, class: os.system, options: {command: 'touch pwned'}}\n")
-    proc = subprocess.run([sys.executable, "-m", "godiff.cli.main", "run", str(path), "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True, cwd=tmp_path)
+    path.write_text(
+        "name: evil\nmobile: Pt\ntemplate: null\nbox: {kind: cuboid, lengths: [8, 8, 8]}\n"
+        "energy: {calculator: ase, class: os.system, options: {command: 'touch pwned'}}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "godiff.cli.main", "run", str(path), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "os.system" in proc.stderr and "not an allowed calculator" in proc.stderr
+    assert (
+        len(proc.stderr.strip().splitlines()) == 1
+        and "os.system" in proc.stderr
+        and "not an allowed calculator" in proc.stderr
+    )
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "r").exists()
 
 
@@ -449,9 +466,11 @@ class _ExternalLJ:
 
         class ExternalLJ(FileIOCalculator):
             implemented_properties = ["energy", "forces"]
-            program = (f"{sys.executable} -c \"import ase.io, json; from ase.calculators.lj import LennardJones; "
-                       "a = ase.io.read('in.xyz'); a.calc = LennardJones(rc=1000.0); "
-                       "json.dump({'e': a.get_potential_energy(), 'f': a.get_forces().tolist()}, open('out.json', 'w'))\"")
+            program = (
+                f'{sys.executable} -c "import ase.io, json; from ase.calculators.lj import LennardJones; '
+                "a = ase.io.read('in.xyz'); a.calc = LennardJones(rc=1000.0); "
+                "json.dump({'e': a.get_potential_energy(), 'f': a.get_forces().tolist()}, open('out.json', 'w'))\""
+            )
 
             def write_input(self, atoms, properties=None, system_changes=None):
                 import ase.io
@@ -471,7 +490,9 @@ class _ExternalLJ:
 def test_gfn2_xtb_single_point_of_a_pt4_tetrahedron():
     pytest.importorskip("tblite")
     a = 2.6  # Å, a regular tetrahedron
-    atoms = Atoms("Pt4", positions=[[0, 0, 0], [a, 0, 0], [a / 2, a * 3**0.5 / 2, 0], [a / 2, a * 3**0.5 / 6, a * (2 / 3) ** 0.5]])
+    atoms = Atoms(
+        "Pt4", positions=[[0, 0, 0], [a, 0, 0], [a / 2, a * 3**0.5 / 2, 0], [a / 2, a * 3**0.5 / 6, a * (2 / 3) ** 0.5]]
+    )
     with Evaluator({"calculator": "xtb"}) as evaluator:
         evaluation = evaluator.single_point(atoms)
     # computed once with tblite 0.8.0 (GFN2-xTB, accuracy 1, 300 K; ase 3.29.0) on this machine

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import HubServer, git_blob_sha1
 from safetensors.torch import save_file
 
 from godiff.zoo.format import write_manifest
-from hub_server import HubServer, git_blob_sha1
 
 REPO = "myorg/pt-islands"
 TOKEN = "hf_test_token_0123456789"
@@ -63,7 +63,11 @@ def run_client(calls, *, endpoint: str, home: Path, token: str | None = TOKEN, o
         env["HF_HUB_DISABLE_XET"] = "1"
     proc = subprocess.run(
         [sys.executable, "-c", _CLIENT, json.dumps(calls)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     for secret in [token, *secrets]:
@@ -314,31 +318,55 @@ def test_a_registered_run_round_trips_through_the_hub_bit_identically(hub_server
     from godiff.zoo.registry import Registry
 
     run = tmp_path / "run"
-    Search("lj13", out=run, iterations=1, samples=4, train_steps=2, steps=4, relax_steps=2, oversample=1,
-           batch_size=4, force_batch=4).run()
-    entry = Registry(local=tmp_path / "registry", shipped=tmp_path / "none").add_run(run, name="lj13-rt", version="1.0.0")
+    Search(
+        "lj13",
+        out=run,
+        iterations=1,
+        samples=4,
+        train_steps=2,
+        steps=4,
+        relax_steps=2,
+        oversample=1,
+        batch_size=4,
+        force_batch=4,
+    ).run()
+    entry = Registry(local=tmp_path / "registry", shipped=tmp_path / "none").add_run(
+        run, name="lj13-rt", version="1.0.0"
+    )
     expected = load(entry.path).sample(3, seed=7)
 
     def cli(home, *args, offline=False):
         env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-        env.update(HF_ENDPOINT=hub_server.url, HF_HOME=str(home), HF_HUB_DISABLE_PROGRESS_BARS="1", HF_TOKEN=TOKEN,
-                   HF_HUB_DISABLE_XET="1", GODIFF_ZOO=str(tmp_path / "registry"))
+        env.update(
+            HF_ENDPOINT=hub_server.url,
+            HF_HOME=str(home),
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+            HF_TOKEN=TOKEN,
+            HF_HUB_DISABLE_XET="1",
+            GODIFF_ZOO=str(tmp_path / "registry"),
+        )
         if offline:
             env["HF_HUB_OFFLINE"] = "1"
         code = f"import sys; from godiff.cli.zoo import main; sys.argv[0] = 'godiff-zoo'; main({list(args)!r})"
-        return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
 
     pushed = cli(tmp_path / "hf-pusher", "push", "lj13-rt@1.0.0", "--repo", "myorg/lj13-rt")
     assert pushed.returncode == 0, pushed.stderr
     assert "tag v1.0.0" in pushed.stdout and TOKEN not in pushed.stdout + pushed.stderr
     pulled = cli(tmp_path / "hf-clean", "pull", "myorg/lj13-rt@1.0.0")
     assert pulled.returncode == 0, pulled.stderr
-    sample = ("import numpy, sys; from godiff.zoo import load; "
-              "numpy.save(sys.argv[1], load('myorg/lj13-rt@1.0.0').sample(3, seed=7))")
+    sample = (
+        "import numpy, sys; from godiff.zoo import load; "
+        "numpy.save(sys.argv[1], load('myorg/lj13-rt@1.0.0').sample(3, seed=7))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path / "hf-clean"), HF_HUB_OFFLINE="1", HF_ENDPOINT=hub_server.url)
     out = tmp_path / "pulled.npy"
-    proc = subprocess.run([sys.executable, "-c", sample, str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", sample, str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.array_equal(np.load(out), expected)
     missing = cli(tmp_path / "hf-clean", "pull", "myorg/lj13-rt@2.0.0")
@@ -364,11 +392,24 @@ def test_a_file_template_model_loads_anywhere_after_a_move_and_a_pull(hub_server
     ase.io.write(systems / "slab.xyz", fcc111("Pt", (2, 2, 2), vacuum=6.0), format="extxyz")
     (systems / "island.yaml").write_text(
         "name: island\nmobile: Pt2\ntemplate: {file: slab.xyz, frozen: {bottom: 1}}\n"
-        "box: {kind: slab, z_min: 1.5, z_max: 4.0}\nenergy: {calculator: emt}\n")
+        "box: {kind: slab, z_min: 1.5, z_max: 4.0}\nenergy: {calculator: emt}\n"
+    )
     run = tmp_path / "run"
-    Search(systems / "island.yaml", out=run, iterations=1, samples=4, train_steps=2, steps=4, relax_steps=2,
-           oversample=1, batch_size=4, force_batch=4).run()
-    entry = Registry(local=tmp_path / "registry", shipped=tmp_path / "none").add_run(run, name="island-rt", version="1.0.0")
+    Search(
+        systems / "island.yaml",
+        out=run,
+        iterations=1,
+        samples=4,
+        train_steps=2,
+        steps=4,
+        relax_steps=2,
+        oversample=1,
+        batch_size=4,
+        force_batch=4,
+    ).run()
+    entry = Registry(local=tmp_path / "registry", shipped=tmp_path / "none").add_run(
+        run, name="island-rt", version="1.0.0"
+    )
     expected = load(entry.path).sample(3, seed=7)
 
     moved = tmp_path / "elsewhere" / "island-rt"
@@ -381,37 +422,62 @@ def test_a_file_template_model_loads_anywhere_after_a_move_and_a_pull(hub_server
     assert np.array_equal(load(moved).sample(3, seed=7), expected)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub_server.url, HF_HOME=str(tmp_path / "hf-pusher"), HF_HUB_DISABLE_PROGRESS_BARS="1",
-               HF_TOKEN=TOKEN, HF_HUB_DISABLE_XET="1", GODIFF_ZOO=str(tmp_path / "empty-registry"))
+    env.update(
+        HF_ENDPOINT=hub_server.url,
+        HF_HOME=str(tmp_path / "hf-pusher"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_TOKEN=TOKEN,
+        HF_HUB_DISABLE_XET="1",
+        GODIFF_ZOO=str(tmp_path / "empty-registry"),
+    )
     code = "import sys; from godiff.cli.zoo import main; sys.argv[0] = 'godiff-zoo'; main(sys.argv[1:])"
-    pushed = subprocess.run([sys.executable, "-c", code, "push", str(moved), "--repo", "myorg/island-rt"], env=env,
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    pushed = subprocess.run(
+        [sys.executable, "-c", code, "push", str(moved), "--repo", "myorg/island-rt"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert pushed.returncode == 0, pushed.stderr
-    sample = ("import numpy, sys; from godiff.zoo import load; "
-              "numpy.save(sys.argv[1], load('myorg/island-rt@1.0.0').sample(3, seed=7))")
+    sample = (
+        "import numpy, sys; from godiff.zoo import load; "
+        "numpy.save(sys.argv[1], load('myorg/island-rt@1.0.0').sample(3, seed=7))"
+    )
     env.update(HF_HOME=str(tmp_path / "hf-clean"), OMP_NUM_THREADS="1")  # one thread, as this process: the same sums
     out = tmp_path / "pulled.npy"
-    proc = subprocess.run([sys.executable, "-c", sample, str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", sample, str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.array_equal(np.load(out), expected)
 
 
-def test_pull_and_versions_take_the_hub_clients_names_cache_dir_local_files_only_and_token(hub_server, model_folder, tmp_path):
+def test_pull_and_versions_take_the_hub_clients_names_cache_dir_local_files_only_and_token(
+    hub_server, model_folder, tmp_path
+):
     """pull, versions and load take revision, token, cache_dir and local_files_only as
     huggingface_hub names them: a pull into another cache folder with an explicit token, then
     the cache alone (nothing asked of the Hub), and a version not in it refused as not found."""
     run_client([push(model_folder, "1.0.0")], endpoint=hub_server.url, home=tmp_path / "pusher")
     cache = tmp_path / "elsewhere-cache"
     options = {"cache_dir": str(cache), "token": TOKEN}
-    [pulled] = run_client([("pull", [REPO], {"revision": "v1.0.0", **options})], endpoint=hub_server.url,
-                          home=tmp_path / "home", token=None)
+    [pulled] = run_client(
+        [("pull", [REPO], {"revision": "v1.0.0", **options})],
+        endpoint=hub_server.url,
+        home=tmp_path / "home",
+        token=None,
+    )
     assert Path(pulled["value"]).is_relative_to(cache)
     assert_same_files(Path(pulled["value"]), model_folder)
     asked = len(hub_server.requests)
     local = {"cache_dir": str(cache), "local_files_only": True}
     listed, again, missing = run_client(
         [("versions", [REPO], local), ("pull", [REPO, "1.0.0"], local), ("pull", [REPO, "2.0.0"], local)],
-        endpoint=hub_server.url, home=tmp_path / "home", token=None)
+        endpoint=hub_server.url,
+        home=tmp_path / "home",
+        token=None,
+    )
     assert listed == {"value": ["1.0.0"]} and again == pulled
     assert missing["error"] == "ModelNotFoundError" and "local_files_only" in missing["message"]
     assert len(hub_server.requests) == asked  # the cache alone answered

@@ -30,7 +30,9 @@ from godiff.rundir import RunDir
 from godiff.score import ScoreConfig
 from godiff.search import Search, SearchConfig
 
-TINY = ScoreConfig(scalars=8, vectors=4, lmax=1, layers=2, cutoff=2.5, mobile_cutoff=3.5, radial_hidden=8, head_hidden=16)
+TINY = ScoreConfig(
+    scalars=8, vectors=4, lmax=1, layers=2, cutoff=2.5, mobile_cutoff=3.5, radial_hidden=8, head_hidden=16
+)
 SAMPLES = 6
 CLI_TINY = ["--samples", "4", "--train-steps", "2", "--sampling-steps", "3", "--threads", "1"]
 
@@ -138,7 +140,9 @@ def _flip_tensor_bytes(path: Path, n: int = 16) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_corrupt_checkpoint_weights_are_refused_and_the_earlier_checkpoint_resumes_the_same_run(two_iterations, reference):
+def test_corrupt_checkpoint_weights_are_refused_and_the_earlier_checkpoint_resumes_the_same_run(
+    two_iterations, reference
+):
     weights = two_iterations / "checkpoints" / "iter-0001" / "model.safetensors"
     _flip_tensor_bytes(weights)
     manifest = (two_iterations / "run.json").read_bytes()
@@ -187,7 +191,9 @@ def test_a_database_with_rows_lost_is_refused(two_iterations):
 
     with sqlite3.connect(two_iterations / "evaluations.db") as con:
         con.execute("delete from systems where id > 4")
-    with pytest.raises(CheckpointError, match=f"holds 4 evaluations of iterations 0..1 where checkpoint 1 counts {2 * SAMPLES}"):
+    with pytest.raises(
+        CheckpointError, match=f"holds 4 evaluations of iterations 0..1 where checkpoint 1 counts {2 * SAMPLES}"
+    ):
         Search.resume(two_iterations, iterations=3)
 
 
@@ -207,7 +213,9 @@ def test_an_energy_function_that_cannot_be_built_leaves_no_run_directory(tmp_pat
     model = tmp_path / "broken.model"
     model.write_bytes(b"not a MACE model")
     system = tmp_path / "mace.yaml"
-    system.write_text("name: m\nmobile: Ar3\nbox: {kind: cuboid, lengths: 4}\nenergy: {calculator: mace, model: broken.model}\n")
+    system.write_text(
+        "name: m\nmobile: Ar3\nbox: {kind: cuboid, lengths: 4}\nenergy: {calculator: mace, model: broken.model}\n"
+    )
     result = _invoke("run", system, "--out", tmp_path / "r", *CLI_TINY, "--iterations", "1", "--trust-energy")
     assert result.exit_code == 2, result.stderr
     assert "could not load MACE model" in result.stderr
@@ -261,7 +269,11 @@ def test_a_template_file_is_read_only_from_the_system_files_folder(tmp_path):
     ase.io.write(folder / "slabs" / "slab.xyz", fcc111("Pt", (3, 3, 2), vacuum=6.0), format="extxyz")
     ase.io.write(tmp_path / "outside.xyz", fcc111("Pt", (3, 3, 2), vacuum=6.0), format="extxyz")
     body = "mobile: Pt2\nbox: {kind: slab, z_min: 1.5, z_max: 4.5}\nenergy: {calculator: emt}\n"
-    for name, file in [("inside", "slabs/slab.xyz"), ("up", "../outside.xyz"), ("absolute", str(tmp_path / "outside.xyz"))]:
+    for name, file in [
+        ("inside", "slabs/slab.xyz"),
+        ("up", "../outside.xyz"),
+        ("absolute", str(tmp_path / "outside.xyz")),
+    ]:
         (folder / f"{name}.yaml").write_text(f"name: {name}\ntemplate: {{file: '{file}'}}\n" + body)
     assert godiff.load_system(folder / "inside.yaml").n_template == 18
     with pytest.raises(SystemFileError, match="leads outside the system file's folder"):
@@ -275,10 +287,18 @@ def test_a_template_file_is_read_only_from_the_system_files_folder(tmp_path):
 
 
 # -- 9. numbers ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("option, value", [
-    ("--temperature-start", "inf"), ("--temperature-end", "nan"), ("--guidance", "nan"), ("--guidance", "-1"),
-    ("--relax-steps", "-1"), ("--samples", "0"), ("--sampling-steps", "0"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--temperature-start", "inf"),
+        ("--temperature-end", "nan"),
+        ("--guidance", "nan"),
+        ("--guidance", "-1"),
+        ("--relax-steps", "-1"),
+        ("--samples", "0"),
+        ("--sampling-steps", "0"),
+    ],
+)
 def test_non_finite_and_out_of_range_options_are_one_line_and_exit_2(tmp_path, option, value):
     line = _one_line(_invoke("run", "lj13", option, value, "--out", tmp_path / "r"), 2)
     assert option.lstrip("-") in line
@@ -287,7 +307,9 @@ def test_non_finite_and_out_of_range_options_are_one_line_and_exit_2(tmp_path, o
 
 def test_absurd_box_lengths_are_refused(tmp_path):
     path = tmp_path / "huge.yaml"
-    path.write_text("name: huge\nmobile: Ar3\nbox: {kind: cuboid, lengths: [1e308, 1e308, 1e308]}\nenergy: {calculator: lj}\n")
+    path.write_text(
+        "name: huge\nmobile: Ar3\nbox: {kind: cuboid, lengths: [1e308, 1e308, 1e308]}\nenergy: {calculator: lj}\n"
+    )
     line = _one_line(_invoke("run", path, "--out", tmp_path / "r"), 2)
     assert "box.lengths" in line and "out of range" in line
     with pytest.raises(ConfigError, match="max-failed-fraction"):
@@ -321,9 +343,14 @@ def test_a_signal_saves_every_evaluation_and_prints_the_resume_command(tmp_path,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # SIGINT as a terminal gives it: a suite started in the background (``cmd &``) passes its
     # children SIGINT ignored, and the run would then finish and exit 0
-    proc = subprocess.Popen([_godiff(), "run", "lj13", "--iterations", "3", *CLI_TINY, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [_godiff(), "run", "lj13", "--iterations", "3", *CLI_TINY, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not (out / "evaluations.db").exists() or len(rows(out)) < 5:  # the database appears whole
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -333,8 +360,13 @@ def test_a_signal_saves_every_evaluation_and_prints_the_resume_command(tmp_path,
     assert proc.returncode == code, stderr
     assert word in stderr and f"continue with: godiff resume {out}" in stderr and "Traceback" not in stderr
     kept = len(rows(out))
-    resumed = subprocess.run([_godiff(), "resume", str(out), "--quiet", "--threads", "1"], capture_output=True,
-                             text=True, env=env, timeout=300)
+    resumed = subprocess.run(
+        [_godiff(), "resume", str(out), "--quiet", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     keys = Counter((r.iteration, r.sample) for r in rows(out))
     assert len(keys) == 3 * 4 and max(keys.values()) == 1 and kept <= 3 * 4

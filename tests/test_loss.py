@@ -124,7 +124,9 @@ def test_buffer_state_round_trip_also_through_safetensors(tmp_path):
         assert np.array_equal(getattr(again, key), getattr(buf, key))
     # as the search checkpoints it
     save_file({k: torch.as_tensor(v) for k, v in buf.state().items()}, str(tmp_path / "buffer.safetensors"))
-    loaded = ReplayBuffer.from_state(4, {k: v.numpy() for k, v in load_file(str(tmp_path / "buffer.safetensors")).items()})
+    loaded = ReplayBuffer.from_state(
+        4, {k: v.numpy() for k, v in load_file(str(tmp_path / "buffer.safetensors")).items()}
+    )
     for key in ("positions", "energies", "ids"):
         assert np.array_equal(getattr(loaded, key), getattr(buf, key))
     assert loaded.ids.dtype == np.int64

@@ -24,8 +24,12 @@ def _setuptools_is_recent() -> bool:
 def test_the_wheel_carries_the_shipped_models_and_they_load_outside_the_checkout(tmp_path):
     # with a recent setuptools here, build without fetching one (an isolated build downloads it)
     isolation = ["--no-build-isolation"] if _setuptools_is_recent() else []
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", *isolation, "-w", str(tmp_path / "dist"), "-q"],
-                           capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", *isolation, "-w", str(tmp_path / "dist"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("godiff-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -39,11 +43,18 @@ def test_the_wheel_carries_the_shipped_models_and_they_load_outside_the_checkout
     zipfile.ZipFile(wheel).extractall(site)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(site), "GODIFF_ZOO": str(tmp_path / "empty-registry"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "GODIFF_ZOO": str(tmp_path / "empty-registry"),
+        "OMP_NUM_THREADS": "1",
+    }
 
     def zoo(*args):
         code = "import sys; from godiff.cli.zoo import main; sys.argv[0] = 'godiff-zoo'; main(sys.argv[1:])"
-        return subprocess.run([sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
+        )
 
     listed = zoo("list")
     assert listed.returncode == 0, listed.stderr
@@ -51,9 +62,13 @@ def test_the_wheel_carries_the_shipped_models_and_they_load_outside_the_checkout
         assert model in listed.stdout
     shown = zoo("show", "pt-islands-emt@1.0.0")
     assert shown.returncode == 0 and "all digests verified" in shown.stdout, shown.stderr
-    code = ("import godiff, godiff.zoo; print(godiff.__file__); "
-            "print(godiff.zoo.load('lj13-lj@1.0.0').sample(2, seed=0).shape)")
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    code = (
+        "import godiff, godiff.zoo; print(godiff.__file__); "
+        "print(godiff.zoo.load('lj13-lj@1.0.0').sample(2, seed=0).shape)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
+    )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     where, shape = loaded.stdout.split()[:2], loaded.stdout.strip().splitlines()[-1]
     assert where[0].startswith(str(site)) and shape == "(2, 13, 3)"

@@ -22,11 +22,23 @@ def _make_run(path, energies_per_iteration, *, logged: int, samples: int = 4):
     """
     system = load_system("lj13")
     manifest = {
-        "godiff_version": "0.1.0", "created": "2025-01-01T00:00:00+0000", "command": "godiff run lj13",
-        "system": system.to_dict(), "energy": system.energy,
-        "search": {"iterations": 5, "samples": samples, "train_steps": 2, "batch_size": 32, "buffer_size": 64,
-                   "temperature_start": 5.0, "temperature_end": 0.02, "seed": 0, "workers": 1,
-                   "sampler": {"steps": 3, "corrector_steps": 0, "guidance": 0.0, "relax_steps": 0}},
+        "godiff_version": "0.1.0",
+        "created": "2025-01-01T00:00:00+0000",
+        "command": "godiff run lj13",
+        "system": system.to_dict(),
+        "energy": system.energy,
+        "search": {
+            "iterations": 5,
+            "samples": samples,
+            "train_steps": 2,
+            "batch_size": 32,
+            "buffer_size": 64,
+            "temperature_start": 5.0,
+            "temperature_end": 0.02,
+            "seed": 0,
+            "workers": 1,
+            "sampler": {"steps": 3, "corrector_steps": 0, "guidance": 0.0, "relax_steps": 0},
+        },
         "pretrained": False,
     }
     run = RunDir.create(path, manifest)
@@ -35,23 +47,32 @@ def _make_run(path, energies_per_iteration, *, logged: int, samples: int = 4):
     for k, energies in enumerate(energies_per_iteration):
         for i, e in enumerate(energies):
             atoms = system.atoms(rng.uniform(-1.5, 1.5, (13, 3)))
-            ev = (Evaluation(e, np.zeros((13, 3)), True, None, 0.01) if e is not None
-                  else Evaluation(None, None, False, "RuntimeError: boom", 0.01))
+            ev = (
+                Evaluation(e, np.zeros((13, 3)), True, None, 0.01)
+                if e is not None
+                else Evaluation(None, None, False, "RuntimeError: boom", 0.01)
+            )
             run.record(atoms, ev, iteration=k, sample=i, temperature=1.0)
             if e is not None:
                 best = min(best, e)
         if k < logged:
-            run.append_log({"iteration": k, "best_energy": best, "n_failed": sum(e is None for e in energies),
-                            "seconds": {"sampling": 1.0 + k, "evaluation": 2.0, "training": 10.0 * (k + 1)}})
+            run.append_log(
+                {
+                    "iteration": k,
+                    "best_energy": best,
+                    "n_failed": sum(e is None for e in energies),
+                    "seconds": {"sampling": 1.0 + k, "evaluation": 2.0, "training": 10.0 * (k + 1)},
+                }
+            )
     return path
 
 
 @pytest.fixture
 def partial_run(tmp_path):
     energies = [
-        [300.0, 1e6, -20.0, None],          # iteration 1: a clash, a failure
-        [-30.0, -44.3268, 50.0, -10.0],     # iteration 2: reaches the reference
-        [-44.3268, -40.0],                  # iteration 3: in progress
+        [300.0, 1e6, -20.0, None],  # iteration 1: a clash, a failure
+        [-30.0, -44.3268, 50.0, -10.0],  # iteration 2: reaches the reference
+        [-44.3268, -40.0],  # iteration 3: in progress
     ]
     return _make_run(tmp_path / "run", energies, logged=2)
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import cuboid_system, slab_system
 
 from godiff.sampler import Sampler, SamplerConfig, declash
 from godiff.score import ScoreConfig, ScoreModel, SystemGraph
 from godiff.sde import VESDE
 from godiff.system import System
 
-from conftest import cuboid_system, slab_system
-
 CONFIG = ScoreConfig(
     scalars=8, vectors=4, lmax=1, layers=2, cutoff=4.0, mobile_cutoff=6.0, radial_hidden=8, head_hidden=16
 )
-
-
 
 
 class Setup:
@@ -35,13 +32,20 @@ class Setup:
         self.template_min_distance = (
             None
             if template is None
-            else torch.tensor([min(system.pair_min_distance(m, t) for t in set(template.get_chemical_symbols())) for m in sym])
+            else torch.tensor(
+                [min(system.pair_min_distance(m, t) for t in set(template.get_chemical_symbols())) for m in sym]
+            )
         )
 
     def sampler(self, model, **config):
         return Sampler(
-            model, self.sde, self.domain, self.graph, SamplerConfig(**config),
-            min_distance=self.min_distance, template_min_distance=self.template_min_distance,
+            model,
+            self.sde,
+            self.domain,
+            self.graph,
+            SamplerConfig(**config),
+            min_distance=self.min_distance,
+            template_min_distance=self.template_min_distance,
         )
 
     def in_plane_frac(self, x):
@@ -66,10 +70,6 @@ class Setup:
         shifts = torch.stack([i * cell[0] + j * cell[1] for i in (-2, -1, 0, 1, 2) for j in (-2, -1, 0, 1, 2)])
         images = (tpos[None] + shifts[:, None]).reshape(-1, 3)
         return torch.cdist(x.reshape(-1, 3), images).min(-1).values.reshape(x.shape[:2])
-
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,9 @@ def test_declash_uses_the_minimum_image_across_the_cell_edge(slab):
     cell = torch.as_tensor(np.array(slab.domain.cell), dtype=torch.float32)
     a = cell[0]
     # 0.4 Å apart through the periodic boundary along a, 7.9 Å apart in plain Cartesian terms
-    x = torch.stack([torch.tensor([0.2, 1.0, z]), torch.tensor([0.0, 1.0, z]) + a - torch.tensor([0.2, 0.0, 0.0])])[None]
+    x = torch.stack([torch.tensor([0.2, 1.0, z]), torch.tensor([0.0, 1.0, z]) + a - torch.tensor([0.2, 0.0, 0.0])])[
+        None
+    ]
     assert float(slab.mobile_distances(x)[0, 0, 1]) == pytest.approx(0.4, abs=1e-4)
     y = declash(x, slab.graph, slab.min_distance[:2, :2], slab.domain)
     assert float(slab.mobile_distances(y)[0, 0, 1]) >= float(slab.min_distance[0, 1]) - 1e-3
@@ -223,17 +225,22 @@ def test_variations_start_from_their_structures_at_the_given_noise(model, slab):
     sigma_min = float(slab.sde.sigma_min)
 
     # below every noise level: no denoising step, only sigma_min's noise on the start
-    x, energy = sampler.candidates(3, generator=torch.Generator().manual_seed(6), starts=start.repeat(2, 1, 1),
-                                   start_sigma=sigma_min / 2)
+    x, energy = sampler.candidates(
+        3, generator=torch.Generator().manual_seed(6), starts=start.repeat(2, 1, 1), start_sigma=sigma_min / 2
+    )
     assert x.shape == (3, slab.system.n_mobile, 3) and energy.shape == (3,)
     moved = _in_plane_displacement(slab, x[1:], start)
     assert bool((moved > 0).all()) and float(moved.max()) < 5 * sigma_min
     assert float(_in_plane_displacement(slab, x[:1], start)[0]) > 10 * sigma_min  # the first is a fresh draw
 
     # from a small noise the variations stay near the start; fresh draws do not
-    near, _ = sampler.candidates(8, generator=torch.Generator().manual_seed(7), starts=start.repeat(8, 1, 1), start_sigma=0.3)
+    near, _ = sampler.candidates(
+        8, generator=torch.Generator().manual_seed(7), starts=start.repeat(8, 1, 1), start_sigma=0.3
+    )
     fresh, _ = sampler.candidates(8, generator=torch.Generator().manual_seed(7))
-    assert float(_in_plane_displacement(slab, near, start).median()) < 0.5 * float(_in_plane_displacement(slab, fresh, start).median())
+    assert float(_in_plane_displacement(slab, near, start).median()) < 0.5 * float(
+        _in_plane_displacement(slab, fresh, start).median()
+    )
 
 
 def test_more_starts_than_candidates_or_no_noise_is_refused(model, slab):

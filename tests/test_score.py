@@ -25,8 +25,6 @@ CONFIG = ScoreConfig(
 SLAB_PBC = (True, True, False)
 
 
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -71,10 +69,14 @@ def test_equivariance_periodic_slab(model):
     )
     x = slab_positions(slab, 2, 3)
     errors = assert_equivariant(
-        model, build, x, torch.tensor([0.05, 2.0]),
+        model,
+        build,
+        x,
+        torch.tensor([0.05, 2.0]),
         cell=torch.tensor(slab.cell[:], dtype=torch.float32),
         template_positions=torch.tensor(slab.positions, dtype=torch.float32),
-        n_trials=2, generator=1,
+        n_trials=2,
+        generator=1,
     )
     assert set(errors) == {"rotation", "inversion", "translation", "permutation"}
     assert max(errors.values()) < 1e-4
@@ -86,8 +88,14 @@ def test_equivariance_gas_phase_cluster(model):
     g = torch.Generator().manual_seed(2)
     x = 2.0 * torch.randn(3, 5, 3, generator=g)
     errors = assert_equivariant(
-        model, build, x, torch.tensor([0.01, 0.5, 8.0]),
-        cell=torch.eye(3) * 20.0, species=species, n_trials=2, generator=3,
+        model,
+        build,
+        x,
+        torch.tensor([0.01, 0.5, 8.0]),
+        cell=torch.eye(3) * 20.0,
+        species=species,
+        n_trials=2,
+        generator=3,
     )
     assert max(errors.values()) < 1e-4
 
@@ -270,8 +278,13 @@ def test_mobile_edges_are_every_image_pair_within_the_cutoff():
     shifts = torch.as_tensor(lattice_shifts(slab.cell.array, periodic, 6.0), dtype=torch.float32) @ cell
     expected = sorted(
         (b * 4 + j, b * 4 + i, round(float(d), 4))
-        for b in range(2) for s in shifts for i in range(4) for j in range(4)
+        for b in range(2)
+        for s in shifts
+        for i in range(4)
+        for j in range(4)
         if 1e-6 < (d := torch.linalg.norm(x[b, j] + s - x[b, i])) < 6.0
     )
-    got = sorted(zip(edges.sender.tolist(), edges.receiver.tolist(), [round(float(d), 4) for d in edges.vectors.norm(dim=-1)]))
+    got = sorted(
+        zip(edges.sender.tolist(), edges.receiver.tolist(), [round(float(d), 4) for d in edges.vectors.norm(dim=-1)])
+    )
     assert got == expected and len(got) > 8

@@ -11,16 +11,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from godiff.sde import VESDE
-
 from conftest import cuboid_system, slab_system
 
-
-
-
-
-
+from godiff.sde import VESDE
 
 
 @pytest.fixture(scope="module")

@@ -47,8 +47,6 @@ def lj() -> LennardJones:
     return LennardJones(epsilon=1.0, sigma=1.0, rc=1000.0, smooth=False)
 
 
-
-
 def db_rows(run_dir: Path) -> list:
     path = run_dir / "evaluations.db"
     if not path.exists():
@@ -115,7 +113,13 @@ def test_run_directory_holds_no_pickles(finished_run):
     assert [c.name for c in checkpoints] == ["iter-0001", "iter-0002"]  # the last two are kept
     for ckpt in checkpoints:
         names = sorted(p.name for p in ckpt.iterdir())
-        assert names == ["buffer.safetensors", "digests.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+        assert names == [
+            "buffer.safetensors",
+            "digests.json",
+            "model.safetensors",
+            "optimizer.safetensors",
+            "state.json",
+        ]
         json.loads((ckpt / "state.json").read_text())
         digests = json.loads((ckpt / "digests.json").read_text())
         assert sorted(digests) == [n for n in names if n != "digests.json"]
@@ -151,7 +155,9 @@ def test_a_pretrained_model_moves_its_energy_shift_onto_the_new_energies_once(fi
     first_data = Search.resume(child, read_only=True)
     first_data.model.load_state_dict(trained)
     with torch.no_grad():
-        predicted = first_data.sampler.predicted_energy(torch.as_tensor(first_data.memory.positions, dtype=torch.float32))
+        predicted = first_data.sampler.predicted_energy(
+            torch.as_tensor(first_data.memory.positions, dtype=torch.float32)
+        )
     residual = np.median(first_data.memory.energies - predicted.double().numpy())
     assert float(moved) == pytest.approx(float(trained["energy_shift"]) + residual, rel=1e-5)
     resumed = Search.resume(child, iterations=2)
@@ -271,7 +277,9 @@ def kill_9_when_blocked(tmp_path: Path, config: SearchConfig, block_at: int, on_
     with open(tmp_path / "child.log", "w") as log:
         child = subprocess.Popen(
             [sys.executable, "-c", KILLED_RUN, str(out), str(ready), str(block_at), json.dumps(config.to_dict())],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         try:
             deadline = time.monotonic() + 180
@@ -312,8 +320,9 @@ def reference_run(tmp_path_factory):
 def test_kill_9_mid_iteration_then_resume_equals_an_uninterrupted_run(tmp_path, reference_run, block_at, rows_before):
     iterations = KILL_ITERATIONS
     config = tiny_config(iterations=iterations)
-    out = kill_9_when_blocked(tmp_path, config, block_at,
-                              lambda out: dict(Counter(r.iteration for r in db_rows(out))) == rows_before)
+    out = kill_9_when_blocked(
+        tmp_path, config, block_at, lambda out: dict(Counter(r.iteration for r in db_rows(out))) == rows_before
+    )
 
     with pytest.raises(ConfigError, match="Python calculator"):
         Search.resume(out)  # the run used a calculator object: it must be given again
@@ -378,8 +387,18 @@ def test_the_device_option_runs_the_same_search_on_the_cpu_and_refuses_a_missing
 # -- the adaptive search: batches by ESS, budget, patience ------------------------------------------
 def adaptive_config(**overrides) -> SearchConfig:
     """The adaptive defaults on the tiny network: rounds of 3 up to 9, ESS target 2.5."""
-    base = SearchConfig(score=TINY, batch_size=8, force_batch=4, train_steps=3, seed=7, samples=None,
-                        min_samples=3, max_samples=9, target_ess=2.5, iterations=50)
+    base = SearchConfig(
+        score=TINY,
+        batch_size=8,
+        force_batch=4,
+        train_steps=3,
+        seed=7,
+        samples=None,
+        min_samples=3,
+        max_samples=9,
+        target_ess=2.5,
+        iterations=50,
+    )
     return base.with_overrides(steps=4, oversample=2.0, **overrides)
 
 
@@ -395,7 +414,7 @@ def _round_groups(run_dir: Path, rows, k: int) -> list:
     """Iteration ``k``'s evaluated rows, one list per round in the order the rounds came."""
     mine = sorted((r for r in rows if r.iteration == k), key=lambda r: r.sample)
     sizes = _rounds(run_dir, k)
-    return [mine[start:start + size] for size, start in zip(sizes, np.cumsum([0] + sizes[:-1]))]
+    return [mine[start : start + size] for size, start in zip(sizes, np.cumsum([0] + sizes[:-1]))]
 
 
 def test_an_adaptive_run_sizes_each_batch_by_its_ess_and_stops_at_its_budget(tmp_path):
@@ -454,7 +473,10 @@ def test_after_each_sampled_round_the_polish_moves_the_best_structure_along_its_
             i += 1
         best = min((r for r in rows if r.id < group[0].id), key=lambda r: r.energy)
         f = best.forces
-        expected = best.positions + (step * np.array([0.5, 1.0, 2.0])[: len(group), None, None]) * f / np.linalg.norm(f, axis=1).max()
+        expected = (
+            best.positions
+            + (step * np.array([0.5, 1.0, 2.0])[: len(group), None, None]) * f / np.linalg.norm(f, axis=1).max()
+        )
         expected = load_system("lj13").geometry().fold(torch.as_tensor(expected)).numpy()  # kept in the box
         assert np.allclose(np.stack([r.positions for r in group]), expected, atol=1e-9)
         assert best.id != polished_id or failures < 2  # never a third polish of a structure that gained nothing twice
@@ -581,8 +603,9 @@ def test_a_search_stalled_at_its_end_temperature_heats_again_to_its_last_batchs_
     from godiff.schedule import energy_spread
 
     out = tmp_path / "r"
-    config = adaptive_config(reheat=3, cooling_fast=0.1, cooling_slow=0.1, temperature_end=0.05, temperature_factor=2.0,
-                             budget=150)
+    config = adaptive_config(
+        reheat=3, cooling_fast=0.1, cooling_slow=0.1, temperature_end=0.05, temperature_factor=2.0, budget=150
+    )
     Search("lj13", config=config, out=out, calculator=lj()).run()
     rows = sorted(db_rows(out), key=lambda r: r.id)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -617,17 +640,34 @@ def test_kill_9_in_an_adaptive_round_then_resume_equals_the_uninterrupted_run_an
     result = Search.resume(out, calculator=lj()).run()
     assert result.n_evaluations == reference.n_evaluations == 16 and result.stop_reason == "budget"
     assert energies_by_key(out) == energies_by_key(reference_dir)
-    assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(p.name for p in (reference_dir / "samples").iterdir())
+    assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(
+        p.name for p in (reference_dir / "samples").iterdir()
+    )
 
 
 def test_the_paper_preset_is_the_fixed_schedule_and_reproduces_bit_for_bit(tmp_path):
     from dataclasses import replace
 
     paper = SearchConfig.preset("paper")
-    assert (paper.iterations, paper.samples, paper.schedule, paper.temperature_start, paper.budget) == (20, 128, "exponential", 5.0, None)
+    assert (paper.iterations, paper.samples, paper.schedule, paper.temperature_start, paper.budget) == (
+        20,
+        128,
+        "exponential",
+        5.0,
+        None,
+    )
     assert paper.sampler.oversample == 4.0 != SearchConfig().sampler.oversample  # a sampler setting of the preset
-    config = replace(paper, score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7,
-                     iterations=2, sampler=tiny_config().sampler)
+    config = replace(
+        paper,
+        score=TINY,
+        batch_size=8,
+        force_batch=4,
+        samples=SAMPLES,
+        train_steps=3,
+        seed=7,
+        iterations=2,
+        sampler=tiny_config().sampler,
+    )
     runs = [Search("lj13", config=config, out=tmp_path / name, calculator=lj()).run() for name in ("a", "b")]
     assert energies_by_key(tmp_path / "a") == energies_by_key(tmp_path / "b")
     for name in ("model", "optimizer", "buffer"):
@@ -641,16 +681,25 @@ def test_the_paper_preset_is_the_fixed_schedule_and_reproduces_bit_for_bit(tmp_p
 
 
 def test_a_run_json_written_before_the_adaptive_search_keeps_its_fixed_schedule():
-    old = {k: v for k, v in SearchConfig.preset("paper").to_dict().items()
-           if k not in ("schedule", "train_stop", "acquisition", "budget", "patience", "reheat", "improvement")}
+    old = {
+        k: v
+        for k, v in SearchConfig.preset("paper").to_dict().items()
+        if k not in ("schedule", "train_stop", "acquisition", "budget", "patience", "reheat", "improvement")
+    }
     config = SearchConfig.from_dict(old)
-    assert (config.schedule, config.train_stop, config.acquisition, config.budget) == ("exponential", "fixed", "energy", None)
+    assert (config.schedule, config.train_stop, config.acquisition, config.budget) == (
+        "exponential",
+        "fixed",
+        "energy",
+        None,
+    )
     assert (config.reheat, config.improvement_threshold()) == (0, 0.0)  # no reheat; patience counts any new best
 
 
 def test_refine_draws_variations_of_the_lowest_evaluated_structures(tmp_path):
-    config = adaptive_config(iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0,
-                             duplicate_distance=0.0).with_overrides(oversample=1.0)  # every candidate is returned
+    config = adaptive_config(
+        iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0, duplicate_distance=0.0
+    ).with_overrides(oversample=1.0)  # every candidate is returned
     search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
     search.run()
     lowest = search.buffer.positions[:2]
@@ -665,8 +714,16 @@ def test_refine_draws_variations_of_the_lowest_evaluated_structures(tmp_path):
 
 
 def test_refine_hop_moves_one_atom_of_each_start_before_the_noise(tmp_path):
-    config = adaptive_config(iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0,
-                             duplicate_distance=0.0, refine_hop=1.0).with_overrides(oversample=1.0)
+    config = adaptive_config(
+        iterations=1,
+        refine=1.0,
+        refine_from=2,
+        refine_noise=0.05,
+        relax_steps=0,
+        guidance=0.0,
+        duplicate_distance=0.0,
+        refine_hop=1.0,
+    ).with_overrides(oversample=1.0)
     search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
     search.run()
     drawn = search.draw(1, 0, 4)
@@ -681,8 +738,16 @@ def test_refine_hop_moves_one_atom_of_each_start_before_the_noise(tmp_path):
 
 
 def test_refine_skips_near_copies_of_a_lower_start(tmp_path):
-    config = adaptive_config(iterations=1, refine=1.0, refine_from=2, refine_noise=0.05, relax_steps=0, guidance=0.0,
-                             duplicate_distance=0.0, refine_distinct=0.1).with_overrides(oversample=1.0)
+    config = adaptive_config(
+        iterations=1,
+        refine=1.0,
+        refine_from=2,
+        refine_noise=0.05,
+        relax_steps=0,
+        guidance=0.0,
+        duplicate_distance=0.0,
+        refine_distinct=0.1,
+    ).with_overrides(oversample=1.0)
     search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
     search.run()
     buffer = search.buffer

@@ -14,7 +14,6 @@ from ase.calculators.lj import LennardJones
 from ase.constraints import FixAtoms
 from ase.optimize import BFGS
 
-from godiff.zoo.similarity import fingerprint
 from godiff.errors import SystemFileError, SystemNotFoundError
 from godiff.presets import list_presets, preset_description, preset_path
 from godiff.system import (
@@ -25,8 +24,22 @@ from godiff.system import (
     load_system,
     parse_formula,
 )
+from godiff.zoo.similarity import fingerprint
 
-PRESETS = ["au7-au111", "lj13", "lj19", "lj26", "lj38", "lj55", "pt1-step", "pt13-pt111", "pt19-pt111", "pt6-xtb", "pt7-pt111", "pt7-pt111-chgnet"]
+PRESETS = [
+    "au7-au111",
+    "lj13",
+    "lj19",
+    "lj26",
+    "lj38",
+    "lj55",
+    "pt1-step",
+    "pt13-pt111",
+    "pt19-pt111",
+    "pt6-xtb",
+    "pt7-pt111",
+    "pt7-pt111-chgnet",
+]
 
 
 def lj_calculator(system: System) -> LennardJones:
@@ -160,14 +173,19 @@ def test_sphere_and_cluster_geometry():
 def test_formula_parses_to_sorted_symbols():
     assert parse_formula("Pt5Au2") == {"Pt": 5, "Au": 2}
     assert parse_formula("AuPt5Au") == {"Pt": 5, "Au": 2}
-    s = System.from_dict(slab_dict(mobile="Pt5Au2", template={
-        "builder": "fcc111", "symbol": "Pt", "size": [4, 4, 2], "vacuum": 8.0}))
+    s = System.from_dict(
+        slab_dict(mobile="Pt5Au2", template={"builder": "fcc111", "symbol": "Pt", "size": [4, 4, 2], "vacuum": 8.0})
+    )
     assert s.mobile_symbols == ["Pt"] * 5 + ["Au"] * 2
     assert s.mobile_numbers.tolist() == [78] * 5 + [79] * 2
     assert s.n_mobile == 7
     assert System.from_dict(s.to_dict()) == s
-    assert s == System.from_dict(slab_dict(mobile={"Au": 2, "Pt": 5}, template={
-        "builder": "fcc111", "symbol": "Pt", "size": (4, 4, 2), "vacuum": 8, "a": None}))
+    assert s == System.from_dict(
+        slab_dict(
+            mobile={"Au": 2, "Pt": 5},
+            template={"builder": "fcc111", "symbol": "Pt", "size": (4, 4, 2), "vacuum": 8, "a": None},
+        )
+    )
 
 
 def test_default_min_distance_from_covalent_radii():
@@ -179,8 +197,9 @@ def test_default_min_distance_from_covalent_radii():
 
 
 def test_surface_builder_loads():
-    s = System.from_dict(slab_dict(
-        template={"builder": "surface", "symbol": "Pt", "indices": [1, 2, 2], "layers": 5, "vacuum": 8.0}))
+    s = System.from_dict(
+        slab_dict(template={"builder": "surface", "symbol": "Pt", "indices": [1, 2, 2], "layers": 5, "vacuum": 8.0})
+    )
     ref = surface("Pt", (1, 2, 2), 5, vacuum=8.0)
     t = s.template_atoms()
     np.testing.assert_allclose(t.positions, ref.positions)
@@ -246,53 +265,105 @@ BAD = [
     ("empty-mapping", lambda p: slab_dict(mobile={}), "mobile: empty composition"),
     ("zero-count", lambda p: slab_dict(mobile={"Pt": 0}), "mobile: count of 'Pt'"),
     ("bad-formula", lambda p: slab_dict(mobile="Pt-2"), "mobile: cannot parse"),
-    ("z-order", lambda p: slab_dict(box={"kind": "slab", "z_min": 1.0, "z_max": 0.5}),
-     "box.z_max: must be greater than box.z_min (1.0 >= 0.5)"),
+    (
+        "z-order",
+        lambda p: slab_dict(box={"kind": "slab", "z_min": 1.0, "z_max": 0.5}),
+        "box.z_max: must be greater than box.z_min (1.0 >= 0.5)",
+    ),
     ("box-kind", lambda p: slab_dict(box={"kind": "cube", "z_min": 1, "z_max": 2}), "box.kind: unknown 'cube'"),
     ("box-typo", lambda p: slab_dict(box={"kind": "slab", "z_min": 1, "z_mx": 2}), "box: unknown field 'z_mx'"),
     ("box-missing", lambda p: {k: v for k, v in slab_dict().items() if k != "box"}, "box: missing"),
     ("radius", lambda p: cluster_dict(box={"kind": "sphere", "radius": -1}), "box.radius: must be positive"),
     ("lengths", lambda p: cluster_dict(box={"kind": "cuboid", "lengths": [1, 2]}), "box.lengths"),
-    ("too-small", lambda p: cluster_dict(mobile="Ar40", box={"kind": "cuboid", "lengths": 1.0}),
-     "box: cannot hold 40 mobile atoms (volume 1.0 Å^3, needs at least"),
+    (
+        "too-small",
+        lambda p: cluster_dict(mobile="Ar40", box={"kind": "cuboid", "lengths": 1.0}),
+        "box: cannot hold 40 mobile atoms (volume 1.0 Å^3, needs at least",
+    ),
     ("slab-no-template", lambda p: cluster_dict(box={"kind": "slab", "z_min": 1, "z_max": 2}), "box.kind"),
     ("template-cluster-box", lambda p: slab_dict(box={"kind": "cuboid", "lengths": 4.0}), "box.kind"),
-    ("calculator", lambda p: slab_dict(energy={"calculator": "foo"}),
-     "energy.calculator: unknown 'foo' (known: emt, lj, mace, mace-mp-0, chgnet, xtb, ase, gpaw)"),
+    (
+        "calculator",
+        lambda p: slab_dict(energy={"calculator": "foo"}),
+        "energy.calculator: unknown 'foo' (known: emt, lj, mace, mace-mp-0, chgnet, xtb, ase, gpaw)",
+    ),
     ("mace-model", lambda p: slab_dict(energy={"calculator": "mace"}), "energy: calculator 'mace' needs a model file"),
-    ("energy-typo", lambda p: cluster_dict(energy={"calculator": "lj", "epsilom": 1.0}),
-     "energy: unknown option(s) 'epsilom' for calculator 'lj' (did you mean 'epsilon'?"),
-    ("lj-negative", lambda p: cluster_dict(energy={"calculator": "lj", "sigma": -1.0}), "energy: lj option 'sigma' must be positive"),
-    ("file-missing", lambda p: slab_dict(template={"file": str(p / "x.traj")}),
-     "template.file: cannot read"),
+    (
+        "energy-typo",
+        lambda p: cluster_dict(energy={"calculator": "lj", "epsilom": 1.0}),
+        "energy: unknown option(s) 'epsilom' for calculator 'lj' (did you mean 'epsilon'?",
+    ),
+    (
+        "lj-negative",
+        lambda p: cluster_dict(energy={"calculator": "lj", "sigma": -1.0}),
+        "energy: lj option 'sigma' must be positive",
+    ),
+    ("file-missing", lambda p: slab_dict(template={"file": str(p / "x.traj")}), "template.file: cannot read"),
     ("file-garbage", lambda p: slab_dict(template={"file": _garbage(p)}), "template.file: cannot read"),
-    ("builder", lambda p: slab_dict(template={"builder": "fcc112", "symbol": "Pt", "size": [2, 2, 2]}),
-     "template.builder: unknown 'fcc112' (known: fcc111"),
-    ("builder-typo", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2],
-                                                   "vacum": 8.0}), "template: unknown field 'vacum'"),
-    ("builder-symbol", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Qq", "size": [2, 2, 2]}),
-     "template.symbol: unknown element 'Qq'"),
-    ("builder-size", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2]}),
-     "template.size"),
-    ("no-vacuum", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2]}),
-     "template: the cell has no c vector"),
-    ("little-vacuum", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2],
-                                                    "vacuum": 2.0}), "box.z_max: the box top"),
+    (
+        "builder",
+        lambda p: slab_dict(template={"builder": "fcc112", "symbol": "Pt", "size": [2, 2, 2]}),
+        "template.builder: unknown 'fcc112' (known: fcc111",
+    ),
+    (
+        "builder-typo",
+        lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2], "vacum": 8.0}),
+        "template: unknown field 'vacum'",
+    ),
+    (
+        "builder-symbol",
+        lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Qq", "size": [2, 2, 2]}),
+        "template.symbol: unknown element 'Qq'",
+    ),
+    (
+        "builder-size",
+        lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2]}),
+        "template.size",
+    ),
+    (
+        "no-vacuum",
+        lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2]}),
+        "template: the cell has no c vector",
+    ),
+    (
+        "little-vacuum",
+        lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2], "vacuum": 2.0}),
+        "box.z_max: the box top",
+    ),
     ("tilted-cell", lambda p: slab_dict(template={"file": _bad_cell_file(p)}), "template: a slab box needs"),
-    ("frozen-bottom", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2],
-                                                    "vacuum": 8.0, "frozen": {"bottom": 3}}),
-     "template.frozen: bottom 3 exceeds the 2 layers"),
-    ("frozen-index", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2],
-                                                   "vacuum": 8.0, "frozen": [0, 99]}),
-     "template.frozen: index 99 out of range"),
-    ("frozen-word", lambda p: slab_dict(template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2],
-                                                  "vacuum": 8.0, "frozen": "some"}), "template.frozen"),
+    (
+        "frozen-bottom",
+        lambda p: slab_dict(
+            template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2], "vacuum": 8.0, "frozen": {"bottom": 3}}
+        ),
+        "template.frozen: bottom 3 exceeds the 2 layers",
+    ),
+    (
+        "frozen-index",
+        lambda p: slab_dict(
+            template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2], "vacuum": 8.0, "frozen": [0, 99]}
+        ),
+        "template.frozen: index 99 out of range",
+    ),
+    (
+        "frozen-word",
+        lambda p: slab_dict(
+            template={"builder": "fcc111", "symbol": "Pt", "size": [2, 2, 2], "vacuum": 8.0, "frozen": "some"}
+        ),
+        "template.frozen",
+    ),
     ("top-typo", lambda p: {**slab_dict(), "mobil": "Pt"}, "unknown field 'mobil' (did you mean 'mobile'?"),
     ("reference", lambda p: slab_dict(reference={"energy": 1.0, "tolerance": -1}), "reference.tolerance"),
-    ("reference-next", lambda p: slab_dict(reference={"energy": 1.0, "tolerance": 0.05, "next_energy": 1.02}),
-     "reference.next_energy: 1.02 is not above energy + tolerance"),
-    ("reference-typo", lambda p: slab_dict(reference={"energy": 1.0, "sorce": "x"}),
-     "reference: unknown field 'sorce'"),
+    (
+        "reference-next",
+        lambda p: slab_dict(reference={"energy": 1.0, "tolerance": 0.05, "next_energy": 1.02}),
+        "reference.next_energy: 1.02 is not above energy + tolerance",
+    ),
+    (
+        "reference-typo",
+        lambda p: slab_dict(reference={"energy": 1.0, "sorce": "x"}),
+        "reference: unknown field 'sorce'",
+    ),
     ("min-distance", lambda p: slab_dict(min_distance=0), "min_distance: must be positive"),
     ("name", lambda p: slab_dict(name="has space"), "name: "),
     ("not-mapping", lambda p: ["name"], "system: expected a mapping"),
@@ -350,6 +421,7 @@ def test_box_dataclasses_direct():
     s = System(name="direct", mobile="Ar3", box=CuboidBox(3.0), energy={"calculator": "LJ"})
     assert s.mobile == {"Ar": 3} and s.energy == {"calculator": "lj", "epsilon": 1.0, "sigma": 1.0, "cutoff": 1000.0}
     from godiff.box import Box
+
     assert isinstance(s.geometry(), Box)
 
 
@@ -387,8 +459,11 @@ def test_lj13_next_minimum_is_the_icosahedron_with_one_vertex_capping_a_face():
     vertices = x[1:]
     d = np.linalg.norm(vertices[:, None] - vertices[None], axis=-1)
     edge = d[d > 1e-6].min()
-    faces = [f for f in itertools.combinations(range(1, 12), 3)
-             if all(abs(d[i, j] - edge) < 1e-6 for i, j in itertools.combinations(f, 2))]
+    faces = [
+        f
+        for f in itertools.combinations(range(1, 12), 3)
+        if all(abs(d[i, j] - edge) < 1e-6 for i, j in itertools.combinations(f, 2))
+    ]
     energies = []
     for face in faces:
         centre = vertices[list(face)].mean(0)
@@ -434,8 +509,14 @@ def _hexagonal_island(system, rings: int) -> np.ndarray:
     # the hcp hollow, above a second-layer atom, lies 2 (a + b) / 3 from a top-layer atom; the fcc one (a + b) / 3
     centre = slab.positions[np.argmax(slab.positions[:, 2])] + 2 * (a + b) / 3 + (size // 3) * (a + b)
     centre[2] = top + 2.2
-    return np.array([centre + i * a + j * b for i in range(-rings, rings + 1) for j in range(-rings, rings + 1)
-                     if abs(i + j) <= rings])
+    return np.array(
+        [
+            centre + i * a + j * b
+            for i in range(-rings, rings + 1)
+            for j in range(-rings, rings + 1)
+            if abs(i + j) <= rings
+        ]
+    )
 
 
 @pytest.mark.parametrize("name, rings", [("pt7-pt111", 1), ("pt19-pt111", 2)])
@@ -467,8 +548,11 @@ def test_the_energy_spec_is_validated_once_with_its_defaults_filled():
 
     default = System.from_dict(cluster_dict(energy={"calculator": "mace-mp-0"}))
     spelled = System.from_dict(cluster_dict(energy={"calculator": "mace-mp-0", "model": "medium", "device": None}))
-    assert default.energy == spelled.energy == {"calculator": "mace-mp-0", "model": "medium", "device": "auto",
-                                                "default_dtype": "float64"}
+    assert (
+        default.energy
+        == spelled.energy
+        == {"calculator": "mace-mp-0", "model": "medium", "device": "auto", "default_dtype": "float64"}
+    )
     assert fingerprint(default) == fingerprint(spelled) and default.digest() == spelled.digest()
     assert distance(fingerprint(default), fingerprint(spelled)).total == 0
     assert System.from_dict(cluster_dict(energy={"calculator": "lj", "sigma": "2e0"})).energy["sigma"] == 2.0

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import console_script
 
 TINY = ["--samples", "2", "--train-steps", "2", "--sampling-steps", "3", "--threads", "1"]
@@ -32,9 +31,15 @@ class Sandbox:
         self.home.mkdir()
         self.work.mkdir()
         self.marker = root / "PWNED"
-        self.env = {**os.environ, "HOME": str(self.home), "XDG_CACHE_HOME": str(self.home / ".cache"),
-                    "GODIFF_ZOO": str(self.home / "zoo"), "ASE_CONFIG_PATH": str(self.home / "ase.ini"),
-                    "PYTHONWARNINGS": "ignore", "MPLCONFIGDIR": str(_MPL)}  # matplotlib's cache is the user's
+        self.env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "XDG_CACHE_HOME": str(self.home / ".cache"),
+            "GODIFF_ZOO": str(self.home / "zoo"),
+            "ASE_CONFIG_PATH": str(self.home / "ase.ini"),
+            "PYTHONWARNINGS": "ignore",
+            "MPLCONFIGDIR": str(_MPL),
+        }  # matplotlib's cache is the user's
 
     def system(self, energy: str, name: str = "s", mobile: str = "Pt3") -> Path:
         path = self.work / f"{name}.yaml"
@@ -45,8 +50,14 @@ class Sandbox:
         return {p for p in self.root.rglob("*") if p.is_file()}
 
     def godiff(self, *args, env=None, timeout=300, script="godiff") -> subprocess.CompletedProcess:
-        return subprocess.run([console_script(script), *map(str, args)], cwd=self.work, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [console_script(script), *map(str, args)],
+            cwd=self.work,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 @pytest.fixture
@@ -64,27 +75,46 @@ def refused(proc, code: int, *words) -> str:
 
 
 HOSTILE_ENERGY = {  # energy spec -> what the refusal must name
-    "gaussian-command": ("{calculator: ase, class: ase.calculators.gaussian.Gaussian, "
-                         "options: {command: 'touch {M}; false'}}", "energy.options.command"),
+    "gaussian-command": (
+        "{calculator: ase, class: ase.calculators.gaussian.Gaussian, options: {command: 'touch {M}; false'}}",
+        "energy.options.command",
+    ),
     "cp2k-command": "{calculator: ase, class: ase.calculators.cp2k.CP2K, options: {command: 'touch {M}'}}",
-    "castep-command": ("{calculator: ase, class: ase.calculators.castep.Castep, options: {castep_command: 'touch {M}'}}",
-                       "castep_command"),
+    "castep-command": (
+        "{calculator: ase, class: ase.calculators.castep.Castep, options: {castep_command: 'touch {M}'}}",
+        "castep_command",
+    ),
     "lammps-command": "{calculator: ase, class: ase.calculators.lammpsrun.LAMMPS, options: {command: 'touch {M}'}}",
-    "dftd3-label": ("{calculator: ase, class: ase.calculators.dftd3.DFTD3, options: {label: '{R}/elsewhere/x'}}",
-                    "energy.options.label"),
-    "lammps-tmp-dir": ("{calculator: ase, class: ase.calculators.lammpsrun.LAMMPS, "
-                       "options: {tmp_dir: '{R}/elsewhere', keep_tmp_files: true}}", "tmp_dir"),
-    "vasp-directory": ("{calculator: ase, class: ase.calculators.vasp.Vasp, options: {directory: '{R}/elsewhere'}}",
-                       "energy.options.directory"),
-    "espresso-outdir": ("{calculator: ase, class: ase.calculators.espresso.Espresso, "
-                        "options: {input_data: {control: {outdir: '{R}/elsewhere'}}}}",
-                        "energy.options.input_data.control.outdir"),
-    "lammpslib-script": ("{calculator: ase, class: ase.calculators.lammpslib.LAMMPSlib, "
-                         "options: {lmpcmds: ['shell touch {M}']}}", "lmpcmds"),
-    "gaussian-link0": ("{calculator: ase, class: ase.calculators.gaussian.Gaussian, options: {subst: 'l1 {R}'}}",
-                       "subst"),
-    "injected-line": ("{calculator: ase, class: ase.calculators.gaussian.Gaussian, "
-                      "options: {method: \"B3LYP\\n%subst l1 {R}\"}}", "energy.options.method"),
+    "dftd3-label": (
+        "{calculator: ase, class: ase.calculators.dftd3.DFTD3, options: {label: '{R}/elsewhere/x'}}",
+        "energy.options.label",
+    ),
+    "lammps-tmp-dir": (
+        "{calculator: ase, class: ase.calculators.lammpsrun.LAMMPS, "
+        "options: {tmp_dir: '{R}/elsewhere', keep_tmp_files: true}}",
+        "tmp_dir",
+    ),
+    "vasp-directory": (
+        "{calculator: ase, class: ase.calculators.vasp.Vasp, options: {directory: '{R}/elsewhere'}}",
+        "energy.options.directory",
+    ),
+    "espresso-outdir": (
+        "{calculator: ase, class: ase.calculators.espresso.Espresso, "
+        "options: {input_data: {control: {outdir: '{R}/elsewhere'}}}}",
+        "energy.options.input_data.control.outdir",
+    ),
+    "lammpslib-script": (
+        "{calculator: ase, class: ase.calculators.lammpslib.LAMMPSlib, options: {lmpcmds: ['shell touch {M}']}}",
+        "lmpcmds",
+    ),
+    "gaussian-link0": (
+        "{calculator: ase, class: ase.calculators.gaussian.Gaussian, options: {subst: 'l1 {R}'}}",
+        "subst",
+    ),
+    "injected-line": (
+        '{calculator: ase, class: ase.calculators.gaussian.Gaussian, options: {method: "B3LYP\\n%subst l1 {R}"}}',
+        "energy.options.method",
+    ),
     "socket-server": "{calculator: ase, class: ase.calculators.socketio.SocketIOCalculator}",
 }
 
@@ -131,8 +161,11 @@ def test_editing_run_json_then_resume_is_refused_like_a_system_file(sandbox, fin
     shutil.copytree(finished_run, sandbox.work / "run")
     manifest = json.loads((sandbox.work / "run" / "run.json").read_text())
     assert manifest["trust_energy"] is False
-    manifest["system"]["energy"] = {"calculator": "ase", "class": "ase.calculators.gaussian.Gaussian",
-                                    "options": {"command": f"touch {sandbox.marker}; false"}}
+    manifest["system"]["energy"] = {
+        "calculator": "ase",
+        "class": "ase.calculators.gaussian.Gaussian",
+        "options": {"command": f"touch {sandbox.marker}; false"},
+    }
     (sandbox.work / "run" / "run.json").write_text(json.dumps(manifest))
     before = {p: p.read_bytes() for p in (sandbox.work / "run").rglob("*") if p.is_file() and p.name != "run.lock"}
     refused(sandbox.godiff("resume", "run", "--budget", "8"), 2, "energy.options.command", "--trust-energy")
@@ -169,10 +202,14 @@ def test_a_program_from_ases_configuration_runs_inside_the_runs_scratch(sandbox)
     program.write_text(FAKE_DFTB)
     (sandbox.home / "ase.ini").write_text(f"[dftb]\ncommand = {sys.executable} {program}\n")
     log = sandbox.home / "where.log"
-    system = sandbox.system("{calculator: ase, class: ase.calculators.dftb.Dftb, "
-                            "options: {Hamiltonian_MaxAngularMomentum_: '', Hamiltonian_MaxAngularMomentum_Pt: d}}")
+    system = sandbox.system(
+        "{calculator: ase, class: ase.calculators.dftb.Dftb, "
+        "options: {Hamiltonian_MaxAngularMomentum_: '', Hamiltonian_MaxAngularMomentum_Pt: d}}"
+    )
     before = sandbox.files()
-    proc = sandbox.godiff("run", system, "--out", "run", "--budget", "4", *TINY, "--quiet", env={"FAKE_DFTB_LOG": str(log)})
+    proc = sandbox.godiff(
+        "run", system, "--out", "run", "--budget", "4", *TINY, "--quiet", env={"FAKE_DFTB_LOG": str(log)}
+    )
     assert proc.returncode == 0, proc.stderr
     places = log.read_text().split()
     assert len(places) == 4  # one program run per evaluation (forces and energy of one run)
@@ -181,8 +218,17 @@ def test_a_program_from_ases_configuration_runs_inside_the_runs_scratch(sandbox)
     assert list(scratch.iterdir()) == []  # each success's directory removed
     new = sandbox.files() - before
     assert all(p.is_relative_to(sandbox.work / "run") or p == log for p in new), sorted(new)
-    rows = subprocess.run([sys.executable, "-c", "import ase.db, sys; print(len(list(ase.db.connect(sys.argv[1]).select())))",
-                           str(sandbox.work / "run" / "evaluations.db")], capture_output=True, text=True, check=True)
+    rows = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ase.db, sys; print(len(list(ase.db.connect(sys.argv[1]).select())))",
+            str(sandbox.work / "run" / "evaluations.db"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert rows.stdout.strip() == "4"
 
 
@@ -198,12 +244,22 @@ def tiny_mace(tmp_path_factory):
 
     torch.manual_seed(0)
     model = modules.MACE(
-        r_max=4.0, num_bessel=4, num_polynomial_cutoff=3, max_ell=1,
+        r_max=4.0,
+        num_bessel=4,
+        num_polynomial_cutoff=3,
+        max_ell=1,
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=1, num_elements=1, hidden_irreps=o3.Irreps("8x0e"), MLP_irreps=o3.Irreps("4x0e"),
-        atomic_energies=np.zeros(1), avg_num_neighbors=8.0, atomic_numbers=[78], correlation=1,
-        gate=torch.nn.functional.silu)
+        num_interactions=1,
+        num_elements=1,
+        hidden_irreps=o3.Irreps("8x0e"),
+        MLP_irreps=o3.Irreps("4x0e"),
+        atomic_energies=np.zeros(1),
+        avg_num_neighbors=8.0,
+        atomic_numbers=[78],
+        correlation=1,
+        gate=torch.nn.functional.silu,
+    )
     path = tmp_path_factory.mktemp("mace") / "tiny.model"
     torch.save(model, path)
     return path
@@ -222,15 +278,24 @@ def test_a_mace_model_runs_with_trust_energy_and_its_resume_asks_for_it_again(sa
 
 
 # -- the other holes -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, code, words", [
-    ("name: a\nmobile: Pt3\nmobile: Au3\nbox: {kind: sphere, radius: 6}\n", 2, ["'mobile' is given twice"]),
-    ("name: a\nmobile: Pt3\nbox: {kind: sphere, radius: 6}\ndescription: " + "[" * 20000 + "]" * 20000 + "\n", 2,
-     ["nested more than"]),
-    ("name: a\nmobile: Pt3\nbox: {kind: sphere, radius: " + "9" * 400 + "}\n", 2, ["box.radius", "finite"]),
-    ("name: a\nmobile: Pt10000\nbox: {kind: sphere, radius: 60}\n", 2, ["mobile", "GODIFF_MAX_ATOMS"]),
-    ("name: a\nmobile: Pt3\ntemplate: {builder: fcc111, symbol: Pt, size: [400, 400, 4]}\nbox: {kind: slab, z_min: 1, z_max: 4}\n",
-     2, ["template.size", "GODIFF_MAX_ATOMS"]),
-])
+@pytest.mark.parametrize(
+    "text, code, words",
+    [
+        ("name: a\nmobile: Pt3\nmobile: Au3\nbox: {kind: sphere, radius: 6}\n", 2, ["'mobile' is given twice"]),
+        (
+            "name: a\nmobile: Pt3\nbox: {kind: sphere, radius: 6}\ndescription: " + "[" * 20000 + "]" * 20000 + "\n",
+            2,
+            ["nested more than"],
+        ),
+        ("name: a\nmobile: Pt3\nbox: {kind: sphere, radius: " + "9" * 400 + "}\n", 2, ["box.radius", "finite"]),
+        ("name: a\nmobile: Pt10000\nbox: {kind: sphere, radius: 60}\n", 2, ["mobile", "GODIFF_MAX_ATOMS"]),
+        (
+            "name: a\nmobile: Pt3\ntemplate: {builder: fcc111, symbol: Pt, size: [400, 400, 4]}\nbox: {kind: slab, z_min: 1, z_max: 4}\n",
+            2,
+            ["template.size", "GODIFF_MAX_ATOMS"],
+        ),
+    ],
+)
 def test_a_hostile_system_file_is_refused_in_one_line_before_anything_is_built(sandbox, text, code, words):
     (sandbox.work / "a.yaml").write_text(text)
     start = time.perf_counter()
@@ -248,9 +313,14 @@ def test_a_huge_system_file_is_refused_unread(sandbox):
 
 def test_the_atom_limit_is_raised_by_the_environment_and_ctrl_c_stops_a_large_build(sandbox):
     (sandbox.work / "a.yaml").write_text("name: a\nmobile: Pt3000\nbox: {kind: sphere, radius: 60}\n")
-    proc = subprocess.Popen([console_script("godiff"), "run", "a.yaml", "--out", "run", "--budget", "2"], cwd=sandbox.work,
-                            env={**sandbox.env, "GODIFF_MAX_ATOMS": "5000"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [console_script("godiff"), "run", "a.yaml", "--out", "run", "--budget", "2"],
+        cwd=sandbox.work,
+        env={**sandbox.env, "GODIFF_MAX_ATOMS": "5000"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -258,15 +328,18 @@ def test_the_atom_limit_is_raised_by_the_environment_and_ctrl_c_stops_a_large_bu
     assert "interrupted" in err and "GODIFF_MAX_ATOMS" not in err
 
 
-@pytest.mark.parametrize("args, words", [
-    (["run", "lj13", "--threads", "100000000"], ["--threads"]),
-    (["run", "lj13", "--seed", str(2 ** 70)], ["seed", "at most"]),
-    (["bench", "lj13", "--jobs", "0", "--out", "b"], ["--jobs"]),
-    (["bench", "lj13", "--seeds", "0", "--out", "b"], ["--seeds"]),
-    (["bench", "lj13", "--methods", "", "--out", "b"], ["--methods"]),
-    (["bench-speed", "lj13", "--samples", "0"], ["--samples"]),
-    (["bench-speed", "lj13", "--repeats", "-1"], ["--repeats"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "lj13", "--threads", "100000000"], ["--threads"]),
+        (["run", "lj13", "--seed", str(2**70)], ["seed", "at most"]),
+        (["bench", "lj13", "--jobs", "0", "--out", "b"], ["--jobs"]),
+        (["bench", "lj13", "--seeds", "0", "--out", "b"], ["--seeds"]),
+        (["bench", "lj13", "--methods", "", "--out", "b"], ["--methods"]),
+        (["bench-speed", "lj13", "--samples", "0"], ["--samples"]),
+        (["bench-speed", "lj13", "--repeats", "-1"], ["--repeats"]),
+    ],
+)
 def test_a_bad_option_is_one_line_and_exit_2(sandbox, args, words):
     refused(sandbox.godiff(*args, timeout=120), 2, *words)
     assert not (sandbox.work / "b").exists() and not (sandbox.work / "runs").exists()
@@ -283,12 +356,29 @@ def _read_only(source: Path, target: Path) -> list[str] | None:
     if unshare is None:
         return None
     target.mkdir()
-    probe = subprocess.run([unshare, "--mount", "--map-root-user", "sh", "-c",
-                            f"mount --bind -o ro {source} {target} && ! touch {target}/x 2>/dev/null"],
-                           capture_output=True, timeout=30)
+    probe = subprocess.run(
+        [
+            unshare,
+            "--mount",
+            "--map-root-user",
+            "sh",
+            "-c",
+            f"mount --bind -o ro {source} {target} && ! touch {target}/x 2>/dev/null",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     if probe.returncode != 0:
         return None
-    return [unshare, "--mount", "--map-root-user", "sh", "-c", f'mount --bind -o ro {source} {target} && exec "$@"', "sh"]
+    return [
+        unshare,
+        "--mount",
+        "--map-root-user",
+        "sh",
+        "-c",
+        f'mount --bind -o ro {source} {target} && exec "$@"',
+        "sh",
+    ]
 
 
 def test_report_reads_a_read_only_run_directory(sandbox, finished_run):
@@ -296,8 +386,14 @@ def test_report_reads_a_read_only_run_directory(sandbox, finished_run):
     prefix = _read_only(run, sandbox.root / "ro")
     if prefix is None:
         pytest.skip("no read-only bind mount on this machine")
-    proc = subprocess.run([*prefix, console_script("godiff"), "report", str(sandbox.root / "ro")], cwd=sandbox.work,
-                          env=sandbox.env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*prefix, console_script("godiff"), "report", str(sandbox.root / "ro")],
+        cwd=sandbox.work,
+        env=sandbox.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "best energy" in proc.stdout and "read-only" in proc.stderr and not (run / "report").exists()
 
@@ -306,16 +402,49 @@ def test_a_full_disk_during_a_run_is_one_line_that_says_how_to_resume(sandbox):
     small = sandbox.root / "small"
     small.mkdir()
     unshare = shutil.which("unshare")
-    probe = unshare and subprocess.run([unshare, "--mount", "--map-root-user", "mount", "-t", "tmpfs", "-o", "size=1m",
-                                        "tmpfs", str(small)], capture_output=True, timeout=30)
+    probe = unshare and subprocess.run(
+        [unshare, "--mount", "--map-root-user", "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+        capture_output=True,
+        timeout=30,
+    )
     if not probe or probe.returncode != 0:
         pytest.skip("no tmpfs mount on this machine")
-    script = (f'mount -t tmpfs -o size=700k tmpfs {small} && "$@"; code=$?; '
-              f'cp -r {small}/run {sandbox.root}/saved; exit $code')
-    proc = subprocess.run([unshare, "--mount", "--map-root-user", "sh", "-c", script, "sh", console_script("godiff"),
-                           "run", "lj13", "--out", str(small / "run"), "--budget", "400", "--samples", "8",
-                           "--train-steps", "2", "--sampling-steps", "3", "--threads", "1", "--quiet"],
-                          cwd=sandbox.work, env=sandbox.env, capture_output=True, text=True, timeout=600)
+    script = (
+        f'mount -t tmpfs -o size=700k tmpfs {small} && "$@"; code=$?; '
+        f"cp -r {small}/run {sandbox.root}/saved; exit $code"
+    )
+    proc = subprocess.run(
+        [
+            unshare,
+            "--mount",
+            "--map-root-user",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            console_script("godiff"),
+            "run",
+            "lj13",
+            "--out",
+            str(small / "run"),
+            "--budget",
+            "400",
+            "--samples",
+            "8",
+            "--train-steps",
+            "2",
+            "--sampling-steps",
+            "3",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+        cwd=sandbox.work,
+        env=sandbox.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     line = refused(proc, 1, "no space left", "godiff resume")
     assert "internal error" not in line
     saved = sandbox.root / "saved"
@@ -333,7 +462,7 @@ def test_a_model_manifest_with_a_wrong_size_or_a_key_twice_is_refused(sandbox):
     from godiff.zoo.format import MANIFEST
 
     shipped = Path(godiff.__file__).resolve().parents[1] / "zoo" / "lj13-lj" / "1.0.0"
-    for size in (10 ** 30, -1, "12"):
+    for size in (10**30, -1, "12"):
         folder = sandbox.work / f"size-{size}"
         shutil.copytree(shipped, folder)
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -366,8 +495,8 @@ def test_the_readmes_trust_section_matches_the_rules():
     from godiff.trust import refused_option, refused_value
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### What godiff trusts"):readme.index("Presets (`godiff systems`)")]
-    refused = section[section.index("**Options that name"):section.index("**Every evaluation's files")]
+    section = readme[readme.index("### What godiff trusts") : readme.index("Presets (`godiff systems`)")]
+    refused = section[section.index("**Options that name") : section.index("**Every evaluation's files")]
     names = [n for n in re.findall(r"`([a-z_*]+)`", refused) if n != "options"]
     assert len(names) >= 15
     for name in names:

@@ -8,14 +8,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from godiff.zoo.similarity import fingerprint
-from godiff.errors import CheckpointError, DigestMismatchError, FormatVersionError, ModelNotFoundError, VersionExistsError
+from godiff.errors import (
+    CheckpointError,
+    DigestMismatchError,
+    FormatVersionError,
+    ModelNotFoundError,
+    VersionExistsError,
+)
 from godiff.search import Search, SearchConfig
 from godiff.zoo import load
 from godiff.zoo.card import card_of_folder
-from godiff.zoo.transfer import TRANSFER
 from godiff.zoo.format import FILES, MANIFEST, SAMPLER_FILE, verify_folder, write_manifest
 from godiff.zoo.registry import Registry, shipped_root
+from godiff.zoo.similarity import fingerprint
+from godiff.zoo.transfer import TRANSFER
 
 TINY = dict(iterations=2, samples=4, train_steps=3, steps=5, relax_steps=2, oversample=1, batch_size=4, force_batch=4)
 
@@ -117,12 +123,17 @@ def test_cli_register_list_show_and_errors(run_dir, registry):
     listing = _cli("list")
     assert "lj13-tiny@1.0.0" in listing.output and "lj13" in listing.output
     shown = _cli("show", "lj13-tiny@1.0.0")
-    digest = json.loads((registry.local / "lj13-tiny" / "1.0.0" / MANIFEST).read_text())["files"]["model.safetensors"]["sha256"]
+    digest = json.loads((registry.local / "lj13-tiny" / "1.0.0" / MANIFEST).read_text())["files"]["model.safetensors"][
+        "sha256"
+    ]
     assert digest in shown.output and "godiff run lj13 (tiny)" in shown.output
-    for args, code in [(("show", "lj13-tiny@9.9.9"), 3), (("show", "lj13-tiny@1.0"), 2),
-                       (("register", run_dir, "--name", "Bad Name", "--version", "1.0.0"), 2),
-                       (("register", run_dir.parent / "missing", "--name", "x", "--version", "1.0.0"), 3),
-                       (("pull", "lj13-tiny@1.0.0"), 2)]:
+    for args, code in [
+        (("show", "lj13-tiny@9.9.9"), 3),
+        (("show", "lj13-tiny@1.0"), 2),
+        (("register", run_dir, "--name", "Bad Name", "--version", "1.0.0"), 2),
+        (("register", run_dir.parent / "missing", "--name", "x", "--version", "1.0.0"), 3),
+        (("pull", "lj13-tiny@1.0.0"), 2),
+    ]:
         result = _cli(*args)
         assert result.exit_code == code, (args, result.output, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("godiff-zoo: error: ")
@@ -133,8 +144,23 @@ def test_run_from_a_zoo_model_records_its_parent(run_dir, registry, tmp_path):
 
     registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
     out = tmp_path / "child"
-    args = ["run", "lj13", "--from", "lj13-tiny@1.0.0", "--out", str(out), "--iterations", "1", "--samples", "4",
-            "--train-steps", "2", "--sampling-steps", "5", "-q"]
+    args = [
+        "run",
+        "lj13",
+        "--from",
+        "lj13-tiny@1.0.0",
+        "--out",
+        str(out),
+        "--iterations",
+        "1",
+        "--samples",
+        "4",
+        "--train-steps",
+        "2",
+        "--sampling-steps",
+        "5",
+        "-q",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, (result.output, result.stderr)
     assert json.loads((out / "run.json").read_text())["parent"] == "lj13-tiny@1.0.0"
@@ -152,9 +178,13 @@ def test_shipped_models_load_and_their_cards_match():
     for entry in entries:
         name, text = card_of_folder(entry.path)
         assert (entry.path / "README.md").read_text() == text, f"{entry.ref}: README.md is not the generated card"
-        assert (cards / f"{name}.md").read_text() == text, f"cards/{name}.md differs: run 'godiff-zoo card --write cards'"
+        assert (cards / f"{name}.md").read_text() == text, (
+            f"cards/{name}.md differs: run 'godiff-zoo card --write cards'"
+        )
         unit = "ε" if entry.metadata().system.energy["calculator"] == "lj" else "eV"
-        assert f"energy_unit: {unit}" in text and (unit == "eV") == (" eV" in text), f"{entry.ref}: energies not in {unit}"
+        assert f"energy_unit: {unit}" in text and (unit == "eV") == (" eV" in text), (
+            f"{entry.ref}: energies not in {unit}"
+        )
         zoo_model = load(entry.path)
         assert zoo_model.sample(2, seed=0).shape == (2, zoo_model.system.n_mobile, 3)
 
@@ -177,7 +207,10 @@ def test_match_ranks_identical_first_and_explains_each_term(run_dir, registry):
     ranked = match(lj13, registry)
     assert ranked[0].entry.ref == "lj13-tiny@1.0.0" and ranked[0].distance.total == 0.0
     pt7 = fingerprint(_variant("pt7-pt111"))
-    pt5, au7 = fingerprint(_variant("pt7-pt111", mobile="Pt5")), fingerprint(_variant("pt7-pt111", mobile="Au7", template_symbol="Au"))
+    pt5, au7 = (
+        fingerprint(_variant("pt7-pt111", mobile="Pt5")),
+        fingerprint(_variant("pt7-pt111", mobile="Au7", template_symbol="Au")),
+    )
     assert 0 < distance(pt7, pt5).total < distance(pt7, au7).total < distance(pt7, fingerprint(lj13)).total
     assert distance(pt7, au7).terms["mobile"] == 0.5 and distance(pt7, pt5).terms["size"] > 0
     assert related(pt7, au7) and not related(pt7, fingerprint(lj13))
@@ -204,8 +237,17 @@ def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir,
     from godiff.zoo.transfer import finetune
 
     registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
-    result, entry = finetune(_variant("lj13", name="lj12", mobile="Ar12"), registry=registry, out=tmp_path / "ft",
-                             iterations=1, first_samples=3, train_steps=1, steps=4, relax_steps=1, oversample=1)
+    result, entry = finetune(
+        _variant("lj13", name="lj12", mobile="Ar12"),
+        registry=registry,
+        out=tmp_path / "ft",
+        iterations=1,
+        first_samples=3,
+        train_steps=1,
+        steps=4,
+        relax_steps=1,
+        oversample=1,
+    )
     assert result.n_evaluations == 3  # the first batch of a transfer is its own size
     training = entry.metadata().training
     assert entry.ref == "lj12-from-lj13-tiny@1.0.0" and training.parent == "lj13-tiny@1.0.0"
@@ -230,8 +272,12 @@ def test_cli_refuses_a_corrupt_or_newer_folder_in_one_line(run_dir, tmp_path):
 
     one_line(_cli("show", folder), 4, "100 bytes, the manifest says")  # caught by its size, before hashing
     write_manifest(folder)  # consistent digests over a truncated file: safetensors itself must refuse it
-    one_line(CliRunner().invoke(godiff_cli, ["run", "lj13", "--from", str(folder), "--out", str(tmp_path / "r")]),
-             4, "unreadable", prog="godiff")
+    one_line(
+        CliRunner().invoke(godiff_cli, ["run", "lj13", "--from", str(folder), "--out", str(tmp_path / "r")]),
+        4,
+        "unreadable",
+        prog="godiff",
+    )
     assert not (tmp_path / "r").exists()
     weights.write_bytes(data)
     config = json.loads((folder / "config.json").read_text())
@@ -240,7 +286,9 @@ def test_cli_refuses_a_corrupt_or_newer_folder_in_one_line(run_dir, tmp_path):
     one_line(_cli("show", folder), 4, "upgrade godiff")
 
 
-def test_a_model_samples_as_published_after_the_defaults_change_and_older_folders_still_load(run_dir, registry, monkeypatch, caplog):
+def test_a_model_samples_as_published_after_the_defaults_change_and_older_folders_still_load(
+    run_dir, registry, monkeypatch, caplog
+):
     """sampler.json keeps the SDE and the (scaled) sampler settings with the weights: a newer godiff
     whose derivation changed (here the prior factor that sets sigma_max) samples the model as it
     was published; a folder without the file loads with today's derivation and says so."""
@@ -277,22 +325,64 @@ def test_run_from_finetune_and_the_harness_transfer_are_one_search(run_dir, regi
     from godiff.system import load_system
 
     registry.add_run(run_dir, name="lj13-start", version="1.0.0")
-    options = ["--iterations", "2", "--samples", "4", "--first-samples", "4", "--train-steps", "3", "--sampling-steps", "5",
-               "--relax-steps", "2", "--batch-size", "4", "--threads", "1"]
-    ran = CliRunner().invoke(cli, ["run", "lj13", "--from", "lj13-start@1.0.0", *options, "--out", str(tmp_path / "run")])
+    options = [
+        "--iterations",
+        "2",
+        "--samples",
+        "4",
+        "--first-samples",
+        "4",
+        "--train-steps",
+        "3",
+        "--sampling-steps",
+        "5",
+        "--relax-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+    ]
+    ran = CliRunner().invoke(
+        cli, ["run", "lj13", "--from", "lj13-start@1.0.0", *options, "--out", str(tmp_path / "run")]
+    )
     assert ran.exit_code == 0, ran.stderr
-    tuned = _cli("finetune", "lj13", "--from", "lj13-start@1.0.0", *options, "--out", tmp_path / "finetune", "--name", "lj13-child")
+    tuned = _cli(
+        "finetune",
+        "lj13",
+        "--from",
+        "lj13-start@1.0.0",
+        *options,
+        "--out",
+        tmp_path / "finetune",
+        "--name",
+        "lj13-child",
+    )
     assert tuned.exit_code == 0, tuned.stderr
     assert f"run directory {tmp_path / 'finetune'}" in tuned.stderr  # the live display of run, then its summary
     assert "best energy" in tuned.output and "registered      lj13-child@1.0.0" in tuned.output
-    get_method("godiff-transfer").run(load_system("lj13"), seed=0, budget=8, out=tmp_path / "bench", start="lj13-start@1.0.0",
-                                      samples=4, first_samples=4, train_steps=3, steps=5, relax_steps=2, batch_size=4)
+    get_method("godiff-transfer").run(
+        load_system("lj13"),
+        seed=0,
+        budget=8,
+        out=tmp_path / "bench",
+        start="lj13-start@1.0.0",
+        samples=4,
+        first_samples=4,
+        train_steps=3,
+        steps=5,
+        relax_steps=2,
+        batch_size=4,
+    )
 
     manifests = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("run", "finetune", "bench")]
     assert manifests[0]["search"]["temperature_start"] == TRANSFER["temperature_start"]  # the preset under the options
     for m in manifests[1:]:
         assert m["search"] == manifests[0]["search"] and m["parent"] == "lj13-start@1.0.0"
-    energies = [[r.energy for r in sorted(ase_db(tmp_path / d).select(), key=lambda r: r.id)] for d in ("run", "finetune", "bench")]
+    energies = [
+        [r.energy for r in sorted(ase_db(tmp_path / d).select(), key=lambda r: r.id)]
+        for d in ("run", "finetune", "bench")
+    ]
     assert len(energies[0]) == 8 and energies[1] == energies[0] and energies[2] == energies[0]
 
 
@@ -310,7 +400,11 @@ def test_model_metadata_reads_by_attribute_round_trips_and_refuses_keys_it_does_
     folder = tmp_path / "m"
     shutil.copytree(Registry().resolve("pt-islands-emt@1.0.0").path, folder)
     meta = read_metadata(folder)
-    assert (meta.training.ref, meta.training.parent, meta.config.architecture) == ("pt-islands-emt@1.0.0", "pt5-pt111-emt@1.0.0", "ScoreModel")
+    assert (meta.training.ref, meta.training.parent, meta.config.architecture) == (
+        "pt-islands-emt@1.0.0",
+        "pt5-pt111-emt@1.0.0",
+        "ScoreModel",
+    )
     assert meta.system.fingerprint["n_mobile"] == load(folder).system.n_mobile
     for name, data in meta.documents().items():
         assert data == json.loads((folder / name).read_text()), name

@@ -135,11 +135,15 @@ class _CountingCalculator(Calculator):
         n_template = self.system.n_template
         numbers = atoms.numbers[n_template:]
         if len(atoms) != n_template + len(self._mobile) or not set(numbers.tolist()) <= set(self._rank):
-            raise RuntimeError(f"AGOX built a structure of {len(atoms)} atoms ({atoms.get_chemical_formula()}) "
-                               f"that is not the system's composition")
+            raise RuntimeError(
+                f"AGOX built a structure of {len(atoms)} atoms ({atoms.get_chemical_formula()}) "
+                f"that is not the system's composition"
+            )
         order = np.argsort([self._rank[int(z)] for z in numbers], kind="stable")
         if not np.array_equal(numbers[order], self._mobile):
-            raise RuntimeError(f"AGOX built a structure ({atoms.get_chemical_formula()}) that is not the system's composition")
+            raise RuntimeError(
+                f"AGOX built a structure ({atoms.get_chemical_formula()}) that is not the system's composition"
+            )
         perm = np.r_[np.arange(n_template), n_template + order]
         positions = atoms.positions[perm]
         out = self.system.atoms(positions[n_template:])
@@ -223,8 +227,18 @@ def _inside(directory: Path, logfile: Path):
             np.random.set_state(state)
 
 
-def _run(method: str, system, *, seed: int, budget: int, out: Path, config: str, parallel: bool = False,
-         executor=None, trust_energy: bool = False) -> None:
+def _run(
+    method: str,
+    system,
+    *,
+    seed: int,
+    budget: int,
+    out: Path,
+    config: str,
+    parallel: bool = False,
+    executor=None,
+    trust_energy: bool = False,
+) -> None:
     """Build AGOX's ``config`` algorithm (its defaults) for ``system`` and run it until the budget is spent."""
     algorithms = _require_agox(method)
     out = Path(out).absolute()  # AGOX works inside out/agox
@@ -252,8 +266,12 @@ def _run(method: str, system, *, seed: int, budget: int, out: Path, config: str,
             _count_relaxations(algorithm, recorder)
             search = algorithm._make_agox()  # what Algorithm.run does, without its chdir and banner
             search.run(N_iterations=MAX_ITERATIONS_PER_EVALUATION * budget + 10)
-            log.warning("%s: AGOX stopped after %d of %d evaluations (its generators kept failing)",
-                        method, recorder.count, budget)
+            log.warning(
+                "%s: AGOX stopped after %d of %d evaluations (its generators kept failing)",
+                method,
+                recorder.count,
+                budget,
+            )
         except _BudgetSpent:
             pass
         except _Escape as escape:
@@ -306,7 +324,6 @@ def _stop_ray(ray_dir: str) -> None:
     the next GOFEE run in this process (a benchmark worker runs several) starts both anew."""
     try:
         import ray
-
         from agox.utils.ray import pool_startup
 
         ray.shutdown()
@@ -327,14 +344,44 @@ def _ray_cpus() -> int:
 
 def run_agox_random(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False) -> None:
     """AGOX's random structure search (``RandomSearchConfig`` defaults) until the budget is spent."""
-    _run("agox-random", system, seed=seed, budget=budget, out=out, config="RandomSearchConfig", executor=executor, trust_energy=trust_energy)
+    _run(
+        "agox-random",
+        system,
+        seed=seed,
+        budget=budget,
+        out=out,
+        config="RandomSearchConfig",
+        executor=executor,
+        trust_energy=trust_energy,
+    )
 
 
-def run_agox_basin_hopping(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False) -> None:
+def run_agox_basin_hopping(
+    system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False
+) -> None:
     """AGOX's basin hopping (``BasinHoppingConfig`` defaults) until the budget is spent."""
-    _run("agox-basin-hopping", system, seed=seed, budget=budget, out=out, config="BasinHoppingConfig", executor=executor, trust_energy=trust_energy)
+    _run(
+        "agox-basin-hopping",
+        system,
+        seed=seed,
+        budget=budget,
+        out=out,
+        config="BasinHoppingConfig",
+        executor=executor,
+        trust_energy=trust_energy,
+    )
 
 
 def run_agox_gofee(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False) -> None:
     """AGOX's GOFEE (``GOFEEConfig`` defaults, on Ray actors) until the budget is spent."""
-    _run("agox-gofee", system, seed=seed, budget=budget, out=out, config="GOFEEConfig", parallel=True, executor=executor, trust_energy=trust_energy)
+    _run(
+        "agox-gofee",
+        system,
+        seed=seed,
+        budget=budget,
+        out=out,
+        config="GOFEEConfig",
+        parallel=True,
+        executor=executor,
+        trust_energy=trust_energy,
+    )

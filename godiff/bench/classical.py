@@ -71,7 +71,9 @@ class RecordingCalculator(EvaluatorCalculator):
         self.sample = 0
 
     def _record(self, atoms, evaluation) -> None:
-        self.run_dir.record(atoms, evaluation, iteration=self.iteration, sample=self.sample, temperature=self.temperature)
+        self.run_dir.record(
+            atoms, evaluation, iteration=self.iteration, sample=self.sample, temperature=self.temperature
+        )
         self.sample += 1
 
 
@@ -134,7 +136,9 @@ def cluster_placement(system, rng, *, tries: int = 200) -> np.ndarray:
             candidate = anchor + v / np.linalg.norm(v) * bond * rng.uniform(1.0, 1.2)
             if not geometry.contains(candidate[None])[0]:
                 continue
-            if all(np.linalg.norm(candidate - p) >= system.pair_min_distance(sym[i], sym[j]) for j, p in enumerate(placed)):
+            if all(
+                np.linalg.norm(candidate - p) >= system.pair_min_distance(sym[i], sym[j]) for j, p in enumerate(placed)
+            ):
                 placed.append(candidate)
                 break
         else:
@@ -160,10 +164,13 @@ def run_random(system, *, seed: int, budget: int, out: Path, executor=None, trus
             pass
 
 
-def run_rss(system, *, seed: int, budget: int, out: Path, cluster: bool = False, executor=None,
-            trust_energy: bool = False) -> None:
+def run_rss(
+    system, *, seed: int, budget: int, out: Path, cluster: bool = False, executor=None, trust_energy: bool = False
+) -> None:
     """Random structure search: placement then BFGS relaxation, repeated until the budget is spent."""
-    run, evaluator, calc, rng = _setup(system, seed, budget, out, "rss-cluster" if cluster else "rss", executor, trust_energy)
+    run, evaluator, calc, rng = _setup(
+        system, seed, budget, out, "rss-cluster" if cluster else "rss", executor, trust_energy
+    )
     place = cluster_placement if cluster else uniform_placement
     with run, evaluator:  # the run's lock is given back when the method ends
         try:
@@ -199,8 +206,17 @@ def basin_hopping_settings(system) -> dict:
     return {"temperature": 0.2, "dr": dr}
 
 
-def run_basin_hopping(system, *, seed: int, budget: int, out: Path, temperature: float | None = None,
-                      dr: float | None = None, executor=None, trust_energy: bool = False) -> None:
+def run_basin_hopping(
+    system,
+    *,
+    seed: int,
+    budget: int,
+    out: Path,
+    temperature: float | None = None,
+    dr: float | None = None,
+    executor=None,
+    trust_energy: bool = False,
+) -> None:
     """Basin hopping on the mobile atoms, Metropolis on relaxed energies (defaults:
     :func:`basin_hopping_settings`)."""
     defaults = basin_hopping_settings(system)
@@ -216,7 +232,9 @@ def run_basin_hopping(system, *, seed: int, budget: int, out: Path, temperature:
             while True:
                 calc.next_iteration()
                 step = rng.normal(size=current.shape)
-                step *= (dr * rng.uniform(0, 1, (len(current), 1)) ** (1 / 3)) / np.linalg.norm(step, axis=1, keepdims=True)
+                step *= (dr * rng.uniform(0, 1, (len(current), 1)) ** (1 / 3)) / np.linalg.norm(
+                    step, axis=1, keepdims=True
+                )
                 trial = _declash(system, current + step, rng)
                 import torch
 

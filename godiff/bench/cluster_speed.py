@@ -26,11 +26,21 @@ from pathlib import Path
 
 
 def _search(out: Path, samples: int, seconds: float, executor=None):
-    from godiff.search import Search
     from godiff.bench.slow import SlowEMT
+    from godiff.search import Search
 
-    return Search("pt7-pt111", out=out, calculator=SlowEMT(seconds=seconds), executor=executor, iterations=1,
-                  samples=samples, train_steps=1, steps=3, relax_steps=0, oversample=1)
+    return Search(
+        "pt7-pt111",
+        out=out,
+        calculator=SlowEMT(seconds=seconds),
+        executor=executor,
+        iterations=1,
+        samples=samples,
+        train_steps=1,
+        steps=3,
+        relax_steps=0,
+        oversample=1,
+    )
 
 
 def _evaluation_seconds(result) -> float:
@@ -70,8 +80,12 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         serial = _evaluation_seconds(_search(tmp / "serial", args.samples, args.seconds).run())
         start = time.perf_counter()
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, dask_executor(cluster.scheduler_address) as executor:
+        with (
+            LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            dask_executor(cluster.scheduler_address) as executor,
+        ):
             executor._client.run(importlib.import_module, "godiff.energy")
             executor._client.run(importlib.import_module, "godiff.bench.slow")
             ready = time.perf_counter() - start
@@ -85,8 +99,10 @@ def main(argv=None) -> None:
     print(f"  serial, this process:           {serial:6.1f} s")
     print(f"  (starting the cluster and importing the evaluator on its workers: {ready:.1f} s, once per run)")
     print(f"  Dask LocalCluster, {args.workers} workers:   {parallel:6.1f} s  ({serial / parallel:.1f}x serial)")
-    print(f"  the same, one worker killed:     {_evaluation_seconds(killed):6.1f} s; database rows {len(rows)}, "
-          f"distinct samples {len(set(rows))}, most rows of one sample {max(Counter(rows).values())}")
+    print(
+        f"  the same, one worker killed:     {_evaluation_seconds(killed):6.1f} s; database rows {len(rows)}, "
+        f"distinct samples {len(set(rows))}, most rows of one sample {max(Counter(rows).values())}"
+    )
 
 
 if __name__ == "__main__":

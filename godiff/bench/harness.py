@@ -54,8 +54,14 @@ def _versions() -> dict:
 
     from godiff import __version__
 
-    versions = {"godiff": __version__, "torch": torch.__version__, "e3nn": e3nn.__version__,
-                "ase": ase.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    versions = {
+        "godiff": __version__,
+        "torch": torch.__version__,
+        "e3nn": e3nn.__version__,
+        "ase": ase.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
     return versions | _optional_versions()
 
 
@@ -76,8 +82,11 @@ def _optional_versions() -> dict:
 
 
 def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def _reference(system) -> tuple[float, float]:
@@ -85,7 +94,9 @@ def _reference(system) -> tuple[float, float]:
     if "energy" not in ref:
         from godiff.errors import ConfigError
 
-        raise ConfigError(f"{system.name}: no reference energy; add 'reference: {{energy: ..., tolerance: ...}}' to the system file")
+        raise ConfigError(
+            f"{system.name}: no reference energy; add 'reference: {{energy: ..., tolerance: ...}}' to the system file"
+        )
     return float(ref["energy"]), float(ref.get("tolerance", 0.05))
 
 
@@ -136,8 +147,9 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None, trust_ene
         watch.scan(rows)  # rows evaluated after its last look (e.g. an interrupted iteration resumed)
         success = watch.success
     else:
-        success = first_success(rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories,
-                                trust_energy=trust_energy)
+        success = first_success(
+            rows, system, reference=reference, tolerance=tolerance, trajectories=trajectories, trust_energy=trust_energy
+        )
     unrelaxed = _unrelaxed_figures(system, rows)
     return {
         "evaluations": len(rows),
@@ -151,9 +163,18 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None, trust_ene
     }
 
 
-def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, overrides: dict | None = None,
-            start_from: str | None = None, stop_at_success: bool = False, dask: str | None = None,
-            trust_energy: bool = False) -> dict:
+def run_one(
+    system_dict: dict,
+    method: str,
+    seed: int,
+    budget: int,
+    out: str,
+    overrides: dict | None = None,
+    start_from: str | None = None,
+    stop_at_success: bool = False,
+    dask: str | None = None,
+    trust_energy: bool = False,
+) -> dict:
     """Run one (method, seed) and judge it; returns its record. Runs in a worker process.
 
     ``stop_at_success``: a method that can be stopped (godiff's) ends after the iteration in which
@@ -177,10 +198,20 @@ def run_one(system_dict: dict, method: str, seed: int, budget: int, out: str, ov
     extra = {"start": start_from} if spec.pretrained else {}
     watch = None
     if stop_at_success and spec.stoppable:
-        watch = extra["stop"] = SuccessWatch(system, reference=reference, tolerance=tolerance, trust_energy=trust_energy)
+        watch = extra["stop"] = SuccessWatch(
+            system, reference=reference, tolerance=tolerance, trust_energy=trust_energy
+        )
     with dask_executor(dask) as executor:
-        spec.run(system, seed=seed, budget=budget, out=run_dir, executor=executor, trust_energy=trust_energy, **extra,
-                 **(overrides or {}))
+        spec.run(
+            system,
+            seed=seed,
+            budget=budget,
+            out=run_dir,
+            executor=executor,
+            trust_energy=trust_energy,
+            **extra,
+            **(overrides or {}),
+        )
     wall = time.perf_counter() - start
     return {
         "method": method,
@@ -211,18 +242,39 @@ def rejudge_one(system_dict: dict, record: dict, trust_energy: bool = False) -> 
 
     system = System.from_dict(system_dict)
     if not (Path(record["run_dir"]) / "run.json").exists():
-        log.warning("%s seed %s: run directory %s is gone; keeping the record as judged before",
-                    record["method"], record["seed"], record["run_dir"])
+        log.warning(
+            "%s seed %s: run directory %s is gone; keeping the record as judged before",
+            record["method"],
+            record["seed"],
+            record["run_dir"],
+        )
         return record
     if record.get("judge") == criterion(system, trajectories=get_method(record["method"]).trajectories):
         rows = RunDir(Path(record["run_dir"])).rows()[: record["budget"]]  # only unrelaxed figures are missing
         return {**record, **_unrelaxed_figures(system, rows)}
-    return {**record, **judge(system, record["method"], Path(record["run_dir"]), record["budget"], trust_energy=trust_energy)}
+    return {
+        **record,
+        **judge(system, record["method"], Path(record["run_dir"]), record["budget"], trust_energy=trust_energy),
+    }
 
 
-def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, jobs: int = 1, progress=None,
-                  overrides: dict | None = None, start: str | None = None, stop_at_success: bool = False, beside=(),
-                  threads: int | None = None, dask: str | None = None, trust_energy: bool = False) -> list[dict]:
+def run_benchmark(
+    system,
+    *,
+    methods: list[str],
+    seeds: int,
+    budget: int,
+    out,
+    jobs: int = 1,
+    progress=None,
+    overrides: dict | None = None,
+    start: str | None = None,
+    stop_at_success: bool = False,
+    beside=(),
+    threads: int | None = None,
+    dask: str | None = None,
+    trust_energy: bool = False,
+) -> list[dict]:
     """Run every (method, seed) not yet in ``out/results.json``; write results, table and plot.
 
     Args:
@@ -255,7 +307,9 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
 
         parse_address(dask)  # a bad address fails here, not in every run
     out = Path(out)
-    beside = [os.path.relpath(Path(p).resolve(), out.resolve()) for p in beside]  # a directory moves with its neighbours
+    beside = [
+        os.path.relpath(Path(p).resolve(), out.resolve()) for p in beside
+    ]  # a directory moves with its neighbours
     beside_records(beside, system.name, out)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -274,23 +328,43 @@ def run_benchmark(system, *, methods: list[str], seeds: int, budget: int, out, j
     stale = _stale_records(system, records, set(product(methods, range(seeds))))
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     if todo or stale:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=limit_threads, initargs=(threads,),
-                                 mp_context=worker_context()) as pool:  # never fork a process with torch threads
+        with ProcessPoolExecutor(
+            max_workers=jobs, initializer=limit_threads, initargs=(threads,), mp_context=worker_context()
+        ) as pool:  # never fork a process with torch threads
             futures = [pool.submit(rejudge_one, system.to_dict(), r, trust_energy) for r in stale]
-            futures += [pool.submit(run_one, system.to_dict(), m, s, budget, str(out), overrides, start, stop_at_success,
-                                    dask, trust_energy) for m, s in todo]
+            futures += [
+                pool.submit(
+                    run_one,
+                    system.to_dict(),
+                    m,
+                    s,
+                    budget,
+                    str(out),
+                    overrides,
+                    start,
+                    stop_at_success,
+                    dask,
+                    trust_energy,
+                )
+                for m, s in todo
+            ]
             try:
                 for fut in as_completed(futures):
                     keep(fut.result())
             except BrokenProcessPool:
                 raise BenchmarkInterruptedError(
                     f"a benchmark process ended abruptly (killed, or out of memory); the {len(records)} finished "
-                    f"runs are in {results_path}, and the same command resumes the others") from None
+                    f"runs are in {results_path}, and the same command resumes the others"
+                ) from None
     atomic_write_text(results_path, json.dumps({**header, "records": records}, indent=1, sort_keys=True))
     wanted = [r for r in records if r["method"] in methods and r["seed"] < seeds]
     atomic_write_text(out / "table.md", table_of_results(results_path))
-    plot_success(wanted + beside_records(beside, system.name, out), out / "success_vs_evaluations.png",
-                 budget=budget, title=f"{system.name}, {budget} evaluations")
+    plot_success(
+        wanted + beside_records(beside, system.name, out),
+        out / "success_vs_evaluations.png",
+        budget=budget,
+        title=f"{system.name}, {budget} evaluations",
+    )
     return wanted
 
 
@@ -313,8 +387,10 @@ def _asked_records(data: dict) -> list[dict]:
     records = data["records"]
     methods = data.get("methods") or list(dict.fromkeys(r["method"] for r in records))
     seeds = data.get("seeds")
-    return sorted((r for r in records if r["method"] in methods and (seeds is None or r["seed"] < seeds)),
-                  key=lambda r: methods.index(r["method"]))
+    return sorted(
+        (r for r in records if r["method"] in methods and (seeds is None or r["seed"] < seeds)),
+        key=lambda r: methods.index(r["method"]),
+    )
 
 
 def beside_records(paths, system_name: str, base: Path) -> list[dict]:
@@ -349,12 +425,16 @@ def _previous_records(results_path: Path, budget: int, settings: dict) -> list[d
     records = json.loads(results_path.read_text()).get("records", [])
     budgets = sorted({r.get("budget") for r in records} - {budget}, key=str)
     if budgets:
-        raise ConfigError(f"{results_path.parent}: holds runs at budget {', '.join(map(str, budgets))}, not {budget}; "
-                          "give another --out for another budget")
+        raise ConfigError(
+            f"{results_path.parent}: holds runs at budget {', '.join(map(str, budgets))}, not {budget}; "
+            "give another --out for another budget"
+        )
     other = next((r["settings"] for r in records if "settings" in r and r["settings"] != settings), None)
     if other is not None:
-        raise ConfigError(f"{results_path.parent}: holds runs with settings {_settings_text(other)}, not "
-                          f"{_settings_text(settings)}; give another --out for other settings")
+        raise ConfigError(
+            f"{results_path.parent}: holds runs with settings {_settings_text(other)}, not "
+            f"{_settings_text(settings)}; give another --out for other settings"
+        )
     return records
 
 
@@ -366,9 +446,15 @@ def _settings_text(settings: dict) -> str:
 def _stale_records(system, records: list[dict], pairs: set) -> list[dict]:
     """Records of the asked (method, seed) pairs judged by another criterion than today's, or
     lacking the unrelaxed figures while their run directory is still there to judge again."""
-    return [r for r in records if (r["method"], r["seed"]) in pairs
-            and (r.get("judge") != criterion(system, trajectories=get_method(r["method"]).trajectories)
-                 or (_lacks_unrelaxed_figures(system, r) and (Path(r["run_dir"]) / "run.json").exists()))]
+    return [
+        r
+        for r in records
+        if (r["method"], r["seed"]) in pairs
+        and (
+            r.get("judge") != criterion(system, trajectories=get_method(r["method"]).trajectories)
+            or (_lacks_unrelaxed_figures(system, r) and (Path(r["run_dir"]) / "run.json").exists())
+        )
+    ]
 
 
 def _lacks_unrelaxed_figures(system, record: dict) -> bool:
@@ -384,18 +470,20 @@ def summarize(records: list[dict], methods: list[str]) -> list[dict]:
         if not rs:
             continue
         hits = [r["evaluations_to_success"] for r in rs if r["evaluations_to_success"] is not None]
-        rows.append({
-            "method": m,
-            "seeds": len(rs),
-            **_counted_over_seeds(rs),
-            "successes": len(hits),
-            "median_to_success": statistics.median(hits) if hits else None,
-            "worst_to_success": max(hits) if hits else None,
-            "median_to_energy": _median_over_seeds(rs, "evaluations_to_energy"),
-            "median_to_basin": _median_over_seeds(rs, "evaluations_to_basin"),
-            "median_best_energy": statistics.median(r["best_energy"] for r in rs if r["best_energy"] is not None),
-            "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
-        })
+        rows.append(
+            {
+                "method": m,
+                "seeds": len(rs),
+                **_counted_over_seeds(rs),
+                "successes": len(hits),
+                "median_to_success": statistics.median(hits) if hits else None,
+                "worst_to_success": max(hits) if hits else None,
+                "median_to_energy": _median_over_seeds(rs, "evaluations_to_energy"),
+                "median_to_basin": _median_over_seeds(rs, "evaluations_to_basin"),
+                "median_best_energy": statistics.median(r["best_energy"] for r in rs if r["best_energy"] is not None),
+                "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
+            }
+        )
     return rows
 
 
@@ -406,8 +494,11 @@ def _counted_over_seeds(records: list[dict]) -> dict:
     hits = _counted_hits(records)
     if hits is None:
         return {"successes_counted": None, "median_counted": None, "worst_counted": None}
-    return {"successes_counted": len(hits), "median_counted": statistics.median(hits) if hits else None,
-            "worst_counted": max(hits) if hits else None}
+    return {
+        "successes_counted": len(hits),
+        "median_counted": statistics.median(hits) if hits else None,
+        "worst_counted": max(hits) if hits else None,
+    }
 
 
 def _counted_hits(records: list[dict]) -> list[int] | None:
@@ -451,6 +542,7 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
     """The summary as a markdown table: the counted figure first (:data:`COUNTED_COLUMNS`), then
     the relaxed success with an uncounted relaxation, the unrelaxed medians, energy and time;
     ``-`` where a figure is missing."""
+
     def fmt(v, spec="{:.0f}"):
         return "-" if v is None else spec.format(v)
 
@@ -460,7 +552,8 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
     lines = [
         f"### {title}",
         "",
-        "| method | " + " | ".join(COUNTED_COLUMNS)
+        "| method | "
+        + " | ".join(COUNTED_COLUMNS)
         + " | success | median evals to success | worst evals to success | median evals to E ≤ ref + tol, unrelaxed "
         + ("| median evals to E < next minimum, unrelaxed " if basin else "")
         + f"| median best energy ({unit}) | median wall (s) |",
@@ -471,7 +564,8 @@ def table_markdown(summary: list[dict], *, system=None, budget: int | None = Non
         lines.append(
             f"| {r['method']} | {counted} | {fmt(r.get('median_counted'))} | {fmt(r.get('worst_counted'))} "
             f"| {r['successes']}/{r['seeds']} | {fmt(r['median_to_success'])} | {fmt(r['worst_to_success'])} "
-            f"| {fmt(r.get('median_to_energy'))} " + (f"| {fmt(r.get('median_to_basin'))} " if basin else "")
+            f"| {fmt(r.get('median_to_energy'))} "
+            + (f"| {fmt(r.get('median_to_basin'))} " if basin else "")
             + f"| {fmt(r['median_best_energy'], '{:.3f}')} | {fmt(r['median_wall_seconds'])} |"
         )
     return "\n".join(lines) + "\n"
@@ -505,8 +599,13 @@ def success_curves(records: list[dict], *, budget: int) -> list[dict]:
 def _step_curve(method: str, hits: list[int], seeds: int, end: int, *, counted: bool) -> dict:
     hits = sorted(hits)
     name = f"{method}, {'relaxation counted' if counted else 'relaxed check'}"
-    return {"method": method, "label": f"{name} ({len(hits)}/{seeds})", "xs": [0] + hits + [end],
-            "ys": [0] + [(i + 1) / seeds for i in range(len(hits))] + [len(hits) / seeds], "counted": counted}
+    return {
+        "method": method,
+        "label": f"{name} ({len(hits)}/{seeds})",
+        "xs": [0] + hits + [end],
+        "ys": [0] + [(i + 1) / seeds for i in range(len(hits))] + [len(hits) / seeds],
+        "counted": counted,
+    }
 
 
 def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "") -> Path:
@@ -522,8 +621,15 @@ def plot_success(records: list[dict], path: Path, *, budget: int, title: str = "
     colours = {}
     for curve in success_curves(records, budget=budget):
         colour = colours.setdefault(curve["method"], f"C{len(colours)}")
-        ax.step(curve["xs"], curve["ys"], where="post", label=curve["label"], color=colour,
-                linestyle="-" if curve["counted"] else "--", alpha=1.0 if curve["counted"] else 0.6)
+        ax.step(
+            curve["xs"],
+            curve["ys"],
+            where="post",
+            label=curve["label"],
+            color=colour,
+            linestyle="-" if curve["counted"] else "--",
+            alpha=1.0 if curve["counted"] else 0.6,
+        )
     ax.set_xlabel("energy evaluations")
     ax.set_ylabel("fraction of seeds succeeded")
     ax.set_ylim(-0.02, 1.02)

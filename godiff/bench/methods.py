@@ -46,8 +46,9 @@ class Method:
 
 
 def _godiff(name: str, preset: str | None = None, **settings) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, stop=None, executor=None, trust_energy: bool = False,
-            **overrides) -> None:
+    def run(
+        system, *, seed: int, budget: int, out: Path, stop=None, executor=None, trust_energy: bool = False, **overrides
+    ) -> None:
         from godiff.search import Search, SearchConfig
 
         base = SearchConfig.preset(preset) if preset else SearchConfig()
@@ -56,8 +57,15 @@ def _godiff(name: str, preset: str | None = None, **settings) -> Callable:
         if (Path(out) / "run.json").exists():
             search = Search.resume(out, executor=executor, trust_energy=trust_energy, **limits)
         else:
-            search = Search(system, config=config, out=out, executor=executor, trust_energy=trust_energy, **limits,
-                            command=f"godiff bench (method {name}, seed {seed}, budget {budget})")
+            search = Search(
+                system,
+                config=config,
+                out=out,
+                executor=executor,
+                trust_energy=trust_energy,
+                **limits,
+                command=f"godiff bench (method {name}, seed {seed}, budget {budget})",
+            )
         search.run(stop=stop)
 
     return run
@@ -71,8 +79,18 @@ def _limits(config, budget: int) -> dict:
     return {"iterations": max(1, budget // config.samples)}
 
 
-def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, stop=None, executor=None,
-                     trust_energy: bool = False, **overrides) -> None:
+def _godiff_transfer(
+    system,
+    *,
+    seed: int,
+    budget: int,
+    out: Path,
+    start=None,
+    stop=None,
+    executor=None,
+    trust_energy: bool = False,
+    **overrides,
+) -> None:
     """The fine-tune search of :func:`godiff.zoo.transfer.start_search` from ``start`` or the
     closest related registered model, with the transfer preset's iterations, fewer if the budget
     is smaller; nothing is registered."""
@@ -85,66 +103,128 @@ def _godiff_transfer(system, *, seed: int, budget: int, out: Path, start=None, s
     if (Path(out) / "run.json").exists():
         Search.resume(out, iterations=iterations, executor=executor, trust_energy=trust_energy).run(stop=stop)
         return
-    search = start_search(system, start=start, out=out, seed=seed, executor=executor, trust_energy=trust_energy,
-                          **{**overrides, "iterations": iterations},
-                          command=f"godiff bench (method godiff-transfer, seed {seed}, budget {budget})")
+    search = start_search(
+        system,
+        start=start,
+        out=out,
+        seed=seed,
+        executor=executor,
+        trust_energy=trust_energy,
+        **{**overrides, "iterations": iterations},
+        command=f"godiff bench (method godiff-transfer, seed {seed}, budget {budget})",
+    )
     search.run(stop=stop)
 
 
 METHODS: dict[str, Method] = {
-    "godiff": Method("godiff", "godiff's defaults without force-field guidance or relaxation in the learned field",
-                     _godiff("godiff", guidance=0.0, relax_steps=0), stoppable=True),
-    "godiff-ffg": Method("godiff-ffg", "godiff's defaults: adaptive batches and temperature, candidates relaxed in the learned model and acquired by a lower confidence bound",
-                         _godiff("godiff-ffg"), stoppable=True),
-    "godiff-paper": Method("godiff-paper", "the paper's fixed schedule (--preset paper: 20 x 128, exponential from 5 eV) with guidance and ranking by predicted energy",
-                           _godiff("godiff-paper", preset="paper"), stoppable=True),
-    "godiff-transfer": Method("godiff-transfer", "godiff-ffg fine-tuned from a zoo model (--from, else the closest related one)",
-                              _godiff_transfer, pretrained=True, stoppable=True),
+    "godiff": Method(
+        "godiff",
+        "godiff's defaults without force-field guidance or relaxation in the learned field",
+        _godiff("godiff", guidance=0.0, relax_steps=0),
+        stoppable=True,
+    ),
+    "godiff-ffg": Method(
+        "godiff-ffg",
+        "godiff's defaults: adaptive batches and temperature, candidates relaxed in the learned model and acquired by a lower confidence bound",
+        _godiff("godiff-ffg"),
+        stoppable=True,
+    ),
+    "godiff-paper": Method(
+        "godiff-paper",
+        "the paper's fixed schedule (--preset paper: 20 x 128, exponential from 5 eV) with guidance and ranking by predicted energy",
+        _godiff("godiff-paper", preset="paper"),
+        stoppable=True,
+    ),
+    "godiff-transfer": Method(
+        "godiff-transfer",
+        "godiff-ffg fine-tuned from a zoo model (--from, else the closest related one)",
+        _godiff_transfer,
+        pretrained=True,
+        stoppable=True,
+    ),
 }
 
 
 def _classical(name: str, **kwargs) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False, **overrides) -> None:
+    def run(
+        system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False, **overrides
+    ) -> None:
         from godiff.bench import classical
 
-        func = {"random": classical.run_random, "rss": classical.run_rss,
-                "basin-hopping": classical.run_basin_hopping}[name]
+        func = {"random": classical.run_random, "rss": classical.run_rss, "basin-hopping": classical.run_basin_hopping}[
+            name
+        ]
         func(system, seed=seed, budget=budget, out=out, executor=executor, trust_energy=trust_energy, **kwargs)
 
     return run
 
 
-METHODS.update({
-    "random": Method("random", "uniform placement in the box, one single point each (the floor)", _classical("random")),
-    "rss": Method("rss", "random structure search: uniform placement, BFGS to 0.05 eV/Å, repeated", _classical("rss"),
-                  trajectories=True),
-    "rss-cluster": Method("rss-cluster", "random structure search with the mobile atoms grown as one cluster",
-                          _classical("rss", cluster=True), trajectories=True),
-    "basin-hopping": Method("basin-hopping", "basin hopping on the mobile atoms, Metropolis on relaxed energies (metals T 0.2 eV, hops up to 1 Å; LJ 0.8 epsilon, 0.37 sigma)",
-                            _classical("basin-hopping"), trajectories=True),
-})
+METHODS.update(
+    {
+        "random": Method(
+            "random", "uniform placement in the box, one single point each (the floor)", _classical("random")
+        ),
+        "rss": Method(
+            "rss",
+            "random structure search: uniform placement, BFGS to 0.05 eV/Å, repeated",
+            _classical("rss"),
+            trajectories=True,
+        ),
+        "rss-cluster": Method(
+            "rss-cluster",
+            "random structure search with the mobile atoms grown as one cluster",
+            _classical("rss", cluster=True),
+            trajectories=True,
+        ),
+        "basin-hopping": Method(
+            "basin-hopping",
+            "basin hopping on the mobile atoms, Metropolis on relaxed energies (metals T 0.2 eV, hops up to 1 Å; LJ 0.8 epsilon, 0.37 sigma)",
+            _classical("basin-hopping"),
+            trajectories=True,
+        ),
+    }
+)
 
 
 def _agox(name: str) -> Callable:
-    def run(system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False, **overrides) -> None:
+    def run(
+        system, *, seed: int, budget: int, out: Path, executor=None, trust_energy: bool = False, **overrides
+    ) -> None:
         from godiff.bench import agox
 
-        func = {"agox-random": agox.run_agox_random, "agox-basin-hopping": agox.run_agox_basin_hopping,
-                "agox-gofee": agox.run_agox_gofee}[name]
+        func = {
+            "agox-random": agox.run_agox_random,
+            "agox-basin-hopping": agox.run_agox_basin_hopping,
+            "agox-gofee": agox.run_agox_gofee,
+        }[name]
         func(system, seed=seed, budget=budget, out=out, executor=executor, trust_energy=trust_energy)
 
     return run
 
 
 # External references, where the agox package imports (its own environment: see godiff.bench.agox).
-METHODS.update({
-    "agox-random": Method("agox-random", "AGOX's random structure search (its defaults): contiguous placement, BFGS to 0.05 eV/Å, at most 100 steps",
-                          _agox("agox-random"), trajectories=True),
-    "agox-basin-hopping": Method("agox-basin-hopping", "AGOX's basin hopping (its defaults): rattle, BFGS, Metropolis at T 0.25 eV",
-                                 _agox("agox-basin-hopping"), trajectories=True),
-    "agox-gofee": Method("agox-gofee", "AGOX's GOFEE (its defaults): 10 candidates relaxed in a Gaussian-process LCB, the best evaluated plus one BFGS step",
-                         _agox("agox-gofee"), trajectories=True),
-})
+METHODS.update(
+    {
+        "agox-random": Method(
+            "agox-random",
+            "AGOX's random structure search (its defaults): contiguous placement, BFGS to 0.05 eV/Å, at most 100 steps",
+            _agox("agox-random"),
+            trajectories=True,
+        ),
+        "agox-basin-hopping": Method(
+            "agox-basin-hopping",
+            "AGOX's basin hopping (its defaults): rattle, BFGS, Metropolis at T 0.25 eV",
+            _agox("agox-basin-hopping"),
+            trajectories=True,
+        ),
+        "agox-gofee": Method(
+            "agox-gofee",
+            "AGOX's GOFEE (its defaults): 10 candidates relaxed in a Gaussian-process LCB, the best evaluated plus one BFGS step",
+            _agox("agox-gofee"),
+            trajectories=True,
+        ),
+    }
+)
 
 
 def get_method(name: str) -> Method:

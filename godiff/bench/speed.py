@@ -32,8 +32,15 @@ import time
 
 import torch
 
-__all__ = ["median_seconds", "forward_costs", "iteration_costs", "evaluation_costs", "spent_per_evaluation",
-           "network_per_evaluation", "steps_sweep"]
+__all__ = [
+    "median_seconds",
+    "forward_costs",
+    "iteration_costs",
+    "evaluation_costs",
+    "spent_per_evaluation",
+    "network_per_evaluation",
+    "steps_sweep",
+]
 
 
 def median_seconds(fn, *, repeats: int = 5, warmup: int = 1) -> float:
@@ -82,7 +89,11 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
     sample_s = median_seconds(lambda: search.draw(1, 0, samples), repeats=repeats)
     buffer, memory = search.buffer, search.memory
     if len(buffer) == 0 or len(memory) == 0:
-        x = search.sampler.finish(search.domain.sample_uniform((cfg.batch_size, search.system.n_mobile), gen)).double().numpy()
+        x = (
+            search.sampler.finish(search.domain.sample_uniform((cfg.batch_size, search.system.n_mobile), gen))
+            .double()
+            .numpy()
+        )
         buffer, memory = ReplayBuffer(cfg.buffer_size), ForceMemory(search.system.n_mobile)
         energies = np.linspace(0.0, 1.0, len(x))
         buffer.add(x, energies, np.arange(len(x)))
@@ -146,8 +157,10 @@ def evaluation_costs(search, *, evaluations: int = 8) -> dict:
     structures = [search.system.atoms(p) for p in x.double().numpy()]
     energy = search.calculator if search.calculator is not None else search.system.energy
     times = []
-    with tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch, \
-            Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator:
+    with (
+        tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch,
+        Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator,
+    ):
         for i, atoms in enumerate(structures):
             t = time.perf_counter()
             evaluator.single_point(atoms)
@@ -165,18 +178,32 @@ def steps_sweep(search, step_counts, *, samples: int = 64, seed: int = 0) -> lis
 
     energy = search.calculator if search.calculator is not None else search.system.energy
     out = []
-    with tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch, \
-            Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator:
+    with (
+        tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch,
+        Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator,
+    ):
         for steps in step_counts:
-            sampler = Sampler(search.model, search.sde, search.domain, search.graph,
-                              replace(search.sampler.config, steps=int(steps)),  # scaled to the system
-                              min_distance=search.sampler.min_distance,
-                              template_min_distance=search.sampler.template_min_distance)
+            sampler = Sampler(
+                search.model,
+                search.sde,
+                search.domain,
+                search.graph,
+                replace(search.sampler.config, steps=int(steps)),  # scaled to the system
+                min_distance=search.sampler.min_distance,
+                template_min_distance=search.sampler.template_min_distance,
+            )
             t = time.perf_counter()
             x = sampler.sample(samples, generator=torch.Generator().manual_seed(seed)).double().numpy()
             seconds = time.perf_counter() - t
             results = evaluator.evaluate([search.system.atoms(p) for p in x])
             energies = sorted(r.energy for r in results if r.ok)
-            out.append({"steps": int(steps), "seconds": seconds, "median_energy": statistics.median(energies),
-                        "lowest_energy": energies[0], "n": len(energies)})
+            out.append(
+                {
+                    "steps": int(steps),
+                    "seconds": seconds,
+                    "median_energy": statistics.median(energies),
+                    "lowest_energy": energies[0],
+                    "n": len(energies),
+                }
+            )
     return out

@@ -49,8 +49,18 @@ from godiff.errors import one_line
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SuccessWatch", "first_within", "within", "Success", "relaxation", "relaxed_energy", "is_connected",
-           "first_success", "evaluations_counted", "criterion"]
+__all__ = [
+    "SuccessWatch",
+    "first_within",
+    "within",
+    "Success",
+    "relaxation",
+    "relaxed_energy",
+    "is_connected",
+    "first_success",
+    "evaluations_counted",
+    "criterion",
+]
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,10 @@ class _Counting(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         self.calls += 1
-        self.results = {"energy": self.inner.get_potential_energy(self.atoms), "forces": self.inner.get_forces(self.atoms)}
+        self.results = {
+            "energy": self.inner.get_potential_energy(self.atoms),
+            "forces": self.inner.get_forces(self.atoms),
+        }
 
 
 def relaxation(atoms, calculator, *, fmax: float = 0.05, steps: int = 500) -> tuple[float, int]:
@@ -149,13 +162,27 @@ CRITERION_VERSION = 3
 def criterion(system, *, trajectories: bool = False, fmax: float = 0.05) -> dict:
     """The settings :func:`first_success` judges ``system`` with, as stored in benchmark records."""
     slab = system.template_atoms() is not None
-    return {"version": CRITERION_VERSION, "fmax": fmax, "prefilter": slab, "screen": SLAB_SCREEN if slab else None,
-            "trajectories": trajectories}
+    return {
+        "version": CRITERION_VERSION,
+        "fmax": fmax,
+        "prefilter": slab,
+        "screen": SLAB_SCREEN if slab else None,
+        "trajectories": trajectories,
+    }
 
 
-def first_success(rows, system, *, reference: float, tolerance: float, fmax: float = 0.05,
-                  prefilter: bool | None = None, screen: float | None | str = "default",
-                  trajectories: bool = False, trust_energy: bool = False) -> Success | None:
+def first_success(
+    rows,
+    system,
+    *,
+    reference: float,
+    tolerance: float,
+    fmax: float = 0.05,
+    prefilter: bool | None = None,
+    screen: float | None | str = "default",
+    trajectories: bool = False,
+    trust_energy: bool = False,
+) -> Success | None:
     """Scan evaluated rows in evaluation order; return the first success, or None.
 
     Args:
@@ -174,8 +201,15 @@ def first_success(rows, system, *, reference: float, tolerance: float, fmax: flo
             every step. Its success has ``relax_calls`` None (see :meth:`Success.counted`).
         trust_energy: as for the run judged (:mod:`godiff.trust`).
     """
-    judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=prefilter, screen=screen,
-                   trust_energy=trust_energy)
+    judge = _Judge(
+        system,
+        reference=reference,
+        tolerance=tolerance,
+        fmax=fmax,
+        prefilter=prefilter,
+        screen=screen,
+        trust_energy=trust_energy,
+    )
     if not trajectories:
         for count, row in enumerate(rows, start=1):
             if judge.succeeds(row):
@@ -223,8 +257,15 @@ class SuccessWatch:
     """
 
     def __init__(self, system, *, reference: float, tolerance: float, fmax: float = 0.05, trust_energy: bool = False):
-        self._judge = _Judge(system, reference=reference, tolerance=tolerance, fmax=fmax, prefilter=None, screen="default",
-                             trust_energy=trust_energy)
+        self._judge = _Judge(
+            system,
+            reference=reference,
+            tolerance=tolerance,
+            fmax=fmax,
+            prefilter=None,
+            screen="default",
+            trust_energy=trust_energy,
+        )
         self.threshold = reference + tolerance
         self.scanned = 0
         self.success: Success | None = None
@@ -235,7 +276,7 @@ class SuccessWatch:
 
     def scan(self, rows) -> bool:
         """Judge ``rows[scanned:]`` (rows in evaluation order); True once both figures are seen."""
-        for count, row in enumerate(rows[self.scanned:], start=self.scanned + 1):
+        for count, row in enumerate(rows[self.scanned :], start=self.scanned + 1):
             self.scanned = count
             if self.within is None and within(row, self.threshold):
                 self.within = count

@@ -132,8 +132,11 @@ class GodiffGroup(click.Group):
             raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             _show_traceback(show_traceback)
-            _fail(f"{ctx.info_name}: internal error: {type(exc).__name__}: {_one_line(exc)}"
-                  + ("" if show_traceback else " (run with --traceback for details)"), 1)
+            _fail(
+                f"{ctx.info_name}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+                + ("" if show_traceback else " (run with --traceback for details)"),
+                1,
+            )
 
 
 def _setup_logging(verbose: int) -> None:
@@ -210,13 +213,23 @@ def _drive(search, *, quiet: bool, resumed: bool):
         if not resumed:
             click.echo(f"godiff: run directory {run_dir}", err=True)
         elif search.spent() is None:
-            click.echo(f"godiff: resuming {run_dir} at iteration {done + 1} ({search.n_evaluations} evaluations done)", err=True)
+            click.echo(
+                f"godiff: resuming {run_dir} at iteration {done + 1} ({search.n_evaluations} evaluations done)",
+                err=True,
+            )
         else:
-            click.echo(f"godiff: nothing to run in {run_dir}: {search.stop_message(search.spent())}; "
-                       f"extend it with --budget, --patience or --iterations", err=True)
+            click.echo(
+                f"godiff: nothing to run in {run_dir}: {search.stop_message(search.spent())}; "
+                f"extend it with --budget, --patience or --iterations",
+                err=True,
+            )
     progress = Progress(
-        total_iterations=config.iterations, samples=config.samples, mode=mode, budget=config.budget,
-        n_evaluations=search.n_evaluations, best_energy=search.best_energy,
+        total_iterations=config.iterations,
+        samples=config.samples,
+        mode=mode,
+        budget=config.budget,
+        n_evaluations=search.n_evaluations,
+        best_energy=search.best_energy,
         n_failed=sum(int(r.get("n_failed") or 0) for r in search.run_dir.read_log()) if resumed else 0,
         unit=search.system.energy_unit(),
     )
@@ -226,9 +239,11 @@ def _drive(search, *, quiet: bool, resumed: bool):
     except Exception as exc:
         if not disk_full(exc):
             raise
-        raise DiskFullError(f"no space left on the device of {run_dir} ({_one_line(exc)}); every evaluation "
-                            f"written before is kept: free some space, then continue with: "
-                            f"godiff resume {shlex.quote(str(run_dir))}") from exc
+        raise DiskFullError(
+            f"no space left on the device of {run_dir} ({_one_line(exc)}); every evaluation "
+            f"written before is kept: free some space, then continue with: "
+            f"godiff resume {shlex.quote(str(run_dir))}"
+        ) from exc
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         click.echo(
@@ -283,15 +298,23 @@ def _print_summary(search, result) -> None:
 SEARCH_OPTIONS = (
     ("--budget", int, "Energy evaluations in all; the run stops there (default 1000)."),
     ("--patience", int, "Stop once the best energy has not improved (by more than --improvement) for N evaluations."),
-    ("--improvement", float, "The fall of the best energy that counts as an improvement for --patience and --reheat "
-                             "(the system's energy unit; default: --temperature-end; 0: any new best)."),
+    (
+        "--improvement",
+        float,
+        "The fall of the best energy that counts as an improvement for --patience and --reheat "
+        "(the system's energy unit; default: --temperature-end; 0: any new best).",
+    ),
     ("--iterations", int, "Most self-sampling iterations (the paper's fixed schedule: exactly these)."),
     ("--samples", int, "A fixed batch of N structures per iteration (default: adaptive, 16 to 32 by ESS)."),
     ("--first-samples", int, "Structures of the first iteration (default: --samples or 16; from a zoo model: 32)."),
     ("--min-samples", int, "The adaptive batch's round and smallest size (default 16)."),
     ("--max-samples", int, "The adaptive batch's largest size (default 32)."),
     ("--target-ess", float, "The ESS at which an adaptive batch stops (default 8)."),
-    ("--polish", int, "Evaluations after each adaptive round on the best structure moved along its forces (default 3; 0: off)."),
+    (
+        "--polish",
+        int,
+        "Evaluations after each adaptive round on the best structure moved along its forces (default 3; 0: off).",
+    ),
     ("--schedule", click.Choice(["adaptive", "exponential"]), "Temperature schedule (default adaptive)."),
     ("--train-steps", int, "Most optimizer steps per iteration (stopped earlier once gradients stop agreeing)."),
     ("--sampling-steps", int, "Reverse-diffusion steps per sample."),
@@ -318,6 +341,7 @@ def search_options(command):
 def _checked_option(flag: str, metavar: str, check: str, text: str):
     """An option whose value ``check`` (``"module:function"``, imported only when the option is
     given) validates as the command line is read, so a bad value fails before anything starts."""
+
     def callback(ctx, param, value):
         if value is not None:
             import importlib
@@ -331,46 +355,71 @@ def _checked_option(flag: str, metavar: str, check: str, text: str):
 
 #: ``--dask ADDRESS``: evaluate on a Dask cluster (:mod:`godiff.cluster`).
 dask_option = _checked_option(
-    "--dask", "ADDRESS", "godiff.cluster:parse_address",
+    "--dask",
+    "ADDRESS",
+    "godiff.cluster:parse_address",
     "Evaluate energies on Dask: local:N (N worker processes here) or a scheduler address such as "
-    "tcp://head:8786 (pip install 'godiff[dask]').")
+    "tcp://head:8786 (pip install 'godiff[dask]').",
+)
 
 #: ``--device cpu|cuda|auto``: where the network samples and trains (:mod:`godiff.device`).
 device_option = _checked_option(
-    "--device", "cpu|cuda|auto", "godiff.device:resolve_device",
+    "--device",
+    "cpu|cuda|auto",
+    "godiff.device:resolve_device",
     "Where the network samples and trains (default cpu; auto: a GPU when there is one). "
-    "Evaluations run wherever --workers or --dask send them.")
+    "Evaluations run wherever --workers or --dask send them.",
+)
 
 
 def trust_option(command):
     """``--trust-energy``: what a shared file's energy spec may not do without it (:mod:`godiff.trust`)."""
     return click.option(
-        "--trust-energy", "trust_energy", is_flag=True,
+        "--trust-energy",
+        "trust_energy",
+        is_flag=True,
         help="Trust the energy spec of the system file (or run.json): load a pickled model (a MACE model file) and "
-             "honour a program, a path or a directory it names (command, profile, directory, label ...). Without it "
-             "programs come from ASE's own configuration and every file stays in the run's scratch/. Never read "
-             "from a file; resume asks for it again.")(command)
+        "honour a program, a path or a directory it names (command, profile, directory, label ...). Without it "
+        "programs come from ASE's own configuration and every file stays in the run's scratch/. Never read "
+        "from a file; resume asks for it again.",
+    )(command)
 
 
 def threads_option(command):
     """``--threads N``: torch and BLAS threads of this process (:func:`godiff.threads.limit_threads`)."""
-    return click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
-                        help="torch and BLAS threads (default: one per core; give each of several "
-                             "processes on one machine its share).")(command)
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1, max=MAX_THREADS),
+        default=None,
+        help="torch and BLAS threads (default: one per core; give each of several processes on one machine its share).",
+    )(command)
 
 
 @cli.command()
 @click.argument("system")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Run directory (new or empty). Default: runs/<system>-<YYYYmmdd-HHMMSS>.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run directory (new or empty). Default: runs/<system>-<YYYYmmdd-HHMMSS>.",
+)
 @search_options
-@click.option("--preset", type=click.Choice(["paper"]), default=None,
-              help="Named settings under the options: paper = the published schedule, 20 iterations x 128 "
-                   "samples, exponential from 5 eV.")
-@click.option("--from", "start_from", metavar="MODEL", default=None,
-              help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder "
-                   "(the transfer preset, as godiff-zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
-                   "options given here override it).")
+@click.option(
+    "--preset",
+    type=click.Choice(["paper"]),
+    default=None,
+    help="Named settings under the options: paper = the published schedule, 20 iterations x 128 "
+    "samples, exponential from 5 eV.",
+)
+@click.option(
+    "--from",
+    "start_from",
+    metavar="MODEL",
+    default=None,
+    help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder "
+    "(the transfer preset, as godiff-zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
+    "options given here override it).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @trust_option
 @threads_option
@@ -384,32 +433,48 @@ def run(ctx, system, out, preset, start_from, quiet, trust_energy, threads, dask
     run directory as it happens; an interrupted run continues with 'godiff resume DIR'.
     """
     from godiff.system import load_system
-
     from godiff.trust import check_trusted
 
     _quiet_logging(ctx, quiet)
     system_obj = load_system(system)  # before importing torch: a bad file fails fast
     check_trusted(system_obj.energy, trust_energy=trust_energy)  # (the Evaluator checks again: the one gate)
+    from godiff.cluster import dask_executor
     from godiff.search import Search
     from godiff.threads import limit_threads
-
-    from godiff.cluster import dask_executor
 
     limit_threads(threads)
     with dask_executor(dask) as executor:
         if start_from is not None and preset is not None:
-            raise ConfigError("--preset and --from: a search from a zoo model has its own settings (the transfer preset)")
+            raise ConfigError(
+                "--preset and --from: a search from a zoo model has its own settings (the transfer preset)"
+            )
         if start_from is not None:  # the one search from a zoo model: the transfer preset, options on top
             from godiff.zoo.transfer import start_search
 
-            search = start_search(system_obj, start=start_from, out=out, command=_command_line(ctx),
-                                  executor=executor, device=device, trust_energy=trust_energy, **options)
+            search = start_search(
+                system_obj,
+                start=start_from,
+                out=out,
+                command=_command_line(ctx),
+                executor=executor,
+                device=device,
+                trust_energy=trust_energy,
+                **options,
+            )
         else:
             from godiff.search import SearchConfig
 
             config = SearchConfig.preset(preset) if preset else None
-            search = Search(system_obj, config=config, out=out, command=_command_line(ctx), executor=executor,
-                            device=device, trust_energy=trust_energy, **options)
+            search = Search(
+                system_obj,
+                config=config,
+                out=out,
+                command=_command_line(ctx),
+                executor=executor,
+                device=device,
+                trust_energy=trust_energy,
+                **options,
+            )
         _drive(search, quiet=quiet, resumed=False)
 
 
@@ -418,46 +483,85 @@ def run(ctx, system, out, preset, start_from, quiet, trust_energy, threads, dask
 @click.option("--workers", type=int, default=None, help="Parallel energy-evaluation processes.")
 @click.option("--iterations", type=int, default=None, help="Extend the run to this many iterations in all.")
 @click.option("--budget", type=int, default=None, help="Extend the run to this many evaluations in all.")
-@click.option("--patience", type=int, default=None, help="Stop once the best energy has not improved (by more than the run's end temperature) for N evaluations.")
-@click.option("--from-checkpoint", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Restore checkpoints/iter-N instead of the last one, e.g. when the "
-                   "last is corrupt; evaluations made after it are reused, not paid again.")
-@click.option("--rebuild-database", is_flag=True,
-              help="Accept a lost or short evaluations.db: evaluate the saved structures (samples/) of the "
-                   "finished iterations again.")
+@click.option(
+    "--patience",
+    type=int,
+    default=None,
+    help="Stop once the best energy has not improved (by more than the run's end temperature) for N evaluations.",
+)
+@click.option(
+    "--from-checkpoint",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Restore checkpoints/iter-N instead of the last one, e.g. when the "
+    "last is corrupt; evaluations made after it are reused, not paid again.",
+)
+@click.option(
+    "--rebuild-database",
+    is_flag=True,
+    help="Accept a lost or short evaluations.db: evaluate the saved structures (samples/) of the "
+    "finished iterations again.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @trust_option
 @threads_option
 @dask_option
 @device_option
 @click.pass_context
-def resume(ctx, run_dir, workers, iterations, budget, patience, from_checkpoint, rebuild_database, quiet, trust_energy,
-           threads, dask, device):
+def resume(
+    ctx,
+    run_dir,
+    workers,
+    iterations,
+    budget,
+    patience,
+    from_checkpoint,
+    rebuild_database,
+    quiet,
+    trust_energy,
+    threads,
+    dask,
+    device,
+):
     """Continue the run in DIR from its last checkpoint.
 
     The evaluations of an unfinished iteration are kept; only the missing ones are computed.
     Nothing is written until the run's lock, the checkpoint's digests and the database have
     been checked.
     """
+    from godiff.cluster import dask_executor
     from godiff.search import Search
     from godiff.threads import limit_threads
-
-    from godiff.cluster import dask_executor
 
     _quiet_logging(ctx, quiet)
     limit_threads(threads)
     with dask_executor(dask) as executor:
-        search = Search.resume(run_dir, workers=workers, iterations=iterations, budget=budget, patience=patience,
-                               executor=executor, device=device, trust_energy=trust_energy,
-                               from_checkpoint=from_checkpoint, rebuild_database=rebuild_database)
+        search = Search.resume(
+            run_dir,
+            workers=workers,
+            iterations=iterations,
+            budget=budget,
+            patience=patience,
+            executor=executor,
+            device=device,
+            trust_energy=trust_energy,
+            from_checkpoint=from_checkpoint,
+            rebuild_database=rebuild_database,
+        )
         _drive(search, quiet=quiet, resumed=True)
 
 
 # -- report --------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dir", metavar="DIR", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, metavar="DIR_FOR_PNGS",
-              help="Where to write the figures. Default: DIR/report.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR_FOR_PNGS",
+    help="Where to write the figures. Default: DIR/report.",
+)
 def report(run_dir, out):
     """Summarize the run in DIR (finished or still running) and plot it.
 
@@ -476,30 +580,65 @@ def report(run_dir, out):
 # -- bench ---------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("system")
-@click.option("--methods", default="godiff,godiff-ffg", show_default=True,
-              help="Comma-separated methods (see godiff.bench.methods).")
+@click.option(
+    "--methods",
+    default="godiff,godiff-ffg",
+    show_default=True,
+    help="Comma-separated methods (see godiff.bench.methods).",
+)
 @click.option("--seeds", type=click.IntRange(min=1), default=8, show_default=True, help="Seeds 0..N-1.")
-@click.option("--budget", type=click.IntRange(min=1), default=2560, show_default=True, help="Energy evaluations per run.")
+@click.option(
+    "--budget", type=click.IntRange(min=1), default=2560, show_default=True, help="Energy evaluations per run."
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Benchmark directory (re-run to resume).")
-@click.option("--jobs", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
-              help="Runs in parallel (cores are split between them).")
-@click.option("--from", "start", metavar="MODEL", default=None,
-              help="Zoo model that godiff-transfer starts from (default: the closest related registered one).")
-@click.option("--stop-at-success", is_flag=True,
-              help="End each godiff run once it has both succeeded and evaluated an energy within tolerance of the "
-                   "reference (both figures unchanged, the rest of the budget saved; best energies are then those "
-                   "of the shortened runs).")
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A search setting for every godiff method, e.g. --set temperature_start=3 (repeatable; "
-                   "names as in godiff.SearchConfig and godiff.SamplerConfig).")
-@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
-              help="torch and BLAS threads of each run (default: cores // jobs; lower it when other work shares the machine).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=1024),
+    default=1,
+    show_default=True,
+    help="Runs in parallel (cores are split between them).",
+)
+@click.option(
+    "--from",
+    "start",
+    metavar="MODEL",
+    default=None,
+    help="Zoo model that godiff-transfer starts from (default: the closest related registered one).",
+)
+@click.option(
+    "--stop-at-success",
+    is_flag=True,
+    help="End each godiff run once it has both succeeded and evaluated an energy within tolerance of the "
+    "reference (both figures unchanged, the rest of the budget saved; best energies are then those "
+    "of the shortened runs).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A search setting for every godiff method, e.g. --set temperature_start=3 (repeatable; "
+    "names as in godiff.SearchConfig and godiff.SamplerConfig).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1, max=MAX_THREADS),
+    default=None,
+    help="torch and BLAS threads of each run (default: cores // jobs; lower it when other work shares the machine).",
+)
 @trust_option
-@click.option("--beside", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="Show the methods of another benchmark directory of this system in the table and plot too, "
-                   "at their own budget (repeatable), e.g. GOFEE's shorter runs.")
+@click.option(
+    "--beside",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Show the methods of another benchmark directory of this system in the table and plot too, "
+    "at their own budget (repeatable), e.g. GOFEE's shorter runs.",
+)
 @dask_option
-def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads, trust_energy, beside, dask):
+def bench(
+    system, methods, seeds, budget, out, jobs, start, stop_at_success, settings, threads, trust_energy, beside, dask
+):
     """Run METHODS x SEEDS on SYSTEM with one budget; write results.json, table.md and a plot.
 
     Every method spends its evaluations through the same counting evaluator; success is an
@@ -517,13 +656,29 @@ def bench(system, methods, seeds, budget, out, jobs, start, stop_at_success, set
 
     def progress(record):
         hit = record["evaluations_to_success"]
-        click.echo(f"{record['method']} seed {record['seed']}: "
-                   f"{'success after ' + str(hit) + ' evaluations' if hit else 'no success'}, "
-                   f"best {record['best_energy']:.4f} {sys_obj.energy_unit()}, {record['wall_seconds']:.0f} s", err=True)
+        click.echo(
+            f"{record['method']} seed {record['seed']}: "
+            f"{'success after ' + str(hit) + ' evaluations' if hit else 'no success'}, "
+            f"best {record['best_energy']:.4f} {sys_obj.energy_unit()}, {record['wall_seconds']:.0f} s",
+            err=True,
+        )
 
-    run_benchmark(sys_obj, methods=names, seeds=seeds, budget=budget, out=out, jobs=jobs, progress=progress, start=start,
-                  stop_at_success=stop_at_success, overrides=overrides or None, threads=threads, dask=dask,
-                  beside=beside, trust_energy=trust_energy)
+    run_benchmark(
+        sys_obj,
+        methods=names,
+        seeds=seeds,
+        budget=budget,
+        out=out,
+        jobs=jobs,
+        progress=progress,
+        start=start,
+        stop_at_success=stop_at_success,
+        overrides=overrides or None,
+        threads=threads,
+        dask=dask,
+        beside=beside,
+        trust_energy=trust_energy,
+    )
     click.echo((Path(out) / "table.md").read_text())
 
 
@@ -551,17 +706,38 @@ def _parse_settings(settings) -> dict:
 
 @cli.command("bench-speed")
 @click.argument("target", metavar="SYSTEM_OR_RUN")
-@click.option("--samples", type=click.IntRange(min=1, max=100000), default=128, show_default=True,
-              help="Structures per forward pass and per draw.")
-@click.option("--repeats", type=click.IntRange(min=1, max=1000), default=5, show_default=True,
-              help="Repeats per figure (the median is shown).")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1, max=100000),
+    default=128,
+    show_default=True,
+    help="Structures per forward pass and per draw.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1, max=1000),
+    default=5,
+    show_default=True,
+    help="Repeats per figure (the median is shown).",
+)
 @threads_option
 @trust_option
-@click.option("--sampling-steps", type=click.IntRange(min=1), default=None, help="Measure with this many sampling steps.")
-@click.option("--evaluations", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Single points timed with the system's energy function (0: skip).")
-@click.option("--steps-sweep", default=None, metavar="N,N,...",
-              help="Also measure sample energies against sampling steps (needs a run directory).")
+@click.option(
+    "--sampling-steps", type=click.IntRange(min=1), default=None, help="Measure with this many sampling steps."
+)
+@click.option(
+    "--evaluations",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Single points timed with the system's energy function (0: skip).",
+)
+@click.option(
+    "--steps-sweep",
+    default=None,
+    metavar="N,N,...",
+    help="Also measure sample energies against sampling steps (needs a run directory).",
+)
 def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps, steps_sweep, evaluations):
     """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
     for the last checkpoint of a run directory, and for a run directory the network's seconds per
@@ -570,8 +746,16 @@ def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps,
 
     import torch
 
-    from godiff.bench.speed import (evaluation_costs, forward_costs, iteration_costs, network_per_evaluation,
-                                    spent_per_evaluation, steps_sweep as sweep)
+    from godiff.bench.speed import (
+        evaluation_costs,
+        forward_costs,
+        iteration_costs,
+        network_per_evaluation,
+        spent_per_evaluation,
+    )
+    from godiff.bench.speed import (
+        steps_sweep as sweep,
+    )
     from godiff.search import Search
     from godiff.threads import limit_threads
 
@@ -589,30 +773,42 @@ def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps,
         search.config = replace(search.config, sampler=replace(search.config.sampler, steps=sampling_steps))
     click.echo(f"{search.system.name}: {search.model!r}; torch threads {torch.get_num_threads()}")
     f = forward_costs(search, samples=samples, repeats=repeats)
-    click.echo(f"forward pass, {samples} samples: template cached {f['forward_cached_s'] * 1e3:.1f} ms, "
-               f"recomputed {f['forward_plain_s'] * 1e3:.1f} ms (template context alone {f['template_context_s'] * 1e3:.1f} ms)")
+    click.echo(
+        f"forward pass, {samples} samples: template cached {f['forward_cached_s'] * 1e3:.1f} ms, "
+        f"recomputed {f['forward_plain_s'] * 1e3:.1f} ms (template context alone {f['template_context_s'] * 1e3:.1f} ms)"
+    )
     it = iteration_costs(search, samples=samples, repeats=max(1, repeats // 2))
     cfg = search.config
-    click.echo(f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps, "
-               f"{cfg.sampler.oversample:g}x oversampled): {it['sampling_s']:.2f} s")
-    click.echo(f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps")
+    click.echo(
+        f"sampling {samples} structures ({cfg.sampler.steps} steps, {cfg.sampler.relax_steps} relaxation steps, "
+        f"{cfg.sampler.oversample:g}x oversampled): {it['sampling_s']:.2f} s"
+    )
+    click.echo(
+        f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps"
+    )
     spent = spent_per_evaluation(search.run_dir.read_log(), train_steps=cfg.train_steps) if tmp is None else None
     if spent is not None:
         net = network_per_evaluation(it, samples=samples, spent=spent)
-        click.echo(f"network per evaluation of this run: {net['network_s']:.2f} s (sampling {net['sampling_s']:.2f} s at "
-                   f"its {spent['draws']:.2f} draws per evaluation, training {net['training_s']:.2f} s at its "
-                   f"{spent['train_steps']:.2f} steps per evaluation, over {spent['evaluations']} evaluations)")
+        click.echo(
+            f"network per evaluation of this run: {net['network_s']:.2f} s (sampling {net['sampling_s']:.2f} s at "
+            f"its {spent['draws']:.2f} draws per evaluation, training {net['training_s']:.2f} s at its "
+            f"{spent['train_steps']:.2f} steps per evaluation, over {spent['evaluations']} evaluations)"
+        )
     if evaluations:
         ev = evaluation_costs(search, evaluations=evaluations)
-        click.echo(f"energy evaluation ({search.system.energy['calculator']}): {ev['evaluation_s']:.3f} s per single point "
-                   f"(median of {ev['evaluations']}, the first call excluded)")
+        click.echo(
+            f"energy evaluation ({search.system.energy['calculator']}): {ev['evaluation_s']:.3f} s per single point "
+            f"(median of {ev['evaluations']}, the first call excluded)"
+        )
     if steps_sweep:
         if tmp is not None:
             raise click.UsageError("--steps-sweep needs a run directory with a trained model")
         for row in sweep(search, [int(v) for v in steps_sweep.split(",")], samples=samples):
             unit = search.system.energy_unit()
-            click.echo(f"steps {row['steps']:4d}: sampling {row['seconds']:.2f} s, median energy {row['median_energy']:.3f} {unit}, "
-                       f"lowest {row['lowest_energy']:.3f} {unit} ({row['n']} evaluated)")
+            click.echo(
+                f"steps {row['steps']:4d}: sampling {row['seconds']:.2f} s, median energy {row['median_energy']:.3f} {unit}, "
+                f"lowest {row['lowest_energy']:.3f} {unit} ({row['n']} evaluated)"
+            )
     if tmp is not None:
         tmp.cleanup()
 
@@ -648,14 +844,16 @@ def systems():
             continue
         mobile = "".join(f"{el}{n if n != 1 else ''}" for el, n in s.mobile.items())
         ref = s.reference
-        rows.append((
-            name,
-            f"{s.n_mobile} {mobile}",
-            _template_phrase(s),
-            s.energy["calculator"],
-            f"{ref['energy']:.6f} {s.energy_unit()}" if ref else "-",
-            description,
-        ))
+        rows.append(
+            (
+                name,
+                f"{s.n_mobile} {mobile}",
+                _template_phrase(s),
+                s.energy["calculator"],
+                f"{ref['energy']:.6f} {s.energy_unit()}" if ref else "-",
+                description,
+            )
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for r in [header, *rows]:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])

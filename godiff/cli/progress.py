@@ -87,9 +87,19 @@ class Progress:
         stream: where to write (default: ``sys.stderr`` at the time of each write).
     """
 
-    def __init__(self, *, total_iterations: int, samples: int | None, mode: str, n_evaluations: int = 0,
-                 n_failed: int = 0, best_energy: float = math.inf, unit: str = "eV", stream=None,
-                 budget: int | None = None):
+    def __init__(
+        self,
+        *,
+        total_iterations: int,
+        samples: int | None,
+        mode: str,
+        n_evaluations: int = 0,
+        n_failed: int = 0,
+        best_energy: float = math.inf,
+        unit: str = "eV",
+        stream=None,
+        budget: int | None = None,
+    ):
         if mode not in ("live", "lines", "quiet"):
             raise ValueError(f"unknown progress mode {mode!r}")
         self.total = int(total_iterations)
@@ -121,8 +131,14 @@ class Progress:
         global _active
         if self.mode == "live":
             console = Console(file=self.stream, force_terminal=True, highlight=False, soft_wrap=False)
-            self._live = Live(get_renderable=self._status_text, console=console, refresh_per_second=2,
-                              transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._live = Live(
+                get_renderable=self._status_text,
+                console=console,
+                refresh_per_second=2,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.start()
             _active = self
         return self
@@ -187,18 +203,24 @@ class Progress:
     def iteration_line(self, event: dict) -> str:
         """The one-line record of a finished iteration."""
         k = event.get("iteration", 0) + 1
-        parts = [f"iteration {k}/{self.total}", f"T {event.get('temperature', float('nan')):.4g} {self.unit}",
-                 f"best {format_energy(event.get('best_energy'), self.unit)}"]
+        parts = [
+            f"iteration {k}/{self.total}",
+            f"T {event.get('temperature', float('nan')):.4g} {self.unit}",
+            f"best {format_energy(event.get('best_energy'), self.unit)}",
+        ]
         lo, med = event.get("iteration_min"), event.get("iteration_median")
         if lo is not None:
             parts.append(f"min {lo:.6g}, median {med:.6g}")
         failed = f" ({self.n_failed} failed)" if self.n_failed else ""
         parts.append(f"evaluations {event.get('n_evaluations', self.n_evaluations)}{failed}")
         sec = event.get("seconds") or {}
-        parts.append("time " + " / ".join(
-            f"{name} {format_seconds(sec.get(key))}"
-            for name, key in (("sample", "sampling"), ("eval", "evaluation"), ("train", "training"))
-        ))
+        parts.append(
+            "time "
+            + " / ".join(
+                f"{name} {format_seconds(sec.get(key))}"
+                for name, key in (("sample", "sampling"), ("eval", "evaluation"), ("train", "training"))
+            )
+        )
         return "  ".join(parts)
 
     def status_line(self) -> str:
@@ -207,7 +229,9 @@ class Progress:
         phase = self.phase
         if phase == "evaluating":
             done = self.n_evaluations - self._eval_base
-            phase = f"evaluating {done}" if self.samples is None else f"evaluating {min(done, self.samples)}/{self.samples}"
+            phase = (
+                f"evaluating {done}" if self.samples is None else f"evaluating {min(done, self.samples)}/{self.samples}"
+            )
         phase += f" {format_seconds(time.monotonic() - self._phase_start)}"
         parts = [f"iteration {k}/{self.total}", phase]
         if self.temperature is not None:
@@ -217,10 +241,13 @@ class Progress:
         parts.append(f"evals {self.n_evaluations}" + (f"/{self.budget}" if self.budget else "") + failed)
         if self.last_seconds:
             s = self.last_seconds
-            parts.append("last: " + " / ".join(
-                f"{name} {format_seconds(s.get(key))}"
-                for name, key in (("sample", "sampling"), ("eval", "evaluation"), ("train", "training"))
-            ))
+            parts.append(
+                "last: "
+                + " / ".join(
+                    f"{name} {format_seconds(s.get(key))}"
+                    for name, key in (("sample", "sampling"), ("eval", "evaluation"), ("train", "training"))
+                )
+            )
         return " | ".join(parts)
 
     # -- terminal -----------------------------------------------------------------------------

@@ -16,8 +16,11 @@ from godiff.cli.main import GodiffGroup, dask_option, device_option, search_opti
 __all__ = ["cli", "main"]
 
 
-@click.group(cls=GodiffGroup, name="godiff-zoo",
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=GodiffGroup,
+    name="godiff-zoo",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option("--traceback", is_flag=True, help="Show the full Python traceback of an error.")
 @click.version_option(__version__, "--version", prog_name="godiff-zoo")
 @click.pass_context
@@ -69,9 +72,17 @@ def list_models():
     for e in entries:
         meta = e.metadata()
         training, system = meta.training, meta.system.system
-        rows.append((e.ref, e.source, str(system.get("name")), str(system.get("mobile")),
-                     str((training.energy or meta.system.energy).get("calculator")),
-                     str(training.evaluations), f"{training.best_energy:.4f}"))
+        rows.append(
+            (
+                e.ref,
+                e.source,
+                str(system.get("name")),
+                str(system.get("mobile")),
+                str((training.energy or meta.system.energy).get("calculator")),
+                str(training.evaluations),
+                f"{training.best_energy:.4f}",
+            )
+        )
     _table(rows)
 
 
@@ -152,7 +163,8 @@ def versions(repo):
 def match(system, top):
     """Registered models ranked by closeness to SYSTEM, with each term of the distance."""
     from godiff.system import load_system
-    from godiff.zoo.similarity import WEIGHTS, match as rank
+    from godiff.zoo.similarity import WEIGHTS
+    from godiff.zoo.similarity import match as rank
 
     matches = rank(load_system(system))
     if not matches:
@@ -161,15 +173,27 @@ def match(system, top):
     terms = list(WEIGHTS)
     rows = [("rank", "model", "distance", *terms, "related")]
     for i, m in enumerate(matches[:top], start=1):
-        rows.append((str(i), m.entry.ref, f"{m.distance.total:.3f}", *(f"{m.distance.terms[t]:.2f}" for t in terms),
-                     "yes" if m.related else "no"))
+        rows.append(
+            (
+                str(i),
+                m.entry.ref,
+                f"{m.distance.total:.3f}",
+                *(f"{m.distance.terms[t]:.2f}" for t in terms),
+                "yes" if m.related else "no",
+            )
+        )
     _table(rows)
 
 
 @cli.command()
 @click.argument("system")
-@click.option("--from", "start", metavar="MODEL", default=None,
-              help="Start from this model (NAME@VERSION, ORG/NAME@VERSION or a folder); default: the closest related one.")
+@click.option(
+    "--from",
+    "start",
+    metavar="MODEL",
+    default=None,
+    help="Start from this model (NAME@VERSION, ORG/NAME@VERSION or a folder); default: the closest related one.",
+)
 @click.option("--name", default=None, help="Register the result under this name (default: <system>-from-<parent>).")
 @click.option("--version", "version", default="1.0.0", show_default=True, help="Version to register the result as.")
 @click.option("--force", is_flag=True, help="Replace an existing version with different content.")
@@ -200,8 +224,16 @@ def finetune(ctx, system, start, name, version, force, out, quiet, trust_energy,
     limit_threads(threads)
 
     with dask_executor(dask) as executor:
-        search = start_search(system_obj, start=start, out=out, command=_command_line(ctx), executor=executor,
-                              device=device, trust_energy=trust_energy, **options)
+        search = start_search(
+            system_obj,
+            start=start,
+            out=out,
+            command=_command_line(ctx),
+            executor=executor,
+            device=device,
+            trust_energy=trust_energy,
+            **options,
+        )
         result = _drive(search, quiet=quiet, resumed=False)
     entry = register_result(result, search.system, search.parent, name=name, version=version, force=force)
     click.echo(f"registered      {entry.ref} (parent {entry.metadata().training.parent})")
@@ -209,8 +241,13 @@ def finetune(ctx, system, start, name, version, force, out, quiet, trust_energy,
 
 @cli.command()
 @click.argument("refs", metavar="[MODEL]...", nargs=-1)
-@click.option("--write", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Write cards/<name>-<version>.md into this folder instead of printing.")
+@click.option(
+    "--write",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write cards/<name>-<version>.md into this folder instead of printing.",
+)
 def card(refs, out_dir):
     """Generate the model card of each MODEL (default: every shipped model) from its metadata."""
     from godiff.zoo import resolve

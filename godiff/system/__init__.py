@@ -180,9 +180,7 @@ class System:
     description: str = ""
     reference: dict | None = None
     min_distance: float | None = None
-    _template_atoms: ase.Atoms | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
+    _template_atoms: ase.Atoms | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check()
@@ -202,8 +200,7 @@ class System:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise _fail(
                 "name",
-                f"expected letters, digits and _ . + - (starting with a letter or digit), "
-                f"got {_shown(self.name)}",
+                f"expected letters, digits and _ . + - (starting with a letter or digit), got {_shown(self.name)}",
             )
         if not isinstance(self.description, str):
             raise _fail("description", f"expected a string, got {_shown(self.description)}")
@@ -248,8 +245,7 @@ class System:
         if volume < needed:
             raise _fail(
                 "box",
-                f"cannot hold {self.n_mobile} mobile atoms (volume {volume:.1f} Å^3, "
-                f"needs at least {needed:.1f} Å^3)",
+                f"cannot hold {self.n_mobile} mobile atoms (volume {volume:.1f} Å^3, needs at least {needed:.1f} Å^3)",
             )
 
     # ---------------------------------------------------------------- construction
@@ -301,8 +297,10 @@ class System:
         path = Path(path)
         with contextlib.suppress(OSError):
             if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
-                raise SystemFileError(f"{path}: {path.stat().st_size:,} bytes is larger than a system file may be "
-                                      f"({MAX_FILE_BYTES:,}); give a large template as template.file")
+                raise SystemFileError(
+                    f"{path}: {path.stat().st_size:,} bytes is larger than a system file may be "
+                    f"({MAX_FILE_BYTES:,}); give a large template as template.file"
+                )
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -353,9 +351,7 @@ class System:
             The path written.
         """
         path = Path(path)
-        text = yaml.dump(
-            self.to_dict(), Dumper=_YamlDumper, sort_keys=False, allow_unicode=True, width=100
-        )
+        text = yaml.dump(self.to_dict(), Dumper=_YamlDumper, sort_keys=False, allow_unicode=True, width=100)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -469,9 +465,7 @@ class System:
         """
         pos = np.asarray(mobile_positions, dtype=float)
         if pos.shape != (self.n_mobile, 3):
-            raise ValueError(
-                f"mobile_positions must have shape ({self.n_mobile}, 3), got {pos.shape}"
-            )
+            raise ValueError(f"mobile_positions must have shape ({self.n_mobile}, 3), got {pos.shape}")
         mobile = ase.Atoms(self.mobile_symbols, positions=pos)
         if self._template_atoms is None:
             out = mobile

@@ -63,13 +63,24 @@ class SlabBox:
         center = np.empty(3)
         center[:2] = 0.5 * (cell[0, :2] + cell[1, :2])
         center[2] = 0.5 * (z_lo + z_hi)
-        return SlabGeometry(cell=cell, periodic=(True, True, False), lower=np.array([np.nan, np.nan, z_lo]),
-                            upper=np.array([np.nan, np.nan, z_hi]), center=center, radius=None, origin=np.zeros(3))
+        return SlabGeometry(
+            cell=cell,
+            periodic=(True, True, False),
+            lower=np.array([np.nan, np.nan, z_lo]),
+            upper=np.array([np.nan, np.nan, z_hi]),
+            center=center,
+            radius=None,
+            origin=np.zeros(3),
+        )
 
     def features(self, geometry) -> dict[str, Any]:
         """What a fingerprint records of this box (its geometry: the resolved box)."""
-        return {"kind": "slab", "z_min": self.z_min, "z_max": self.z_max,
-                "area": abs(float(np.linalg.det(geometry.cell[:2, :2])))}
+        return {
+            "kind": "slab",
+            "z_min": self.z_min,
+            "z_max": self.z_max,
+            "area": abs(float(np.linalg.det(geometry.cell[:2, :2]))),
+        }
 
 
 @dataclass(frozen=True)
@@ -104,8 +115,9 @@ class CuboidBox:
 
     def resolve(self, template=None) -> CuboidGeometry:
         """In Å, inside a cubic non-periodic cell of side (largest edge + 10 Å) around it."""
-        return _cluster_geometry(CuboidGeometry, np.array(self.center, dtype=float),
-                                 0.5 * np.array(self.lengths, dtype=float), None)
+        return _cluster_geometry(
+            CuboidGeometry, np.array(self.center, dtype=float), 0.5 * np.array(self.lengths, dtype=float), None
+        )
 
     def features(self, geometry) -> dict[str, Any]:
         """What a fingerprint records of this box."""
@@ -137,7 +149,9 @@ class SphereBox:
 
     def resolve(self, template=None) -> SphereGeometry:
         """In Å, inside a cubic non-periodic cell of side (diameter + 10 Å) around it."""
-        return _cluster_geometry(SphereGeometry, np.array(self.center, dtype=float), np.full(3, self.radius), self.radius)
+        return _cluster_geometry(
+            SphereGeometry, np.array(self.center, dtype=float), np.full(3, self.radius), self.radius
+        )
 
     def features(self, geometry) -> dict[str, Any]:
         """What a fingerprint records of this box."""
@@ -147,8 +161,15 @@ class SphereBox:
 def _cluster_geometry(kind, center: np.ndarray, half: np.ndarray, radius):
     """A cluster box in Å inside a cubic non-periodic cell of side (largest extent + 10 Å)."""
     side = 2.0 * float(half.max()) + _CLUSTER_CELL_PADDING
-    return kind(cell=np.eye(3) * side, periodic=(False, False, False), lower=center - half, upper=center + half,
-                center=center, radius=radius, origin=center - side / 2.0)
+    return kind(
+        cell=np.eye(3) * side,
+        periodic=(False, False, False),
+        lower=center - half,
+        upper=center + half,
+        center=center,
+        radius=radius,
+        origin=center - side / 2.0,
+    )
 
 
 Box = Union[SlabBox, CuboidBox, SphereBox]
@@ -181,5 +202,3 @@ def box_from_dict(data: Mapping[str, Any] | Box) -> Box:
         if key not in kwargs:
             raise _fail(f"box.{key}", f"missing (a {kind} box needs {', '.join(required)})")
     return _BOX_TYPES[kind](**kwargs)
-
-

@@ -84,9 +84,7 @@ def _check_keys(where: str, data: Mapping, known: Sequence[str]) -> None:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             prefix = f"{where}: " if where else ""
-            raise SystemFileError(
-                f"{prefix}unknown field '{str(key)[:60]}' ({hint}known: {', '.join(known)})"
-            )
+            raise SystemFileError(f"{prefix}unknown field '{str(key)[:60]}' ({hint}known: {', '.join(known)})")
 
 
 def _as_mapping(where: str, value: object) -> Mapping:
@@ -142,8 +140,10 @@ def check_atom_count(where: str, n: int) -> None:
     """Refuse ``n`` atoms above :func:`max_atoms`, naming the field and how to raise the limit."""
     limit = max_atoms()
     if n > limit:
-        raise _fail(where, f"{n} atoms are more than godiff's limit of {limit} "
-                           f"(set GODIFF_MAX_ATOMS to raise it, if you meant it)")
+        raise _fail(
+            where,
+            f"{n} atoms are more than godiff's limit of {limit} (set GODIFF_MAX_ATOMS to raise it, if you meant it)",
+        )
 
 
 def _as_length(where: str, value: object) -> float:
@@ -247,5 +247,3 @@ def parse_formula(formula: str | Mapping[str, int], *, where: str = "mobile") ->
 
 def _format_formula(counts: Mapping[str, int]) -> str:
     return "".join(f"{s}{n}" for s, n in counts.items())
-
-

@@ -1,5 +1,4 @@
-"""The energy and reference specs of a system file, and the YAML loader (no aliases) and dumper.
-"""
+"""The energy and reference specs of a system file, and the YAML loader (no aliases) and dumper."""
 
 from __future__ import annotations
 
@@ -62,8 +61,11 @@ def _normalize_reference(spec: object) -> dict[str, Any]:
     if spec.get("next_energy") is not None:
         out["next_energy"] = _as_float("reference.next_energy", spec["next_energy"])
         if out["next_energy"] <= out["energy"] + out.get("tolerance", 0.0):
-            raise _fail("reference.next_energy", f"{out['next_energy']} is not above energy + tolerance "
-                        f"({out['energy'] + out.get('tolerance', 0.0)}): it is the next distinct minimum")
+            raise _fail(
+                "reference.next_energy",
+                f"{out['next_energy']} is not above energy + tolerance "
+                f"({out['energy'] + out.get('tolerance', 0.0)}): it is the next distinct minimum",
+            )
     return out
 
 
@@ -120,5 +122,3 @@ def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
 
 _YamlDumper.add_representer(list, _represent_list)
 _YamlDumper.add_representer(str, _represent_str)
-
-

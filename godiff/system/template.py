@@ -175,8 +175,11 @@ def _beside(name: str, base_dir: str | Path) -> str:
     if reason == "is absolute":
         raise _fail("template.file", f"{_shown(name)} must be relative to the system file's folder")
     if reason is not None:
-        raise _fail("template.file", f"{_shown(name)} leads outside the system file's folder; "
-                    "a system file reads only files in its folder or below")
+        raise _fail(
+            "template.file",
+            f"{_shown(name)} leads outside the system file's folder; "
+            "a system file reads only files in its folder or below",
+        )
     return str(Path(base_dir).absolute() / name)
 
 
@@ -203,9 +206,7 @@ def _build_template(spec: Mapping[str, Any]) -> ase.Atoms:
             if builder == "surface":
                 # Miller indices of the conventional cubic cell, as ase.build.surface("Pt", ...) does
                 lattice = ase.build.bulk(kwargs.pop("symbol"), a=kwargs.pop("a", None), cubic=True)
-                atoms = ase.build.surface(
-                    lattice, tuple(kwargs.pop("indices")), kwargs.pop("layers"), **kwargs
-                )
+                atoms = ase.build.surface(lattice, tuple(kwargs.pop("indices")), kwargs.pop("layers"), **kwargs)
             else:
                 kwargs["size"] = tuple(kwargs["size"])
                 atoms = getattr(ase.build, builder)(**kwargs)
@@ -266,5 +267,3 @@ def _check_slab_cell(cell: np.ndarray) -> None:
         )
     if abs(a[0] * b[1] - a[1] * b[0]) <= tol:
         raise _fail("template", "the cell vectors a, b span no area in the xy plane")
-
-

@@ -37,8 +37,15 @@ def _looks_like_folder(ref: str) -> bool:
     return text.startswith((".", "/", "~")) or os.sep in text.partition("@")[0]
 
 
-def resolve(ref, *, registry=None, revision: str | None = None, token: str | None = None, cache_dir=None,
-            local_files_only: bool = False) -> Path:
+def resolve(
+    ref,
+    *,
+    registry=None,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir=None,
+    local_files_only: bool = False,
+) -> Path:
     """The verified local folder of ``ref`` (a folder, ``name@version``, or ``org/name@version``
     on the Hub, pulled into the Hugging Face cache if it is not there yet).
 
@@ -72,8 +79,15 @@ def resolve(ref, *, registry=None, revision: str | None = None, token: str | Non
     return (registry or Registry()).resolve(ref).path
 
 
-def load(ref, *, registry=None, revision: str | None = None, token: str | None = None, cache_dir=None,
-         local_files_only: bool = False):
+def load(
+    ref,
+    *,
+    registry=None,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir=None,
+    local_files_only: bool = False,
+):
     """Load a zoo model, digests verified: a model folder, ``name@version`` / ``name@latest`` from the
     registry, or ``org/name@version`` from the Hub (pulled into the Hugging Face cache once, then
     read from there, also with ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``). The Hub
@@ -83,5 +97,13 @@ def load(ref, *, registry=None, revision: str | None = None, token: str | None =
     """
     from godiff.zoo.model import read_folder
 
-    return read_folder(resolve(ref, registry=registry, revision=revision, token=token, cache_dir=cache_dir,
-                               local_files_only=local_files_only))
+    return read_folder(
+        resolve(
+            ref,
+            registry=registry,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+    )

@@ -59,8 +59,15 @@ def _front_matter(metadata: ModelManifest) -> dict:
     return {
         "library_name": "godiff",
         "license": LICENSE,
-        "tags": ["godiff", "diffusion", "global-optimization", "atomistic-simulation",
-                 fp.get("energy_calculator", "energy"), fp.get("template_kind", "system"), *elements],
+        "tags": [
+            "godiff",
+            "diffusion",
+            "global-optimization",
+            "atomistic-simulation",
+            fp.get("energy_calculator", "energy"),
+            fp.get("template_kind", "system"),
+            *elements,
+        ],
         "godiff": {
             "name": training.name,
             "version": training.version,

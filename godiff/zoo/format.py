@@ -171,7 +171,9 @@ def verify_folder(folder, *, root=None) -> dict:
             raise DigestMismatchError(f"{path}: {path.stat().st_size} bytes, the manifest says {size}")
         digest = sha256_file(path)
         if digest != entry.get("sha256"):
-            raise DigestMismatchError(f"{path}: SHA-256 {digest[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...")
+            raise DigestMismatchError(
+                f"{path}: SHA-256 {digest[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}..."
+            )
     return manifest
 
 
@@ -181,8 +183,9 @@ def content_digest(folder) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def write_folder(folder, *, tensors: dict, metadata: ModelManifest, card: str,
-                 extra: dict[str, bytes] | None = None) -> Path:
+def write_folder(
+    folder, *, tensors: dict, metadata: ModelManifest, card: str, extra: dict[str, bytes] | None = None
+) -> Path:
     """Write a complete model folder atomically (temporary sibling, then rename) and return it.
 
     ``folder`` must not exist. ``tensors`` are saved with safetensors; the JSON documents are

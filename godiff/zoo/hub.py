@@ -130,7 +130,9 @@ def versions(repo_id: str, *, token: str | None = None, cache_dir=None, local_fi
     return _sorted_versions(ref.name for ref in refs.tags)
 
 
-def pull(repo_id: str, revision: str, *, token: str | None = None, cache_dir=None, local_files_only: bool = False) -> Path:
+def pull(
+    repo_id: str, revision: str, *, token: str | None = None, cache_dir=None, local_files_only: bool = False
+) -> Path:
     """Download version ``revision`` (``1.2.0`` or its tag ``v1.2.0``) of ``repo_id`` into the
     Hugging Face cache; return its verified folder.
 
@@ -155,8 +157,11 @@ def pull(repo_id: str, revision: str, *, token: str | None = None, cache_dir=Non
     offline = constants.HF_HUB_OFFLINE or local_files_only
     with _hub_errors(repo_id):
         try:
-            folder = Path(snapshot_download(repo_id, revision=f"v{version}", token=token, cache_dir=cache_dir,
-                                            local_files_only=local_files_only))
+            folder = Path(
+                snapshot_download(
+                    repo_id, revision=f"v{version}", token=token, cache_dir=cache_dir, local_files_only=local_files_only
+                )
+            )
         except RevisionNotFoundError as exc:
             raise _no_such_version(repo_id, version) from exc
         except LocalEntryNotFoundError as exc:

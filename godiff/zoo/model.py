@@ -23,7 +23,15 @@ import torch
 from godiff import __version__
 from godiff.digests import confined
 from godiff.errors import CheckpointError, ConfigError, NotARunError
-from godiff.manifest import SAMPLER_FILE, TRAINING_FILE, ModelConfig, ModelManifest, ModelSampling, ModelSystem, ModelTraining
+from godiff.manifest import (
+    SAMPLER_FILE,
+    TRAINING_FILE,
+    ModelConfig,
+    ModelManifest,
+    ModelSampling,
+    ModelSystem,
+    ModelTraining,
+)
 from godiff.zoo.format import (
     MANIFEST,
     TEMPLATE_FILE,
@@ -105,8 +113,13 @@ class ZooModel:
 
         sampling = self.metadata.sampling
         if system is None and config is None and sampling is not None:
-            return Sampler.for_system(self.model, self.system, SamplerConfig.from_dict(sampling.sampler),
-                                      sde=VESDE.from_dict(sampling.sde), scaled=True)
+            return Sampler.for_system(
+                self.model,
+                self.system,
+                SamplerConfig.from_dict(sampling.sampler),
+                sde=VESDE.from_dict(sampling.sde),
+                scaled=True,
+            )
         system = self.system if system is None else load_system(system)
         return Sampler.for_system(self.model, system, config or self.sampler_config())
 
@@ -121,7 +134,10 @@ class ZooModel:
 
         _, template = portable_system(self.system)
         return write_folder(
-            folder, tensors=self.model.state_tensors(), metadata=self.metadata, card=render_card(self.metadata),
+            folder,
+            tensors=self.model.state_tensors(),
+            metadata=self.metadata,
+            card=render_card(self.metadata),
             extra=None if template is None else {TEMPLATE_FILE: template},
         )
 
@@ -197,8 +213,12 @@ def _check_sampling(folder: Path, sampling: ModelSampling | None) -> None:
 
     path = folder / SAMPLER_FILE
     if sampling is None:
-        log.info("%s: no %s (written before models carried their sampling settings); "
-                 "its SDE and sampler settings are derived by this godiff", folder, SAMPLER_FILE)
+        log.info(
+            "%s: no %s (written before models carried their sampling settings); "
+            "its SDE and sampler settings are derived by this godiff",
+            folder,
+            SAMPLER_FILE,
+        )
         return
     try:
         VESDE.from_dict(sampling.sde)
@@ -253,20 +273,38 @@ def from_run(run, *, name: str, version: str, iteration: int | None = None) -> Z
     system = System.from_dict(manifest.system)
     first = next(iter(run_dir.read_log()), {})
     training = ModelTraining(
-        name=name, version=version, godiff_version=__version__, run_created=manifest.created, command=manifest.command,
-        run_godiff_version=manifest.godiff_version, iterations=k + 1, iterations_planned=search["iterations"],
-        evaluations=int(state["n_evaluations"]), best_energy=float(state["best_energy"]),
-        temperature={"schedule": search.get("schedule", "exponential"), "start": first.get("temperature", search["temperature_start"]),
-                     "end": search["temperature_end"], "last": state["log"]["temperature"]},
-        seed=search.get("seed"), energy=manifest.energy, search=search,
+        name=name,
+        version=version,
+        godiff_version=__version__,
+        run_created=manifest.created,
+        command=manifest.command,
+        run_godiff_version=manifest.godiff_version,
+        iterations=k + 1,
+        iterations_planned=search["iterations"],
+        evaluations=int(state["n_evaluations"]),
+        best_energy=float(state["best_energy"]),
+        temperature={
+            "schedule": search.get("schedule", "exponential"),
+            "start": first.get("temperature", search["temperature_start"]),
+            "end": search["temperature_end"],
+            "last": state["log"]["temperature"],
+        },
+        seed=search.get("seed"),
+        energy=manifest.energy,
+        search=search,
         lineage={"parent": manifest.parent, "pretrained_start": bool(manifest.pretrained)},
     )
-    config = ModelConfig(score=search["score"], architecture=ARCHITECTURE, godiff_version=__version__,
-                         n_parameters=sum(p.numel() for p in model.parameters()))
+    config = ModelConfig(
+        score=search["score"],
+        architecture=ARCHITECTURE,
+        godiff_version=__version__,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+    )
     system_data, _ = portable_system(system)
     digest = hashlib.sha256(json.dumps(system_data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    metadata = ModelManifest(config, ModelSystem(system_data, fingerprint(system), digest), training,
-                             _sampling_of_run(manifest, system))
+    metadata = ModelManifest(
+        config, ModelSystem(system_data, fingerprint(system), digest), training, _sampling_of_run(manifest, system)
+    )
     return ZooModel(model, system, metadata)
 
 

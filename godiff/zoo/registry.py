@@ -67,7 +67,9 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     if not name:
         raise ConfigError(f"model reference {ref!r}: expected NAME@VERSION, e.g. pt-islands-emt@1.0.0")
     if sep and not version:
-        raise ConfigError(f"model reference {ref!r}: the version after '@' is empty (write {name}@1.0.0 or {name}@latest)")
+        raise ConfigError(
+            f"model reference {ref!r}: the version after '@' is empty (write {name}@1.0.0 or {name}@latest)"
+        )
     if version in ("", "latest"):
         return name, None
     return name, ".".join(map(str, parse_version(version)))

@@ -35,14 +35,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
 from typing import Any
 
 from ase.data import atomic_numbers, reference_states
 
 from godiff.system import SLAB_BUILDERS
 
-__all__ = ["fingerprint", "element_distance", "period_group", "distance", "Distance", "WEIGHTS", "related", "match", "Match"]
+__all__ = [
+    "fingerprint",
+    "element_distance",
+    "period_group",
+    "distance",
+    "Distance",
+    "WEIGHTS",
+    "related",
+    "match",
+    "Match",
+]
 
 WEIGHTS = {"mobile": 1.0, "template": 0.5, "kind": 1.0, "lattice": 1.0, "size": 1.0, "energy": 1.0, "box": 0.25}
 ELEMENT_CAP = 3.0
@@ -97,8 +106,6 @@ def fingerprint(system) -> dict[str, Any]:
         "energy_model": system.energy.get("model"),
         "box": box,
     }
-
-
 
 
 def period_group(symbol: str) -> tuple[int, int]:
@@ -227,4 +234,6 @@ def match(system, registry=None) -> list[Match]:
     for entry in (registry or Registry()).entries():
         fp = entry.metadata().system.fingerprint
         found.append(Match(entry, distance(target, fp), related(target, fp)))
-    return sorted(found, key=lambda m: (m.distance.total, m.entry.name, tuple(-v for v in parse_version(m.entry.version))))
+    return sorted(
+        found, key=lambda m: (m.distance.total, m.entry.name, tuple(-v for v in parse_version(m.entry.version)))
+    )

@@ -34,7 +34,16 @@ from godiff.zoo.similarity import element_distance, fingerprint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_config", "register_result", "seen_species"]
+__all__ = [
+    "TRANSFER",
+    "adapt",
+    "choose",
+    "finetune",
+    "start_search",
+    "transfer_config",
+    "register_result",
+    "seen_species",
+]
 
 #: The search settings of a fine-tune, measured on Pt7/Pt(111) from pt-islands-emt (Pt5, Pt6),
 #: seeds 0..7, by the first evaluated energy within 0.05 eV of the minimum, unrelaxed (the relaxed
@@ -59,9 +68,20 @@ __all__ = ["TRANSFER", "adapt", "choose", "finetune", "start_search", "transfer_
 #: The measured schedule is the fixed one (128 samples per iteration after the first, exponential
 #: cooling, a fixed number of training steps, ranking by predicted energy, no polish): it is kept as it was
 #: measured rather than moved to the adaptive defaults of a scratch search.
-TRANSFER = {"iterations": 10, "temperature_start": 3.0, "temperature_end": 0.02, "first_samples": 32,
-            "samples": 128, "schedule": "exponential", "train_stop": "fixed", "acquisition": "energy",
-            "budget": None, "patience": None, "polish": 0, "oversample": 4.0}
+TRANSFER = {
+    "iterations": 10,
+    "temperature_start": 3.0,
+    "temperature_end": 0.02,
+    "first_samples": 32,
+    "samples": 128,
+    "schedule": "exponential",
+    "train_stop": "fixed",
+    "acquisition": "energy",
+    "budget": None,
+    "patience": None,
+    "polish": 0,
+    "oversample": 4.0,
+}
 
 
 def seen_species(zoo_model) -> list[str]:
@@ -83,7 +103,9 @@ def adapt(zoo_model, system) -> tuple[object, dict]:
     for element in needed:
         if element in seen or not seen:
             continue
-        source = min(seen, key=lambda s: (element_distance(element, s), abs(atomic_numbers[s] - atomic_numbers[element])))
+        source = min(
+            seen, key=lambda s: (element_distance(element, s), abs(atomic_numbers[s] - atomic_numbers[element]))
+        )
         with torch.no_grad():
             model.species.weight[atomic_numbers[element]] = model.species.weight[atomic_numbers[source]]
         mapping[element] = source
@@ -99,7 +121,9 @@ def choose(system, *, start=None, registry=None):
         return load(start, registry=registry)
     ranked = match(system, registry)
     if not ranked:
-        raise ModelNotFoundError(f"no registered models to start {system.name} from; run a scratch search: godiff run {system.name}")
+        raise ModelNotFoundError(
+            f"no registered models to start {system.name} from; run a scratch search: godiff run {system.name}"
+        )
     best = ranked[0]
     if not best.related:
         raise ConfigError(
@@ -110,8 +134,18 @@ def choose(system, *, start=None, registry=None):
     return load(best.entry.path)
 
 
-def start_search(system, *, start=None, registry=None, out=None, command: str | None = None, calculator=None,
-                 executor=None, device=None, **overrides):
+def start_search(
+    system,
+    *,
+    start=None,
+    registry=None,
+    out=None,
+    command: str | None = None,
+    calculator=None,
+    executor=None,
+    device=None,
+    **overrides,
+):
     """The one search that starts from a zoo model, used by ``godiff run --from``,
     ``godiff-zoo finetune`` and the harness's ``godiff-transfer``: the model ``start`` (or the
     closest related registered one), adapted to ``system`` (:func:`adapt`), searched with
@@ -125,8 +159,18 @@ def start_search(system, *, start=None, registry=None, out=None, command: str | 
     model, mapping = adapt(parent, system)
     for new, source in mapping.items():
         log.info("species %s starts from the embedding of %s", new, source)
-    return Search(system, config=transfer_config(), out=out, model=model, parent=lineage_ref(start, parent), command=command,
-                  calculator=calculator, executor=executor, device=device, **overrides)
+    return Search(
+        system,
+        config=transfer_config(),
+        out=out,
+        model=model,
+        parent=lineage_ref(start, parent),
+        command=command,
+        calculator=calculator,
+        executor=executor,
+        device=device,
+        **overrides,
+    )
 
 
 def transfer_config():
@@ -146,8 +190,9 @@ def lineage_ref(given, zoo_model) -> str:
     return zoo_model.ref
 
 
-def register_result(result, system, parent: str, *, registry=None, name: str | None = None, version: str = "1.0.0",
-                    force: bool = False):
+def register_result(
+    result, system, parent: str, *, registry=None, name: str | None = None, version: str = "1.0.0", force: bool = False
+):
     """Register a finished fine-tune run as a new zoo model (default name ``<system>-from-<parent>``)."""
     from godiff.zoo.registry import Registry
 
@@ -157,9 +202,21 @@ def register_result(result, system, parent: str, *, registry=None, name: str | N
     return registry.add_run(result.run_dir, name=name, version=version, force=force)
 
 
-def finetune(system, *, start=None, registry=None, out=None, name: str | None = None, version: str = "1.0.0",
-             force: bool = False, command: str | None = None, calculator=None, executor=None, progress=None,
-             **overrides):
+def finetune(
+    system,
+    *,
+    start=None,
+    registry=None,
+    out=None,
+    name: str | None = None,
+    version: str = "1.0.0",
+    force: bool = False,
+    command: str | None = None,
+    calculator=None,
+    executor=None,
+    progress=None,
+    **overrides,
+):
     """Fine-tune from ``start`` (or the closest related model) on ``system``; returns ``(result, entry)``.
 
     Args:
@@ -173,8 +230,18 @@ def finetune(system, *, start=None, registry=None, out=None, name: str | None = 
     from godiff.zoo.registry import Registry
 
     registry = registry or Registry()
-    search = start_search(system, start=start, registry=registry, out=out, command=command, calculator=calculator,
-                          executor=executor, **overrides)
+    search = start_search(
+        system,
+        start=start,
+        registry=registry,
+        out=out,
+        command=command,
+        calculator=calculator,
+        executor=executor,
+        **overrides,
+    )
     result = search.run(progress=progress)
-    entry = register_result(result, search.system, search.parent, registry=registry, name=name, version=version, force=force)
+    entry = register_result(
+        result, search.system, search.parent, registry=registry, name=name, version=version, force=force
+    )
     return result, entry
