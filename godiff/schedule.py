@@ -18,11 +18,7 @@ Two schedules:
   again to ``factor`` times the spread of its last batch, the rule of the first temperature, and
   cools from there: at T_end the training weights put all mass on the best structure found, and
   the variations start from copies of it, so a search that reached T_end in a higher minimum
-  stays there. With ``ess_floor`` set, a step never cools below the temperature at which the
-  batch's ESS falls to the floor (:func:`temperature_for_ess`), and holds T where the ESS is below
-  it already: cooling by a target ESS, so the weights cannot collapse on one structure of a batch
-  whose others are still spread over the landscape (off by default: measured worse on Pt7, see
-  ``SearchConfig.cooling_ess``).
+  stays there.
 
 The spread is the standard deviation of the energies capped at their median: the low half that
 ranking needs, not the clashes of a random placement (which put the plain standard deviation of a
@@ -48,7 +44,6 @@ __all__ = [
     "effective_sample_size",
     "heat_capacity",
     "energy_spread",
-    "temperature_for_ess",
 ]
 
 
@@ -88,32 +83,6 @@ def heat_capacity(energies, temperature: float) -> float:
     e = e[np.isfinite(e)]
     mean = float(np.sum(w * e))
     return float(np.sum(w * (e - mean) ** 2)) / float(temperature) ** 2
-
-
-def temperature_for_ess(energies, ess: float, low: float, high: float) -> float:
-    """The lowest temperature in [``low``, ``high``] at which the ESS of ``energies`` reaches
-    ``ess``: ``low`` if it does there, ``high`` if it does not even there. The ESS rises with the
-    temperature (its logarithm is the Renyi-2 entropy of the weights), so a bisection in log T
-    finds it.
-
-    Example (two energies 1 apart: ESS = (1 + w)^2 / (1 + w^2) with w = exp(-1/T); an ESS of 1.6
-    needs w = 1/3, so T = 1 / ln 3 = 0.9102):
-        >>> round(temperature_for_ess([0.0, 1.0], 1.6, low=0.01, high=10.0), 4)
-        0.9102
-        >>> temperature_for_ess([0.0, 1.0], 1.6, low=2.0, high=10.0)   # already there at low
-        2.0
-        >>> temperature_for_ess([0.0, 1.0], 1.6, low=0.01, high=0.5)   # not even at high
-        0.5
-    """
-    if effective_sample_size(energies, low) >= ess:
-        return float(low)
-    if effective_sample_size(energies, high) < ess:
-        return float(high)
-    lo, hi = np.log(low), np.log(high)
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if effective_sample_size(energies, np.exp(mid)) >= ess else (mid, hi)
-    return float(np.exp(hi))
 
 
 def energy_spread(energies) -> float:
@@ -188,13 +157,6 @@ class AdaptiveSchedule:
         0.943
         >>> r.next(0.5, [0.0, 5.0, 9.0], stalled=500)     # above the end: cools as ever
         0.25
-        >>> f = AdaptiveSchedule(end=0.02, fast=0.5, ess_floor=1.6)
-        >>> round(f.next(2.0, [0.0, 1.0]), 4)   # halving to 1.0 keeps an ESS of 1.6 or more
-        1.0
-        >>> round(f.next(1.5, [0.0, 1.0]), 4)   # 0.75 would not: the floor's 1 / ln 3
-        0.9102
-        >>> f.next(0.5, [0.0, 1.0])             # below the floor already: held
-        0.5
     """
 
     end: float = 0.02
@@ -203,7 +165,6 @@ class AdaptiveSchedule:
     slow: float = 0.9
     start: float | None = None
     reheat: int = 0
-    ess_floor: float = 0.0
 
     def first(self, energies) -> float:
         """T of the first iteration: ``start`` if given, else ``factor`` x :func:`energy_spread`."""
@@ -217,10 +178,7 @@ class AdaptiveSchedule:
         if self.reheat and temperature <= self.end and stalled >= self.reheat:
             return max(self.end, self.factor * energy_spread(energies))
         rate = self.slow if heat_capacity(energies, temperature) > 1.0 else self.fast
-        cooled = max(self.end, float(temperature) * rate)
-        if not self.ess_floor or cooled >= temperature:
-            return cooled
-        return temperature_for_ess(energies, self.ess_floor, low=cooled, high=float(temperature))
+        return max(self.end, float(temperature) * rate)
 
 
 @dataclass(frozen=True)

@@ -100,14 +100,32 @@ LEGACY = {
     "budget": None,
     "patience": None,
     "polish": 0,
-    "polish_chain": 1,
-    "polish_fmax": 0.0,
     "refine": 0.0,
-    "refine_distinct": 0.0,
-    "refine_hop": 0.0,
     "reheat": 0,
     "improvement": 0.0,
 }
+
+#: Settings removed in godiff 0.2.0, each off by default and measured not to help (the figures are in
+#: ``SearchConfig``'s docstring at commit ea5481f), with the value that meant "off".
+RETIRED = {"cooling_ess": 0.0, "refine_distinct": 0.0, "refine_hop": 0.0, "polish_chain": 1, "polish_fmax": 0.0}
+
+
+def _without_retired(data: dict) -> dict:
+    """``data`` without the :data:`RETIRED` settings a ``run.json`` written before 0.2.0 names, in
+    one log line: a warning where one was on (the run goes on without it), else a note."""
+    named = {key: data[key] for key in RETIRED if key in data}
+    if not named:
+        return data
+    on = {key: value for key, value in named.items() if value != RETIRED[key]}
+    if on:
+        log.warning(
+            "settings removed in godiff 0.2.0 are ignored: %s (measured not to help)",
+            ", ".join(f"{k}={v}" for k, v in on.items()),
+        )
+    else:
+        log.info("run.json names settings removed in godiff 0.2.0, all off: %s", ", ".join(named))
+    return {key: value for key, value in data.items() if key not in RETIRED}
+
 
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
@@ -166,13 +184,6 @@ class SearchConfig:
             higher island and their ESS falls to 1. On Au7/Au(111) (``benchmarks/au7-cooling07``)
             worse: counted median 197, worst 677 (168 and 355), so 0.5 stays.
         cooling_slow: its factor above 1.
-        cooling_ess: the adaptive schedule's ESS floor (0: none): no step cools below the
-            temperature at which the batch's ESS falls to it, and T is held where it is below it
-            already (:class:`godiff.schedule.AdaptiveSchedule` ``ess_floor``). At 8, the batch's
-            target, on Pt7/Pt(111) (``--set cooling_ess=8``, ``benchmarks/pt7-cooling-ess8``):
-            counted 74, 359, 179, 295, 179, 125, 162, 199 (median 179, worst 359, against 165
-            and 392 without): the slow seed 3 gains (295 against 392), seeds 1, 2 and 4 lose
-            (359, 179, 179 against 213, 113, 159), so it stays off.
         reheat: evaluations without an improvement (as for ``patience``) after which the
             adaptive schedule, once at ``temperature_end``, heats again to the spread of the last
             batch (:class:`godiff.schedule.AdaptiveSchedule`; 0: never). A reheat does not reset
@@ -209,37 +220,12 @@ class SearchConfig:
             Run again on seeds 0..15 (``benchmarks/pt7-default-again``): median 239 counted and
             376 as evaluated; an 8-seed median moves by about 40 between two runs.
         refine_from: how many of the lowest evaluated structures the variations start from.
-        refine_distinct: fingerprint distance (bond lengths) within which two of those count as
-            one, the higher skipped: the polish leaves near copies of the best structure beside it
-            in the buffer (0: the lowest, copies or not). Measured as for ``refine`` (``--set
-            refine_distinct=0.1``, ``benchmarks/pt7-refine-distinct``): counted 213, 367, 315,
-            1114, 376, 185, 82, 275 (median 295, against 204 at 0), so it stays off.
         refine_noise: the noise they start from, bond lengths. At 0.6 (``--set refine_noise=0.6``,
             ``benchmarks/pt7-refine-noise06``): counted 261, 246, 244, 622, 385, 146, 169, 217
             (median 245), as evaluated median 252; 0.3 stays.
-        refine_hop: fraction of the variations whose start first has one atom, chosen at random,
-            moved to one bond length from another in a random direction (a single-atom move,
-            as the mutations of evolutionary cluster searches make): a noise of
-            ``refine_noise`` changes a structure's shape only where it is soft, while a competing
-            island shape on Pt7/Pt(111), 0.23 eV above the heptamer, differs from it by where one
-            or two atoms sit. At 0.5 (``--set
-            refine_hop=0.5``, ``benchmarks/pt7-refine-hop``): counted 159, 271, 214, 563, 373,
-            251, 186, 395 (median 261; seed 3 549 evaluations to success against 446 at 0), as
-            evaluated median 415; it stays off.
         polish: evaluations after each round of the adaptive batch on the best structure moved
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
-        polish_chain: line searches in a row after a round while each finds a lower energy
-            (1: one per round); each starts from the lowest point of the one before. At 3
-            (``--set polish_chain=3``, ``benchmarks/pt7-polish-chain``): counted 333, 220, 141,
-            963, 236, 227, 172, 173 (median 224) and the polish's share of the evaluations up
-            from about 15 % to 30 to 40 %, so it stays at 1.
-        polish_fmax: the best structure is not polished once no mobile atom feels a force above
-            this (eV/Å, or the system's unit; 0: always): it is a local minimum to the tolerance
-            the success check relaxes to, and further line searches gain micro-eV. With
-            ``polish_chain`` 3 and 0.05 (``benchmarks/pt7-polish-chain-fmax``): counted 333,
-            220, 141, 556, 417, 227, 172, 164 (median 224, worst 556 against 963 without), the
-            polish's share 20 to 30 %; not the default while neither beats 204.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
         learning_rate: AdamW learning rate.
@@ -271,7 +257,6 @@ class SearchConfig:
     temperature_factor: float = 1.0
     cooling_fast: float = 0.5
     cooling_slow: float = 0.9
-    cooling_ess: float = 0.0
     reheat: int = 150
     train_steps: int = 200
     train_stop: str = "agreement"
@@ -283,13 +268,9 @@ class SearchConfig:
     uncertainty_length: float = 0.1
     refine: float = 0.5
     refine_from: int = 4
-    refine_distinct: float = 0.0
     refine_noise: float = 0.3
-    refine_hop: float = 0.0
     polish: int = 3
     polish_step: float | None = None
-    polish_chain: int = 1
-    polish_fmax: float = 0.0
     batch_size: int = 32
     force_batch: int = 16
     learning_rate: float = 2e-3
@@ -317,7 +298,6 @@ class SearchConfig:
             "min_samples",
             "max_samples",
             "refine_from",
-            "polish_chain",
         ):
             number(name, getattr(self, name), minimum=1, integer=True)
         for name in ("samples", "first_samples", "budget", "patience"):
@@ -352,14 +332,10 @@ class SearchConfig:
             "energy_weight",
             "kappa",
             "duplicate_distance",
-            "refine_distinct",
-            "polish_fmax",
-            "cooling_ess",
         ):
             number(name, getattr(self, name), minimum=0)
         number("max_failed_fraction", self.max_failed_fraction, minimum=0, maximum=1)
         number("refine", self.refine, minimum=0, maximum=1)
-        number("refine_hop", self.refine_hop, minimum=0, maximum=1)
         choice("schedule", self.schedule, SCHEDULES)
         choice("train_stop", self.train_stop, TRAIN_STOPS)
         choice("acquisition", self.acquisition, ACQUISITIONS)
@@ -403,7 +379,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchConfig":
-        data = {**LEGACY, **data}
+        data = {**LEGACY, **_without_retired(data)}
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"search config: unknown field(s) {sorted(unknown)}")
@@ -470,30 +446,6 @@ class Result:
 def _succeeded(row) -> bool:
     """Whether a database row is a successful evaluation with its energy."""
     return bool(row.ok) and row.get("energy") is not None
-
-
-def _hop_one_atom(positions: torch.Tensor, bond: float, generator: torch.Generator) -> torch.Tensor:
-    """Each structure of ``positions`` (m, n, 3) with one atom, chosen at random, moved to
-    ``bond`` from another chosen at random, in a random direction (not folded into the box).
-
-    Example:
-        >>> x = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [5, 0, 0]]])
-        >>> y = _hop_one_atom(x, 1.0, torch.Generator().manual_seed(0))
-        >>> int((y != x).any(-1).sum())                      # one atom moved
-        1
-        >>> moved = (y != x).any(-1)[0]
-        >>> round(float(torch.cdist(y[0][moved], y[0][~moved]).min()), 6) <= 1.0   # a bond from another
-        True
-    """
-    m, n = positions.shape[:2]
-    atom = torch.randint(n, (m,), generator=generator)
-    other = (atom + 1 + torch.randint(max(n - 1, 1), (m,), generator=generator)) % n
-    direction = torch.randn((m, 3), generator=generator, dtype=positions.dtype)
-    direction = direction / direction.norm(dim=-1, keepdim=True)
-    rows = torch.arange(m)
-    out = positions.clone()
-    out[rows, atom] = positions[rows, other] + bond * direction
-    return out
 
 
 def _generator(seed: int, *parts) -> torch.Generator:
@@ -625,11 +577,10 @@ class Search:
                 cfg.cooling_slow,
                 cfg.temperature_start,
                 cfg.reheat,
-                cfg.cooling_ess,
             )
         self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
-        self.polish = Polish(points=cfg.polish, fmax=cfg.polish_fmax)
+        self.polish = Polish(points=cfg.polish)
 
     def _create_run_dir(self) -> None:
         """Make the run directory of a new search: its files, its lock and, from a pretrained
@@ -1078,14 +1029,9 @@ class Search:
         return have
 
     def _polish_rounds(self, k: int, r: int, have: int, sampled_at, evaluator, emit, times) -> tuple[int, int]:
-        """Up to ``polish_chain`` polish rounds after round ``r - 1``, the next one only while the
-        last gained; returns the batch's size and the next round's index after them."""
-        for _ in range(self.config.polish_chain):
-            m = self._polish_round(k, r, have, sampled_at, evaluator, emit, times)
-            have, r = have + m, r + (m > 0)
-            if m == 0 or self.polish_failures:
-                break
-        return have, r
+        """The polish round after round ``r - 1``; returns the batch's size and the next round's index."""
+        m = self._polish_round(k, r, have, sampled_at, evaluator, emit, times)
+        return have + m, r + (m > 0)
 
     def _evaluate_round(
         self, k, samples, sampled_at, evaluator, emit, times, *, offset: int, polish: bool = False
@@ -1189,22 +1135,16 @@ class Search:
 
     def _refine_starts(self, total: int, k: int, r: int) -> dict:
         """The starts of a draw's variations (``refine``): the lowest ``refine_from`` evaluated
-        structures no two within ``refine_distinct`` of each other, in turn, lowest first; the
-        first ``refine_hop`` of them with one atom hopped (:func:`_hop_one_atom`)."""
+        structures, in turn, lowest first."""
         n = int(round(self.config.refine * total))
         if n == 0 or len(self.buffer) == 0:
             return {}
-        lowest = self.buffer.positions[self._distinct_lowest(self.config.refine_from)]
+        lowest = self.buffer.positions[self._lowest(self.config.refine_from)]
         starts = torch.as_tensor(lowest[np.arange(n) % len(lowest)], dtype=torch.float32)
-        hops = int(round(self.config.refine_hop * n))
-        if hops:
-            moved = _hop_one_atom(starts[:hops], self.system.bond_length(), _generator(self.config.seed, k, "hop", r))
-            starts = torch.cat([self.domain.fold(moved), starts[hops:]])
         return {"starts": starts, "start_sigma": self.config.refine_noise * self.system.bond_length()}
 
-    def _distinct_lowest(self, n: int) -> np.ndarray:
-        """Indices of the ``n`` lowest buffer structures, skipping any within ``refine_distinct``
-        of a lower one picked (the acquisition's duplicate rule, ranked by energy alone)."""
+    def _lowest(self, n: int) -> np.ndarray:
+        """Indices of the ``n`` lowest buffer structures (the acquisition's rule, ranked by energy alone)."""
         buffer = self.buffer
         return select(
             self.fingerprints(buffer.positions),
@@ -1212,7 +1152,7 @@ class Search:
             np.zeros((0, 1)),
             n,
             spread=0.0,
-            settings=Acquisition(duplicate=self.config.refine_distinct),
+            settings=Acquisition(duplicate=0.0),
         )
 
     def _saved_before(self, k: int, r: int) -> np.ndarray:

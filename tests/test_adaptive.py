@@ -64,23 +64,6 @@ def test_the_first_temperature_is_the_spread_of_the_low_half_and_the_heat_capaci
     assert schedule.next(0.03, levels) == 0.02  # never below the end
 
 
-def test_an_ess_floor_stops_the_cooling_where_the_batch_ess_would_fall_below_it():
-    # three structures at 0, 0 and 1: ESS = (2 + w)^2 / (2 + w^2) with w = exp(-1/T); an ESS of
-    # 2.5 needs 2.5 (2 + w^2) = (2 + w)^2, i.e. 1.5 w^2 - 4 w + 1 = 0, w = (4 - sqrt(10)) / 3
-    energies = [0.0, 0.0, 1.0]
-    w = (4 - math.sqrt(10.0)) / 3
-    at_floor = -1.0 / math.log(w)  # 0.9716
-    assert effective_sample_size(energies, at_floor) == pytest.approx(2.5, rel=1e-9)
-    floor = AdaptiveSchedule(end=0.02, fast=0.5, slow=0.9, ess_floor=2.5)
-    plain = AdaptiveSchedule(end=0.02, fast=0.5, slow=0.9)
-    assert heat_capacity(energies, 1.5) < 1.0  # both would halve
-    assert plain.next(1.5, energies) == pytest.approx(0.75)
-    assert floor.next(1.5, energies) == pytest.approx(at_floor, rel=1e-9)  # stops at the floor
-    assert floor.next(4.0, energies) == pytest.approx(2.0)  # far above it: halves as ever
-    assert floor.next(0.5, energies) == 0.5  # below it already: held, never heated
-    assert floor.next(0.5, [0.0, 0.0, 0.0]) == pytest.approx(0.25)  # ESS 3 at any T: cools
-
-
 def test_the_acquisition_ranks_by_the_lower_confidence_bound_of_a_known_uncertainty():
     # one-dimensional fingerprints; the evaluated structure sits at 0
     fingerprints = np.array([[0.05], [0.5], [0.2], [3.0]])

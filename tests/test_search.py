@@ -496,49 +496,6 @@ def test_after_each_sampled_round_the_polish_moves_the_best_structure_along_its_
         assert record["iteration_min"] == min(r.energy for r in mine if not r.get("polish"))
 
 
-def test_a_polish_chain_follows_a_gaining_line_search_with_another_up_to_its_length(tmp_path):
-    out = tmp_path / "r"
-    Search("lj13", config=adaptive_config(budget=60, polish_chain=3), out=out, calculator=lj()).run()
-    rows = db_rows(out)
-    chains = []
-    for k in sorted({r.iteration for r in rows}):
-        chain = 0
-        for group in _round_groups(out, rows, k):
-            if not group or not group[0].get("polish"):
-                if 0 < chain < 3:  # a chain cut short by a sampled round: its last line search found nothing lower
-                    assert min(r.energy for r in last) >= min(r.energy for r in rows if r.id < last[0].id)
-                chains += [chain] if chain else []
-                chain = 0
-                continue
-            if chain:  # a polish round right after another: that one found a lower energy than all before it
-                before = min(r.energy for r in rows if r.id < last[0].id)
-                assert min(r.energy for r in last) < before
-            last, chain = group, chain + 1
-        chains += [chain] if chain else []
-    assert chains and max(chains) <= 3 and max(chains) >= 2, chains
-
-
-def test_the_polish_leaves_a_best_structure_alone_once_its_forces_are_below_polish_fmax(tmp_path):
-    out = tmp_path / "r"
-    fmax = 5.0  # in epsilon / sigma: the tiny run's best structures feel forces from about 4 to thousands
-    Search("lj13", config=adaptive_config(budget=40, polish_fmax=fmax), out=out, calculator=lj()).run()
-    rows = db_rows(out)
-    largest = {r.id: np.linalg.norm(r.forces, axis=1).max() for r in rows}
-    polished, spared = 0, 0
-    for k in sorted({r.iteration for r in rows} - {0}):
-        groups = _round_groups(out, rows, k)
-        for group, after in zip(groups, groups[1:] + [None]):
-            if group[0].get("polish"):
-                continue
-            best = min((r for r in rows if r.id <= group[-1].id), key=lambda r: r.energy)
-            if after and after[0].get("polish"):
-                assert largest[best.id] >= fmax
-                polished += 1
-            elif largest[best.id] < fmax and after:
-                spared += 1
-    assert polished >= 1 and spared >= 1, (polished, spared)
-
-
 class ForcelessLJ(LennardJones):
     """LJ energies with every force zero: each structure looks like a minimum."""
 
@@ -713,48 +670,16 @@ def test_refine_draws_variations_of_the_lowest_evaluated_structures(tmp_path):
     assert np.allclose(lowest, search.buffer.positions[:2])
 
 
-def test_refine_hop_moves_one_atom_of_each_start_before_the_noise(tmp_path):
-    config = adaptive_config(
-        iterations=1,
-        refine=1.0,
-        refine_from=2,
-        refine_noise=0.05,
-        relax_steps=0,
-        guidance=0.0,
-        duplicate_distance=0.0,
-        refine_hop=1.0,
-    ).with_overrides(oversample=1.0)
-    search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
-    search.run()
-    drawn = search.draw(1, 0, 4)
-    sigma, bond = 0.05 * search.system.bond_length(), search.system.bond_length()
-    lowest = search.buffer.positions[:2]
-    for x in drawn:  # picked in the acquisition's order: compare with the nearer of the two starts
-        shift = np.linalg.norm(x[None] - lowest, axis=-1)  # (2, atoms)
-        moved = shift[np.median(shift, axis=1).argmin()] > 6 * sigma
-        assert moved.sum() == 1  # one atom hopped, the others only noised
-        gap = np.linalg.norm(x[moved] - x[~moved], axis=-1).min()
-        assert 0.5 * bond < gap < 1.5 * bond  # to about a bond from another atom
+def test_a_run_json_naming_a_retired_setting_resumes_with_one_log_line(tmp_path, caplog):
+    import logging
 
-
-def test_refine_skips_near_copies_of_a_lower_start(tmp_path):
-    config = adaptive_config(
-        iterations=1,
-        refine=1.0,
-        refine_from=2,
-        refine_noise=0.05,
-        relax_steps=0,
-        guidance=0.0,
-        duplicate_distance=0.0,
-        refine_distinct=0.1,
-    ).with_overrides(oversample=1.0)
-    search = Search("lj13", config=config, out=tmp_path / "r", calculator=lj())
-    search.run()
-    buffer = search.buffer
-    buffer.positions[1] = buffer.positions[0] + 1e-3  # the second lowest: a near copy of the lowest
-    drawn = search.draw(1, 0, 4)
-    sigma = 0.05 * search.system.bond_length()
-    gaps = np.linalg.norm(drawn[:, None] - buffer.positions[None], axis=-1).max(axis=-1)  # (4, buffer)
-    # the starts are the lowest and the third lowest, in turn (the copy is skipped)
-    assert (gaps[:, [0, 2]].min(axis=1) < 6 * sigma).all()
-    assert sorted(np.where(gaps[:, 0] < gaps[:, 2], 0, 2).tolist()) == [0, 0, 2, 2]
+    out = tmp_path / "r"
+    Search("lj13", config=adaptive_config(budget=8), out=out, calculator=lj()).run()
+    manifest = json.loads((out / "run.json").read_text())
+    manifest["search"].update(polish_chain=3, cooling_ess=0.0, refine_hop=0.0)  # as written before 0.2.0
+    (out / "run.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.INFO, logger="godiff"):
+        search = Search.resume(out, calculator=lj(), budget=12)
+    retired = [r for r in caplog.records if "removed in godiff 0.2.0" in r.getMessage()]
+    assert len(retired) == 1 and retired[0].levelno == logging.WARNING and "polish_chain=3" in retired[0].getMessage()
+    assert search.run().n_evaluations == 12
