@@ -111,7 +111,7 @@ from typing import Any
 
 import ase
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
 
 from godiff.errors import ConfigError, EnergyFunctionError, EvaluationFailureError, one_line, shown
 from godiff.trust import check_trusted
@@ -270,6 +270,7 @@ def _check_mace(out: dict[str, Any]) -> None:
 def _check_mace_mp_0(out: dict[str, Any]) -> None:
     _check_mace_options(out)
     model = out["model"]
+    # a size is a size, never a file of that name in the working directory
     if not isinstance(model, (str, os.PathLike)) or (str(model) not in _MACE_MP_0_URLS and not Path(model).is_file()):
         raise EnergyFunctionError(
             f"unknown MACE-MP-0 model {shown(model)}: give one of "
@@ -349,8 +350,6 @@ def calculator_class(name: str) -> type:
         ...
         godiff.errors.EnergyFunctionError: class 'os.system' is not an allowed calculator: give an ASE calculator (ase.calculators.MODULE.CLASS) or one an installed package registers as a godiff.calculators entry point (none registered)
     """
-    from ase.calculators.calculator import BaseCalculator
-
     registered = _registered_calculators()
     if name in registered:
         target = registered[name].load()
@@ -487,20 +486,30 @@ _CWD_LOCK = threading.RLock()
 
 @contextlib.contextmanager
 def _inside(directory: str | os.PathLike | None) -> Iterator[None]:
-    """Run the block with ``directory`` (created) as the process's working directory, so that what
-    a calculator writes to its working directory stays there; ``None``: where we are. One thread
-    of a process at a time."""
+    """Run the block with ``directory`` (created) as the process's working directory and its
+    temporary directory (``tempfile``'s and ``TMPDIR``, which ASE's LAMMPS uses for its files), so
+    that what a calculator writes there stays inside; ``None``: where we are. One thread of a
+    process at a time."""
     if directory is None:
         yield
         return
+    import tempfile
+
+    directory = os.path.abspath(directory)
     Path(directory).mkdir(parents=True, exist_ok=True)
     with _CWD_LOCK:
-        here = os.getcwd()
+        here, saved_tempdir, saved_env = os.getcwd(), tempfile.tempdir, os.environ.get("TMPDIR")
         os.chdir(directory)
+        tempfile.tempdir = os.environ["TMPDIR"] = directory
         try:
             yield
         finally:
             os.chdir(here)
+            tempfile.tempdir = saved_tempdir
+            if saved_env is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved_env
 
 
 def _build(spec: dict[str, Any], directory: str | os.PathLike | None = None) -> Calculator:
@@ -606,8 +615,9 @@ def _reachable(host: str, port: int, *, timeout: float) -> bool:
 
 
 def _mace_mp_0_file(model: str) -> str:
-    """The local file of a MACE-MP-0 model: a given file, mace's cache, or a quick download."""
-    if Path(model).is_file():
+    """The local file of a MACE-MP-0 model: a given file, mace's cache, or a quick download. A size
+    (``medium``) is looked up in mace's cache only, never as a file of that name where we are."""
+    if model not in _MACE_MP_0_URLS:
         return model
     url = _MACE_MP_0_URLS[model]
     cached = _mace_cache_file(url)
@@ -701,8 +711,17 @@ def _build_ase(spec: dict[str, Any], directory: str | None = None) -> Calculator
     except Exception as exc:
         raise EnergyFunctionError(f"could not build {spec['class']}: {type(exc).__name__}: {one_line(exc)}") from exc
     if directory is not None and hasattr(calc, "directory"):
-        calc.directory = directory
+        _set_directory(calc, directory)
     return calc
+
+
+def _set_directory(calc: Calculator, directory: str | os.PathLike) -> None:
+    """Point ``calc`` at ``directory``, in the type its class keeps (a ``Path`` for ASE's
+    :class:`~ase.calculators.genericfileio.GenericFileIOCalculator`, Espresso's and ORCA's, which
+    call ``directory.mkdir``; a string for the others)."""
+    from ase.calculators.genericfileio import GenericFileIOCalculator
+
+    calc.directory = Path(directory) if isinstance(calc, GenericFileIOCalculator) else str(directory)
 
 
 def _takes_directory(cls: type) -> bool:
@@ -794,7 +813,9 @@ def _compute(calc: Calculator, atoms: ase.Atoms, scratch: str | None = None, iso
     if scratch is not None and (isolate or writes_files(calc)):
         directory = Path(scratch).absolute() / f"eval-{uuid.uuid4().hex[:12]}"
         directory.mkdir(parents=True)
-        calc.directory = str(directory)
+        # inside its working directory a calculator is pointed at "." (ASE's LAMMPS builds file
+        # names from its directory, which must not hold a path); elsewhere at the directory itself
+        _set_directory(calc, "." if isolate else directory)
     with _inside(directory if isolate else None):
         evaluation = _calculate(calc, atoms)
     if directory is not None:
@@ -1001,7 +1022,7 @@ class Evaluator:
         self._in_process = not parallel
         self._isolate = False  # whether the calculator runs a program (built and run in scratch)
 
-        if isinstance(energy, Calculator):
+        if isinstance(energy, BaseCalculator):  # GenericFileIOCalculator (Espresso, ORCA) is no Calculator
             self.spec: dict[str, Any] | None = None
             if parallel:
                 try:

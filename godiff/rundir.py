@@ -28,6 +28,7 @@ digests, its database against the checkpoint's count) raises before anything is 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -64,19 +65,47 @@ KEEP_CHECKPOINTS = 2
 START_MODEL = "start_model.safetensors"
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    """Write ``data`` to ``path`` via a new temporary file beside it (created exclusively, so a
+    name planted there, a link included, is never written through), fsync and rename."""
+    import tempfile
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would have made it, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def refuse_links(path: Path) -> None:
+    """Refuse a run directory that holds a symbolic link anywhere inside it (:class:`CheckpointError`,
+    exit 4): godiff never makes one, and a run directory is a file people share, whose links
+    (``run.lock``, ``samples/``, ``report/``, ``scratch/`` ...) would send godiff's writes
+    anywhere. The directory itself may be reached through a link."""
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for name in dirs + files:
+            entry = Path(root) / name
+            if entry.is_symlink():
+                raise CheckpointError(
+                    f"{entry}: a symbolic link inside a run directory (to {os.readlink(entry)}); godiff "
+                    "writes only inside its run directory and never through a link there"
+                )
 
 
 class RunLock:
@@ -100,7 +129,7 @@ class RunLock:
         if self._fd is not None:
             return
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a link
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot open the run's lock file ({exc.strerror or exc})") from None
         try:
@@ -187,6 +216,7 @@ class RunDir:
             raise NotARunError(f"{path}: no such run directory")
         if not (path / MANIFEST).is_file():
             raise NotARunError(f"{path}: not a godiff run directory (no {MANIFEST})")
+        refuse_links(path)
         run = cls(path)
         run.manifest  # noqa: B018 (read and checked: an unreadable or newer run.json is refused here)
         if lock:

@@ -11,17 +11,25 @@ Without it, :func:`check_trusted` refuses, in one line naming the option and the
 
 * **a pickled model**: ``calculator: mace`` with a model file, ``mace-mp-0`` with a file rather
   than a named size (MACE model files are full pickles: loading one runs whatever it holds);
-* **an option that names a program, a profile, a path or a directory**, at any depth of an
-  ``ase`` spec's ``options`` (:func:`refused_option`), found by reading ASE's calculator classes:
-  every ``command`` and ``*_command``, ``profile``, ``directory``, ``label``, ``prefix``,
-  ``restart``, ``txt``, log and output files, scratch and temporary directories, sockets, ports
-  and MPI or PBS launchers, Gaussian's link-0 files (``chk``, ``rwf``, ``subst``, ``ssh`` ...),
-  and options whose value is another program's input script (LAMMPS's ``lmpcmds``,
-  ``lammps_header``, ``amendments``; CP2K's ``inp``; ORCA's ``orcablocks``; Turbomole's
-  ``define_str``), since LAMMPS's ``shell`` or ORCA's ``%base`` start programs or write anywhere;
-* **a string value that could escape** (:func:`refused_value`): several lines, an absolute or
-  home path, a ``..`` component, or a shell metacharacter (``; | & $ ` < >``), whatever the
-  option's name, so an option missed above still cannot inject a command or a path;
+* **an option that names a program or holds another program's input script**, whatever its
+  value, at any depth of an ``ase`` spec's ``options`` (:func:`refused_option`): every
+  ``command`` and ``*_command``, ``profile``, launchers (MPI, PBS, ssh), sockets and ports,
+  Gaussian's ``subst`` and ``external``, and options whose value is an input script (LAMMPS's
+  ``lmpcmds``, ``lammps_header``, ``amendments``; CP2K's ``inp``; ORCA's ``orcablocks``;
+  Turbomole's ``define_str``), since LAMMPS's ``shell`` or an input's own file directives start
+  programs or write anywhere;
+* **an option that names a path or a directory** (``directory``, ``label``, ``prefix``,
+  ``restart``, ``txt``, ``tmp_dir``, ``outdir``, ``pseudo_dir``, Gaussian's ``chk`` ...) unless
+  its value is a bare file name, which lands in the run's ``scratch/``, or not text at all
+  (``lkpoint_dir: true``, ``edir: 1``);
+* **a string value that could escape**, whatever the option's name (:func:`refused_value`): a
+  line break or a control character, a quote (which closes the string an input file puts it in),
+  a shell character (``; | & $ ` < >``, a backslash), a word that is an absolute or home path or
+  holds a ``..`` component, or the word ``shell`` or ``python`` (NWChem's ``task shell`` and
+  ``python`` directives run commands), so an option missed above still cannot inject a command
+  or a path;
+* **a value that is not plain data** (a YAML set, a date, bytes), which the checks above could
+  not see into;
 * **a calculator class that starts a process or a server whatever its options**
   (``ase.calculators.socketio``, ``ase.calculators.subprocesscalculator``).
 
@@ -31,12 +39,12 @@ and for the ``Espresso``-style calculators ``pseudo_dir``) or an ``ASE_GAUSSIAN_
 variable. And whatever the class, the :class:`~godiff.energy.Evaluator` builds and runs such a
 calculator inside the run's ``scratch/`` (see :func:`godiff.energy.runs_a_program`).
 
-The rules are a list found by reading the classes, so they err on the side of refusing: an
+The rules come from reading ASE's calculator classes, so they err on the side of refusing: an
 option refused here that is harmless for its calculator is given with ``--trust-energy``.
 
 Example:
     >>> check_trusted({"calculator": "ase", "class": "ase.calculators.gaussian.Gaussian",
-    ...                "options": {"method": "PBE", "basis": "def2-SVP"}}, trust_energy=False)
+    ...                "options": {"method": "PBE", "basis": "def2-SVP", "chk": "pt.chk"}}, trust_energy=False)
     >>> check_trusted({"calculator": "ase", "class": "ase.calculators.gaussian.Gaussian",
     ...                "options": {"command": "g16 < Gaussian.com > Gaussian.log"}}, trust_energy=False)
     Traceback (most recent call last):
@@ -57,7 +65,7 @@ __all__ = ["TRUST_FLAG", "check_trusted", "untrusted", "refused_option", "refuse
 TRUST_FLAG = "--trust-energy"
 """The command-line flag that lets an energy spec do what data may not (``trust_energy=True``)."""
 
-#: Option names refused as they are (lower case), by what they let a file do.
+#: Options that name a program to start (lower case), refused whatever their value.
 _PROGRAM_KEYS = frozenset(
     {
         "command",
@@ -79,12 +87,19 @@ _PROGRAM_KEYS = frozenset(
         "amber_exe",
         "kjob",
         "subst",
+        "external",
         "usessh",
         "ssh",
         "lindaworkers",
         "calc_input",
+        "socket",
+        "unixsocket",
+        "port",
+        "host",
+        "python",
     }
 )
+#: Options whose value is another program's input script, refused whatever their value.
 _SCRIPT_KEYS = frozenset(
     {
         "lmpcmds",
@@ -103,6 +118,7 @@ _SCRIPT_KEYS = frozenset(
         "parameters_file",
     }
 )
+#: Options that name a path or a directory: a bare file name (or a value that is not text) passes.
 _PATH_KEYS = frozenset(
     {
         "directory",
@@ -119,7 +135,6 @@ _PATH_KEYS = frozenset(
         "nosave",
         "errorsave",
         "keep_tmp_files",
-        "keep_alive",
         "trajectory_out",
         "binary_dump",
         "chk",
@@ -140,10 +155,6 @@ _PATH_KEYS = frozenset(
         "find_pspots",
         "species_path",
         "slako_dir",
-        "socket",
-        "unixsocket",
-        "port",
-        "host",
         "clean",
         "print_log",
         "dumpjson",
@@ -151,30 +162,16 @@ _PATH_KEYS = frozenset(
         "output",
     }
 )
-#: Parts of an option name that mark it as a program, a script, a path or a directory.
-_STEMS = (
-    "command",
-    "cmd",
-    "dir",
-    "path",
-    "file",
-    "exe",
-    "socket",
-    "script",
-    "blocks",
-    "profile",
-    "label",
-    "prefix",
-    "tmp",
-    "scratch",
-    "shell",
-    "log",
-    "launch",
-)
+#: Parts of an option name that mark it as naming a path or a directory.
+_PATH_STEMS = ("dir", "path", "file", "prefix", "label", "tmp", "scratch", "log")
+#: Parts of an option name that mark it as naming a program or a script.
+_PROGRAM_STEMS = ("command", "cmd", "exe", "socket", "script", "blocks", "profile", "shell", "launch")
 #: Whole calculator modules that start a process or a server whatever their options.
 _PROCESS_MODULES = ("ase.calculators.socketio", "ase.calculators.subprocesscalculator")
 
-_ESCAPE = re.compile(r"[;|&`$<>\n\r\x00\\]")
+_ESCAPE = re.compile(r"[;|&`$<>'\"\\\x00-\x1f\x7f]")
+_WORDS = re.compile(r"[\s=,()\[\]{}:]+")
+_COMMAND_WORDS = frozenset({"shell", "python"})
 _WHAT = {
     "program": "names a program to start",
     "script": "is another program's input script",
@@ -183,8 +180,9 @@ _WHAT = {
 
 
 def refused_option(name: str) -> str | None:
-    """Why an option of that name may not come from a shared file (``"program"``, ``"script"``
-    or ``"path"``), or ``None``.
+    """What an option of that name names, as far as a shared file goes: ``"program"`` or
+    ``"script"`` (refused whatever its value), ``"path"`` (refused unless its value is a bare file
+    name or not text), or ``None``.
 
     Example:
         >>> refused_option("castep_command"), refused_option("lmpcmds"), refused_option("tmp_dir")
@@ -193,38 +191,47 @@ def refused_option(name: str) -> str | None:
         True
     """
     key = str(name).strip().lower()
-    if key in _PROGRAM_KEYS or key.endswith("_command"):
-        return "program"
     if key in _SCRIPT_KEYS:
         return "script"
-    if key in _PATH_KEYS or any(stem in key for stem in _STEMS):
+    if key in _PROGRAM_KEYS or key.endswith("_command") or any(stem in key for stem in _PROGRAM_STEMS):
+        return "program"
+    if key in _PATH_KEYS or any(stem in key for stem in _PATH_STEMS):
         return "path"
     return None
 
 
 def refused_value(value: str) -> str | None:
-    """Why a string value may not come from a shared file, or ``None``: several lines, an
-    absolute or home path, a ``..`` component, or a shell metacharacter.
+    """Why a string value may not come from a shared file, or ``None``: a line break or a control
+    character, a quote, a shell character, a word that is an absolute or home path or holds a
+    ``..`` component, or the word ``shell`` or ``python``.
 
     Example:
-        >>> refused_value("Pt.pbe-n-kjpaw_psl.1.0.0.UPF") is None, refused_value("def2/J") is None
+        >>> refused_value("Pt.pbe-n-kjpaw_psl.1.0.0.UPF") is None, refused_value("B3LYP def2-SVP def2/J") is None
         (True, True)
-        >>> refused_value("/elsewhere/x"), refused_value("touch X; false")
-        ('is an absolute or home path', "holds ';', a line break or a shell character")
+        >>> refused_value("x /etc/passwd"), refused_value("touch X; false")
+        ("holds '/etc/passwd', an absolute or home path", "holds ';', a quote, a line break or a shell character")
     """
     text = str(value)
     found = _ESCAPE.search(text)
     if found:
-        return (
-            f"holds {found.group()!r}, a line break or a shell character"
-            if found.group().isprintable()
-            else "holds a line break or a control character"
-        )
-    if text.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", text):
-        return "is an absolute or home path"
-    if ".." in re.split(r"[/\\]", text):
-        return "leaves its directory ('..')"
+        shown_char = repr(found.group()) if found.group().isprintable() else "a control character"
+        return f"holds {shown_char}, a quote, a line break or a shell character"
+    for word in _WORDS.split(text):
+        if word.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[/\\]", word):
+            return f"holds {word!r}, an absolute or home path"
+        if ".." in word.split("/"):
+            return f"holds {word!r}, which leaves its directory"
+        if word.lower() in _COMMAND_WORDS:
+            return f"holds {word!r}, which input files use to run a command"
     return None
+
+
+def _bare_name(value: object) -> bool:
+    """Whether a path option's value stays inside the directory it is read in: not text, or a file
+    name without a directory."""
+    if isinstance(value, str):
+        return bool(value) and value not in (".", "..") and "/" not in value and not value.startswith("~")
+    return isinstance(value, (bool, int, float)) or value is None
 
 
 def untrusted(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -239,8 +246,8 @@ def untrusted(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if name == "mace" or (name == "mace-mp-0" and spec.get("model") not in _MACE_MP_0_SIZES):
         found.append(("energy.model", "is a MACE model file, a pickle that runs code when it is loaded"))
-    if name == "chgnet" and isinstance(spec.get("model"), str) and refused_value(spec["model"]):
-        found.append(("energy.model", f"{refused_value(spec['model'])}: CHGNet models are named by version"))
+    if name == "chgnet" and spec.get("model") is not None and not _bare_name(spec["model"]):
+        found.append(("energy.model", f"{shown(spec['model'])} is a path: CHGNet models are named by version"))
     if name == "ase":
         module = str(spec.get("class", "")).rpartition(".")[0]
         if module in _PROCESS_MODULES:
@@ -249,21 +256,28 @@ def untrusted(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def _scan(value: object, where: str) -> list[tuple[str, str]]:
-    """The refused options and values at any depth of ``value``."""
+def _scan(value: object, where: str, path: bool = False) -> list[tuple[str, str]]:
+    """The refused options and values at any depth of ``value`` (``path``: under a path option)."""
     if isinstance(value, Mapping):
         found = []
         for key, item in value.items():
             here = f"{where}.{key}"
             why = refused_option(key)
-            found.extend([(here, _WHAT[why])] if why else _scan(item, here))
+            if why in ("program", "script"):
+                found.append((here, _WHAT[why]))
+            else:
+                found.extend(_scan(item, here, path or why == "path"))
         return found
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [pair for i, item in enumerate(value) for pair in _scan(item, f"{where}[{i}]")]
-    if isinstance(value, (str, bytes)):
-        why = refused_value(value.decode(errors="replace") if isinstance(value, bytes) else value)
+        return [pair for i, item in enumerate(value) for pair in _scan(item, f"{where}[{i}]", path)]
+    if path and not _bare_name(value):
+        return [(where, _WHAT["path"])]
+    if isinstance(value, str):
+        why = refused_value(value)
         return [(where, f"{shown(value)} {why}")] if why else []
-    return []
+    if value is None or isinstance(value, (bool, int, float)):
+        return []
+    return [(where, f"is a {type(value).__name__}, not plain data (text, numbers, lists and mappings)")]
 
 
 def check_trusted(spec: Mapping[str, Any], *, trust_energy: bool) -> None:
@@ -286,8 +300,8 @@ def check_trusted(spec: Mapping[str, Any], *, trust_energy: bool) -> None:
         raise EnergyFunctionError(f"{where}: {why}, which a shared file may not do{more}; {hint}")
     if why == _WHAT["path"]:
         raise EnergyFunctionError(
-            f"{where}: {why}, which a shared file may not do{more}: godiff keeps every "
-            f"evaluation's files in the run's scratch/; give {TRUST_FLAG} to honour it"
+            f"{where}: {why}, which a shared file may not do{more}: godiff keeps every evaluation's files "
+            f"in the run's scratch/ (a bare file name is kept there); give {TRUST_FLAG} to honour it"
         )
     raise EnergyFunctionError(f"{where}: {why}{more}; give {TRUST_FLAG} if you trust it")
 

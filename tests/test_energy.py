@@ -512,3 +512,42 @@ def test_gpaw_lcao_single_point_of_h2_where_gpaw_is_built():
     assert evaluation.ok and evaluation.energy == pytest.approx(-6.322380614797348, abs=1e-5)
     with pytest.raises(EnergyFunctionError, match="lcao, fd, pw"):
         make_calculator({"calculator": "gpaw", "mode": "planewave"})
+
+
+def test_a_generic_file_io_calculator_runs_each_evaluation_in_its_own_directory(tmp_path):
+    """ASE's GenericFileIOCalculator (Espresso, ORCA ...) keeps its directory as a Path and calls
+    ``directory.mkdir``: the evaluator points it at each evaluation's directory in that type."""
+    import json
+
+    import ase.io
+    from ase.calculators.genericfileio import CalculatorTemplate, GenericFileIOCalculator
+    from ase.calculators.lj import LennardJones
+
+    class Template(CalculatorTemplate):  # the "program" is ASE's LJ, run through files in the directory
+        def __init__(self):
+            super().__init__("fakelj", ["energy", "forces"])
+
+        def write_input(self, profile, directory, atoms, parameters, properties):
+            ase.io.write(directory / "in.xyz", atoms)
+
+        def execute(self, directory, profile):
+            atoms = ase.io.read(directory / "in.xyz")
+            atoms.calc = LennardJones(rc=1000.0)
+            out = {"e": atoms.get_potential_energy(), "f": atoms.get_forces().tolist(), "where": str(directory)}
+            (directory / "out.json").write_text(json.dumps(out))
+
+        def read_results(self, directory):
+            data = json.loads((directory / "out.json").read_text())
+            return {"energy": data["e"], "forces": np.array(data["f"])}
+
+        def load_profile(self, cfg, **kwargs):
+            return None
+
+    calc = GenericFileIOCalculator(template=Template(), profile=object(), directory=tmp_path / "own", parameters={})
+    pair = [Atoms("Ar2", positions=[[0, 0, 0], [0, 0, d]]) for d in (1.1, 1.3)]
+    with Evaluator(calc, scratch=tmp_path / "scratch") as evaluator:
+        evaluations = evaluator.evaluate(pair)
+    assert all(e.ok for e in evaluations), [e.error for e in evaluations]
+    with Evaluator({"calculator": "lj"}) as plain:
+        assert [e.energy for e in evaluations] == pytest.approx([e.energy for e in plain.evaluate(pair)], rel=1e-12)
+    assert list((tmp_path / "scratch").iterdir()) == [] and not (tmp_path / "own").exists()

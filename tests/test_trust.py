@@ -116,6 +116,24 @@ HOSTILE_ENERGY = {  # energy spec -> what the refusal must name
         "energy.options.method",
     ),
     "socket-server": "{calculator: ase, class: ase.calculators.socketio.SocketIOCalculator}",
+    "nwchem-task-shell": (
+        "{calculator: ase, class: ase.calculators.nwchem.NWChem, options: {theory: shell, task: touch}}",
+        "energy.options.theory",
+    ),
+    "gaussian-external": (
+        "{calculator: ase, class: ase.calculators.gaussian.Gaussian, options: {method: PBEPBE, external: touch}}",
+        "energy.options.external",
+    ),
+    "espresso-quote": (
+        "{calculator: ase, class: ase.calculators.espresso.Espresso, "
+        "options: {input_data: {control: {title: \"x', outdir='{R}/elsewhere' !\"}}}}",
+        "energy.options.input_data.control.title",
+    ),
+    "lammps-path-in-a-line": (
+        "{calculator: ase, class: ase.calculators.lammpsrun.LAMMPS, "
+        "options: {fix: ['p all print 1 x append {R}/elsewhere']}}",
+        "energy.options.fix[0]",
+    ),
 }
 
 
@@ -155,6 +173,52 @@ def finished_run(tmp_path_factory) -> Path:
     ok = sandbox.godiff("run", "lj13", "--out", "run", "--budget", "4", *TINY, "--quiet")
     assert ok.returncode == 0, ok.stderr
     return sandbox.work / "run"
+
+
+def test_a_mace_mp_0_size_is_never_a_file_of_that_name_here(sandbox):
+    _evil_pickle(sandbox.work / "medium", sandbox.marker)
+    system = sandbox.system("{calculator: mace-mp-0, model: medium}")
+    proc = sandbox.godiff("run", system, "--out", "run", "--budget", "2", *TINY)
+    refused(proc, 2, "MACE-MP-0 weights")  # not in mace's (empty) cache, and no network here
+    assert not sandbox.marker.exists() and not (sandbox.work / "run").exists()
+
+
+def test_the_options_of_common_codes_that_name_no_program_or_outside_path_pass():
+    from godiff.trust import untrusted
+
+    def spec(cls, **options):
+        return {"calculator": "ase", "class": f"ase.calculators.{cls}", "options": options}
+
+    assert not untrusted(
+        spec(
+            "espresso.Espresso",
+            input_data={"control": {"prefix": "pt7", "lkpoint_dir": False, "edir": 1, "tprnfor": True}},
+            pseudopotentials={"Pt": "Pt.pbe-n-rrkjus.UPF"},
+            kpts=[4, 4, 1],
+        )
+    )
+    assert not untrusted(
+        spec("cp2k.CP2K", basis_set_file="BASIS_MOLOPT", potential_file="POTENTIAL", set_pos_file=True)
+    )
+    assert not untrusted(spec("gaussian.Gaussian", method="B3LYP", basis="6-31G(d,p)", chk="pt.chk", save=True))
+    assert not untrusted(spec("orca.ORCA", orcasimpleinput="B3LYP def2-SVP def2/J RIJCOSX"))
+    assert not untrusted(spec("vasp.Vasp", xc="PBE", encut=400, setups={"Pt": "_pv"}, lwave=False, txt="vasp.out"))
+
+
+@pytest.mark.parametrize("plant", ["run.lock", "samples", "report"])
+def test_a_link_inside_a_shared_run_directory_is_refused_and_nothing_is_written_through_it(
+    sandbox, finished_run, plant
+):
+    shutil.copytree(finished_run, sandbox.work / "run")
+    victim = sandbox.root / "victim"
+    victim.mkdir() if plant != "run.lock" else victim.write_text("mine")
+    target = sandbox.work / "run" / plant
+    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    target.symlink_to(victim)
+    before = sorted(p.name for p in victim.iterdir()) if victim.is_dir() else victim.read_text()
+    command = ("report", "run") if plant == "report" else ("resume", "run", "--budget", "8")
+    refused(sandbox.godiff(*command), 4, "symbolic link", plant)
+    assert (sorted(p.name for p in victim.iterdir()) if victim.is_dir() else victim.read_text()) == before
 
 
 def test_editing_run_json_then_resume_is_refused_like_a_system_file(sandbox, finished_run):
@@ -289,6 +353,13 @@ def test_a_mace_model_runs_with_trust_energy_and_its_resume_asks_for_it_again(sa
         ),
         ("name: a\nmobile: Pt3\nbox: {kind: sphere, radius: " + "9" * 400 + "}\n", 2, ["box.radius", "finite"]),
         ("name: a\nmobile: Pt10000\nbox: {kind: sphere, radius: 60}\n", 2, ["mobile", "GODIFF_MAX_ATOMS"]),
+        (
+            "name: a\nmobile: Pt3\nbox: {kind: sphere, radius: 6}\nenergy: {calculator: ase, class: ase.calculators.lammpsrun.LAMMPS, "
+            "options: {fix: !!set {'shell touch PWNED': null}}}\n",
+            2,
+            ["set values are not allowed"],
+        ),
+        ("name: a\nmobile: Pt3\nbox: {kind: sphere, radius: 6}\n[1]: 2\n", 2, ["a key must be a name"]),
         (
             "name: a\nmobile: Pt3\ntemplate: {builder: fcc111, symbol: Pt, size: [400, 400, 4]}\nbox: {kind: slab, z_min: 1, z_max: 4}\n",
             2,

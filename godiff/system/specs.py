@@ -100,10 +100,28 @@ class _SystemLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a name or a number", key_node.start_mark
+                )
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def refuse_tag(self, node):
+        """Sets, dates, bytes and ordered pairs are not data a system file holds (JSON's types are)."""
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"{node.tag.rpartition(':')[2]} values are not allowed"
+            + (" (quote a date as text)" if node.tag.endswith("timestamp") else ""),
+            node.start_mark,
+        )
+
+
+for _tag in ("set", "timestamp", "binary", "omap", "pairs"):
+    _SystemLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _SystemLoader.refuse_tag)
 
 
 class _YamlDumper(yaml.SafeDumper):
