@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import console_script
 
+import godiff
 from godiff.cli.main import cli
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_seconds
 from godiff.errors import GodiffError, NotARunError
@@ -97,7 +98,7 @@ def test_help_documents_exit_codes_and_version():
         assert code in result.stdout
     for command in ("run", "resume", "report", "systems"):
         assert command in result.stdout
-    assert _invoke("--version").stdout.strip().endswith("0.1.0")
+    assert _invoke("--version").stdout.strip().endswith(godiff.__version__)
 
 
 def test_usage_error_keeps_click_exit_code_in_one_line():
@@ -409,3 +410,37 @@ def test_budget_stops_a_run_says_why_and_a_resume_with_more_budget_goes_on(tmp_p
     assert "reheat" in line and not (tmp_path / "z").exists()
     line = _one_line_error(_invoke("run", "lj13", "--improvement", "-0.1", "--out", tmp_path / "z"), 2)
     assert "improvement" in line and not (tmp_path / "z").exists()
+
+
+def test_run_takes_any_setting_with_set_and_refuses_a_conflict_or_an_unknown_name(tmp_path):
+    out = tmp_path / "r"
+    result = _invoke(
+        "run",
+        "lj13",
+        "--out",
+        out,
+        "--budget",
+        "8",
+        "--quiet",
+        "--set",
+        "max_samples=8",
+        "--set",
+        "min_samples=4",
+        "--set",
+        "schedule=adaptive",
+        "--set",
+        "train_steps=2",
+        "--set",
+        "sampling_steps=3",
+    )
+    assert result.exit_code == 0, result.stderr
+    search = json.loads((out / "run.json").read_text())["search"]
+    assert (search["max_samples"], search["min_samples"], search["train_steps"], search["sampler"]["steps"]) == (
+        8,
+        4,
+        2,
+        3,
+    )
+    assert _one_line_error(_invoke("run", "lj13", "--set", "budget=8", "--budget", "9", "--out", tmp_path / "a"), 2)
+    assert "nonsense" in _one_line_error(_invoke("run", "lj13", "--set", "nonsense=1", "--out", tmp_path / "b"), 2)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -175,8 +175,9 @@ def cli(ctx: click.Context, traceback: bool, verbose: int) -> None:
     \b
     Examples:
       godiff systems
-      godiff run pt7-pt111 --iterations 20 --samples 128
-      godiff run my-system.yaml --out runs/mine --workers 4
+      godiff run pt7-pt111                        # today's defaults: the adaptive search, 1,000 evaluations at most
+      godiff run my-system.yaml --out runs/mine --budget 500 --set max_samples=16
+      godiff run my-system.yaml --from pt-islands-emt@1.0.0 --dask local:4
       godiff resume runs/mine
       godiff report runs/mine
 
@@ -372,6 +373,31 @@ device_option = _checked_option(
 )
 
 
+def set_option(command):
+    """``--set KEY=VALUE``: any search setting, named as in ``godiff.SearchConfig`` (the one way to set
+    anything; the named flags are shorthands for the common ones)."""
+    return click.option(
+        "--set",
+        "settings",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Any search setting, named as in godiff.SearchConfig and godiff.SamplerConfig, e.g. --set max_samples=16 "
+        "--set schedule=exponential (repeatable; a flag given too must agree).",
+    )(command)
+
+
+def with_settings(options: dict, settings) -> dict:
+    """The named flags of a command merged with its ``--set`` settings; one given both ways must agree."""
+    merged = dict(_parse_settings(settings)) if settings else {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in merged and merged[key] != value:
+            raise ConfigError(f"--set {key}={merged[key]} and --{key.replace('_', '-')} {value}: give one")
+        merged[key] = value
+    return merged
+
+
 def trust_option(command):
     """``--trust-energy``: what a shared file's energy spec may not do without it (:mod:`godiff.trust`)."""
     return click.option(
@@ -421,12 +447,13 @@ def threads_option(command):
     "options given here override it).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@set_option
 @trust_option
 @threads_option
 @dask_option
 @device_option
 @click.pass_context
-def run(ctx, system, out, preset, start_from, quiet, trust_energy, threads, dask, device, **options):
+def run(ctx, system, out, preset, start_from, quiet, settings, trust_energy, threads, dask, device, **options):
     """Search the global minimum of SYSTEM (a preset name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
@@ -438,6 +465,7 @@ def run(ctx, system, out, preset, start_from, quiet, trust_energy, threads, dask
     _quiet_logging(ctx, quiet)
     system_obj = load_system(system)  # before importing torch: a bad file fails fast
     check_trusted(system_obj.energy, trust_energy=trust_energy)  # (the Evaluator checks again: the one gate)
+    options = with_settings(options, settings)
     from godiff.cluster import dask_executor
     from godiff.search import Search
     from godiff.threads import limit_threads
@@ -695,8 +723,8 @@ def _parse_settings(settings) -> dict:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set temperature_start=3")
         try:
             overrides[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            raise ConfigError(f"--set {item!r}: the value must be a number, true/false or null") from None
+        except json.JSONDecodeError:  # a word: schedule=exponential
+            overrides[key.strip().replace("-", "_")] = value.strip()
     try:
         SearchConfig().with_overrides(**overrides)  # an unknown or invalid setting fails here, in one line
     except TypeError as exc:

@@ -11,7 +11,16 @@ from pathlib import Path
 import click
 
 from godiff import __version__
-from godiff.cli.main import GodiffGroup, dask_option, device_option, search_options, threads_option, trust_option
+from godiff.cli.main import (
+    GodiffGroup,
+    dask_option,
+    device_option,
+    search_options,
+    set_option,
+    threads_option,
+    trust_option,
+    with_settings,
+)
 
 __all__ = ["cli", "main"]
 
@@ -200,12 +209,15 @@ def match(system, top):
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @search_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@set_option
 @trust_option
 @threads_option
 @dask_option
 @device_option
 @click.pass_context
-def finetune(ctx, system, start, name, version, force, out, quiet, trust_energy, threads, dask, device, **options):
+def finetune(
+    ctx, system, start, name, version, force, out, quiet, settings, trust_energy, threads, dask, device, **options
+):
     """Search SYSTEM starting from the closest registered model (or --from), then register the result.
 
     The same search as 'godiff run SYSTEM --from MODEL', with the same live progress.
@@ -221,6 +233,7 @@ def finetune(ctx, system, start, name, version, force, out, quiet, trust_energy,
 
     system_obj = load_system(system)  # a bad file fails before torch is imported
     check_trusted(system_obj.energy, trust_energy=trust_energy)
+    options = with_settings(options, settings)
     limit_threads(threads)
 
     with dask_executor(dask) as executor:
