@@ -353,7 +353,7 @@ def test_bench_set_passes_search_settings_to_godiff_runs_and_refuses_bad_ones(tm
     assert "| godiff | " in result.output
     for bad, message in [
         ("foo=1", "unknown search setting 'foo'"),
-        ("samples=abc", "must be a number"),
+        ("samples=abc", "samples: expected an integer"),
         ("samples", "expected KEY=VALUE"),
     ]:
         line = _one_line_error(_invoke("bench", "lj13", "--out", tmp_path / "c", "--set", bad), 2)
