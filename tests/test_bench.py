@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from ase.calculators.lj import LennardJones
 
+import godiff
 from godiff.bench import harness
 from godiff.bench.success import criterion, first_success, first_within, is_connected
 from godiff.errors import ConfigError
 from godiff.rundir import RunDir
+from godiff.search import SearchConfig
 from godiff.system import System, load_system
 
 
@@ -48,6 +50,10 @@ def test_every_seed_runs_once_with_its_budget_and_is_recorded(tiny_bench):
         assert r["versions"]["godiff"] and r["machine"]["cpu_count"] >= 1
         assert r["versions"]["mace-torch"] == importlib.metadata.version("mace-torch")  # a dependency
         assert r["threads"] == 1  # the worker ran on the threads it was given, not on one per core
+        # what reproduces it: the version, the commit and every setting the run used (not only the overrides)
+        assert r["versions"]["godiff"] == godiff.__version__ and r["commit"] == harness.source_commit()
+        assert r["config"]["samples"] == 4 and r["config"]["sampler"]["steps"] == 3 and r["config"]["seed"] == r["seed"]
+        assert set(r["config"]) == set(SearchConfig().to_dict())
         assert r["best_energy"] == min(row.energy for row in rows if row.ok)
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["records"]) == 2 and saved["budget"] == 8

@@ -81,6 +81,40 @@ def _optional_versions() -> dict:
     return found
 
 
+def source_commit() -> str | None:
+    """The git commit godiff's source was checked out at (``+dirty`` when it held uncommitted
+    changes), or None outside a git checkout (an installed wheel): what a record names so that the
+    algorithm behind it can be found again."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "godiff"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def _resolved_config(run_dir: Path) -> dict:
+    """Every setting the run used, as its ``run.json`` records them (a godiff search's whole
+    ``SearchConfig``; a classical method's method, seed and budget)."""
+    from godiff.rundir import RunDir
+
+    manifest = RunDir(run_dir).manifest
+    return manifest.search or {"method": manifest.method, "seed": manifest.seed, "budget": manifest.budget}
+
+
 def _machine() -> dict:
     return {
         "platform": platform.platform(),
@@ -224,6 +258,8 @@ def run_one(
         "resumed": resumed,
         "run_dir": str(run_dir),
         "versions": _versions(),
+        "commit": source_commit(),
+        "config": _resolved_config(run_dir),
         "machine": _machine(),
         "threads": _torch_threads(),
     }
