@@ -7,7 +7,7 @@ The :class:`~godiff.energy.Evaluator` dispatches every calculation through one
 * ``local:N``: a :class:`distributed.LocalCluster` of ``N`` worker processes with one thread
   each, started here and stopped when the run ends;
 * ``tcp://HOST:PORT`` (or ``tls://``, ``ws://``...): an existing scheduler, for example one that
-  ``dask-jobqueue`` started on a Slurm or PBS cluster (see the README); left running at the end.
+  ``dask-jobqueue`` started on a Slurm or PBS cluster (see docs/tutorials/clusters.md); left running at the end.
 
 Every evaluation is one task, submitted with ``pure=False`` so that two identical structures are
 two calculations (never one result counted twice). A worker that dies mid-task has the task

@@ -687,7 +687,7 @@ def _build_gpaw(spec: dict[str, Any]) -> Calculator:
         from gpaw import GPAW, PW
     except ImportError as exc:
         raise EnergyFunctionError(
-            f"calculator 'gpaw' needs GPAW ({exc}); the README's \"GPAW\" section says how to build it"
+            f"calculator 'gpaw' needs GPAW ({exc}); docs/tutorials/clusters.md, \"GPAW\", says how to build it"
         ) from None
     options: dict[str, Any] = {"xc": spec["xc"], "txt": None, "charge": spec["charge"]}
     if spec["mode"] == "pw":

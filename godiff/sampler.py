@@ -46,7 +46,7 @@ __all__ = ["SamplerConfig", "Sampler", "declash"]
 class SamplerConfig:
     """Settings of :class:`Sampler`; round-trips through JSON.
 
-    Defaults are the settings measured best on Pt7/Pt(111) under EMT (README, Benchmarks):
+    Defaults are the settings measured best on Pt7/Pt(111) under EMT (docs/benchmarks/index.md):
     40 steps (sample energies from a trained model: median 26.35 eV at 10 steps, 25.99 at 20,
     25.63 at 40, 25.81 at 60, 25.62 at 100; lowest 25.05 from 40 steps on), guidance with
     relaxation in the learned field (first success at evaluation 1795 against none in 2,560

@@ -1,7 +1,7 @@
 """The score network: an e3nn equivariant message-passing network with a score head and a force head.
 
 Design (each choice measured on the 2-core CPU this project targets; see ``godiff bench`` and the
-README for the figures):
+docs/benchmarks/index.md for the figures):
 
 * **Nodes** carry ``scalars x 0e + vectors x 1o`` features. Species embeddings cover the whole
   periodic table (Z = 0..118), so a model trained on Pt runs on Au unchanged; a second embedding

@@ -31,7 +31,7 @@ phase, round), so a run resumed from any checkpoint or mid-round draws exactly w
 uninterrupted run would have drawn.
 
 What was measured for the defaults is in the docstrings of :mod:`godiff.schedule`,
-:mod:`godiff.acquisition` and :mod:`godiff.train`, and in the README's Benchmarks.
+:mod:`godiff.acquisition` and :mod:`godiff.train`, and in docs/benchmarks/index.md.
 
 The loop never prints; it reports progress by calling ``progress(event: dict)``.
 """

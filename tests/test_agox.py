@@ -124,10 +124,10 @@ def test_without_agox_a_method_says_where_to_look(monkeypatch, tmp_path):
         bench_agox.run_agox_gofee(load_system("lj13"), seed=0, budget=4, out=tmp_path / "run")
     message = str(err.value)
     assert message.startswith("method agox-gofee: the agox package is not importable here (")
-    assert f"see the README section '{bench_agox.README_SECTION}'" in message
+    assert f"see docs/benchmarks/index.md, section '{bench_agox.README_SECTION}'" in message
     assert not (tmp_path / "run").exists()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert f"### {bench_agox.README_SECTION}" in readme
+    page = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "index.md").read_text()
+    assert f"## {bench_agox.README_SECTION}" in page
 
 
 def test_importing_the_module_does_not_import_agox():

@@ -558,15 +558,14 @@ def _zoo(*args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
-def test_the_readmes_trust_section_matches_the_rules():
+def test_the_trust_page_matches_the_rules():
     import re
 
     from godiff.system.fields import MAX_ATOMS
     from godiff.system.specs import MAX_DEPTH, MAX_FILE_BYTES
     from godiff.trust import refused_option, refused_value
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### What godiff trusts") : readme.index("Presets (`godiff systems`)")]
+    section = (Path(__file__).resolve().parents[1] / "docs" / "concepts" / "trust.md").read_text()
     refused = section[section.index("**Options that name") : section.index("**Every evaluation's files")]
     names = [n for n in re.findall(r"`([a-z_*]+)`", refused) if n != "options"]
     assert len(names) >= 15

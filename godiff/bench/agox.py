@@ -57,7 +57,7 @@ the 4 sigma box: AGOX's numbers there say little about AGOX.
 Why a separate environment: agox 3.11 imports only with ``ase < 3.27`` (it needs
 ``ase.constraints.IndexedConstraint``, gone in 3.27) and ``numpy < 2.4``, while mace-torch's
 dependency ``matscipy 1.3`` requires ``ase >= 3.27``; a second virtual environment with
-``matscipy < 1.3`` holds both godiff and agox (README, "AGOX (GOFEE, its random search and basin
+``matscipy < 1.3`` holds both godiff and agox (docs/benchmarks/index.md, "AGOX (GOFEE, its random search and basin
 hopping) beside godiff"). This module imports agox only inside its functions, so importing it
 never fails; a method run where agox cannot be imported raises :class:`~godiff.errors.ConfigError`.
 """
@@ -111,7 +111,7 @@ def _require_agox(method: str):
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise ConfigError(
             f"method {method}: the agox package is not importable here ({detail}); "
-            f"see the README section '{README_SECTION}'"
+            f"see docs/benchmarks/index.md, section '{README_SECTION}'"
         ) from None
     return algorithms
 

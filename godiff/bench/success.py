@@ -14,7 +14,7 @@ structures that cannot succeed (both off for gas-phase clusters, whose relaxatio
   beyond the range where a local relaxation could join them;
 * energy: a structure evaluated more than ``screen`` eV above the reference is skipped. The
   default, 3 eV on slabs, was chosen by relaxing random samples of 300 connected structures per
-  window in full Pt7/Pt(111) runs (README, "How the success check was validated"): in godiff's
+  window in full Pt7/Pt(111) runs (docs/benchmarks/index.md, "How the success check was validated"): in godiff's
   (1, 3] eV window 6 of 300 reached the reference basin, all evaluated at most 1.7 eV above it
   (an earlier 1 eV screen was therefore unsound and was dropped); the (3, 6] eV windows of basin
   hopping and cluster RSS are reported there.
