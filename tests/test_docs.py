@@ -25,7 +25,7 @@ def test_docstring_examples(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["godiff", "godiff.energy", "godiff.trust", "godiff.search", "godiff.system", "godiff.zoo"]
+    "name", ["godiff", "godiff.energy.evaluator", "godiff.trust", "godiff.search", "godiff.system", "godiff.zoo"]
 )
 def test_the_public_modules_carry_examples(name):
     assert doctest.testmod(importlib.import_module(name), report=False, optionflags=doctest.ELLIPSIS).attempted > 0

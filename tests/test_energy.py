@@ -372,7 +372,8 @@ def test_mace_model_file_forces_match_finite_differences(tiny_mace_model):
 
 
 def test_mace_mp_0_uses_a_given_file_or_maces_cache(tiny_mace_model, tmp_path, monkeypatch):
-    from godiff.energy import _MACE_MP_0_URLS, _mace_cache_file
+    from godiff.energy.calculators import _mace_cache_file
+    from godiff.energy.specs import _MACE_MP_0_URLS
 
     atoms = small_pt_slab()
     direct = make_calculator({"calculator": "mace-mp-0", "model": str(tiny_mace_model)}, trust_energy=True)
