@@ -200,7 +200,8 @@ def _variant(preset: str, **changes):
 
 
 def test_match_ranks_identical_first_and_explains_each_term(run_dir, registry):
-    from godiff.zoo.similarity import distance, match, related
+    from godiff.zoo.registry import match
+    from godiff.zoo.similarity import distance, related
 
     registry.add_run(run_dir, name="lj13-tiny", version="1.0.0")
     lj13 = _variant("lj13")
@@ -424,3 +425,26 @@ def test_the_transfer_preset_keeps_the_sampler_settings_it_was_measured_with():
     config = transfer_config()
     assert config.sampler.oversample == TRANSFER["oversample"] != SearchConfig().sampler.oversample
     assert config.budget is None and config.patience is None  # the preset's None values apply, not ignored
+
+
+def test_the_zoo_modules_import_each_other_in_one_direction():
+    """No circle among godiff.zoo's modules (format <- similarity <- model <- registry ...), lazy imports included."""
+    import ast
+    from pathlib import Path
+
+    import godiff
+
+    root = Path(godiff.__file__).parent / "zoo"
+    deps = {}
+    for path in root.glob("*.py"):
+        name = f"godiff.zoo.{path.stem}"
+        deps[name] = {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("godiff.zoo.")
+        }
+
+    def reaches(start, target, seen=()):
+        return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in deps.get(start, ()))
+
+    assert not [name for name in deps if reaches(name, name)]

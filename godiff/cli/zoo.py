@@ -172,8 +172,8 @@ def versions(repo):
 def match(system, top):
     """Registered models ranked by closeness to SYSTEM, with each term of the distance."""
     from godiff.system import load_system
+    from godiff.zoo.registry import match as rank
     from godiff.zoo.similarity import WEIGHTS
-    from godiff.zoo.similarity import match as rank
 
     matches = rank(load_system(system))
     if not matches:

@@ -55,6 +55,7 @@ __all__ = [
     "TEMPLATE_FILE",
     "SAMPLER_FILE",
     "MANIFEST",
+    "check_name",
     "parse_version",
     "sha256_file",
     "write_manifest",
@@ -71,7 +72,16 @@ MANIFEST = "manifest.json"
 FILES = ("model.safetensors", CONFIG_FILE, SYSTEM_FILE, TRAINING_FILE, "README.md")
 TEMPLATE_FILE = "template.xyz"
 
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
+
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+def check_name(name: str) -> str:
+    """A model name: lower-case letters, digits, ``.``, ``_`` and ``-`` (a valid Hub repo name)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".", "-")):
+        raise ConfigError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-', e.g. pt-islands-emt")
+    return name
 
 
 def parse_version(text: str) -> tuple[int, int, int]:

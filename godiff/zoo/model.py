@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 from godiff import __version__
 from godiff.digests import confined
-from godiff.errors import CheckpointError, ConfigError, NotARunError
+from godiff.errors import CheckpointError, NotARunError
 from godiff.manifest import (
     SAMPLER_FILE,
     TRAINING_FILE,
@@ -35,6 +34,7 @@ from godiff.manifest import (
 from godiff.zoo.format import (
     MANIFEST,
     TEMPLATE_FILE,
+    check_name,
     link_root,
     parse_version,
     read_json,
@@ -48,14 +48,6 @@ __all__ = ["ZooModel", "from_run", "read_folder", "check_name", "portable_system
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "ScoreModel"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
-
-
-def check_name(name: str) -> str:
-    """A model name: lower-case letters, digits, ``.``, ``_`` and ``-`` (a valid Hub repo name)."""
-    if not isinstance(name, str) or not _NAME.match(name) or name.endswith((".", "-")):
-        raise ConfigError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-', e.g. pt-islands-emt")
-    return name
 
 
 @dataclass

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from godiff.errors import ConfigError, ModelNotFoundError, VersionExistsError
 from godiff.manifest import ModelManifest
-from godiff.zoo.format import content_digest, parse_version, read_metadata, verify_folder
-from godiff.zoo.model import check_name
+from godiff.zoo.format import check_name, content_digest, parse_version, read_metadata, verify_folder
+from godiff.zoo.similarity import Distance, distance, fingerprint, related
 
-__all__ = ["Registry", "Entry", "local_root", "shipped_root", "split_ref"]
+__all__ = ["Registry", "Entry", "Match", "match", "local_root", "shipped_root", "split_ref"]
 
 ENV = "GODIFF_ZOO"
 
@@ -203,3 +203,24 @@ def _is_version(text: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Match:
+    """A registered model and its distance to the system being matched."""
+
+    entry: object
+    distance: Distance
+    related: bool
+
+
+def match(system, registry=None) -> list[Match]:
+    """Every registered model, closest first (ties by name and newest version first)."""
+    target = fingerprint(system)
+    found = []
+    for entry in (registry or Registry()).entries():
+        fp = entry.metadata().system.fingerprint
+        found.append(Match(entry, distance(target, fp), related(target, fp)))
+    return sorted(
+        found, key=lambda m: (m.distance.total, m.entry.name, tuple(-v for v in parse_version(m.entry.version)))
+    )

@@ -49,8 +49,6 @@ __all__ = [
     "Distance",
     "WEIGHTS",
     "related",
-    "match",
-    "Match",
 ]
 
 WEIGHTS = {"mobile": 1.0, "template": 0.5, "kind": 1.0, "lattice": 1.0, "size": 1.0, "energy": 1.0, "box": 0.25}
@@ -213,27 +211,3 @@ def related(fa: dict, fb: dict) -> bool:
     elements_a = set(fa["mobile_species"]) | set(fa.get("template_species", []))
     elements_b = set(fb["mobile_species"]) | set(fb.get("template_species", []))
     return bool(elements_a & elements_b) or fa.get("template_kind") == fb.get("template_kind")
-
-
-@dataclass(frozen=True)
-class Match:
-    """A registered model and its distance to the system being matched."""
-
-    entry: object
-    distance: Distance
-    related: bool
-
-
-def match(system, registry=None) -> list[Match]:
-    """Every registered model, closest first (ties by name and newest version first)."""
-    from godiff.zoo.format import parse_version
-    from godiff.zoo.registry import Registry
-
-    target = fingerprint(system)
-    found = []
-    for entry in (registry or Registry()).entries():
-        fp = entry.metadata().system.fingerprint
-        found.append(Match(entry, distance(target, fp), related(target, fp)))
-    return sorted(
-        found, key=lambda m: (m.distance.total, m.entry.name, tuple(-v for v in parse_version(m.entry.version)))
-    )

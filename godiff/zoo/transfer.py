@@ -115,7 +115,7 @@ def adapt(zoo_model, system) -> tuple[object, dict]:
 def choose(system, *, start=None, registry=None):
     """The zoo model to start from: ``start`` if given, else the closest related registered model."""
     from godiff.zoo import load
-    from godiff.zoo.similarity import match
+    from godiff.zoo.registry import match
 
     if start is not None:
         return load(start, registry=registry)
