@@ -29,7 +29,9 @@ from godiff.errors import CheckpointError, FormatVersionError
 __all__ = [
     "RUN_FORMAT",
     "MODEL_FORMAT",
+    "STATE_FORMAT",
     "RunManifest",
+    "CheckpointState",
     "ModelConfig",
     "ModelSystem",
     "ModelTraining",
@@ -39,6 +41,7 @@ __all__ = [
 
 RUN_FORMAT = 1
 MODEL_FORMAT = 1
+STATE_FORMAT = 1
 
 CONFIG_FILE = "config.json"
 SYSTEM_FILE = "system.json"
@@ -124,6 +127,74 @@ class RunManifest:
         if isinstance(data, dict) and not isinstance(data.get("system"), dict):
             raise CheckpointError(f"{where}: no system definition")
         return _typed(cls, data, where)
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """The contents of a checkpoint's ``state.json``: what a search holds besides its weights,
+    optimizer moments and buffer (those are safetensors beside it), so a resume continues exactly.
+
+    Attributes:
+        iteration: the iteration this checkpoint ends.
+        n_evaluations: evaluations spent by then (the database must hold at least these).
+        best_energy: the lowest evaluated energy by then.
+        force_scale_set: whether the force head's output scale was set from the first data.
+        energy_shift_anchored: whether a pretrained model's energy shift was moved onto this
+            energy function.
+        temperature: the temperature the iteration trained at.
+        head_rms: the energy head's error on its batch, before training on it.
+        polish_step: the polish's trust step, Å (``None``: the search's first).
+        polished_id, polish_failures: the evaluation the polish moved last, and its polishes in a
+            row that found nothing lower.
+        optimizer: the optimizer's state beside its tensors (:func:`godiff.rundir.flatten_optimizer`).
+        rng: how the run's random streams are derived (a record; they are recomputed, not stored).
+        log: the iteration's ``log.jsonl`` record, to repair a log cut off after the checkpoint.
+        format: the layout version (:data:`STATE_FORMAT`); a newer one is refused.
+
+    A checkpoint written before a field existed reads with what that field meant then
+    (:meth:`from_dict`): the scales set and the shift anchored, the temperature and head error of
+    its log record, no polish state.
+
+    Example:
+        >>> s = CheckpointState(iteration=3, n_evaluations=96, best_energy=-44.3, temperature=0.1)
+        >>> CheckpointState.from_dict(s.to_dict()) == s
+        True
+        >>> CheckpointState.from_dict({"iteration": 2, "n_evaluations": 64, "best_energy": -40.0,
+        ...                            "log": {"temperature": 0.5}}).temperature   # written before the field
+        0.5
+    """
+
+    iteration: int
+    n_evaluations: int = 0
+    best_energy: float = float("inf")
+    force_scale_set: bool = True
+    energy_shift_anchored: bool = True
+    temperature: float | None = None
+    head_rms: float | None = None
+    polish_step: float | None = None
+    polished_id: int | None = None
+    polish_failures: int = 0
+    optimizer: dict = field(default_factory=dict)
+    rng: dict = field(default_factory=dict)
+    log: dict = field(default_factory=dict)
+    format: int = STATE_FORMAT
+
+    def to_dict(self) -> dict:
+        """The JSON form (every field, ``None`` included)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data, *, where: str = "state.json") -> "CheckpointState":
+        """Read the JSON form; refuse a newer format and unknown keys; fill what older ones lack."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{where}: expected a JSON object")
+        if not isinstance(data.get("format", STATE_FORMAT), int) or data.get("format", STATE_FORMAT) > STATE_FORMAT:
+            raise FormatVersionError(
+                f"{where}: checkpoint format {data.get('format')!r} is not one this godiff reads ({STATE_FORMAT}); upgrade godiff"
+            )
+        log = data.get("log") or {}
+        older = {"temperature": log.get("temperature"), "head_rms": log.get("energy_head_rms")}
+        return _typed(cls, {**older, **data}, where)
 
 
 def _check_model_format(data, where: str) -> None:
