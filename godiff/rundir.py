@@ -55,7 +55,15 @@ from godiff.errors import (
 )
 from godiff.manifest import RUN_FORMAT, RunManifest
 
-__all__ = ["RunDir", "RunLock", "atomic_write_text", "atomic_write_bytes", "flatten_optimizer", "unflatten_optimizer"]
+__all__ = [
+    "RunDir",
+    "succeeded",
+    "RunLock",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "flatten_optimizer",
+    "unflatten_optimizer",
+]
 
 MANIFEST = "run.json"
 DATABASE = "evaluations.db"
@@ -510,6 +518,11 @@ class RunDir:
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill: the checkpoint, not the log, is authoritative
         return out
+
+
+def succeeded(row) -> bool:
+    """Whether a database row is a successful evaluation with its energy."""
+    return bool(row.ok) and row.get("energy") is not None
 
 
 def flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:

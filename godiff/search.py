@@ -38,13 +38,11 @@ The loop never prints; it reports progress by calling ``progress(event: dict)``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import shlex
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,8 +51,10 @@ import numpy as np
 import torch
 
 from godiff import __version__
-from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, select, uncertainty
+from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, uncertainty
 from godiff.buffer import ForceMemory, ReplayBuffer
+from godiff.candidates import Candidates, random_stream
+from godiff.checkpoint import Checkpointing
 from godiff.config import (  # noqa: F401  (re-exported: godiff.search.SearchConfig is the public name)
     ACQUISITIONS,
     LEGACY,
@@ -65,10 +65,10 @@ from godiff.config import (  # noqa: F401  (re-exported: godiff.search.SearchCon
     TRAIN_STOPS,
     SearchConfig,
 )
-from godiff.errors import CheckpointError, ConfigError, EvaluationFailureError, NotARunError
-from godiff.manifest import CheckpointState, RunManifest
+from godiff.errors import EvaluationFailureError
+from godiff.manifest import RunManifest
 from godiff.polish import Polish
-from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
+from godiff.rundir import RunDir, succeeded
 from godiff.sampler import Sampler
 from godiff.schedule import AdaptiveSchedule, BatchSize, ExponentialSchedule, effective_sample_size, heat_capacity
 from godiff.score import ScoreConfig, ScoreModel
@@ -118,22 +118,12 @@ class Iteration:
         self.emit({"event": "phase", "iteration": self.k, "phase": name, "temperature": self.sampled_at})
 
 
-def _succeeded(row) -> bool:
-    """Whether a database row is a successful evaluation with its energy."""
-    return bool(row.ok) and row.get("energy") is not None
-
-
-def _generator(seed: int, *parts) -> torch.Generator:
-    key = hashlib.sha256(repr((int(seed),) + tuple(parts)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
-
-
 def _default_out(system) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{system.name}-{stamp}"
 
 
-class Search:
+class Search(Checkpointing, Candidates):
     """A GO-Diff search of one system, writing everything to a run directory.
 
     Args:
@@ -295,213 +285,6 @@ class Search:
             trust_energy=self.trust_energy,
         )
 
-    # -- resume -------------------------------------------------------------------------------
-    @classmethod
-    def resume(
-        cls,
-        path,
-        *,
-        calculator=None,
-        read_only: bool = False,
-        from_checkpoint: int | None = None,
-        rebuild_database: bool = False,
-        executor=None,
-        device=None,
-        trust_energy: bool = False,
-        **overrides,
-    ) -> "Search":
-        """Reopen a run directory and restore its last checkpoint (call :meth:`run` to continue).
-
-        ``overrides`` may change only ``workers``, ``iterations``, ``budget`` and ``patience``; a
-        changed setting is written back to ``run.json``. Under the exponential schedule more
-        iterations re-spread the annealing over the new count, so the remaining iterations cool
-        more slowly than the original plan. A run that stopped at its budget or patience goes on
-        when resumed with a larger one. ``read_only=True`` loads the
-        last checkpoint without writing anything and without taking the run's lock (to inspect or
-        measure a run still in progress).
-
-        Every check comes before any write: the run's lock (another live process refuses it,
-        :class:`~godiff.errors.RunLockedError`), the checkpoint's digests and the database
-        against the checkpoint's count (:class:`~godiff.errors.CheckpointError`, exit 4).
-        ``from_checkpoint=N`` restores checkpoint N instead of the last one (the fall-back from
-        a corrupt one; the evaluations made after it are reused, not paid again), and
-        ``rebuild_database=True`` accepts a lost or short database: the saved structures of the
-        finished iterations that have no row are evaluated again when the run continues.
-
-        ``run.json`` is a file like any other: its energy spec gets the trust check of a system
-        file (:mod:`godiff.trust`), and ``trust_energy`` is asked for again, never read from it.
-        """
-        from godiff.system import System
-
-        run = RunDir.open(path, lock=not read_only)
-        try:
-            manifest = run.manifest
-            allowed = {"workers", "iterations", "budget", "patience"}
-            bad = {k for k, v in overrides.items() if v is not None} - allowed
-            if bad:
-                raise ConfigError(f"resume: cannot change {sorted(bad)} of an existing run")
-            if manifest.uses_calculator_object and calculator is None:
-                raise ConfigError(
-                    f"{path}: this run used a Python calculator object ({manifest.energy.get('class')}); pass it again to resume"
-                )
-            if not manifest.search:
-                raise NotARunError(
-                    f"{path}: not a godiff search (a {manifest.method or 'benchmark'} run); it cannot be resumed"
-                )
-            system = System.from_dict(manifest.system)
-            config = SearchConfig.from_dict(manifest.search)
-            search = cls(
-                system,
-                config=config,
-                calculator=calculator,
-                parent=manifest.parent,
-                executor=executor,
-                device=device,
-                trust_energy=trust_energy,
-                _run=run,
-                **overrides,
-            )
-            search._restore(read_only=read_only, from_checkpoint=from_checkpoint, rebuild=rebuild_database)
-        except BaseException:
-            run.release()
-            raise
-        if search.config.to_dict() != config.to_dict() and not read_only:
-            run.update_manifest(search=search.config.to_dict())
-        return search
-
-    def _restore(self, *, read_only: bool = False, from_checkpoint: int | None = None, rebuild: bool = False) -> None:
-        # read and check everything first ...
-        last = self._checkpoint_to_restore(from_checkpoint)
-        tensors, state = self._load_checkpoint(last) if last is not None else (None, None)
-        state = None if state is None else CheckpointState.from_dict(state, where=f"checkpoint iter-{last:04d}")
-        rows = self._rows_to_restore(last, state, rebuild)
-        if last is not None:
-            try:
-                self.model.load_state_dict(tensors["model"], strict=True)
-                self.optimizer.load_state_dict(unflatten_optimizer(tensors["optimizer"], state.optimizer))
-            except (KeyError, RuntimeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"{self.run_dir.path}: checkpoint iter-{last:04d} does not fit this run ({exc})"
-                ) from exc
-            self.buffer = ReplayBuffer.from_state(
-                self.config.buffer_size, {k: v.numpy() for k, v in tensors.get("buffer", {}).items()}
-            )
-            self.force_scale_set, self.energy_shift_anchored = state.force_scale_set, state.energy_shift_anchored
-            self.temperature, self.head_rms = state.temperature, state.head_rms
-            self.polish_step = state.polish_step if state.polish_step is not None else self.polish_step
-            self.polished_id, self.polish_failures = state.polished_id, state.polish_failures
-            self.next_iteration = last + 1
-        elif self.run_dir.manifest.pretrained:
-            self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
-            self.pretrained = self.force_scale_set = True
-            self.energy_shift_anchored = False
-        # ... then write
-        if last is not None and not read_only:
-            self._repair_log(last, state.log or None)
-        self._restored_from_checkpoint = last is not None
-        self._absorb_history(rows, write=not read_only)
-        log.info(
-            "resumed %s at iteration %d (%d evaluations on disk)", self.run_dir.path, self.next_iteration, len(rows)
-        )
-
-    def _load_checkpoint(self, k: int) -> tuple[dict, dict]:
-        """A checkpoint, digests checked; a corrupt one names the earlier one to fall back to."""
-        try:
-            return self.run_dir.load_checkpoint(k)
-        except CheckpointError as exc:
-            earlier = [j for j in self.run_dir.checkpoints() if j < k]
-            if not earlier:
-                raise
-            fallback = earlier[-1]
-            raise type(exc)(
-                f"{exc}; fall back to checkpoint {fallback} with "
-                f"'godiff resume {shlex.quote(str(self.run_dir.path))} --from-checkpoint {fallback}'"
-            ) from exc
-
-    def _checkpoint_to_restore(self, wanted: int | None) -> int | None:
-        done = self.run_dir.checkpoints()
-        if wanted is None:
-            return done[-1] if done else None
-        if wanted not in done:
-            have = ", ".join(str(k) for k in done) or "none"
-            raise ConfigError(f"{self.run_dir.path}: no checkpoint {wanted} (checkpoints on disk: {have})")
-        return wanted
-
-    def _rows_to_restore(self, last: int | None, state: CheckpointState | None, rebuild: bool) -> list:
-        """The database rows, checked against the checkpoint; refuse a lost or short database."""
-        path = self.run_dir.db_path
-        hint = "restore it from a backup, or resume with --rebuild-database to evaluate the saved samples/ of the finished iterations again"
-        if not self.run_dir.has_database():
-            if not rebuild:
-                raise CheckpointError(f"{path}: missing; {hint}")
-            self._rebuild = True
-            return []
-        rows = self.run_dir.rows()
-        seen = Counter((int(r.iteration), int(r.sample)) for r in rows)
-        twice = sorted(key for key, n in seen.items() if n > 1)
-        if twice:
-            raise CheckpointError(
-                f"{path}: {len(twice)} evaluations are stored more than once (first: iteration {twice[0][0]}, sample {twice[0][1]})"
-            )
-        if state is not None:
-            expected = int(state.n_evaluations)
-            have = sum(1 for r in rows if int(r.iteration) <= last)
-            if have > expected:
-                raise CheckpointError(
-                    f"{path}: holds {have} evaluations of iterations 0..{last}, more than the {expected} of checkpoint {last}"
-                )
-            if have < expected:
-                if not rebuild:
-                    raise CheckpointError(
-                        f"{path}: holds {have} evaluations of iterations 0..{last} where checkpoint {last} counts {expected}; {hint}"
-                    )
-                self._rebuild = True
-        return rows
-
-    def _absorb_history(self, rows: list, *, write: bool) -> None:
-        """Counters, best and force memory from the rows of the finished iterations, in the order
-        an uninterrupted run took them in (iteration, then row id)."""
-        self.n_evaluations, self.best_energy, self.best_id, self.best_at = 0, math.inf, None, 0
-        self.improved_at, self.improved_energy = 0, math.inf
-        self.memory = ForceMemory(self.system.n_mobile)
-        self.seen = np.zeros((0, 0))
-        kept = sorted(
-            (r for r in rows if int(r.iteration) < self.next_iteration), key=lambda r: (int(r.iteration), r.id)
-        )
-        self._absorb(kept, into_buffer=not self._restored_from_checkpoint, write=write)
-
-    def _rebuild_database(self, evaluator, emit) -> None:
-        """Evaluate again the saved structures of finished iterations that have no row."""
-        if not self.run_dir.has_database():
-            self.run_dir.create_database()
-        todo = []
-        for k in range(self.next_iteration):
-            samples = self.run_dir.load_samples(k)
-            if samples is None:
-                raise CheckpointError(
-                    f"{self.run_dir.path}: cannot rebuild the database: samples of iteration {k} are missing"
-                )
-            todo.append((k, samples, len(samples) - len(self.run_dir.done_samples(k))))
-        log.warning(
-            "rebuilding %s: evaluating %d saved structures of iterations 0..%d again",
-            self.run_dir.db_path,
-            sum(n for _, _, n in todo),
-            self.next_iteration - 1,
-        )
-        temperatures = {
-            r["iteration"]: r.get("temperature_sampled", r.get("temperature")) for r in self.run_dir.read_log()
-        }
-        for k, samples, _ in todo:
-            self._evaluate(k, samples, self._row_temperature(k, temperatures.get(k - 1)), evaluator, emit)
-        self._absorb_history(self.run_dir.rows(), write=True)
-        self._rebuild = False
-
-    def _repair_log(self, last: int, record: dict | None) -> None:
-        lines = [r for r in self.run_dir.read_log() if r.get("iteration", -1) <= last]
-        if record is not None and not any(r.get("iteration") == last for r in lines):
-            lines.append(record)
-        self.run_dir.rewrite_log(lines)
-
     # -- data from rows -----------------------------------------------------------------------
     def _absorb(self, rows: list, *, into_buffer: bool, write: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Take finished evaluations into the counters, best, force memory (and buffer)."""
@@ -509,7 +292,7 @@ class Search:
         self.n_evaluations += len(rows)
         if self.config.acquisition == "lcb" and rows:
             self.seen = self._with_seen(self.seen, np.stack([r.positions[self.n_template :] for r in rows]))
-        ok = [r for r in rows if _succeeded(r)]
+        ok = [r for r in rows if succeeded(r)]
         if not ok:
             return np.zeros(0), np.zeros(0)
         pos = np.stack([r.positions[self.n_template :] for r in ok])
@@ -533,7 +316,7 @@ class Search:
         """Move :attr:`improved_at` to each of ``rows`` (evaluations ``before + 1`` on) that lies
         more than :meth:`SearchConfig.improvement_threshold` below the last improvement."""
         for j, row in enumerate(rows):
-            if _succeeded(row) and row.energy < self.improved_energy - self.config.improvement_threshold():
+            if succeeded(row) and row.energy < self.improved_energy - self.config.improvement_threshold():
                 self.improved_at, self.improved_energy = before + 1 + j, float(row.energy)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -637,7 +420,7 @@ class Search:
         sampled = [row for row in rows if not row.get("polish")]
         head = self._calibrate(k, sampled)
         self._absorb(rows, into_buffer=True)
-        energies = np.array([row.energy for row in sampled if _succeeded(row)])
+        energies = np.array([row.energy for row in sampled if succeeded(row)])
         times["evaluation"] += time.perf_counter() - t0
         temperature = self._next_temperature(k, energies, sampled_at)
 
@@ -709,48 +492,6 @@ class Search:
         self._evaluate(it.k, samples, temperature, it.evaluator, it.emit, offset=offset, polish=polish)
         it.times["evaluation"] += time.perf_counter() - t0
 
-    def _polish_round(self, it: Iteration, r: int, have: int) -> int:
-        """Round ``r`` of iteration ``k``, after its first ``have`` structures: the best structure
-        evaluated so far moved along its forces (:mod:`godiff.polish`), unless that structure was
-        polished twice without a gain; the trust step follows the result. Returns how many it evaluated."""
-        k = it.k
-        left = self.polish.points if self.config.budget is None else self.config.budget - self.n_evaluations - have
-        if not self.config.adaptive_batch or self.polish.points == 0 or (k == 0 and not self.pretrained) or left <= 0:
-            return 0
-        best = self._best_row(k, have)
-        failures = self.polish_failures if best is not None and best.id == self.polished_id else 0
-        if best is None or failures >= 2 or self.polish.settled(best.forces[self.n_template :]):
-            return 0
-        samples = self.run_dir.load_samples(k, r)
-        if samples is None:
-            samples = self.polish.candidates(
-                best.positions[self.n_template :], best.forces[self.n_template :], self.polish_step
-            )
-            if len(samples) == 0:
-                return 0  # an empty round saved here would end the batch when the next round loads it
-            samples = self.domain.fold(torch.as_tensor(samples[:left], dtype=torch.float64)).numpy()
-            self.run_dir.save_samples(k, samples, r)
-        if len(samples) == 0:
-            return 0
-        self._evaluate_round(it, samples, offset=have, polish=True)
-        rows = {int(row.sample): row for row in self.run_dir.rows(k)}
-        energies = [
-            row.energy if row is not None and _succeeded(row) else None
-            for row in (rows.get(have + i) for i in range(len(samples)))
-        ]
-        gained = self.polish.gained(best=best.energy, energies=energies)
-        self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
-        self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
-        return len(samples)
-
-    def _best_row(self, k: int, have: int):
-        """The lowest-energy evaluation so far: of the finished iterations and of iteration ``k``'s
-        first ``have`` structures (None if none succeeded)."""
-        rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and _succeeded(row)]
-        if self.best_id is not None:
-            rows.append(self.run_dir.get_row(self.best_id))
-        return min(rows, key=lambda row: row.energy, default=None)
-
     def _max_rounds(self, k: int) -> int:
         if not self.config.adaptive_batch or k == 0:
             return 1
@@ -767,76 +508,15 @@ class Search:
         sampled = have
         if r > 0:
             rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and not row.get("polish")]
-            if self.batch.enough([row.energy for row in rows if _succeeded(row)], temperature=sampled_at):
+            if self.batch.enough([row.energy for row in rows if succeeded(row)], temperature=sampled_at):
                 return 0
             sampled = len(rows)
         return self.batch.next_round(have=sampled, budget_left=left)
 
-    def draw(self, k: int, r: int, n: int) -> np.ndarray:
-        """Round ``r`` of iteration ``k``: ``n`` structures (fewer where candidates duplicate),
-        (n, n_mobile, 3) in Å, as the run draws them (``godiff bench-speed`` times this call)."""
-        gen = _generator(self.config.seed, k, "sample") if r == 0 else _generator(self.config.seed, k, "sample", r)
-        if k == 0 and not self.pretrained:
-            x = self.domain.sample_uniform((n, self.system.n_mobile), gen)
-            return self.sampler.finish(x).double().numpy()
-        if self.config.acquisition == "energy":
-            return self.sampler.sample(n, generator=gen).double().numpy()
-        total = self.config.sampler.candidate_count(n)
-        x, predicted = self.sampler.candidates(total, generator=gen, **self._refine_starts(total, k, r))
-        x = x.double().numpy()
-        before = self._with_seen(self.seen, self._saved_before(k, r))
-        picked = select(
-            self.fingerprints(x),
-            predicted.double().numpy(),
-            before,
-            n,
-            spread=self._spread(),
-            settings=self.acquisition,
-        )
-        return x[picked]
-
-    def _refine_starts(self, total: int, k: int, r: int) -> dict:
-        """The starts of a draw's variations (``refine``): the lowest ``refine_from`` evaluated
-        structures, in turn, lowest first."""
-        n = int(round(self.config.refine * total))
-        if n == 0 or len(self.buffer) == 0:
-            return {}
-        lowest = self.buffer.positions[self._lowest(self.config.refine_from)]
-        starts = torch.as_tensor(lowest[np.arange(n) % len(lowest)], dtype=torch.float32)
-        return {"starts": starts, "start_sigma": self.config.refine_noise * self.system.bond_length()}
-
-    def _lowest(self, n: int) -> np.ndarray:
-        """Indices of the ``n`` lowest buffer structures (the acquisition's rule, ranked by energy alone)."""
-        buffer = self.buffer
-        return select(
-            self.fingerprints(buffer.positions),
-            buffer.energies,
-            np.zeros((0, 1)),
-            n,
-            spread=0.0,
-            settings=Acquisition(duplicate=0.0),
-        )
-
-    def _saved_before(self, k: int, r: int) -> np.ndarray:
-        """The structures of iteration ``k``'s rounds before ``r``, (m, n_mobile, 3)."""
-        rounds = [self.run_dir.load_samples(k, j) for j in range(r)]
-        rounds = [x for x in rounds if x is not None and len(x)]
-        return np.concatenate(rounds) if rounds else np.zeros((0, self.system.n_mobile, 3))
-
-    def _with_seen(self, seen: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        if len(positions) == 0:
-            return seen
-        new = self.fingerprints(positions)
-        return new if seen.size == 0 else np.concatenate([seen, new])
-
-    def _spread(self) -> float:
-        """``s`` of the uncertainty: the energy head's last measured error, else its energy scale."""
-        return float(self.head_rms) if self.head_rms else float(self.model.energy_scale)
-
     def _calibrate(self, k: int, rows) -> dict:
         """The energy head's error on this batch before training on it, and the fraction of
         structures within the acquisition's uncertainty (:func:`godiff.acquisition.calibration`)."""
-        ok = [r for r in rows if _succeeded(r)]
+        ok = [r for r in rows if succeeded(r)]
         if self.config.acquisition != "lcb" or not ok or (k == 0 and not self.pretrained):
             return {}
         positions = np.stack([r.positions[self.n_template :] for r in ok])
@@ -937,26 +617,4 @@ class Search:
             if cfg.train_stop == "agreement"
             else None
         )
-        return self.trainer.train(data, cfg.train_steps, _generator(cfg.seed, k, "train"), stop).as_log()
-
-    def _checkpoint(self, k: int, record: dict) -> None:
-        opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict())
-        buffer = {key: torch.as_tensor(v) for key, v in self.buffer.state().items()}
-        state = CheckpointState(
-            iteration=k,
-            n_evaluations=self.n_evaluations,
-            best_energy=self.best_energy,
-            force_scale_set=self.force_scale_set,
-            energy_shift_anchored=self.energy_shift_anchored,
-            temperature=self.temperature,
-            head_rms=self.head_rms,
-            polish_step=self.polish_step,
-            polished_id=self.polished_id,
-            polish_failures=self.polish_failures,
-            optimizer=opt_meta,
-            rng={"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
-            log=record,
-        ).to_dict()
-        self.run_dir.save_checkpoint(
-            k, {"model": self.model.state_dict(), "optimizer": opt_tensors, "buffer": buffer}, state
-        )
+        return self.trainer.train(data, cfg.train_steps, random_stream(cfg.seed, k, "train"), stop).as_log()

@@ -1,0 +1,144 @@
+"""Candidates of a search: which structures an iteration evaluates.
+
+:class:`Candidates` is the part of :class:`godiff.search.Search` that draws a round: uniform
+placements first, then candidates sampled from the model (some varied from the lowest structures
+found, ``refine``), relaxed in the learned field and chosen by the lower confidence bound of
+:mod:`godiff.acquisition` against every structure already evaluated; and the polish round, the best
+structure moved along its real forces (:mod:`godiff.polish`). The rules live in those modules; this
+is where the search applies them to its buffer, its database and its random streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from godiff.acquisition import Acquisition, select
+from godiff.rundir import succeeded
+
+if TYPE_CHECKING:
+    from godiff.search import Iteration
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Candidates", "random_stream"]
+
+
+def random_stream(seed: int, *parts) -> torch.Generator:
+    """The random stream of one phase of a run: a generator seeded from ``(seed, *parts)`` by SHA-256,
+    so each iteration, round and phase draws the same numbers however the run was interrupted."""
+    key = hashlib.sha256(repr((int(seed),) + tuple(parts)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
+
+
+class Candidates:
+    """Drawing and polishing rounds, for :class:`godiff.search.Search` (which holds the state they read)."""
+
+    def _polish_round(self, it: Iteration, r: int, have: int) -> int:
+        """Round ``r`` of iteration ``k``, after its first ``have`` structures: the best structure
+        evaluated so far moved along its forces (:mod:`godiff.polish`), unless that structure was
+        polished twice without a gain; the trust step follows the result. Returns how many it evaluated."""
+        k = it.k
+        left = self.polish.points if self.config.budget is None else self.config.budget - self.n_evaluations - have
+        if not self.config.adaptive_batch or self.polish.points == 0 or (k == 0 and not self.pretrained) or left <= 0:
+            return 0
+        best = self._best_row(k, have)
+        failures = self.polish_failures if best is not None and best.id == self.polished_id else 0
+        if best is None or failures >= 2 or self.polish.settled(best.forces[self.n_template :]):
+            return 0
+        samples = self.run_dir.load_samples(k, r)
+        if samples is None:
+            samples = self.polish.candidates(
+                best.positions[self.n_template :], best.forces[self.n_template :], self.polish_step
+            )
+            if len(samples) == 0:
+                return 0  # an empty round saved here would end the batch when the next round loads it
+            samples = self.domain.fold(torch.as_tensor(samples[:left], dtype=torch.float64)).numpy()
+            self.run_dir.save_samples(k, samples, r)
+        if len(samples) == 0:
+            return 0
+        self._evaluate_round(it, samples, offset=have, polish=True)
+        rows = {int(row.sample): row for row in self.run_dir.rows(k)}
+        energies = [
+            row.energy if row is not None and succeeded(row) else None
+            for row in (rows.get(have + i) for i in range(len(samples)))
+        ]
+        gained = self.polish.gained(best=best.energy, energies=energies)
+        self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
+        self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
+        return len(samples)
+
+    def _best_row(self, k: int, have: int):
+        """The lowest-energy evaluation so far: of the finished iterations and of iteration ``k``'s
+        first ``have`` structures (None if none succeeded)."""
+        rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and succeeded(row)]
+        if self.best_id is not None:
+            rows.append(self.run_dir.get_row(self.best_id))
+        return min(rows, key=lambda row: row.energy, default=None)
+
+    def draw(self, k: int, r: int, n: int) -> np.ndarray:
+        """Round ``r`` of iteration ``k``: ``n`` structures (fewer where candidates duplicate),
+        (n, n_mobile, 3) in Å, as the run draws them (``godiff bench-speed`` times this call)."""
+        gen = (
+            random_stream(self.config.seed, k, "sample") if r == 0 else random_stream(self.config.seed, k, "sample", r)
+        )
+        if k == 0 and not self.pretrained:
+            x = self.domain.sample_uniform((n, self.system.n_mobile), gen)
+            return self.sampler.finish(x).double().numpy()
+        if self.config.acquisition == "energy":
+            return self.sampler.sample(n, generator=gen).double().numpy()
+        total = self.config.sampler.candidate_count(n)
+        x, predicted = self.sampler.candidates(total, generator=gen, **self._refine_starts(total, k, r))
+        x = x.double().numpy()
+        before = self._with_seen(self.seen, self._saved_before(k, r))
+        picked = select(
+            self.fingerprints(x),
+            predicted.double().numpy(),
+            before,
+            n,
+            spread=self._spread(),
+            settings=self.acquisition,
+        )
+        return x[picked]
+
+    def _refine_starts(self, total: int, k: int, r: int) -> dict:
+        """The starts of a draw's variations (``refine``): the lowest ``refine_from`` evaluated
+        structures, in turn, lowest first."""
+        n = int(round(self.config.refine * total))
+        if n == 0 or len(self.buffer) == 0:
+            return {}
+        lowest = self.buffer.positions[self._lowest(self.config.refine_from)]
+        starts = torch.as_tensor(lowest[np.arange(n) % len(lowest)], dtype=torch.float32)
+        return {"starts": starts, "start_sigma": self.config.refine_noise * self.system.bond_length()}
+
+    def _lowest(self, n: int) -> np.ndarray:
+        """Indices of the ``n`` lowest buffer structures (the acquisition's rule, ranked by energy alone)."""
+        buffer = self.buffer
+        return select(
+            self.fingerprints(buffer.positions),
+            buffer.energies,
+            np.zeros((0, 1)),
+            n,
+            spread=0.0,
+            settings=Acquisition(duplicate=0.0),
+        )
+
+    def _saved_before(self, k: int, r: int) -> np.ndarray:
+        """The structures of iteration ``k``'s rounds before ``r``, (m, n_mobile, 3)."""
+        rounds = [self.run_dir.load_samples(k, j) for j in range(r)]
+        rounds = [x for x in rounds if x is not None and len(x)]
+        return np.concatenate(rounds) if rounds else np.zeros((0, self.system.n_mobile, 3))
+
+    def _with_seen(self, seen: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        if len(positions) == 0:
+            return seen
+        new = self.fingerprints(positions)
+        return new if seen.size == 0 else np.concatenate([seen, new])
+
+    def _spread(self) -> float:
+        """``s`` of the uncertainty: the energy head's last measured error, else its energy scale."""
+        return float(self.head_rms) if self.head_rms else float(self.model.energy_scale)
