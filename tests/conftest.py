@@ -1,5 +1,6 @@
 """Shared test set-up: one torch thread, and small systems built the way users write them."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,3 +54,35 @@ def console_script(name: str) -> str:
     if not found:
         pytest.skip(f"console script {name} is not installed")
     return found
+
+
+@pytest.fixture(scope="session")
+def tiny_mace_model(tmp_path_factory):
+    """A tiny random MACE model for Pt, saved the way mace saves models (a full pickle)."""
+    import godiff._e3nn  # noqa: F401  (before e3nn is imported by mace)
+
+    torch = pytest.importorskip("torch")
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(0)
+    model = modules.MACE(
+        r_max=4.0,
+        num_bessel=4,
+        num_polynomial_cutoff=3,
+        max_ell=1,
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=1,
+        num_elements=1,
+        hidden_irreps=o3.Irreps("8x0e"),
+        MLP_irreps=o3.Irreps("4x0e"),
+        atomic_energies=np.zeros(1),
+        avg_num_neighbors=8.0,
+        atomic_numbers=[78],
+        correlation=1,
+        gate=torch.nn.functional.silu,
+    )
+    path = tmp_path_factory.mktemp("mace") / "tiny.model"
+    torch.save(model, path)
+    return path

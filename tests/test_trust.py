@@ -296,41 +296,8 @@ def test_a_program_from_ases_configuration_runs_inside_the_runs_scratch(sandbox)
     assert rows.stdout.strip() == "4"
 
 
-@pytest.fixture(scope="module")
-def tiny_mace(tmp_path_factory):
-    """A tiny random MACE model for Pt, saved the way mace saves models (a full pickle)."""
-    import godiff._e3nn  # noqa: F401  (before e3nn is imported by mace)
-
-    torch = pytest.importorskip("torch")
-    import numpy as np
-    from e3nn import o3
-    from mace import modules
-
-    torch.manual_seed(0)
-    model = modules.MACE(
-        r_max=4.0,
-        num_bessel=4,
-        num_polynomial_cutoff=3,
-        max_ell=1,
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=1,
-        num_elements=1,
-        hidden_irreps=o3.Irreps("8x0e"),
-        MLP_irreps=o3.Irreps("4x0e"),
-        atomic_energies=np.zeros(1),
-        avg_num_neighbors=8.0,
-        atomic_numbers=[78],
-        correlation=1,
-        gate=torch.nn.functional.silu,
-    )
-    path = tmp_path_factory.mktemp("mace") / "tiny.model"
-    torch.save(model, path)
-    return path
-
-
-def test_a_mace_model_runs_with_trust_energy_and_its_resume_asks_for_it_again(sandbox, tiny_mace):
-    shutil.copy(tiny_mace, sandbox.work / "pt.model")
+def test_a_mace_model_runs_with_trust_energy_and_its_resume_asks_for_it_again(sandbox, tiny_mace_model):
+    shutil.copy(tiny_mace_model, sandbox.work / "pt.model")
     system = sandbox.system("{calculator: mace, model: pt.model, device: cpu}")
     ok = sandbox.godiff("run", system, "--out", "run", "--budget", "4", *TINY, "--quiet", "--trust-energy")
     assert ok.returncode == 0, ok.stderr
@@ -481,7 +448,7 @@ def test_a_full_disk_during_a_run_is_one_line_that_says_how_to_resume(sandbox):
     if not probe or probe.returncode != 0:
         pytest.skip("no tmpfs mount on this machine")
     script = (
-        f'mount -t tmpfs -o size=700k tmpfs {small} && "$@"; code=$?; '
+        f'mount -t tmpfs -o size=450k tmpfs {small} && "$@"; code=$?; '
         f"cp -r {small}/run {sandbox.root}/saved; exit $code"
     )
     proc = subprocess.run(
