@@ -543,3 +543,14 @@ def test_the_trust_page_matches_the_rules():
     assert refused_value("Pt.pbe-n-rrkjus.UPF") is None and refused_option("input_data") is None
     assert f"at most {MAX_ATOMS:,} atoms" in section and f"{MAX_DEPTH} deep" in section
     assert f"at most {MAX_FILE_BYTES >> 20} MiB" in section
+
+
+@pytest.mark.parametrize("command", [("bench", "--out", "b", "--seeds", "1"), ("finetune",), ("bench-speed",)])
+def test_every_command_that_evaluates_refuses_an_untrusted_spec_before_writing(sandbox, command):
+    spec = "{calculator: ase, class: ase.calculators.gaussian.Gaussian, options: {command: 'touch {M}'}}"
+    system = sandbox.system(spec.replace("{M}", str(sandbox.marker)))
+    before = sandbox.files()
+    name, *rest = command
+    script = "godiff-zoo" if name == "finetune" else "godiff"
+    refused(sandbox.godiff(name, system, *rest, script=script), 2, "energy.options.command", "--trust-energy")
+    assert not sandbox.marker.exists() and sandbox.files() == before
