@@ -72,6 +72,7 @@ from godiff.rundir import RunDir, succeeded
 from godiff.sampler import Sampler
 from godiff.schedule import AdaptiveSchedule, BatchSize, ExponentialSchedule, effective_sample_size, heat_capacity
 from godiff.score import ScoreConfig, ScoreModel
+from godiff.stopping import RunStop
 from godiff.train import AgreementStop, Trainer, TrainingData
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ class Search(Checkpointing, Candidates):
         self.batch = BatchSize(cfg.min_samples, cfg.max_samples, cfg.target_ess)
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
         self.polish = Polish(points=cfg.polish)
+        self.run_stop = RunStop(cfg.iterations, cfg.budget, cfg.patience, cfg.improvement_threshold())
 
     def _create_run_dir(self) -> None:
         """Make the run directory of a new search: its files, its lock and, from a pretrained
@@ -353,15 +355,10 @@ class Search(Checkpointing, Candidates):
             self.run_dir.release()
 
     def spent(self) -> str | None:
-        """Why the run must stop now (``None``: it goes on)."""
-        cfg = self.config
-        if cfg.budget is not None and self.n_evaluations >= cfg.budget:
-            return "budget"
-        if cfg.patience is not None and self.n_evaluations > 0 and self.stalled() >= cfg.patience:
-            return "patience"
-        if self.next_iteration >= cfg.iterations:
-            return "iterations"
-        return None
+        """Why the run must stop now (``None``: it goes on; :class:`godiff.stopping.RunStop`)."""
+        return self.run_stop.reason(
+            evaluations=self.n_evaluations, stalled=self.stalled(), next_iteration=self.next_iteration
+        )
 
     def stalled(self) -> int:
         """Evaluations since the best energy last improved (:meth:`SearchConfig.improvement_threshold`)."""
@@ -369,16 +366,7 @@ class Search(Checkpointing, Candidates):
 
     def stop_message(self, reason: str | None = None) -> str:
         """``reason`` (default: :attr:`stop_reason`) in words."""
-        reason = reason or self.stop_reason
-        messages = {
-            "budget": f"the budget of {self.config.budget} evaluations is spent",
-            "patience": f"the best energy has not improved by more than {self.config.improvement_threshold():g} "
-            f"for {self.config.patience} evaluations",
-            "iterations": f"all {self.config.iterations} iterations are done",
-            "converged": "the model proposed nothing that was not evaluated already",
-            "stopped by the caller": "the caller's stop condition was met",
-        }
-        return messages.get(reason, str(reason))
+        return self.run_stop.message(reason or self.stop_reason)
 
     def _stop_record(self) -> dict:
         return {
