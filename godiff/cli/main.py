@@ -398,6 +398,18 @@ def with_settings(options: dict, settings) -> dict:
     return merged
 
 
+def search_inputs(system: str, trust_energy: bool, options: dict, settings) -> tuple:
+    """The system and settings of a command that searches (``run``, ``godiff-zoo finetune``), checked
+    before torch is imported, so a bad or untrusted file fails fast (the Evaluator checks trust again:
+    it is the one gate every evaluation passes)."""
+    from godiff.system import load_system
+    from godiff.trust import check_trusted
+
+    system_obj = load_system(system)
+    check_trusted(system_obj.energy, trust_energy=trust_energy)
+    return system_obj, with_settings(options, settings)
+
+
 def trust_option(command):
     """``--trust-energy``: what a shared file's energy spec may not do without it (:mod:`godiff.trust`)."""
     return click.option(
@@ -459,13 +471,8 @@ def run(ctx, system, out, preset, start_from, quiet, settings, trust_energy, thr
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
     run directory as it happens; an interrupted run continues with 'godiff resume DIR'.
     """
-    from godiff.system import load_system
-    from godiff.trust import check_trusted
-
     _quiet_logging(ctx, quiet)
-    system_obj = load_system(system)  # before importing torch: a bad file fails fast
-    check_trusted(system_obj.energy, trust_energy=trust_energy)  # (the Evaluator checks again: the one gate)
-    options = with_settings(options, settings)
+    system_obj, options = search_inputs(system, trust_energy, options, settings)
     from godiff.cluster import dask_executor
     from godiff.search import Search
     from godiff.threads import limit_threads

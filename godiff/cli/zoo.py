@@ -19,7 +19,6 @@ from godiff.cli.main import (
     set_option,
     threads_option,
     trust_option,
-    with_settings,
 )
 
 __all__ = ["cli", "main"]
@@ -222,18 +221,13 @@ def finetune(
 
     The same search as 'godiff run SYSTEM --from MODEL', with the same live progress.
     """
-    from godiff.cli.main import _command_line, _drive, _quiet_logging
+    from godiff.cli.main import _command_line, _drive, _quiet_logging, search_inputs
     from godiff.cluster import dask_executor
-    from godiff.system import load_system
     from godiff.threads import limit_threads
     from godiff.zoo.transfer import register_result, start_search
 
     _quiet_logging(ctx, quiet)
-    from godiff.trust import check_trusted
-
-    system_obj = load_system(system)  # a bad file fails before torch is imported
-    check_trusted(system_obj.energy, trust_energy=trust_energy)
-    options = with_settings(options, settings)
+    system_obj, options = search_inputs(system, trust_energy, options, settings)
     limit_threads(threads)
 
     with dask_executor(dask) as executor:
