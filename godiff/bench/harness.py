@@ -13,10 +13,11 @@ last checkpoint. A record judged under another success criterion (``judge`` in t
 :func:`godiff.bench.success.criterion`) is judged again from its run directory, without a rerun;
 one whose run directory is gone keeps its figures, and a figure it lacks prints as ``-``.
 
-The first figure of every table is the counted one (``evaluations_counted``, see
-:meth:`godiff.bench.success.Success.counted`): evaluations until the global minimum is in hand
-with its relaxation paid for, alike for every method. Beside it stay the relaxed success (an
-uncounted relaxation), the first energy within tolerance as evaluated, and the basin figure.
+The first figure of every table is what a user is handed: the first evaluation whose energy is
+within tolerance of the minimum as evaluated (``evaluations_to_energy``), every calculator call
+counted, with the run's wall time beside it. Then the counted figure (``evaluations_counted``, see
+:meth:`godiff.bench.success.Success.counted`: the minimum in hand with the relaxation of an
+evaluated structure paid for), the relaxed check (an uncounted relaxation) and the basin figure.
 """
 
 from __future__ import annotations
@@ -514,13 +515,27 @@ def summarize(records: list[dict], methods: list[str]) -> list[dict]:
                 "successes": len(hits),
                 "median_to_success": statistics.median(hits) if hits else None,
                 "worst_to_success": max(hits) if hits else None,
-                "median_to_energy": _median_over_seeds(rs, "evaluations_to_energy"),
+                **_as_evaluated(rs),
                 "median_to_basin": _median_over_seeds(rs, "evaluations_to_basin"),
                 "median_best_energy": statistics.median(r["best_energy"] for r in rs if r["best_energy"] is not None),
                 "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
             }
         )
     return rows
+
+
+def _as_evaluated(records: list[dict]) -> dict:
+    """Seeds that evaluated an energy within tolerance of the minimum, the median over all seeds (a
+    seed that never did counts as infinite) and the worst of those that did; None where a record
+    lacks the figure (judged before it existed)."""
+    if any("evaluations_to_energy" not in r for r in records):
+        return {"successes_to_energy": None, "median_to_energy": None, "worst_to_energy": None}
+    hits = [r["evaluations_to_energy"] for r in records if r["evaluations_to_energy"] is not None]
+    return {
+        "successes_to_energy": len(hits),
+        "median_to_energy": _median_over_seeds(records, "evaluations_to_energy"),
+        "worst_to_energy": max(hits) if hits else None,
+    }
 
 
 def _counted_over_seeds(records: list[dict]) -> dict:
@@ -570,41 +585,47 @@ def _median_over_seeds(records: list[dict], key: str) -> float | None:
     return None if math.isinf(median) else median
 
 
-#: The counted figure's columns, first in every table (see :func:`_counted_over_seeds`).
-COUNTED_COLUMNS = ("success, relaxation counted", "median evals, relaxation counted", "worst evals, relaxation counted")
+#: The columns of every table, what the user is handed first: (heading, summary key, format).
+COLUMNS = (
+    ("as evaluated", "successes_to_energy", None),
+    ("median", "median_to_energy", "{:.0f}"),
+    ("worst", "worst_to_energy", "{:.0f}"),
+    ("median wall (s)", "median_wall_seconds", "{:.0f}"),
+    ("relaxation counted", "successes_counted", None),
+    ("median", "median_counted", "{:.0f}"),
+    ("worst", "worst_counted", "{:.0f}"),
+    ("relaxed check (uncounted)", "successes", None),
+    ("median", "median_to_success", "{:.0f}"),
+)
 
 
 def table_markdown(summary: list[dict], *, system=None, budget: int | None = None) -> str:
-    """The summary as a markdown table: the counted figure first (:data:`COUNTED_COLUMNS`), then
-    the relaxed success with an uncounted relaxation, the unrelaxed medians, energy and time;
-    ``-`` where a figure is missing."""
-
-    def fmt(v, spec="{:.0f}"):
-        return "-" if v is None else spec.format(v)
-
+    """The summary as a markdown table (:data:`COLUMNS`): the first energy within tolerance as
+    evaluated and the wall time first, then the counted figure, the relaxed check, the basin
+    figure where the system names a next minimum, and the best energy; ``-`` where a figure is
+    missing, ``k/n`` for the seeds that got there."""
     title = f"{system.name}, budget {budget} evaluations" if system is not None else "benchmark"
     basin = system is not None and _next_energy(system) is not None
     unit = system.energy_unit() if system is not None else "eV"
+    columns = COLUMNS + ((("below the next minimum, median", "median_to_basin", "{:.0f}"),) if basin else ())
+    columns += ((f"median best energy ({unit})", "median_best_energy", "{:.3f}"),)
     lines = [
         f"### {title}",
         "",
-        "| method | "
-        + " | ".join(COUNTED_COLUMNS)
-        + " | success | median evals to success | worst evals to success | median evals to E ≤ ref + tol, unrelaxed "
-        + ("| median evals to E < next minimum, unrelaxed " if basin else "")
-        + f"| median best energy ({unit}) | median wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if basin else ""),
+        "| method | " + " | ".join(heading for heading, _, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
     ]
     for r in summary:
-        counted = "-" if r.get("successes_counted") is None else f"{r['successes_counted']}/{r['seeds']}"
-        lines.append(
-            f"| {r['method']} | {counted} | {fmt(r.get('median_counted'))} | {fmt(r.get('worst_counted'))} "
-            f"| {r['successes']}/{r['seeds']} | {fmt(r['median_to_success'])} | {fmt(r['worst_to_success'])} "
-            f"| {fmt(r.get('median_to_energy'))} "
-            + (f"| {fmt(r.get('median_to_basin'))} " if basin else "")
-            + f"| {fmt(r['median_best_energy'], '{:.3f}')} | {fmt(r['median_wall_seconds'])} |"
-        )
+        cells = [_cell(r, key, spec) for _, key, spec in columns]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: dict, key: str, spec: str | None) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    return f"{value}/{row['seeds']}" if spec is None else spec.format(value)
 
 
 def success_curves(records: list[dict], *, budget: int) -> list[dict]:
