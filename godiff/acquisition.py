@@ -3,16 +3,16 @@
 The sampler draws ``oversample`` times more candidates than an iteration evaluates, each relaxed
 in the learned force field (:mod:`godiff.sampler`). This module picks the ones to pay for:
 
-* **Fingerprint.** A structure is described by its sorted interatomic distances, grouped by
+* **Descriptor.** A structure is described by its sorted interatomic distances, grouped by
   species pair (minimum image in a slab's plane), and on a template also by the sorted
   distances from each species' atoms to their ``SITE`` (4) nearest template atoms, which tell a
   top site from a bridge and an fcc hollow from an hcp one (only the hcp hollow has an atom of
-  the second layer below it); all lengths in units of the system's bond length. The fingerprint is
+  the second layer below it); all lengths in units of the system's bond length. The descriptor is
   invariant to translations in the plane, to permutations of like atoms and (for clusters) to
   rotations; two structures are compared by the root mean square of their difference.
 * **Uncertainty.** The energy head has no error bar of its own, so the uncertainty is a
   distance-based one, as a Gaussian process's posterior is: sigma(x) = s sqrt(1 - exp(-d^2 /
-  2 l^2)), with d the fingerprint distance from x to the nearest evaluated structure, l the
+  2 l^2)), with d the descriptor distance from x to the nearest evaluated structure, l the
   ``length`` (0.1 bond lengths) and s the root mean square error of the energy head on the
   previous iteration's batch, measured before that batch was trained on (the model's own
   out-of-sample error). Its calibration is measured every iteration and logged as
@@ -33,13 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Fingerprints", "nearest_distances", "uncertainty", "select", "calibration"]
+__all__ = ["Descriptor", "nearest_distances", "uncertainty", "select", "calibration"]
 
-SITE = 4  # template neighbours per mobile atom in the fingerprint
+SITE = 4  # template neighbours per mobile atom in the descriptor
 
 
-class Fingerprints:
-    """Fingerprints of one system's structures (see the module docstring).
+class Descriptor:
+    """The structure descriptor of one system (see the module docstring): positions to features.
 
     Args:
         numbers: (n_mobile,) atomic numbers (or any species labels) of the mobile atoms.
@@ -50,11 +50,11 @@ class Fingerprints:
     Example:
         >>> from godiff.system import load_system
         >>> system = load_system("lj13")
-        >>> fp = Fingerprints.for_system(system)
+        >>> describe = Descriptor.for_system(system)
         >>> x = system.geometry().sample_uniform((2, 13), torch.Generator().manual_seed(0))
-        >>> fp(x).shape                          # 78 pair distances
+        >>> describe(x).shape                         # 78 pair distances
         (2, 78)
-        >>> bool(np.allclose(fp(x.flip(1)), fp(x)))   # atoms permuted: the same structure
+        >>> bool(np.allclose(describe(x.flip(1)), describe(x)))   # atoms permuted: the same structure
         True
     """
 
@@ -71,8 +71,8 @@ class Fingerprints:
         self._species = [np.flatnonzero(self.numbers == z) for z in sorted(set(self.numbers.tolist()))]
 
     @classmethod
-    def for_system(cls, system) -> "Fingerprints":
-        """The fingerprints of ``system``'s mobile atoms in its own box and bond length."""
+    def for_system(cls, system) -> "Descriptor":
+        """The descriptors of ``system``'s mobile atoms in its own box and bond length."""
         template = system.template_atoms()
         return cls(
             system.mobile_numbers,
@@ -82,7 +82,7 @@ class Fingerprints:
         )
 
     def __call__(self, positions) -> np.ndarray:
-        """(n, n_mobile, 3) positions, Å -> (n, features) fingerprints."""
+        """(n, n_mobile, 3) positions, Å -> (n, features) descriptors."""
         x = torch.as_tensor(positions).double()
         parts = []
         for i, j in self._pairs:
@@ -97,7 +97,7 @@ class Fingerprints:
 
 
 def nearest_distances(candidates: np.ndarray, evaluated: np.ndarray) -> np.ndarray:
-    """(n,) RMS fingerprint distance from each candidate to its nearest evaluated structure
+    """(n,) RMS descriptor distance from each candidate to its nearest evaluated structure
     (``inf`` when nothing is evaluated yet)."""
     candidates = np.asarray(candidates, dtype=float)
     if len(evaluated) == 0:
@@ -127,7 +127,7 @@ class Acquisition:
 
 
 def select(
-    fingerprints: np.ndarray,
+    descriptors: np.ndarray,
     predicted: np.ndarray,
     evaluated: np.ndarray,
     n: int,
@@ -138,7 +138,7 @@ def select(
     """Indices of at most ``n`` candidates, lowest lower confidence bound first, no duplicates.
 
     Args:
-        fingerprints: (m, features) of the candidates.
+        descriptors: (m, features) of the candidates.
         predicted: (m,) their energies predicted by the energy head.
         evaluated: (k, features) of the structures already evaluated.
         n: how many to pick.
@@ -149,7 +149,7 @@ def select(
         >>> select(fp, np.array([0.0, 0.0, 0.5, 3.0]), np.array([[5.0]]), 3, spread=1.0).tolist()
         [0, 2]
     """
-    distance = nearest_distances(fingerprints, evaluated)
+    distance = nearest_distances(descriptors, evaluated)
     sigma = uncertainty(distance, spread=spread, length=settings.length)
     bound = np.asarray(predicted, dtype=float) - settings.kappa * sigma
     order = np.argsort(bound, kind="stable")
@@ -159,7 +159,7 @@ def select(
             break
         if distance[i] < settings.duplicate:
             continue
-        if picked and nearest_distances(fingerprints[i : i + 1], fingerprints[picked])[0] < settings.duplicate:
+        if picked and nearest_distances(descriptors[i : i + 1], descriptors[picked])[0] < settings.duplicate:
             continue
         picked.append(int(i))
     return np.array(picked, dtype=int)

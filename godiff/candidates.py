@@ -96,7 +96,7 @@ class Candidates:
         x = x.double().numpy()
         before = self._with_seen(self.seen, self._saved_before(k, r))
         picked = select(
-            self.fingerprints(x),
+            self.descriptors(x),
             predicted.double().numpy(),
             before,
             n,
@@ -119,7 +119,7 @@ class Candidates:
         """Indices of the ``n`` lowest buffer structures (the acquisition's rule, ranked by energy alone)."""
         buffer = self.buffer
         return select(
-            self.fingerprints(buffer.positions),
+            self.descriptors(buffer.positions),
             buffer.energies,
             np.zeros((0, 1)),
             n,
@@ -136,7 +136,7 @@ class Candidates:
     def _with_seen(self, seen: np.ndarray, positions: np.ndarray) -> np.ndarray:
         if len(positions) == 0:
             return seen
-        new = self.fingerprints(positions)
+        new = self.descriptors(positions)
         return new if seen.size == 0 else np.concatenate([seen, new])
 
     def _spread(self) -> float:

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from godiff import __version__
-from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, uncertainty
+from godiff.acquisition import Acquisition, Descriptor, calibration, nearest_distances, uncertainty
 from godiff.buffer import ForceMemory, ReplayBuffer
 from godiff.candidates import Candidates, random_stream
 from godiff.checkpoint import Checkpointing
@@ -68,12 +68,13 @@ from godiff.config import (  # noqa: F401  (re-exported: godiff.search.SearchCon
 from godiff.errors import EvaluationFailureError
 from godiff.manifest import RunManifest
 from godiff.polish import Polish
+from godiff.rounds import Rounds
 from godiff.rundir import RunDir, succeeded
 from godiff.sampler import Sampler
 from godiff.schedule import AdaptiveSchedule, BatchSize, ExponentialSchedule, effective_sample_size, heat_capacity
 from godiff.score import ScoreConfig, ScoreModel
 from godiff.stopping import RunStop
-from godiff.train import AgreementStop, Trainer, TrainingData
+from godiff.train import AgreementStop, Trainer, TrainingData, anchor_energy_shift, set_output_scales
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,11 @@ def _default_out(system) -> Path:
     return Path("runs") / f"{system.name}-{stamp}"
 
 
-class Search(Checkpointing, Candidates):
+class Search(Rounds, Checkpointing, Candidates):
     """A GO-Diff search of one system, writing everything to a run directory.
 
     Args:
-        system: a :class:`godiff.system.System`, a preset name, a YAML path or a dict.
+        system: a :class:`godiff.system.System`, a shipped system's name, a YAML path or a dict.
         config: settings; keyword ``overrides`` replace single fields (also sampler fields).
         out: run directory (must not hold a run; created when :meth:`run` starts, so building a
             search writes nothing). Default ``runs/<system>-<time>``.
@@ -212,8 +213,8 @@ class Search(Checkpointing, Candidates):
         self.stop_reason: str | None = None
         self.polished_id: int | None = None  # the evaluation the polish moved last
         self.polish_failures = 0  # polishes of it in a row that found nothing lower
-        self.fingerprints = Fingerprints.for_system(self.system)
-        self.seen = np.zeros((0, 0))  # fingerprints of every evaluated structure
+        self.descriptors = Descriptor.for_system(self.system)
+        self.seen = np.zeros((0, 0))  # descriptors of every evaluated structure
         self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler, device=self.device)
         self.domain, self.sde, self.graph = self.sampler.domain, self.sampler.sde, self.sampler.graph
         self.trainer = Trainer(self.model, self.optimizer, self.sampler, self.config)
@@ -443,64 +444,6 @@ class Search(Checkpointing, Candidates):
         emit({"event": "iteration", **record})
         return len(rows)
 
-    # -- one iteration's batch ----------------------------------------------------------------
-    def _batch(self, it: Iteration) -> int:
-        """Sample and evaluate iteration ``k``'s structures in rounds; returns how many.
-
-        A fixed batch is one round of ``samples``. The adaptive batch adds rounds of
-        ``min_samples`` until its ESS at ``sampled_at`` reaches the target or it is full
-        (:class:`godiff.schedule.BatchSize`); every batch stops at the budget. Each round's
-        structures are saved before any is evaluated and drawn from its own generator, so a
-        resumed iteration draws and evaluates exactly what the uninterrupted one would have.
-        """
-        k, have, r = it.k, 0, 0
-        for _ in range(self._max_rounds(k)):
-            n = self._round_size(k, r, have, it.sampled_at)
-            if n == 0:
-                break
-            it.phase("sampling")
-            t0 = time.perf_counter()
-            samples = self.run_dir.load_samples(k, r)
-            if samples is None:
-                samples = self.draw(k, r, n)
-                self.run_dir.save_samples(k, samples, r)
-            it.times["sampling"] += time.perf_counter() - t0
-            self._evaluate_round(it, samples, offset=have)
-            have, r = have + len(samples), r + 1
-            if len(samples) == 0:
-                break
-            m = self._polish_round(it, r, have)
-            have, r = have + m, r + (m > 0)
-        return have
-
-    def _evaluate_round(self, it: Iteration, samples, *, offset: int, polish: bool = False) -> None:
-        it.phase("polishing" if polish else "evaluating")
-        t0 = time.perf_counter()
-        temperature = self._row_temperature(it.k, it.sampled_at)
-        self._evaluate(it.k, samples, temperature, it.evaluator, it.emit, offset=offset, polish=polish)
-        it.times["evaluation"] += time.perf_counter() - t0
-
-    def _max_rounds(self, k: int) -> int:
-        if not self.config.adaptive_batch or k == 0:
-            return 1
-        return 2 * math.ceil(self.config.max_samples / self.config.min_samples)
-
-    def _round_size(self, k: int, r: int, have: int, sampled_at) -> int:
-        """Structures of round ``r`` of iteration ``k`` when the batch holds ``have``: 0 to stop.
-        The ESS is of the sampled structures (not the polished ones)."""
-        cfg = self.config
-        left = None if cfg.budget is None else cfg.budget - self.n_evaluations - have
-        if k == 0 or not cfg.adaptive_batch:
-            n = cfg.first_batch() if k == 0 else cfg.samples
-            return n if left is None else max(0, min(n, left))
-        sampled = have
-        if r > 0:
-            rows = [row for row in self.run_dir.rows(k) if int(row.sample) < have and not row.get("polish")]
-            if self.batch.enough([row.energy for row in rows if succeeded(row)], temperature=sampled_at):
-                return 0
-            sampled = len(rows)
-        return self.batch.next_round(have=sampled, budget_left=left)
-
     def _calibrate(self, k: int, rows) -> dict:
         """The energy head's error on this batch before training on it, and the fraction of
         structures within the acquisition's uncertainty (:func:`godiff.acquisition.calibration`)."""
@@ -512,7 +455,7 @@ class Search(Checkpointing, Candidates):
             predicted = self.sampler.predicted_energy(torch.as_tensor(positions, dtype=torch.float32)).double().numpy()
         errors = np.array([r.energy for r in ok]) - predicted
         sigma = uncertainty(
-            nearest_distances(self.fingerprints(positions), self.seen),
+            nearest_distances(self.descriptors(positions), self.seen),
             spread=self._spread(),
             length=self.acquisition.length,
         )
@@ -527,78 +470,16 @@ class Search(Checkpointing, Candidates):
             return self.schedule.first(energies)
         return self.schedule.next(sampled_at, energies, stalled=self.stalled())
 
-    def _row_temperature(self, k: int, sampled_at) -> float:
-        """The temperature stored with iteration ``k``'s evaluations: its training temperature
-        under the exponential schedule, the sampling model's under the adaptive one (0: the prior)."""
-        if isinstance(self.schedule, ExponentialSchedule):
-            return self.schedule.temperature(k)
-        return float(sampled_at or 0.0)
-
-    def _evaluate(self, k, samples, temperature, evaluator, emit, *, offset: int = 0, polish: bool = False) -> None:
-        done = self.run_dir.done_samples(k)
-        todo = [offset + i for i in range(len(samples)) if offset + i not in done]
-        if not todo:
-            return
-        structures = [self.system.atoms(samples[i - offset]) for i in todo]
-        count = [self.n_evaluations + len(done)]
-
-        def on_result(j, atoms, evaluation):
-            self.run_dir.record(atoms, evaluation, iteration=k, sample=todo[j], temperature=temperature, polish=polish)
-            count[0] += 1
-            emit(
-                {
-                    "event": "evaluated",
-                    "iteration": k,
-                    "n_evaluations": count[0],
-                    "energy": evaluation.energy if evaluation.ok else None,
-                }
-            )
-
-        evaluator.evaluate(structures, on_result=on_result)
-
-    def _set_force_scale(self) -> None:
-        """Output scales of the force and energy heads, set once from the first data.
-
-        Forces: RMS of the (clipped) force components. Energies: shift at the median, scale the
-        standard deviation of energies capped at that median (the low end that ranking needs).
-        Fixed afterwards, so that the meaning of the network's outputs never changes mid-run.
-        """
-        f = torch.as_tensor(self.memory.forces, dtype=torch.float32)
-        norm = f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        f = f * torch.clamp(self.config.force_clip / norm, max=1.0)
-        self.model.force_scale.fill_(float(f.pow(2).mean().sqrt().clamp_min(1e-2)))
-        e = np.asarray(self.memory.energies, dtype=float)
-        median = float(np.median(e))
-        self.model.energy_shift.fill_(median)
-        self.model.energy_scale.fill_(float(max(np.minimum(e, median).std(), 1e-2)))
-        self.force_scale_set = True
-
-    def _anchor_energy_shift(self) -> None:
-        """Move a pretrained model's energy shift onto this search's energies, once, from its first data.
-
-        The shift is an additive reference that belongs to the energy function (and the atom
-        count) the model was trained on: a Pt island model trained under EMT predicts about
-        +46 eV where CHGNet gives -446 eV, and an energy loss of that size (1,000 in units of
-        the scale, against 0.01 from scratch) overwrote what the model knew in its first
-        training steps. Adding the median residual on the first evaluated structures removes
-        the offset and keeps every relative prediction, so the ranking is unchanged.
-        """
-        with torch.no_grad():
-            positions = torch.as_tensor(self.memory.positions, dtype=torch.float32)
-            predicted = self.sampler.predicted_energy(positions).double().numpy()
-        residual = float(np.median(np.asarray(self.memory.energies, dtype=float) - predicted))
-        self.model.energy_shift += residual
-        self.energy_shift_anchored = True
-        log.info("energy shift of the pretrained model moved by %+.4f eV onto this energy function", residual)
-
     def _train(self, k: int, temperature: float) -> dict:
         cfg = self.config
         if len(self.buffer) == 0 or cfg.train_steps == 0:
             return {"loss_dsm": None, "loss_force": None, "loss_energy": None}
         if not self.force_scale_set and len(self.memory):
-            self._set_force_scale()
+            set_output_scales(self.model, self.memory, force_clip=cfg.force_clip)
+            self.force_scale_set = True
         if not self.energy_shift_anchored and len(self.memory):
-            self._anchor_energy_shift()
+            anchor_energy_shift(self.model, self.sampler, self.memory)
+            self.energy_shift_anchored = True
         data = TrainingData.at_temperature(self.buffer, self.memory, temperature)
         stop = (
             AgreementStop(min_steps=cfg.train_min_steps, patience=cfg.train_patience)

@@ -13,6 +13,7 @@ resumed run trains exactly as the uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,9 @@ import torch
 
 from godiff.loss import boltzmann_weights, draw_weighted, dsm_loss, energy_loss, force_loss
 
-__all__ = ["TrainingData", "StepLosses", "Trainer", "AgreementStop"]
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainingData", "StepLosses", "Trainer", "AgreementStop", "set_output_scales", "anchor_energy_shift"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +181,40 @@ class Trainer:
             if stop is not None and stop.update(losses.agreement):
                 break
         return StepLosses(*(float(v) / taken for v in totals), steps=taken)
+
+
+def set_output_scales(model, memory, *, force_clip: float) -> None:
+    """Set the output scales of ``model``'s force and energy heads once, from a search's first data.
+
+    Forces: RMS of the force components, each force clipped to ``force_clip``. Energies: shift at
+    the median, scale the standard deviation of the energies capped at that median (the low end
+    that ranking needs). A search sets them once, so the meaning of the outputs never changes mid-run.
+    """
+    f = torch.as_tensor(memory.forces, dtype=torch.float32)
+    norm = f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    f = f * torch.clamp(force_clip / norm, max=1.0)
+    model.force_scale.fill_(float(f.pow(2).mean().sqrt().clamp_min(1e-2)))
+    e = np.asarray(memory.energies, dtype=float)
+    median = float(np.median(e))
+    model.energy_shift.fill_(median)
+    model.energy_scale.fill_(float(max(np.minimum(e, median).std(), 1e-2)))
+
+
+def anchor_energy_shift(model, sampler, memory) -> float:
+    """Move a pretrained ``model``'s energy shift onto a new energy function, from its first data;
+    returns the shift added.
+
+    The shift is an additive reference that belongs to the energy function (and the atom count)
+    the model was trained on: a Pt island model trained under EMT predicts about +46 eV where
+    CHGNet gives -446 eV, and an energy loss of that size (1,000 in units of the scale, against
+    0.01 from scratch) overwrote what the model knew in its first training steps. Adding the
+    median residual on the first evaluated structures removes the offset and keeps every relative
+    prediction, so the ranking is unchanged.
+    """
+    with torch.no_grad():
+        positions = torch.as_tensor(memory.positions, dtype=torch.float32)
+        predicted = sampler.predicted_energy(positions).double().numpy()
+    residual = float(np.median(np.asarray(memory.energies, dtype=float) - predicted))
+    model.energy_shift += residual
+    log.info("energy shift of the pretrained model moved by %+.4f eV onto this energy function", residual)
+    return residual

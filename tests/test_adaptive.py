@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from godiff.acquisition import Acquisition, Fingerprints, calibration, nearest_distances, select, uncertainty
+from godiff.acquisition import Acquisition, Descriptor, calibration, nearest_distances, select, uncertainty
 from godiff.polish import Polish
 from godiff.schedule import AdaptiveSchedule, BatchSize, effective_sample_size, energy_spread, heat_capacity
 from godiff.system import load_system
@@ -65,31 +65,31 @@ def test_the_first_temperature_is_the_spread_of_the_low_half_and_the_heat_capaci
 
 
 def test_the_acquisition_ranks_by_the_lower_confidence_bound_of_a_known_uncertainty():
-    # one-dimensional fingerprints; the evaluated structure sits at 0
-    fingerprints = np.array([[0.05], [0.5], [0.2], [3.0]])
+    # one-dimensional descriptors; the evaluated structure sits at 0
+    descriptors = np.array([[0.05], [0.5], [0.2], [3.0]])
     predicted = np.array([0.0, 0.4, 0.1, 1.0])
     evaluated = np.array([[0.0]])
     settings = Acquisition(kappa=2.0, length=0.1, duplicate=0.01)
-    d = np.abs(fingerprints[:, 0])
+    d = np.abs(descriptors[:, 0])
     sigma = 0.5 * np.sqrt(1 - np.exp(-0.5 * (d / 0.1) ** 2))
     bound = predicted - 2.0 * sigma  # by hand: [-0.235, -0.6, -0.765, 0.0]
-    assert nearest_distances(fingerprints, evaluated) == pytest.approx(d)
+    assert nearest_distances(descriptors, evaluated) == pytest.approx(d)
     assert uncertainty(d, spread=0.5, length=0.1) == pytest.approx(sigma)
-    picked = select(fingerprints, predicted, evaluated, 3, spread=0.5, settings=settings)
+    picked = select(descriptors, predicted, evaluated, 3, spread=0.5, settings=settings)
     assert picked.tolist() == list(np.argsort(bound)[:3]) == [2, 1, 0]
     # kappa 0: the lowest predicted energies, as the plain ranking
-    plain = select(fingerprints, predicted, evaluated, 3, spread=0.5, settings=Acquisition(0.0, 0.1, 0.01))
+    plain = select(descriptors, predicted, evaluated, 3, spread=0.5, settings=Acquisition(0.0, 0.1, 0.01))
     assert plain.tolist() == [0, 2, 1]
 
 
 def test_the_duplicate_filter_keeps_one_of_two_copies_of_a_structure():
     system = load_system("pt7-pt111")
-    fingerprints = Fingerprints.for_system(system)
+    descriptors = Descriptor.for_system(system)
     domain = system.geometry()
     x = domain.sample_uniform((2, system.n_mobile), torch.Generator().manual_seed(3)).double()
     shift = torch.as_tensor((domain.cell[0] * 2 + domain.cell[1]) / 6)  # by surface lattice vectors of the 6x6 slab
     copy = domain.fold(x[0].flip(0) + shift)  # the first structure, atoms permuted and moved
-    candidates = fingerprints(torch.stack([x[0], copy, x[1]]))
+    candidates = descriptors(torch.stack([x[0], copy, x[1]]))
     assert nearest_distances(candidates[1:2], candidates[0:1])[0] < 1e-9
     picked = select(candidates, np.array([0.0, 0.0, 1.0]), np.zeros((0, candidates.shape[1])), 3, spread=1.0)
     assert picked.tolist() == [0, 2]  # one of the two copies, and the other structure
