@@ -83,7 +83,7 @@ class SystemFileError(GodiffError, ValueError):
 
 
 class SystemNotFoundError(GodiffError, FileNotFoundError):
-    """A system file that does not exist, or a name that is neither a file nor a preset."""
+    """A system file that does not exist, or a name that is neither a file nor a shipped system."""
 
     exit_code = 3
 

@@ -21,7 +21,7 @@ from godiff.cli.main import cli
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_seconds
 from godiff.errors import GodiffError, NotARunError
 
-PRESETS = [
+SHIPPED = [
     "au7-au111",
     "lj13",
     "lj19",
@@ -71,12 +71,12 @@ def tiny_run(tmp_path_factory):
 
 
 # -- systems, help, version ----------------------------------------------------------------------
-def test_systems_lists_presets_in_process():
+def test_systems_lists_the_shipped_systems_in_process():
     result = _invoke("systems")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     names = [line.split()[0] for line in lines[1:]]
-    assert names == PRESETS
+    assert names == SHIPPED
     lj13 = next(line for line in lines if line.startswith("lj13 "))
     assert "13 Ar13" in lj13 and "lj" in lj13 and "-44.326801 ε" in lj13
     pt7 = next(line for line in lines if line.startswith("pt7-pt111 "))
@@ -86,7 +86,7 @@ def test_systems_lists_presets_in_process():
 def test_systems_console_script():
     proc = subprocess.run([_script("godiff"), "systems"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for name in PRESETS:
+    for name in SHIPPED:
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines()), name
     assert proc.stderr == ""
 
@@ -130,9 +130,9 @@ def test_threads_is_accepted_by_run_and_zero_is_refused(tmp_path):
 
 
 # -- bad input -----------------------------------------------------------------------------------
-def test_unknown_preset_exits_3_not_found(tmp_path):
-    line = _one_line_error(_invoke("run", "no-such-preset", "--out", tmp_path / "r"), 3)
-    assert "no-such-preset" in line and "lj13" in line
+def test_unknown_system_exits_3_not_found(tmp_path):
+    line = _one_line_error(_invoke("run", "no-such-system", "--out", tmp_path / "r"), 3)
+    assert "no-such-system" in line and "lj13" in line
     assert not (tmp_path / "r").exists()
 
 
@@ -170,12 +170,12 @@ def test_traceback_flag_shows_the_stack(tmp_path):
 
 
 def test_internal_error_is_one_line(monkeypatch):
-    import godiff.presets
+    import godiff.system.shipped
 
     def boom():
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(godiff.presets, "list_presets", boom)
+    monkeypatch.setattr(godiff.system.shipped, "list_systems", boom)
     result = _invoke("systems")
     line = _one_line_error(result, 1, prefix="godiff: internal error: ZeroDivisionError: division by zero")
     assert "--traceback" in line

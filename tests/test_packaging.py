@@ -37,7 +37,7 @@ def test_the_wheel_carries_the_shipped_models_and_they_load_outside_the_checkout
     assert shipped, "the checkout ships no models"
     missing = [name for name in shipped if f"godiff/_shipped_zoo/{name}" not in names]
     assert not missing, missing
-    assert "godiff/presets/pt7-pt111.yaml" in names
+    assert "godiff/system/shipped/pt7-pt111.yaml" in names
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -1,4 +1,4 @@
-"""Tests of godiff.system and the shipped presets."""
+"""Tests of godiff.system and the shipped systems."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from ase.constraints import FixAtoms
 from ase.optimize import BFGS
 
 from godiff.errors import SystemFileError, SystemNotFoundError
-from godiff.presets import list_presets, preset_description, preset_path
 from godiff.system import (
     CuboidBox,
     SlabBox,
@@ -24,9 +23,10 @@ from godiff.system import (
     load_system,
     parse_formula,
 )
+from godiff.system.shipped import list_systems, system_description, system_path
 from godiff.zoo.similarity import fingerprint
 
-PRESETS = [
+SHIPPED = [
     "au7-au111",
     "lj13",
     "lj19",
@@ -72,19 +72,19 @@ def cluster_dict(**changes) -> dict:
     return d
 
 
-# ------------------------------------------------------------------ presets
+# ------------------------------------------------------------------ shipped systems
 
 
-def test_preset_list_and_descriptions():
-    assert list_presets() == PRESETS
-    for name in PRESETS:
-        assert preset_path(name).name == f"{name}.yaml"
-        text = preset_description(name)
+def test_shipped_system_list_and_descriptions():
+    assert list_systems() == SHIPPED
+    for name in SHIPPED:
+        assert system_path(name).name == f"{name}.yaml"
+        text = system_description(name)
         assert text and "\n" not in text
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_preset_round_trip(name, tmp_path):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_system_round_trip(name, tmp_path):
     s = load_system(name)
     assert s.name == name
     assert s.reference is not None and "source" in s.reference
@@ -242,7 +242,7 @@ def test_file_template_loads(tmp_path):
 def test_no_torch_import():
     import subprocess
 
-    code = "import sys, godiff.system, godiff.presets; assert 'torch' not in sys.modules"
+    code = "import sys, godiff.system, godiff.system.shipped; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -450,7 +450,7 @@ def test_lj13_reference_energy():
 
 
 def test_lj13_next_minimum_is_the_icosahedron_with_one_vertex_capping_a_face():
-    # The preset's next distinct minimum, built by hand: move one vertex atom of the icosahedron
+    # The system's next distinct minimum, built by hand: move one vertex atom of the icosahedron
     # onto the far side, above the centre of a face it is not part of, and relax.
     import itertools
 

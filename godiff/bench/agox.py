@@ -50,7 +50,7 @@ seeded here with the run's seed (and restored afterwards); a run is reproducible
 runs on as many threads as the run's torch threads.
 
 AGOX's generators keep every new distance between 0.75 and 1.25 times the sum of ASE's covalent
-radii. On the Lennard-Jones presets (reduced units, ``Ar`` only a label) that is 1.6 to 2.7 sigma,
+radii. On the shipped Lennard-Jones systems (reduced units, ``Ar`` only a label) that is 1.6 to 2.7 sigma,
 where the pair minimum lies at 1.12 sigma, and ``RandomGenerator`` often fails to fit 13 atoms in
 the 4 sigma box: AGOX's numbers there say little about AGOX.
 

@@ -186,7 +186,7 @@ def cli(ctx: click.Context, traceback: bool, verbose: int) -> None:
       0    success
       1    a failed run or an internal error
       2    bad input: a system file, an option, a run directory in the way
-      3    not found: a run directory, a preset, a model
+      3    not found: a run directory, a system, a model
       4    integrity: a corrupt checkpoint or database, a digest mismatch, a format too new
       5    the Hugging Face Hub: unreachable, or it refused the request
       130  interrupted (Ctrl-C); a run can be resumed with 'godiff resume DIR'
@@ -466,7 +466,7 @@ def threads_option(command):
 @device_option
 @click.pass_context
 def run(ctx, system, out, preset, start_from, quiet, settings, trust_energy, threads, dask, device, **options):
-    """Search the global minimum of SYSTEM (a preset name or a YAML file).
+    """Search the global minimum of SYSTEM (a shipped system's name or a YAML file).
 
     Unset options keep their defaults (see 'godiff.SearchConfig'). Everything is written to the
     run directory as it happens; an interrupted run continues with 'godiff resume DIR'.
@@ -864,15 +864,14 @@ def _template_phrase(system) -> str:
 
 @cli.command()
 def systems():
-    """List the shipped system presets (use a name as 'godiff run NAME')."""
-    from godiff import presets
-    from godiff.system import load_system
+    """List the shipped systems (use a name as 'godiff run NAME')."""
+    from godiff.system import load_system, shipped
 
     header = ("NAME", "MOBILE", "TEMPLATE", "ENERGY", "REFERENCE", "DESCRIPTION")
     rows = []
-    for name in presets.list_presets():
+    for name in shipped.list_systems():
         try:
-            description = presets.preset_description(name)
+            description = shipped.system_description(name)
             s = load_system(name)
         except GodiffError as exc:
             rows.append((name, "-", "-", "-", "-", f"cannot load: {_one_line(exc)}"))

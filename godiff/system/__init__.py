@@ -484,14 +484,14 @@ class System:
 
 
 def load_system(spec: str | Path | Mapping[str, Any] | System) -> System:
-    """Load a system from a preset name, a YAML path, a dict or a System.
+    """Load a system from a shipped system's name, a YAML path, a dict or a System.
 
-    A string that names a preset (see :func:`godiff.presets.list_presets`) and does not look
-    like a path (no ``.yaml``/``.yml`` suffix, no directory separator) is the preset;
+    A string that names a shipped system (see :func:`godiff.system.shipped.list_systems`) and does
+    not look like a path (no ``.yaml``/``.yml`` suffix, no directory separator) is that system;
     otherwise it is a file path.
 
     Raises:
-        SystemFileError: unknown name that is not a file (the message lists the presets),
+        SystemFileError: unknown name that is not a file (the message lists the shipped systems),
             or any problem in the file.
         TypeError: ``spec`` is none of the accepted types.
 
@@ -499,9 +499,7 @@ def load_system(spec: str | Path | Mapping[str, Any] | System) -> System:
         >>> load_system("lj13").n_mobile
         13
     """
-    from godiff import (
-        presets,  # local: presets imports nothing from here, keep it that way
-    )
+    from godiff.system import shipped  # local: shipped imports nothing from here, keep it that way
 
     if isinstance(spec, System):
         return spec
@@ -511,12 +509,12 @@ def load_system(spec: str | Path | Mapping[str, Any] | System) -> System:
         return System.from_yaml(spec)
     if isinstance(spec, str):
         looks_like_path = spec.endswith((".yaml", ".yml")) or "/" in spec or os.sep in spec
-        if not looks_like_path and spec in presets.list_presets():
-            return System.from_yaml(presets.preset_path(spec))
+        if not looks_like_path and spec in shipped.list_systems():
+            return System.from_yaml(shipped.system_path(spec))
         if looks_like_path or os.path.isfile(spec):
             return System.from_yaml(spec)
         raise SystemNotFoundError(
-            f"unknown system '{spec}': no such file and no preset of that name "
-            f"(presets: {', '.join(presets.list_presets())})"
+            f"unknown system '{spec}': no such file and no shipped system of that name "
+            f"(shipped systems: {', '.join(shipped.list_systems())})"
         )
     raise TypeError(f"load_system expects a name, a path, a dict or a System, got {type(spec).__name__}")

@@ -119,7 +119,7 @@ MAX_LENGTH = 1.0e4  # Å (or σ): no box, cell or distance of a system is larger
 MAX_ATOMS = 2000
 """The most atoms (template and mobile together) a system may have unless the environment variable
 ``GODIFF_MAX_ATOMS`` says otherwise: a shared system file must not make godiff build ten thousand
-atoms, taking gigabytes before anything is checked. The largest shipped preset has 19 mobile atoms on
+atoms, taking gigabytes before anything is checked. The largest shipped system has 19 mobile atoms on
 a 144-atom template; a raised limit costs memory and time in proportion (the network's graph grows with
 the atoms near each mobile one)."""
 

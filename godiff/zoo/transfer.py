@@ -220,7 +220,7 @@ def finetune(
     """Fine-tune from ``start`` (or the closest related model) on ``system``; returns ``(result, entry)``.
 
     Args:
-        system: a :class:`godiff.system.System`, preset name or YAML path.
+        system: a :class:`godiff.system.System`, a shipped system's name or a YAML path.
         start: a zoo reference (``name@version``, a folder, ``org/name@version``); default: matched.
         registry: the :class:`godiff.zoo.registry.Registry` to match in and register into.
         out: run directory (default ``runs/<system>-<time>``).

@@ -1,12 +1,13 @@
-"""The shipped system presets: one YAML file per system, with its reference minimum.
+"""The systems shipped with godiff: one YAML file per system, with its reference minimum.
 
-This package holds data and a loader only; :func:`godiff.system.load_system` turns a
-preset name into a :class:`~godiff.system.System`.
+This package holds data and a loader only; :func:`godiff.system.load_system` turns a shipped
+system's name into a :class:`~godiff.system.System` (``godiff run lj13``; ``godiff systems`` lists
+them). ("Preset" names a set of search settings, :meth:`godiff.config.SearchConfig.preset`.)
 
 Example:
-    >>> "lj13" in list_presets()
+    >>> "lj13" in list_systems()
     True
-    >>> preset_path("lj13").name
+    >>> system_path("lj13").name
     'lj13.yaml'
 """
 
@@ -18,35 +19,35 @@ import yaml
 
 from godiff.errors import SystemFileError
 
-__all__ = ["list_presets", "preset_path", "preset_description", "preset_descriptions"]
+__all__ = ["list_systems", "system_path", "system_description", "system_descriptions"]
 
-_PRESET_DIR = Path(__file__).resolve().parent
-
-
-def list_presets() -> list[str]:
-    """The preset names (file stems), sorted, e.g. ``['lj13', 'lj19', ..., 'pt7-pt111']``."""
-    return sorted(p.stem for p in _PRESET_DIR.glob("*.yaml"))
+_HERE = Path(__file__).resolve().parent
 
 
-def preset_path(name: str) -> Path:
-    """The YAML file of preset ``name``.
+def list_systems() -> list[str]:
+    """The shipped systems' names (file stems), sorted, e.g. ``['au7-au111', 'lj13', ...]``."""
+    return sorted(p.stem for p in _HERE.glob("*.yaml"))
+
+
+def system_path(name: str) -> Path:
+    """The YAML file of the shipped system ``name``.
 
     Raises:
-        SystemFileError: no preset of that name (the message lists the presets).
+        SystemFileError: no shipped system of that name (the message lists them).
     """
-    if name not in list_presets():
-        raise SystemFileError(f"unknown preset {name!r} (presets: {', '.join(list_presets())})")
-    return _PRESET_DIR / f"{name}.yaml"
+    if name not in list_systems():
+        raise SystemFileError(f"unknown system {name!r} (shipped systems: {', '.join(list_systems())})")
+    return _HERE / f"{name}.yaml"
 
 
-def preset_description(name: str) -> str:
-    """The one-line summary of a preset: the first line of its YAML ``description``."""
-    with open(preset_path(name), encoding="utf-8") as fh:
+def system_description(name: str) -> str:
+    """The one-line summary of a shipped system: the first line of its YAML ``description``."""
+    with open(system_path(name), encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     text = str(data.get("description") or "").strip()
     return text.splitlines()[0].strip() if text else ""
 
 
-def preset_descriptions() -> dict[str, str]:
-    """``{name: one-line description}`` for every preset."""
-    return {name: preset_description(name) for name in list_presets()}
+def system_descriptions() -> dict[str, str]:
+    """``{name: one-line description}`` for every shipped system."""
+    return {name: system_description(name) for name in list_systems()}
