@@ -347,7 +347,7 @@ def test_a_registered_run_round_trips_through_the_hub_bit_identically(hub_server
         )
         if offline:
             env["HF_HUB_OFFLINE"] = "1"
-        code = f"import sys; from godiff.cli.zoo import main; sys.argv[0] = 'godiff-zoo'; main({list(args)!r})"
+        code = f"import sys; from godiff.cli.main import main; sys.argv[0] = 'godiff'; main(['zoo', *{list(args)!r}])"
         return subprocess.run(
             [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
@@ -430,7 +430,7 @@ def test_a_file_template_model_loads_anywhere_after_a_move_and_a_pull(hub_server
         HF_HUB_DISABLE_XET="1",
         GODIFF_ZOO=str(tmp_path / "empty-registry"),
     )
-    code = "import sys; from godiff.cli.zoo import main; sys.argv[0] = 'godiff-zoo'; main(sys.argv[1:])"
+    code = "import sys; from godiff.cli.main import main; sys.argv[0] = 'godiff'; main(['zoo', *sys.argv[1:]])"
     pushed = subprocess.run(
         [sys.executable, "-c", code, "push", str(moved), "--repo", "myorg/island-rt"],
         env=env,

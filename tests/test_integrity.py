@@ -24,7 +24,6 @@ from click.testing import CliRunner
 
 import godiff
 from godiff.cli.main import cli
-from godiff.cli.zoo import cli as zoo_cli
 from godiff.errors import CheckpointError, ConfigError, DigestMismatchError, RunLockedError, SystemFileError
 from godiff.rundir import RunDir
 from godiff.score import ScoreConfig
@@ -237,7 +236,7 @@ def test_a_manifest_entry_outside_the_folder_is_refused(tmp_path):
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="leaves the folder"):
         verify_folder(folder)
-    assert "leaves the folder" in _one_line(_invoke("show", folder, app=zoo_cli), 4)
+    assert "leaves the folder" in _one_line(_invoke("zoo", "show", folder), 4)
 
     del manifest["files"]["../secret.txt"]
     (folder / "config.json").unlink()
@@ -325,14 +324,14 @@ def test_an_out_that_cannot_be_made_is_bad_input(tmp_path):
 
 
 def test_missing_models_bad_references_and_a_bad_zoo_root_have_their_codes(tmp_path):
-    assert "no such model folder" in _one_line(_invoke("show", tmp_path / "nothing", app=zoo_cli), 3)
-    _one_line(_invoke("show", "../../etc@1.0.0", app=zoo_cli), 3)
+    assert "no such model folder" in _one_line(_invoke("zoo", "show", tmp_path / "nothing"), 3)
+    _one_line(_invoke("zoo", "show", "../../etc@1.0.0"), 3)
     _one_line(_invoke("run", "lj13", "--from", tmp_path / "nothing", "--out", tmp_path / "r"), 3)
-    assert "empty" in _one_line(_invoke("show", "lj13-lj@", app=zoo_cli), 2)
-    assert "ORGANIZATION/NAME" in _one_line(_invoke("push", "lj13-lj@1.0.0", "--repo", "../../x", app=zoo_cli), 2)
+    assert "empty" in _one_line(_invoke("zoo", "show", "lj13-lj@"), 2)
+    assert "ORGANIZATION/NAME" in _one_line(_invoke("zoo", "push", "lj13-lj@1.0.0", "--repo", "../../x"), 2)
     not_a_dir = tmp_path / "zoo-file"
     not_a_dir.write_text("")
-    assert "GODIFF_ZOO" in _one_line(_invoke("list", app=zoo_cli, env={"GODIFF_ZOO": str(not_a_dir)}), 2)
+    assert "GODIFF_ZOO" in _one_line(_invoke("zoo", "list", env={"GODIFF_ZOO": str(not_a_dir)}), 2)
     assert not (tmp_path / "r").exists()
 
 

@@ -1,4 +1,4 @@
-"""The built wheel carries the shipped zoo: ``godiff-zoo list``, ``show`` and ``load`` work from an
+"""The built wheel carries the shipped zoo: ``godiff zoo list``, ``show`` and ``load`` work from an
 installed wheel outside the checkout (the wheel unpacked onto ``PYTHONPATH`` is what ``pip install``
 puts in site-packages; its dependencies come from this environment)."""
 
@@ -50,13 +50,15 @@ def test_the_wheel_carries_the_shipped_models_and_they_load_outside_the_checkout
         "OMP_NUM_THREADS": "1",
     }
 
-    def zoo(*args):
-        code = "import sys; from godiff.cli.zoo import main; sys.argv[0] = 'godiff-zoo'; main(sys.argv[1:])"
+    def zoo(*args, entry="godiff.cli.main", prefix=("zoo",)):
+        code = f"import sys; from {entry} import main; main([*{list(prefix)!r}, *sys.argv[1:]])"
         return subprocess.run(
             [sys.executable, "-c", code, *args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
         )
 
     listed = zoo("list")
+    deprecated = zoo("list", entry="godiff.cli.zoo", prefix=())  # the godiff-zoo console script of 0.1
+    assert deprecated.returncode == 0 and deprecated.stdout == listed.stdout, deprecated.stderr
     assert listed.returncode == 0, listed.stderr
     for model in {name.split("/")[0] for name in shipped}:
         assert model in listed.stdout

@@ -5,7 +5,7 @@ Every code block of ``README.md`` and ``docs/`` is checked by its kind:
 * ``python``: run in a fresh interpreter in a temporary directory (the README's marked examples
   are run by ``test_readme.py``, and their copies in the docs are not run twice); a block that
   needs a site's own infrastructure (``dask_jobqueue`` on a Slurm cluster) is compiled only;
-* ``bash``: every ``godiff`` and ``godiff-zoo`` command line is parsed by the real command-line
+* ``bash``: every ``godiff`` command line (``godiff zoo`` included) is parsed by the real command-line
   interface, every option and argument checked as a user's would be, without running the search;
 * ``yaml``: a system file loads as a :class:`godiff.system.System`.
 """
@@ -46,7 +46,7 @@ def test_the_site_builds_strictly(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
-    assert "--trust-energy" in cli and "godiff-zoo" in cli  # generated from the commands
+    assert "--trust-energy" in cli and "godiff zoo finetune" in cli  # generated from the commands
     assert "check_trusted" in (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
 
 
@@ -86,10 +86,10 @@ def _command_lines() -> list[tuple[str, list[str]]]:
     for where, body in _blocks("bash"):
         for line in body.splitlines():
             words = shlex.split(line, comments=True)
-            if words and words[0] in ("godiff", "godiff-zoo"):
+            if words and words[0] == "godiff":
                 lines.append((where, words))
             for i, word in enumerate(words):  # `... && godiff run pt7-pt111`
-                if word == "&&" and i + 1 < len(words) and words[i + 1] in ("godiff", "godiff-zoo"):
+                if word == "&&" and i + 1 < len(words) and words[i + 1] == "godiff":
                     lines.append((where, words[i + 1 :]))
     return lines
 
@@ -98,16 +98,15 @@ def _command_lines() -> list[tuple[str, list[str]]]:
 def test_command_lines_parse(where, words):
     import click
 
-    from godiff.cli.main import cli as godiff_cli
-    from godiff.cli.zoo import cli as zoo_cli
+    from godiff.cli.main import cli
 
-    group = godiff_cli if words[0] == "godiff" else zoo_cli
     try:
-        ctx = group.make_context(words[0], words[1:])
+        group, ctx = cli, cli.make_context(words[0], words[1:])
         rest = [*ctx._protected_args, *ctx.args]
-        if rest:
+        while rest:  # godiff zoo finetune ...: down through the groups
             name, command, args = group.resolve_command(ctx, rest)
-            command.make_context(name, args, parent=ctx)
+            ctx = command.make_context(name, args, parent=ctx)
+            group, rest = command, [*ctx._protected_args, *ctx.args] if isinstance(command, click.Group) else []
     except click.exceptions.Exit:  # --help, --version
         pass
     except click.ClickException as exc:

@@ -516,12 +516,12 @@ def test_a_model_manifest_with_a_wrong_size_or_a_key_twice_is_refused(sandbox):
 
 
 def _zoo(*args) -> subprocess.CompletedProcess:
-    """``godiff-zoo ARGS`` in this process (the command's own code, without a new interpreter)."""
+    """``godiff zoo ARGS`` in this process (the command's own code, without a new interpreter)."""
     from click.testing import CliRunner
 
-    from godiff.cli.zoo import cli
+    from godiff.cli.main import cli
 
-    result = CliRunner().invoke(cli, [str(a) for a in args])
+    result = CliRunner().invoke(cli, ["zoo", *(str(a) for a in args)])
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
@@ -551,6 +551,6 @@ def test_every_command_that_evaluates_refuses_an_untrusted_spec_before_writing(s
     system = sandbox.system(spec.replace("{M}", str(sandbox.marker)))
     before = sandbox.files()
     name, *rest = command
-    script = "godiff-zoo" if name == "finetune" else "godiff"
-    refused(sandbox.godiff(name, system, *rest, script=script), 2, "energy.options.command", "--trust-energy")
+    words = ("zoo", name) if name == "finetune" else (name,)
+    refused(sandbox.godiff(*words, system, *rest), 2, "energy.options.command", "--trust-energy")
     assert not sandbox.marker.exists() and sandbox.files() == before

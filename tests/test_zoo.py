@@ -1,4 +1,4 @@
-"""The model zoo: folder format, registry, cards, loading and the ``godiff-zoo`` command line."""
+"""The model zoo: folder format, registry, cards, loading and the ``godiff zoo`` command line."""
 
 import json
 import shutil
@@ -40,9 +40,10 @@ def registry(tmp_path, monkeypatch):
 
 
 def _cli(*args):
-    from godiff.cli.zoo import cli
+    """``godiff zoo ARGS`` in this process."""
+    from godiff.cli.main import cli
 
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    return CliRunner().invoke(cli, ["zoo", *(str(a) for a in args)])
 
 
 def test_registered_model_samples_like_the_run(run_dir, registry):
@@ -136,7 +137,7 @@ def test_cli_register_list_show_and_errors(run_dir, registry):
     ]:
         result = _cli(*args)
         assert result.exit_code == code, (args, result.output, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("godiff-zoo: error: ")
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("godiff zoo: error: ")
 
 
 def test_run_from_a_zoo_model_records_its_parent(run_dir, registry, tmp_path):
@@ -179,7 +180,7 @@ def test_shipped_models_load_and_their_cards_match():
         name, text = card_of_folder(entry.path)
         assert (entry.path / "README.md").read_text() == text, f"{entry.ref}: README.md is not the generated card"
         assert (cards / f"{name}.md").read_text() == text, (
-            f"cards/{name}.md differs: run 'godiff-zoo card --write cards'"
+            f"cards/{name}.md differs: run 'godiff zoo card --write cards'"
         )
         unit = "ε" if entry.metadata().system.energy["calculator"] == "lj" else "eV"
         assert f"energy_unit: {unit}" in text and (unit == "eV") == (" eV" in text), (
@@ -267,7 +268,7 @@ def test_cli_refuses_a_corrupt_or_newer_folder_in_one_line(run_dir, tmp_path):
     data = weights.read_bytes()
     weights.write_bytes(data[:100])
 
-    def one_line(result, code, text, prog="godiff-zoo"):
+    def one_line(result, code, text, prog="godiff zoo"):
         assert result.exit_code == code and text in result.stderr, (result.exit_code, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(f"{prog}: error: ")
 
@@ -319,7 +320,7 @@ def test_a_model_samples_as_published_after_the_defaults_change_and_older_folder
 
 
 def test_run_from_finetune_and_the_harness_transfer_are_one_search(run_dir, registry, tmp_path):
-    """godiff run --from, godiff-zoo finetune and the harness's godiff-transfer start the same search
+    """godiff run --from, godiff zoo finetune and the harness's godiff-transfer start the same search
     (the transfer preset under the same overrides): the same settings, the same evaluations."""
     from godiff.bench.methods import get_method
     from godiff.cli.main import cli
@@ -448,3 +449,15 @@ def test_the_zoo_modules_import_each_other_in_one_direction():
         return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in deps.get(start, ()))
 
     assert not [name for name in deps if reaches(name, name)]
+
+
+def test_the_zoo_is_a_group_of_godiff_and_the_roots_traceback_flag_reaches_it(tmp_path, monkeypatch):
+    from godiff.cli.main import cli
+
+    monkeypatch.setenv("GODIFF_ZOO", str(tmp_path / "registry"))
+    assert "zoo" in cli.list_commands(None)
+    plain = CliRunner().invoke(cli, ["zoo", "show", "no-such-model"])
+    assert plain.exit_code == 3 and plain.stderr.startswith("godiff zoo: error: no model 'no-such-model'")
+    assert "Traceback" not in plain.stderr
+    traced = CliRunner().invoke(cli, ["--traceback", "zoo", "show", "no-such-model"])
+    assert traced.exit_code == 3 and "Traceback (most recent call last)" in traced.stderr

@@ -1,4 +1,4 @@
-"""The command line: ``godiff`` (search, resume, report, systems) and ``godiff-zoo``.
+"""The command line: ``godiff`` (search, resume, report, systems) and ``godiff zoo``.
 
 Only this package writes to the terminal. It holds no logic the library lacks: each command
 parses options, calls the library, renders its progress events (:mod:`godiff.cli.progress`)

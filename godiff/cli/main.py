@@ -92,6 +92,13 @@ def _usage_line(root: str, exc: click.UsageError) -> OneLineError:
     return OneLineError(f"{root}: error: {_one_line(exc.format_message())} (see '{where} --help')", exc.exit_code)
 
 
+def _chain(ctx: click.Context):
+    """``ctx`` and its parents (``godiff --traceback zoo ...`` sets the root's flag)."""
+    while ctx is not None:
+        yield ctx
+        ctx = ctx.parent
+
+
 class GodiffGroup(click.Group):
     """The root group: records the command line and maps exceptions to one line + exit code."""
 
@@ -99,7 +106,8 @@ class GodiffGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
-            raise _usage_line(info_name or self.name, exc) from None
+            name = f"{parent.command_path} {info_name}" if parent is not None else info_name or self.name
+            raise _usage_line(name, exc) from None
 
     def main(self, args=None, prog_name=None, **extra):
         argv = list(args) if args is not None else sys.argv[1:]
@@ -108,7 +116,7 @@ class GodiffGroup(click.Group):
         return super().main(args=argv, prog_name=prog_name or self.name, obj=obj, **extra)
 
     def invoke(self, ctx: click.Context):
-        show_traceback = bool(ctx.params.get("traceback"))
+        show_traceback = any(c.params.get("traceback") for c in _chain(ctx))
         logger = logging.getLogger("godiff")
         saved = (logger.level, list(logger.handlers))
         # in-process callers (tests, notebooks) get their logging configuration back afterwards
@@ -117,23 +125,23 @@ class GodiffGroup(click.Group):
             with _sigterm_as_interrupt():
                 return super().invoke(ctx)
         except click.UsageError as exc:
-            raise _usage_line(ctx.info_name, exc) from None
+            raise _usage_line(ctx.command_path, exc) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except GodiffError as exc:
             _show_traceback(show_traceback)
-            _fail(f"{ctx.info_name}: error: {_one_line(exc)}", exc.exit_code)
+            _fail(f"{ctx.command_path}: error: {_one_line(exc)}", exc.exit_code)
         except Terminated:
-            _fail(f"\n{ctx.info_name}: terminated (SIGTERM)", EXIT_TERMINATED)
+            _fail(f"\n{ctx.command_path}: terminated (SIGTERM)", EXIT_TERMINATED)
         except KeyboardInterrupt:
-            _fail(f"\n{ctx.info_name}: interrupted", EXIT_INTERRUPTED)
+            _fail(f"\n{ctx.command_path}: interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:  # the reader went away (godiff systems | head): no error of the user's
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             _show_traceback(show_traceback)
             _fail(
-                f"{ctx.info_name}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+                f"{ctx.command_path}: internal error: {type(exc).__name__}: {_one_line(exc)}"
                 + ("" if show_traceback else " (run with --traceback for details)"),
                 1,
             )
@@ -160,8 +168,23 @@ def _quiet_logging(ctx: click.Context, quiet: bool) -> None:
         logging.getLogger("godiff").setLevel(logging.ERROR)
 
 
+class _Root(GodiffGroup):
+    """``godiff``: its own commands, and ``godiff zoo`` (:mod:`godiff.cli.zoo`), imported only when
+    asked for so that ``godiff --help`` stays fast."""
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), "zoo"])
+
+    def get_command(self, ctx, name):
+        if name == "zoo":
+            from godiff.cli.zoo import cli as zoo
+
+            return zoo
+        return super().get_command(ctx, name)
+
+
 @click.group(
-    cls=GodiffGroup,
+    cls=_Root,
     name="godiff",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -294,7 +317,7 @@ def _print_summary(search, result) -> None:
     click.echo("\n".join(lines))
 
 
-#: The search settings ``run`` and ``godiff-zoo finetune`` share: (option, type, help). Each is a
+#: The search settings ``run`` and ``godiff zoo finetune`` share: (option, type, help). Each is a
 #: field of godiff.SearchConfig or godiff.SamplerConfig (``sampling-steps``: ``steps``).
 SEARCH_OPTIONS = (
     ("--budget", int, "Energy evaluations in all; the run stops there (default 1000)."),
@@ -399,7 +422,7 @@ def with_settings(options: dict, settings) -> dict:
 
 
 def search_inputs(system: str, trust_energy: bool, options: dict, settings) -> tuple:
-    """The system and settings of a command that searches (``run``, ``godiff-zoo finetune``), checked
+    """The system and settings of a command that searches (``run``, ``godiff zoo finetune``), checked
     before torch is imported, so a bad or untrusted file fails fast (the Evaluator checks trust again:
     it is the one gate every evaluation passes)."""
     from godiff.system import load_system
@@ -455,7 +478,7 @@ def threads_option(command):
     metavar="MODEL",
     default=None,
     help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder "
-    "(the transfer preset, as godiff-zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
+    "(the transfer preset, as godiff zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
     "options given here override it).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")

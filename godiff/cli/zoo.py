@@ -1,4 +1,7 @@
-"""``godiff-zoo``: register, list, show, push, pull and version zoo models.
+"""``godiff zoo``: register, list, show, push, pull, match and fine-tune zoo models.
+
+``godiff-zoo`` is the same group under its 0.1 name, kept as a console script (deprecated) for
+the scripts that call it and the published model cards that name it.
 
 Errors follow ``godiff``'s rules (:class:`godiff.cli.main.GodiffGroup`): one line on stderr and
 the error's exit code (2 bad input, 3 not found, 4 integrity, 5 the Hub).
@@ -26,23 +29,23 @@ __all__ = ["cli", "main"]
 
 @click.group(
     cls=GodiffGroup,
-    name="godiff-zoo",
+    name="zoo",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option("--traceback", is_flag=True, help="Show the full Python traceback of an error.")
-@click.version_option(__version__, "--version", prog_name="godiff-zoo")
+@click.version_option(__version__, "--version", prog_name="godiff zoo")
 @click.pass_context
 def cli(ctx: click.Context, traceback: bool) -> None:
     """Versioned godiff models: a local registry, the shipped zoo/ and the Hugging Face Hub.
 
     \b
     Examples:
-      godiff-zoo register runs/pt7 --name pt-islands-emt --version 1.0.0
-      godiff-zoo list
-      godiff-zoo show pt-islands-emt@1.0.0
-      godiff-zoo push pt-islands-emt@1.0.0 --repo myorg/pt-islands-emt
-      godiff-zoo pull myorg/pt-islands-emt@1.0.0
-      godiff-zoo versions myorg/pt-islands-emt
+      godiff zoo register runs/pt7 --name pt-islands-emt --version 1.0.0
+      godiff zoo list
+      godiff zoo show pt-islands-emt@1.0.0
+      godiff zoo push pt-islands-emt@1.0.0 --repo myorg/pt-islands-emt
+      godiff zoo pull myorg/pt-islands-emt@1.0.0
+      godiff zoo versions myorg/pt-islands-emt
 
     The local registry lives in $GODIFF_ZOO (default ~/.cache/godiff/zoo). Hub commands use the
     standard Hugging Face login or HF_TOKEN, and HF_ENDPOINT if set.
@@ -74,7 +77,7 @@ def list_models():
 
     entries = Registry().entries()
     if not entries:
-        click.echo("no models registered (godiff-zoo register RUN --name NAME --version 1.0.0)")
+        click.echo("no models registered (godiff zoo register RUN --name NAME --version 1.0.0)")
         return
     rows = [("model", "source", "system", "mobile", "energy", "evals", "best energy")]
     for e in entries:
@@ -304,5 +307,6 @@ def _table(rows: list[tuple]) -> None:
 
 
 def main(args=None) -> int:
-    """Entry point of the ``godiff-zoo`` console script."""
+    """Entry point of the ``godiff-zoo`` console script: ``godiff zoo`` under its 0.1 name
+    (deprecated)."""
     return cli.main(args=args, prog_name="godiff-zoo")

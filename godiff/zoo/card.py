@@ -3,7 +3,7 @@
 A card is a Hugging Face model card: YAML front matter (``library_name: godiff``, license,
 tags, the system and the results) followed by what the model was trained on, how, what it is
 for, its limits and how to use it. The same text is the model folder's ``README.md`` and the
-shipped ``cards/<name>-<version>.md``; ``godiff-zoo card --write`` regenerates the latter and a
+shipped ``cards/<name>-<version>.md``; ``godiff zoo card --write`` regenerates the latter and a
 test checks that each matches its model.
 """
 
@@ -151,6 +151,7 @@ def _purpose_and_limits(metadata: ModelManifest) -> list[str]:
         "## What it is for",
         "",
         "A starting point for searches of this system and of related ones (other sizes, surfaces or "
+        # the published models' cards (digest-checked, immutable) say godiff-zoo, which still works
         "elements): `godiff-zoo match` ranks it by closeness and `godiff-zoo finetune` starts from it. "
         "Its samples are candidates to evaluate, not minima: judge them with the energy function.",
         "",

@@ -1,4 +1,4 @@
-"""How close two systems are, from their metadata alone: the distance ``godiff-zoo match`` ranks by.
+"""How close two systems are, from their metadata alone: the distance ``godiff zoo match`` ranks by.
 
 The distance is a sum of named, dimensionless terms (each 0 for identical systems), so a user sees
 why a model ranks where it does:

@@ -147,7 +147,7 @@ def start_search(
     **overrides,
 ):
     """The one search that starts from a zoo model, used by ``godiff run --from``,
-    ``godiff-zoo finetune`` and the harness's ``godiff-transfer``: the model ``start`` (or the
+    ``godiff zoo finetune`` and the harness's ``godiff-transfer``: the model ``start`` (or the
     closest related registered one), adapted to ``system`` (:func:`adapt`), searched with
     :data:`TRANSFER` under ``overrides`` (``None`` values keep the preset). Returns the
     :class:`godiff.search.Search`, not yet run; its ``parent`` is the lineage reference."""
