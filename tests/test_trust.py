@@ -358,10 +358,16 @@ def test_the_atom_limit_is_raised_by_the_environment_and_ctrl_c_stops_a_large_bu
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT as a terminal gives it, even where the suite runs in the background (`cmd &`
+        # passes its children SIGINT ignored, and the run would go on)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # never left running past the test
     assert proc.returncode == 130, err
     assert "interrupted" in err and "GODIFF_MAX_ATOMS" not in err
 
