@@ -314,9 +314,16 @@ def _summary_times(data: "RunData") -> list[str]:
         + f" (median over {len(seconds)}; {_secs(total)} in all)"
     ]
     if done:
+        timed = [
+            (r["calculator_per_evaluation"], r.get("samples") or 0)
+            for r in data.log
+            if r.get("calculator_per_evaluation") is not None
+        ]
+        calls = sum(n for _, n in timed)
+        calculator = f", calculator {sum(c * n for c, n in timed) / calls:.3g} s" if calls else ""
         lines.append(
-            f"network        {network / done:.2f} s per evaluation (sampling and training over "
-            f"{done} evaluations of the finished iterations)"
+            f"per evaluation network {network / done:.3g} s{calculator} (the network's sampling and "
+            f"training over the {done} evaluations of the finished iterations; the calculator's timed calls)"
         )
     stopped = data.path / "stopped.json"
     if stopped.exists():

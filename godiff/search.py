@@ -120,6 +120,18 @@ class Iteration:
         self.emit({"event": "phase", "iteration": self.k, "phase": name, "temperature": self.sampled_at})
 
 
+def _cost_per_evaluation(times: dict, rows: list) -> dict:
+    """An iteration's seconds per evaluation: the network's (sampling and training) and the
+    calculator's own (the mean of its timed calls, each row's ``seconds``)."""
+    if not rows:
+        return {"network_per_evaluation": None, "calculator_per_evaluation": None}
+    calls = [float((r.data or {}).get("seconds", 0.0)) for r in rows]
+    return {
+        "network_per_evaluation": (times.get("sampling", 0.0) + times.get("training", 0.0)) / len(rows),
+        "calculator_per_evaluation": sum(calls) / len(calls),
+    }
+
+
 def _default_out(system) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{system.name}-{stamp}"
@@ -436,6 +448,7 @@ class Search(Rounds, Checkpointing, Candidates):
             "iteration_median": float(np.median(energies)) if len(energies) else None,
             "buffer_max": float(self.buffer.energies.max()) if len(self.buffer) else None,
             "seconds": times,
+            **_cost_per_evaluation(times, rows),
             **head,
             **losses,
         }

@@ -3,6 +3,7 @@
 import importlib.metadata
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -598,15 +599,15 @@ def test_an_old_record_without_the_counted_figure_prints_dashes_beside_new_ones(
         harness.summarize(old + new, ["godiff-ffg", "basin-hopping", "random"]), system=load_system("lj13"), budget=2560
     )
     assert table.splitlines()[2].startswith(
-        "| method | as evaluated | median | worst | median wall (s) | relaxation counted | median | worst "
-        "| relaxed check (uncounted) | median |"
+        "| method | as evaluated | median | worst | seconds to it, median | network share | relaxation counted "
+        "| median | worst | relaxed check (uncounted) | median |"
     )
     # single points judged before the counted figure: never within tolerance as evaluated, counted not known
-    assert "| godiff-ffg | 0/8 | - | - | 677 | - | - | - | 8/8 | 20 | 769 | -43.949 |" in table
+    assert "| godiff-ffg | 0/8 | - | - | - | - | - | - | - | 8/8 | 20 | 769 | -43.949 | 677 |" in table
     # relaxation steps: the old record's first evaluation within tolerance is the counted figure
-    assert "| basin-hopping | 7/8 | 854 | 2490 | 30 | 7/8 | 765 | 2490 | 7/8 | 706 | 820 | -44.327 |" in table
+    assert "| basin-hopping | 7/8 | 854 | 2490 | - | - | 7/8 | 765 | 2490 | 7/8 | 706 | 820 | -44.327 | 30 |" in table
     # seed 1 never within tolerance as evaluated: the median over both seeds is infinite, so '-'
-    assert "| random | 1/2 | - | 40 | 1 | 1/2 | 40 | 40 | 2/2 | 9 | - | -44.300 |" in table
+    assert "| random | 1/2 | - | 40 | - | - | 1/2 | 40 | 40 | 2/2 | 9 | - | -44.300 | 1 |" in table
 
 
 def test_beside_shows_another_directorys_methods_at_their_own_budget_and_refuses_another_system(tiny_bench, tmp_path):
@@ -692,3 +693,44 @@ def test_a_killed_benchmark_process_is_a_one_line_error_that_keeps_the_runs_and_
     records = json.loads((out / "results.json").read_text())["records"]
     assert sorted(r["seed"] for r in records) == [0, 1] and all(r["evaluations"] == 64 for r in records)
     assert any(r["resumed"] for r in records)  # the killed seed went on from its run directory
+
+
+def test_the_seconds_to_the_first_hit_and_the_networks_share_of_them(tmp_path):
+    system, _, bad, good, minimum = _lj13_structures()
+    from godiff.energy import Evaluator
+
+    run = RunDir.create(tmp_path / "r", {"system": system.to_dict()})
+    with Evaluator(system.energy) as ev:
+        first = ev.single_point(system.atoms(good))
+        run.record(system.atoms(good), first, iteration=0, sample=0, temperature=0.0)
+        time.sleep(0.5)  # the network's turn, as a run's sampling and training take it
+        run.record(system.atoms(bad), ev.single_point(system.atoms(bad)), iteration=1, sample=0, temperature=0.0)
+        run.record(
+            system.atoms(minimum), ev.single_point(system.atoms(minimum)), iteration=1, sample=1, temperature=0.0
+        )
+    seconds = [
+        {"sampling": 1.0, "evaluation": 0.5, "training": 2.5},
+        {"sampling": 3.0, "evaluation": 1.0, "training": 0.0},
+    ]
+    seconds.append({"sampling": 100.0, "evaluation": 0.0, "training": 100.0})  # after the hit: not counted
+    for k, s in enumerate(seconds):
+        run.append_log({"iteration": k, "seconds": s})
+    record = harness.judge(system, "random", tmp_path / "r", budget=3)
+    assert record["evaluations_to_energy"] == 3
+    rows = run.rows()
+    by_hand = (rows[2].ctime - rows[0].ctime) * 365.25 * 86400 + first.seconds
+    assert record["seconds_to_energy"] == pytest.approx(by_hand, rel=1e-6) and record["seconds_to_energy"] > 0.5
+    assert record["network_share"] == pytest.approx((1.0 + 2.5 + 3.0) / (1.0 + 0.5 + 2.5 + 3.0 + 1.0))
+    never = harness.judge(system, "random", tmp_path / "r", budget=2)
+    assert never["seconds_to_energy"] is None and never["network_share"] is None
+
+
+def test_each_iteration_logs_the_networks_and_the_calculators_seconds_per_evaluation(tiny_bench):
+    out, records, _ = tiny_bench
+    run = RunDir(records[0]["run_dir"])
+    for line in run.read_log():
+        rows = run.rows(line["iteration"])
+        s = line["seconds"]
+        assert line["network_per_evaluation"] == pytest.approx((s["sampling"] + s["training"]) / len(rows))
+        calls = [r.data["seconds"] for r in rows]
+        assert line["calculator_per_evaluation"] == pytest.approx(sum(calls) / len(calls)) and 0 < min(calls)

@@ -293,9 +293,12 @@ def test_progress_modes_and_live_line(monkeypatch):
                 "iteration_min": -3.5,
                 "iteration_median": 1.0,
                 "seconds": {"sampling": 0.1, "evaluation": 2.0, "training": 30.0},
+                "network_per_evaluation": 3.8,
+                "calculator_per_evaluation": 0.25,
             }
         )
         assert "train 30s" in progress.status_line() and "(1 failed)" in progress.status_line()
+        assert "per eval: network 3.8s, calc 0.25s" in progress.status_line()
         LogHandler().emit(logging.LogRecord("godiff", logging.WARNING, __file__, 1, "a log line", None, None))
         assert "\x1b[2Ka log line\n" in tty.text  # the live line erased, the record printed, the line redrawn below
     assert "evaluating 0/8" in tty.text and "iteration 1/4  T 5 eV  best -3.500000 eV" in tty.text

@@ -15,7 +15,8 @@ one whose run directory is gone keeps its figures, and a figure it lacks prints 
 
 The first figure of every table is what a user is handed: the first evaluation whose energy is
 within tolerance of the minimum as evaluated (``evaluations_to_energy``), every calculator call
-counted, with the run's wall time beside it. Then the counted figure (``evaluations_counted``, see
+counted, with the wall seconds to it and the network's share of them beside it
+(``seconds_to_energy``, ``network_share``). Then the counted figure (``evaluations_counted``, see
 :meth:`godiff.bench.success.Success.counted`: the minimum in hand with the relaxation of an
 evaluated structure paid for), the relaxed check (an uncounted relaxation) and the basin figure.
 """
@@ -160,6 +161,29 @@ def _unrelaxed_thresholds(system) -> dict:
     return thresholds
 
 
+#: Seconds in a year, the unit of an ASE database row's ``ctime``.
+_YEAR = 365.25 * 24 * 3600
+
+
+def _time_figures(run, rows, hit: int | None) -> dict:
+    """What the user waited for the first evaluation within tolerance (``hit`` evaluations in):
+
+    ``seconds_to_energy``: wall seconds from the start of the run's first evaluation to the moment
+    that one was written (each row's ``ctime``; a run resumed after a pause counts the pause);
+    ``network_share``: the network's share of the run's seconds up to and including that
+    iteration (``log.jsonl``'s sampling and training over sampling, evaluation and training),
+    None for a method without a network or a run without a log. Both None without a hit.
+    """
+    if hit is None or not rows:
+        return {"seconds_to_energy": None, "network_share": None}
+    first, found = rows[0], rows[hit - 1]
+    seconds = (found.ctime - first.ctime) * _YEAR + float((first.data or {}).get("seconds", 0.0))
+    phases = [r.get("seconds") or {} for r in run.read_log() if r.get("iteration", 0) <= found.get("iteration", 0)]
+    network = sum((p.get("sampling") or 0.0) + (p.get("training") or 0.0) for p in phases)
+    total = network + sum(p.get("evaluation") or 0.0 for p in phases)
+    return {"seconds_to_energy": seconds, "network_share": network / total if total > 0 else None}
+
+
 def judge(system, method: str, run_dir: Path, budget: int, watch=None, trust_energy: bool = False) -> dict:
     """The success fields of a record, judged from a finished run directory under :func:`criterion`.
 
@@ -187,6 +211,7 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None, trust_ene
         )
     unrelaxed = _unrelaxed_figures(system, rows)
     return {
+        **_time_figures(RunDir(run_dir), rows, unrelaxed["evaluations_to_energy"]),
         "evaluations": len(rows),
         "evaluations_counted": evaluations_counted(success, unrelaxed["evaluations_to_energy"]),
         "evaluations_to_success": None if success is None else success.evaluations,
@@ -519,6 +544,8 @@ def summarize(records: list[dict], methods: list[str]) -> list[dict]:
                 "median_to_basin": _median_over_seeds(rs, "evaluations_to_basin"),
                 "median_best_energy": statistics.median(r["best_energy"] for r in rs if r["best_energy"] is not None),
                 "median_wall_seconds": statistics.median(r["wall_seconds"] for r in rs),
+                "median_seconds_to_energy": _median_over_seeds(rs, "seconds_to_energy"),
+                "median_network_share": _median_of_known(rs, "network_share"),
             }
         )
     return rows
@@ -585,12 +612,19 @@ def _median_over_seeds(records: list[dict], key: str) -> float | None:
     return None if math.isinf(median) else median
 
 
+def _median_of_known(records: list[dict], key: str) -> float | None:
+    """Median of ``key`` over the records that hold a value for it; None if none does."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
 #: The columns of every table, what the user is handed first: (heading, summary key, format).
 COLUMNS = (
     ("as evaluated", "successes_to_energy", None),
     ("median", "median_to_energy", "{:.0f}"),
     ("worst", "worst_to_energy", "{:.0f}"),
-    ("median wall (s)", "median_wall_seconds", "{:.0f}"),
+    ("seconds to it, median", "median_seconds_to_energy", "{:.0f}"),
+    ("network share", "median_network_share", "{:.0%}"),
     ("relaxation counted", "successes_counted", None),
     ("median", "median_counted", "{:.0f}"),
     ("worst", "worst_counted", "{:.0f}"),
@@ -601,14 +635,18 @@ COLUMNS = (
 
 def table_markdown(summary: list[dict], *, system=None, budget: int | None = None) -> str:
     """The summary as a markdown table (:data:`COLUMNS`): the first energy within tolerance as
-    evaluated and the wall time first, then the counted figure, the relaxed check, the basin
-    figure where the system names a next minimum, and the best energy; ``-`` where a figure is
-    missing, ``k/n`` for the seeds that got there."""
+    evaluated, the seconds to it and the network's share of them first, then the counted figure,
+    the relaxed check, the basin figure where the system names a next minimum, the best energy and
+    the run's whole wall time; ``-`` where a figure is missing (records judged before it existed),
+    ``k/n`` for the seeds that got there."""
     title = f"{system.name}, budget {budget} evaluations" if system is not None else "benchmark"
     basin = system is not None and _next_energy(system) is not None
     unit = system.energy_unit() if system is not None else "eV"
     columns = COLUMNS + ((("below the next minimum, median", "median_to_basin", "{:.0f}"),) if basin else ())
-    columns += ((f"median best energy ({unit})", "median_best_energy", "{:.3f}"),)
+    columns += (
+        (f"median best energy ({unit})", "median_best_energy", "{:.3f}"),
+        ("run wall (s), median", "median_wall_seconds", "{:.0f}"),
+    )
     lines = [
         f"### {title}",
         "",

@@ -83,14 +83,14 @@ def render(root: Path) -> dict[str, bytes]:
 
 def standings(bench: Path) -> str:
     """One row per canonical directory and method: the first energy within tolerance as evaluated
-    (seeds, median over all seeds, worst), the median wall time, and the counted figure's median
-    (:func:`godiff.bench.harness.summarize`)."""
+    (seeds, median over all seeds, worst), the seconds to it and the network's share of them, the
+    counted figure's median and the run's wall time (:func:`godiff.bench.harness.summarize`)."""
     from godiff.bench.harness import summarize
 
     lines = [
-        "| directory | method | budget | as evaluated | median | worst | median wall (s) "
-        "| relaxation counted, median |",
-        "|---|---|---|---|---|---|---|---|",
+        "| directory | method | budget | as evaluated | median | worst | seconds to it, median | network share "
+        "| relaxation counted, median | run wall (s), median |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, _ in CANONICAL:
         records = json.loads((bench / name / "results.json").read_text())["records"]
@@ -100,8 +100,9 @@ def standings(bench: Path) -> str:
             lines.append(
                 f"| [`{name}`](tables.md#{_anchor(name)}) | {row['method']} | {budget:.0f} "
                 f"| {_of(row, 'successes_to_energy')} | {_number(row['median_to_energy'])} "
-                f"| {_number(row['worst_to_energy'])} | {_number(row['median_wall_seconds'])} "
-                f"| {_number(row['median_counted'])} |"
+                f"| {_number(row['worst_to_energy'])} | {_number(row['median_seconds_to_energy'])} "
+                f"| {_share(row['median_network_share'])} | {_number(row['median_counted'])} "
+                f"| {_number(row['median_wall_seconds'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -112,6 +113,10 @@ def _of(row: dict, key: str) -> str:
 
 def _number(value) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _anchor(name: str) -> str:

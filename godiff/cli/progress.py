@@ -115,6 +115,7 @@ class Progress:
         self.n_failed = int(n_failed)
         self.best_energy = float(best_energy)
         self.last_seconds: dict | None = None
+        self.last_cost: tuple = (None, None)  # the last iteration's network and calculator s per evaluation
         self._eval_base = self.n_evaluations
         self._evaluated = 0
         self._max_seen = 0
@@ -189,6 +190,7 @@ class Progress:
                 if best is not None:
                     self.best_energy = float(best)
                 self.last_seconds = event.get("seconds")
+                self.last_cost = (event.get("network_per_evaluation"), event.get("calculator_per_evaluation"))
                 self.phase = "done"
                 if self.mode == "lines":
                     self._write(time.strftime("[%H:%M:%S] ") + self.iteration_line(event) + "\n")
@@ -221,6 +223,9 @@ class Progress:
                 for name, key in (("sample", "sampling"), ("eval", "evaluation"), ("train", "training"))
             )
         )
+        network, calculator = event.get("network_per_evaluation"), event.get("calculator_per_evaluation")
+        if network is not None and calculator is not None:
+            parts.append(f"per evaluation: network {network:.3g}s, calculator {calculator:.3g}s")
         return "  ".join(parts)
 
     def status_line(self) -> str:
@@ -248,6 +253,9 @@ class Progress:
                     for name, key in (("sample", "sampling"), ("eval", "evaluation"), ("train", "training"))
                 )
             )
+        network, calculator = self.last_cost
+        if network is not None and calculator is not None:
+            parts.append(f"per eval: network {network:.3g}s, calc {calculator:.3g}s")
         return " | ".join(parts)
 
     # -- terminal -----------------------------------------------------------------------------
