@@ -91,7 +91,8 @@ class Candidates:
             return self.sampler.finish(x).double().numpy()
         if self.config.acquisition == "energy":
             return self.sampler.sample(n, generator=gen).double().numpy()
-        total = self.config.sampler.candidate_count(n)
+        total = self.config.sampler.candidate_count(n, self.oversample)
+        self.drawn += total
         x, predicted = self.sampler.candidates(total, generator=gen, **self._refine_starts(total, k, r))
         x = x.double().numpy()
         before = self._with_seen(self.seen, self._saved_before(k, r))

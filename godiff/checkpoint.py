@@ -21,6 +21,7 @@ import torch
 
 from godiff.buffer import ForceMemory, ReplayBuffer
 from godiff.config import SearchConfig
+from godiff.cost import CostMeter
 from godiff.errors import CheckpointError, ConfigError, NotARunError
 from godiff.manifest import CheckpointState
 from godiff.rundir import RunDir, flatten_optimizer, unflatten_optimizer
@@ -130,6 +131,7 @@ class Checkpointing:
             self.temperature, self.head_rms = state.temperature, state.head_rms
             self.polish_step = state.polish_step if state.polish_step is not None else self.polish_step
             self.polished_id, self.polish_failures = state.polished_id, state.polish_failures
+            self.cost = CostMeter.from_dict(state.cost)
             self.next_iteration = last + 1
         elif self.run_dir.manifest.pretrained:
             self.model.load_state_dict(self.run_dir.load_start_model(), strict=True)
@@ -258,6 +260,7 @@ class Checkpointing:
             polish_failures=self.polish_failures,
             optimizer=opt_meta,
             rng={"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
+            cost=self.cost.to_dict(),
             log=record,
         ).to_dict()
         self.run_dir.save_checkpoint(

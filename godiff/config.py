@@ -188,6 +188,11 @@ class SearchConfig:
         polish: evaluations after each round of the adaptive batch on the best structure moved
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
+        network_share: candidates sized to the calculator (:mod:`godiff.cost`): each iteration
+            draws as many candidates per evaluation as keep the network's seconds per evaluation
+            within this multiple of the calculator's, between ``min_oversample`` and the sampler's
+            ``oversample``. ``None`` (the default until benchmarks choose one): always ``oversample``.
+        min_oversample: the fewest candidates per evaluation ``network_share`` may choose.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
         learning_rate: AdamW learning rate.
@@ -233,6 +238,8 @@ class SearchConfig:
     refine_noise: float = 0.3
     polish: int = 3
     polish_step: float | None = None
+    network_share: float | None = None
+    min_oversample: float = 8.0
     batch_size: int = 32
     force_batch: int = 16
     learning_rate: float = 2e-3
@@ -281,7 +288,8 @@ class SearchConfig:
             "refine_noise",
         ):
             number(name, getattr(self, name), above=0)
-        for name in ("temperature_start", "polish_step"):
+        number("min_oversample", self.min_oversample, minimum=1)
+        for name in ("temperature_start", "polish_step", "network_share"):
             if getattr(self, name) is not None:
                 number(name, getattr(self, name), above=0)
         if self.improvement is not None:

@@ -148,6 +148,8 @@ class CheckpointState:
             row that found nothing lower.
         optimizer: the optimizer's state beside its tensors (:func:`godiff.rundir.flatten_optimizer`).
         rng: how the run's random streams are derived (a record; they are recomputed, not stored).
+        cost: the run's measured costs (:class:`godiff.cost.CostMeter`), from which the next
+            iteration's candidates per evaluation are chosen; empty before it was kept.
         log: the iteration's ``log.jsonl`` record, to repair a log cut off after the checkpoint.
         format: the layout version (:data:`STATE_FORMAT`); a newer one is refused.
 
@@ -176,6 +178,7 @@ class CheckpointState:
     polish_failures: int = 0
     optimizer: dict = field(default_factory=dict)
     rng: dict = field(default_factory=dict)
+    cost: dict = field(default_factory=dict)
     log: dict = field(default_factory=dict)
     format: int = STATE_FORMAT
 

@@ -118,14 +118,15 @@ class SamplerConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def candidate_count(self, n: int) -> int:
-        """How many candidates a draw of ``n`` structures makes: ``oversample x n``, at least ``n``.
+    def candidate_count(self, n: int, oversample: float | None = None) -> int:
+        """How many candidates a draw of ``n`` structures makes: ``oversample x n``, at least ``n``
+        (``oversample`` given: that instead of these settings', as :mod:`godiff.cost` chooses).
 
         Example:
             >>> SamplerConfig(oversample=16).candidate_count(3), SamplerConfig(oversample=1.5).candidate_count(3)
             (48, 5)
         """
-        return max(n, int(math.ceil(n * self.oversample)))
+        return max(n, int(math.ceil(n * (self.oversample if oversample is None else oversample))))
 
     def for_length_scale(self, scale: float) -> "SamplerConfig":
         """These settings for a system whose bonds are ``scale`` times Pt's

@@ -65,6 +65,7 @@ from godiff.config import (  # noqa: F401  (re-exported: godiff.search.SearchCon
     TRAIN_STOPS,
     SearchConfig,
 )
+from godiff.cost import CandidateCount, CostMeter
 from godiff.errors import EvaluationFailureError
 from godiff.manifest import RunManifest
 from godiff.polish import Polish
@@ -223,6 +224,9 @@ class Search(Rounds, Checkpointing, Candidates):
         self.head_rms: float | None = None  # the energy head's error on the last batch, before training on it
         self.polish_step = self.config.polish_step or 0.1 * self.system.bond_length()  # the polish's trust step, Å
         self.stop_reason: str | None = None
+        self.cost = CostMeter()  # what the calculator and the network have cost so far (godiff.cost)
+        self.oversample = self.config.sampler.oversample  # candidates per evaluation, this iteration
+        self.drawn = 0  # candidates drawn this iteration
         self.polished_id: int | None = None  # the evaluation the polish moved last
         self.polish_failures = 0  # polishes of it in a row that found nothing lower
         self.descriptors = Descriptor.for_system(self.system)
@@ -261,6 +265,7 @@ class Search(Rounds, Checkpointing, Candidates):
         self.acquisition = Acquisition(cfg.kappa, cfg.uncertainty_length, cfg.duplicate_distance)
         self.polish = Polish(points=cfg.polish)
         self.run_stop = RunStop(cfg.iterations, cfg.budget, cfg.patience, cfg.improvement_threshold())
+        self.candidate_count = CandidateCount(cfg.network_share, cfg.min_oversample, cfg.sampler.oversample)
 
     def _create_run_dir(self) -> None:
         """Make the run directory of a new search: its files, its lock and, from a pretrained
@@ -409,6 +414,7 @@ class Search(Rounds, Checkpointing, Candidates):
         """One iteration; returns how many structures it evaluated."""
         it = Iteration(k, self.temperature, evaluator, emit)  # sampled at the model's training temperature
         sampled_at, times = it.sampled_at, it.times
+        self.oversample, self.drawn = self.candidate_count.oversample(self.cost), 0
         self._batch(it)
         t0 = time.perf_counter()
         rows = self.run_dir.rows(k)
@@ -430,6 +436,13 @@ class Search(Rounds, Checkpointing, Candidates):
         losses = self._train(k, temperature)
         times["training"] = time.perf_counter() - t0
         self.temperature, self.next_iteration = temperature, k + 1
+        self.cost.add_iteration(
+            calculator=sum(float((r.data or {}).get("seconds", 0.0)) for r in rows),
+            evaluations=len(rows),
+            sampling=times["sampling"],
+            candidates=self.drawn,
+            training=times["training"],
+        )
 
         record = {
             "iteration": k,
@@ -438,6 +451,7 @@ class Search(Rounds, Checkpointing, Candidates):
             "samples": len(rows),
             "polished": len(rows) - len(sampled),
             "polish_step": self.polish_step,
+            "oversample": self.oversample,
             "ess": effective_sample_size(energies, sampled_at) if sampled_at and len(energies) else None,
             "heat_capacity": heat_capacity(energies, sampled_at) if sampled_at and len(energies) else None,
             "n_evaluations": self.n_evaluations,
