@@ -100,7 +100,7 @@ def test_a_locked_run_is_refused_in_one_line_naming_the_holder_and_report_still_
     _finish(two_iterations)  # released: the run continues
 
 
-ITERATIONS = 10  # the first resume holds the lock long enough for the second to be refused
+ITERATIONS = 6  # the first resume holds the lock long enough for the second to start and be refused
 
 
 def test_two_resumes_started_together_one_is_refused_and_the_database_stays_exact(tmp_path):
