@@ -25,8 +25,9 @@ __all__ = ["CANONICAL", "render", "standings", "write", "main"]
 
 #: The canonical directory of each problem, in the order the page shows them: (directory, title).
 CANONICAL: tuple[tuple[str, str], ...] = (
-    ("pt7-oversample32", "Pt7/Pt(111), EMT: today's defaults, seeds 0..7"),
-    ("pt7-oversample32-seeds16", "Pt7/Pt(111), EMT: today's defaults, seeds 0..15"),
+    ("pt7-defaults", "Pt7/Pt(111), EMT: today's defaults with today's code, seeds 0..7"),
+    ("pt7-oversample32", "Pt7/Pt(111), EMT: today's defaults as first recorded, seeds 0..7"),
+    ("pt7-oversample32-seeds16", "Pt7/Pt(111), EMT: today's defaults as first recorded, seeds 0..15"),
     ("pt7-pt111", "Pt7/Pt(111), EMT: the paper's defaults beside random structure search and basin hopping"),
     ("pt7-pt111-10k", "Pt7/Pt(111), EMT: the classical methods at 10,000 evaluations"),
     ("pt7-pt111-gofee", "Pt7/Pt(111), EMT: AGOX's GOFEE"),
