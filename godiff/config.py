@@ -23,6 +23,7 @@ __all__ = [
     "SearchConfig",
     "PRESETS",
     "LEGACY",
+    "FIXED_SCHEDULE",
     "RETIRED",
     "SCHEDULES",
     "TRAIN_STOPS",
@@ -33,6 +34,19 @@ __all__ = [
 SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size"}
 
 
+#: The fixed-schedule algorithm of the paper and of godiff before the adaptive search: exponential
+#: cooling, a fixed number of training steps, ranking by predicted energy alone, no budget, patience
+#: or polish. The paper preset, old ``run.json`` files and (until it is measured under the adaptive
+#: search) the transfer preset each start from it.
+FIXED_SCHEDULE = {
+    "schedule": "exponential",
+    "train_stop": "fixed",
+    "acquisition": "energy",
+    "budget": None,
+    "patience": None,
+    "polish": 0,
+}
+
 #: ``godiff run --preset NAME``: named settings. ``paper`` is the published GO-Diff schedule
 #: (20 iterations of 128 samples, exponential annealing from 5 eV to 0.02 eV, a fixed number of
 #: training steps, candidates ranked by predicted energy alone, 4 candidates per sample):
@@ -40,15 +54,10 @@ SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size
 #: one command.
 PRESETS = {
     "paper": {
+        **FIXED_SCHEDULE,
         "iterations": 20,
         "samples": 128,
-        "schedule": "exponential",
         "temperature_start": 5.0,
-        "train_stop": "fixed",
-        "acquisition": "energy",
-        "budget": None,
-        "patience": None,
-        "polish": 0,
         "refine": 0.0,
         "oversample": 4.0,
     },
@@ -56,12 +65,7 @@ PRESETS = {
 
 #: What a ``run.json`` written before the adaptive search meant by the settings it lacks.
 LEGACY = {
-    "schedule": "exponential",
-    "train_stop": "fixed",
-    "acquisition": "energy",
-    "budget": None,
-    "patience": None,
-    "polish": 0,
+    **FIXED_SCHEDULE,
     "refine": 0.0,
     "reheat": 0,
     "improvement": 0.0,

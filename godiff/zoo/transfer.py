@@ -29,6 +29,7 @@ import re
 
 import torch
 
+from godiff.config import FIXED_SCHEDULE
 from godiff.errors import ConfigError, ModelNotFoundError
 from godiff.zoo.similarity import element_distance, fingerprint
 
@@ -74,12 +75,7 @@ TRANSFER = {
     "temperature_end": 0.02,
     "first_samples": 32,
     "samples": 128,
-    "schedule": "exponential",
-    "train_stop": "fixed",
-    "acquisition": "energy",
-    "budget": None,
-    "patience": None,
-    "polish": 0,
+    **FIXED_SCHEDULE,
     "oversample": 4.0,
 }
 
