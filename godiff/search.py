@@ -121,15 +121,14 @@ class Iteration:
         self.emit({"event": "phase", "iteration": self.k, "phase": name, "temperature": self.sampled_at})
 
 
-def _cost_per_evaluation(times: dict, rows: list) -> dict:
+def _cost_per_evaluation(times: dict, calculator: float, evaluations: int) -> dict:
     """An iteration's seconds per evaluation: the network's (sampling and training) and the
-    calculator's own (the mean of its timed calls, each row's ``seconds``)."""
-    if not rows:
+    calculator's (``calculator``, its timed calls, over the ``evaluations``)."""
+    if not evaluations:
         return {"network_per_evaluation": None, "calculator_per_evaluation": None}
-    calls = [float((r.data or {}).get("seconds", 0.0)) for r in rows]
     return {
-        "network_per_evaluation": (times.get("sampling", 0.0) + times.get("training", 0.0)) / len(rows),
-        "calculator_per_evaluation": sum(calls) / len(calls),
+        "network_per_evaluation": (times.get("sampling", 0.0) + times.get("training", 0.0)) / evaluations,
+        "calculator_per_evaluation": calculator / evaluations,
     }
 
 
@@ -436,8 +435,9 @@ class Search(Rounds, Checkpointing, Candidates):
         losses = self._train(k, temperature)
         times["training"] = time.perf_counter() - t0
         self.temperature, self.next_iteration = temperature, k + 1
+        calculator = sum(float((r.data or {}).get("seconds", 0.0)) for r in rows)  # its timed calls
         self.cost.add_iteration(
-            calculator=sum(float((r.data or {}).get("seconds", 0.0)) for r in rows),
+            calculator=calculator,
             evaluations=len(rows),
             sampling=times["sampling"],
             candidates=self.drawn,
@@ -462,7 +462,7 @@ class Search(Rounds, Checkpointing, Candidates):
             "iteration_median": float(np.median(energies)) if len(energies) else None,
             "buffer_max": float(self.buffer.energies.max()) if len(self.buffer) else None,
             "seconds": times,
-            **_cost_per_evaluation(times, rows),
+            **_cost_per_evaluation(times, calculator, len(rows)),
             **head,
             **losses,
         }
