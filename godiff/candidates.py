@@ -93,7 +93,10 @@ class Candidates:
             return self.sampler.sample(n, generator=gen).double().numpy()
         total = self.config.sampler.candidate_count(n, self.oversample)
         self.drawn += total
-        x, predicted = self.sampler.candidates(total, generator=gen, **self._refine_starts(total, k, r))
+        relaxed = self.config.sampler.relaxed_count(n, total)
+        x, predicted = self.sampler.candidates(
+            total, generator=gen, relaxed=relaxed, **self._refine_starts(total, k, r)
+        )
         x = x.double().numpy()
         before = self._with_seen(self.seen, self._saved_before(k, r))
         picked = select(

@@ -100,6 +100,7 @@ class SamplerConfig:
     guidance_cap: float = 0.1
     relax_steps: int = 30
     relax_rate: float = 0.05
+    relax_keep: float = 1.0
     oversample: float = 32.0
     batch_size: int = 128
 
@@ -114,6 +115,7 @@ class SamplerConfig:
             number(name, getattr(self, name), minimum=0)
         number("guidance_cap", self.guidance_cap, above=0)
         number("oversample", self.oversample, minimum=1)
+        number("relax_keep", self.relax_keep, above=0, maximum=1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,9 +152,27 @@ class SamplerConfig:
             guidance_cap=self.guidance_cap * scale,
         )
 
+    def relaxed_count(self, n: int, total: int) -> int:
+        """How many of ``total`` candidates drawn for ``n`` structures go on to the relaxation:
+        ``relax_keep x total``, at least ``n`` (all of them without a relaxation to prune before).
+
+        Example:
+            >>> SamplerConfig(relax_keep=0.25).relaxed_count(3, 96), SamplerConfig(relax_keep=0.25).relaxed_count(3, 8)
+            (24, 3)
+        """
+        if self.relax_steps == 0:
+            return total
+        return min(total, max(n, int(math.ceil(total * self.relax_keep))))
+
     @classmethod
     def from_dict(cls, data: dict) -> "SamplerConfig":
-        return cls(**data)
+        """Settings from a dict; one written before a setting existed means what it did then
+        (``relax_keep`` absent: every candidate relaxed)."""
+        return cls(**{**LEGACY_SAMPLER, **data})
+
+
+#: What a sampler.json or run.json written before a setting existed meant by it.
+LEGACY_SAMPLER = {"relax_keep": 1.0}
 
 
 def _cap(step: torch.Tensor, cap: float) -> torch.Tensor:
@@ -325,7 +345,8 @@ class Sampler:
         """Draw ``n`` structures; returns (n, n_mobile, 3) positions in Å, inside the box:
         the lowest predicted energies of ``oversample x n`` candidates."""
         total = self.config.candidate_count(n)
-        x, energy = self.candidates(total, generator=generator, predict=total > n)
+        relaxed = self.config.relaxed_count(n, total)
+        x, energy = self.candidates(total, generator=generator, predict=total > n, relaxed=relaxed)
         return x if total == n else x[torch.sort(energy, stable=True).indices[:n]]
 
     @torch.no_grad()
@@ -337,6 +358,7 @@ class Sampler:
         predict: bool = True,
         starts: torch.Tensor | None = None,
         start_sigma: float | None = None,
+        relaxed: int | None = None,
     ):
         """``total`` finished structures (de-clashed, in the box) and, with ``predict``, the
         (total,) energies the energy head predicts for them (else None).
@@ -345,6 +367,10 @@ class Sampler:
         of those structures: each is noised to the first level at or below ``start_sigma`` Å
         and denoised from there (a partial reverse diffusion, as SDEdit edits an image), so it
         keeps the structure's layout at scales above that noise and resamples it below.
+
+        With ``relaxed`` < ``total`` only about that many come back: each batch of candidates
+        keeps its share of them, the lowest by the energy head after the reverse diffusion, and
+        only those are relaxed (:attr:`SamplerConfig.relax_keep`).
         """
         n_starts = 0 if starts is None else len(starts)
         if n_starts > total or (n_starts and not start_sigma):
@@ -355,12 +381,20 @@ class Sampler:
             context = self.model.template_context(self.graph)
             chunks = []
             fresh = total - n_starts
+
+            def share(m: int) -> int | None:
+                return None if relaxed is None or relaxed >= total else int(math.ceil(relaxed * m / total))
+
             for start in range(0, fresh, self.config.batch_size):
                 m = min(self.config.batch_size, fresh - start)
-                chunks.append(self._sample_chunk(m, context, generator))
+                chunks.append(self._sample_chunk(m, context, generator, keep=share(m)))
             for start in range(0, n_starts, self.config.batch_size):
                 chunk = starts[start : start + self.config.batch_size]
-                chunks.append(self._sample_chunk(len(chunk), context, generator, start=chunk, start_sigma=start_sigma))
+                chunks.append(
+                    self._sample_chunk(
+                        len(chunk), context, generator, start=chunk, start_sigma=start_sigma, keep=share(len(chunk))
+                    )
+                )
             x = torch.cat(chunks).cpu() if chunks else torch.zeros(0, self.graph.n_mobile, 3)
             x = self.finish(x, generator=generator)
             energy = self.predicted_energy(x, context) if predict else None
@@ -404,7 +438,9 @@ class Sampler:
         """Standard normal noise from the CPU generator, on the device."""
         return torch.randn(shape, generator=generator).to(self.device)
 
-    def _sample_chunk(self, m: int, context, generator, *, start=None, start_sigma=None) -> torch.Tensor:
+    def _sample_chunk(self, m: int, context, generator, *, start=None, start_sigma=None, keep=None) -> torch.Tensor:
+        """``m`` candidates through the reverse diffusion and the relaxation; with ``keep`` < m only
+        the ``keep`` lowest by the energy head at the relaxation's first pass go on (and come back)."""
         cfg = self.config
         sigmas, times = self.sigmas()
         first = 0
@@ -428,9 +464,14 @@ class Sampler:
             x = self.domain.fold(x)
             for _ in range(cfg.corrector_steps if k < cfg.steps - 1 else 0):
                 x = self._langevin(x, s_next, context, generator)
-        for _ in range(cfg.relax_steps):
+        for j in range(cfg.relax_steps):
             out = self._forward(x, self.sde.sigma_min, context)
-            x = self.domain.fold(x + _cap(cfg.relax_rate * out.forces, cfg.guidance_cap))
+            if j == 0 and keep is not None and keep < m:
+                lowest = torch.sort(out.energy, stable=True).indices[:keep]
+                x, forces = x[lowest], out.forces[lowest]
+            else:
+                forces = out.forces
+            x = self.domain.fold(x + _cap(cfg.relax_rate * forces, cfg.guidance_cap))
         return x
 
     def _langevin(self, x, sigma, context, generator):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import cuboid_system, slab_system
 
+from godiff.errors import ConfigError
 from godiff.sampler import Sampler, SamplerConfig, declash
 from godiff.score import ScoreConfig, ScoreModel, SystemGraph
 from godiff.sde import VESDE
@@ -127,6 +128,34 @@ def test_sampling_restores_training_mode(model, cuboid):
     model.train()
     cuboid.sampler(model, steps=2, batch_size=4).sample(2, generator=torch.Generator().manual_seed(0))
     assert model.training
+
+
+def test_pruned_candidates_are_the_lowest_of_each_batch_relaxed_as_without_pruning(model, slab):
+    """relax_keep: each batch keeps its share, the lowest by the energy head after the reverse
+    diffusion, and relaxes exactly as it would have unpruned (the relaxation draws no noise)."""
+    settings = dict(steps=4, guidance=0.5, relax_rate=0.05, batch_size=4)
+
+    def draw(relax_steps, relaxed=None):
+        sampler = Sampler(model, slab.sde, slab.domain, slab.graph, SamplerConfig(relax_steps=relax_steps, **settings))
+        return sampler.candidates(8, generator=torch.Generator().manual_seed(5), relaxed=relaxed)
+
+    diffused, energy = draw(0)  # no de-clash: finish only folds, so these are the relaxation's inputs
+    relaxed_all, _ = draw(3)
+    relaxed_some, predicted = draw(3, relaxed=4)
+    lowest = torch.cat([torch.sort(energy[i : i + 4], stable=True).indices[:2] + i for i in (0, 4)])
+    assert relaxed_some.shape == (4, slab.system.n_mobile, 3) and predicted.shape == (4,)
+    torch.testing.assert_close(relaxed_some, relaxed_all[lowest], rtol=0, atol=1e-5)
+    assert not torch.allclose(relaxed_all[lowest], diffused[lowest])  # the survivors were relaxed
+    assert torch.equal(draw(3, relaxed=8)[0], relaxed_all)  # keeping all changes nothing
+
+
+def test_relaxed_count_keeps_at_least_the_draw_and_an_old_file_relaxes_every_candidate():
+    assert SamplerConfig(relax_keep=0.25).relaxed_count(4, 128) == 32
+    assert SamplerConfig(relax_keep=0.25).relaxed_count(4, 8) == 4  # never fewer than the draw
+    assert SamplerConfig(relax_keep=0.25, relax_steps=0).relaxed_count(4, 128) == 128  # no relaxation to prune
+    assert SamplerConfig.from_dict({"steps": 40}).relax_keep == 1.0  # written before relax_keep: all relaxed
+    with pytest.raises(ConfigError, match="relax-keep"):
+        SamplerConfig(relax_keep=0.0)
 
 
 # ------------------------------------------------------------------ de-clash
