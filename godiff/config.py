@@ -24,6 +24,7 @@ __all__ = [
     "PRESETS",
     "LEGACY",
     "FIXED_SCHEDULE",
+    "FIXED_SCHEDULE_SAMPLER",
     "RETIRED",
     "SCHEDULES",
     "TRAIN_STOPS",
@@ -47,6 +48,10 @@ FIXED_SCHEDULE = {
     "polish": 0,
 }
 
+#: The candidates the fixed schedule was measured with (godiff's defaults before 0.3.0): 40
+#: reverse-diffusion steps and every candidate relaxed in the learned field.
+FIXED_SCHEDULE_SAMPLER = {"steps": 40, "relax_keep": 1.0}
+
 #: ``godiff run --preset NAME``: named settings. ``paper`` is the published GO-Diff schedule
 #: (20 iterations of 128 samples, exponential annealing from 5 eV to 0.02 eV, a fixed number of
 #: training steps, candidates ranked by predicted energy alone, 4 candidates per sample):
@@ -55,6 +60,7 @@ FIXED_SCHEDULE = {
 PRESETS = {
     "paper": {
         **FIXED_SCHEDULE,
+        **FIXED_SCHEDULE_SAMPLER,
         "iterations": 20,
         "samples": 128,
         "temperature_start": 5.0,

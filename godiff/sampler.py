@@ -47,10 +47,30 @@ class SamplerConfig:
     """Settings of :class:`Sampler`; round-trips through JSON.
 
     Defaults are the settings measured best on Pt7/Pt(111) under EMT (docs/benchmarks/index.md):
-    40 steps (sample energies from a trained model: median 26.35 eV at 10 steps, 25.99 at 20,
-    25.63 at 40, 25.81 at 60, 25.62 at 100; lowest 25.05 from 40 steps on), guidance with
-    relaxation in the learned field (first success at evaluation 1795 against none in 2,560
-    without), and 4x oversampling ranked by the energy head (first success at 1025 and 906).
+    guidance with relaxation in the learned field (first success at evaluation 1795 against none
+    in 2,560 without), candidates oversampled and ranked by the energy head (below), and 20 steps
+    with only the lowest quarter of the candidates relaxed (``steps``, ``relax_keep``).
+
+    **What a candidate costs.** One forward pass per diffusion step and per relaxation step: at 40
+    steps, 30 relaxation steps and every candidate relaxed, 64 passes per candidate on average
+    (variations of the lowest structures start 14 steps in), 0.31 ms each on Pt7/Pt(111) (128
+    candidates per pass, one thread), so 32 candidates per evaluation cost the network 0.84 s per
+    evaluation of a run (``benchmarks/pt7-defaults``, sampling and training over evaluations,
+    median of seeds 0..7). Measured per pass (``godiff bench-speed``, a profile of one forward
+    pass): the e3nn tensor products of the three layers' two edge families take most of it, and a
+    hand-written tensor product was no faster than e3nn's generated one. Fewer passes, then: with
+    20 steps and the relaxation (and the final ranking pass) only for the lowest quarter of each
+    batch by the energy head after the diffusion, 25 passes per candidate; on Pt7/Pt(111), seeds
+    0..7, budget 1,280 (``godiff bench pt7-pt111 --methods godiff-ffg --seeds 8 --budget 1280
+    --stop-at-success --jobs 2 --threads 1 --set sampling_steps=20 --set relax_keep=0.25``,
+    ``benchmarks/pt7-steps20-keep025``): as evaluated 75, 128, 110, 472, 340, 109, 186, 185
+    (median 156, worst 472, 8/8) in a median of 88 s, the network 0.47 s per evaluation, against
+    147, 204, 451, 546, 91, 147, 147, 90 (median 147, worst 546) in 133 s and 0.84 s at 40 steps
+    with every candidate relaxed (``benchmarks/pt7-defaults``). Offline, on the candidates a
+    trained Pt7 model draws for one round (16 evaluations, 512 candidates, EMT energies of the
+    16 the acquisition picks, 4 rounds): 10 steps raise their median energy by 0.3 eV where 20
+    steps and a quarter relaxed move it by 0.1 eV or less; 10 or 15 relaxation steps for every
+    candidate cost more passes than the quarter at 30.
 
     Attributes:
         steps: predictor steps from sigma_max to sigma_min.
@@ -61,6 +81,9 @@ class SamplerConfig:
         guidance_cap: largest guidance displacement of an atom per step, in Å.
         relax_steps: steps of steepest descent in the learned force field after sampling.
         relax_rate: step of that descent in Å^2/eV (displacement = rate x force, capped).
+        relax_keep: the share of each batch of candidates relaxed: the lowest by the energy head
+            after the reverse diffusion (at least as many as the draw returns); the rest are
+            dropped. 0.25; 1 relaxes every candidate (godiff before 0.3.0).
 
     The three lengths (``guidance``, ``guidance_cap``, ``relax_rate``) are given for Pt's bond;
     :meth:`Sampler.for_system` scales them to the system (:meth:`for_length_scale`).
@@ -92,7 +115,7 @@ class SamplerConfig:
         batch_size: samples per forward pass.
     """
 
-    steps: int = 40
+    steps: int = 20
     corrector_steps: int = 0
     snr: float = 0.16
     guidance: float = 0.05
@@ -100,7 +123,7 @@ class SamplerConfig:
     guidance_cap: float = 0.1
     relax_steps: int = 30
     relax_rate: float = 0.05
-    relax_keep: float = 1.0
+    relax_keep: float = 0.25
     oversample: float = 32.0
     batch_size: int = 128
 

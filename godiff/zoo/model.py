@@ -91,7 +91,7 @@ class ZooModel:
         """The sampler settings the model was trained with."""
         from godiff.sampler import SamplerConfig
 
-        return SamplerConfig(**self.training.search.get("sampler", {}))
+        return SamplerConfig.from_dict(self.training.search.get("sampler", {}))
 
     def sampler(self, system=None, config=None):
         """A :class:`godiff.sampler.Sampler` of this model over ``system`` (default: its own).

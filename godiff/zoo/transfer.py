@@ -29,7 +29,7 @@ import re
 
 import torch
 
-from godiff.config import FIXED_SCHEDULE
+from godiff.config import FIXED_SCHEDULE, FIXED_SCHEDULE_SAMPLER
 from godiff.errors import ConfigError, ModelNotFoundError
 from godiff.zoo.similarity import element_distance, fingerprint
 
@@ -76,6 +76,7 @@ TRANSFER = {
     "first_samples": 32,
     "samples": 128,
     **FIXED_SCHEDULE,
+    **FIXED_SCHEDULE_SAMPLER,
     "oversample": 4.0,
 }
 
