@@ -382,14 +382,20 @@ def test_bench_speed_on_a_run_prices_an_evaluation_by_that_runs_own_draws_and_tr
     done = RunDir.open(run, lock=False)
     drawn = [r for r in done.rows() if r.iteration > 0]
     spent = spent_per_evaluation(done.read_log())
-    assert spent == {"draws": len(drawn) / 8, "train_steps": 4 / 8, "evaluations": 8} and len(drawn) == 4
-    result = CliRunner().invoke(
-        cli, ["bench-speed", str(run), "--samples", "4", "--repeats", "1", "--threads", "1", "--evaluations", "0"]
-    )
+    assert spent == {"draws": len(drawn) / 8, "candidates": None, "train_steps": 4 / 8, "evaluations": 8}
+    assert len(drawn) == 4
+    cost = Search.resume(run, read_only=True).cost  # one candidate per draw: 4 over 8 evaluations
+    assert spent_per_evaluation(done.read_log(), cost=cost)["candidates"] == 4 / 8
+    command = ["bench-speed", str(run), "--samples", "4", "--repeats", "1", "--threads", "1", "--evaluations", "0"]
+    result = CliRunner().invoke(cli, command)
     assert result.exit_code == 0, (result.output, result.stderr)
     line = next(l for l in result.output.splitlines() if l.startswith("network per evaluation of this run:"))
-    assert "its 0.50 draws per evaluation" in line and "its 0.50 steps per evaluation" in line
+    assert "its 0.5 candidates per evaluation" in line and "its 0.50 steps per evaluation" in line
     assert "over 8 evaluations" in line
+    # the same run's counts timed under other settings
+    result = CliRunner().invoke(cli, command + ["--set", "sampling_steps=2", "--set", "oversample=2"])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert "sampling 4 structures (2 steps, 1 relaxation steps, 2x oversampled)" in result.output
 
 
 def _stopped_pt1_run(tmp_path, reference: float, tolerance: float):

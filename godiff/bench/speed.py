@@ -14,10 +14,12 @@
   structures drawn from the prior; the first call, which loads the model, is not counted).
 
 Given a run directory, it also prints the network's seconds per evaluation of that run: the
-draw and the training step timed above, each times how many of them an evaluation of the run
-took (:func:`spent_per_evaluation`, from its ``log.jsonl``): the adaptive search's batches, its
-polish (evaluations without a draw) and its training stop all change those counts, so the
-figure is the run's own, on this machine, now.
+candidate and the training step timed above, each times how many of them an evaluation of the run
+took (:func:`spent_per_evaluation`: the candidates its checkpoint counts, the training steps of
+its ``log.jsonl``): the adaptive search's batches, its polish (evaluations without a draw), the
+rounds that duplicates add, the candidates ``network_share`` chose and the training stop all
+change those counts, so the figure is the run's own, on this machine, now. With ``--set`` it
+times the same run's counts under other sampler settings (:func:`time_with_settings`).
 
 With ``--steps-sweep`` and a run directory it also measures sample quality against the number
 of sampling steps: for each step count, the median and lowest energy of structures drawn from
@@ -40,7 +42,19 @@ __all__ = [
     "spent_per_evaluation",
     "network_per_evaluation",
     "steps_sweep",
+    "time_with_settings",
 ]
+
+
+def time_with_settings(search, settings: dict) -> None:
+    """Make ``search`` draw and train with ``settings`` (``--set``; ``None`` values ignored), its
+    sampler's lengths scaled to the system as a run scales them; nothing is written."""
+    settings = {key: value for key, value in settings.items() if value is not None}
+    if not settings:
+        return
+    search.config = search.config.with_settings(settings)
+    search.sampler.config = search.config.sampler.for_length_scale(search.system.length_scale())
+    search.oversample = search.config.sampler.oversample
 
 
 def median_seconds(fn, *, repeats: int = 5, warmup: int = 1) -> float:
@@ -87,6 +101,7 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
     cfg = search.config
     gen = torch.Generator().manual_seed(0)
     sample_s = median_seconds(lambda: search.draw(1, 0, samples), repeats=repeats)
+    candidates = cfg.sampler.candidate_count(samples, search.oversample)
     buffer, memory = search.buffer, search.memory
     if len(buffer) == 0 or len(memory) == 0:
         x = (
@@ -105,11 +120,18 @@ def iteration_costs(search, *, samples: int = 128, repeats: int = 3) -> dict:
     data = TrainingData.at_temperature(buffer, memory, search.temperature or cfg.temperature_end)
     model.train()
     step_s = median_seconds(lambda: trainer.step(data, gen), repeats=max(5, repeats))
-    return {"sampling_s": sample_s, "train_step_s": step_s, "training_s": step_s * cfg.train_steps}
+    return {
+        "sampling_s": sample_s,
+        "candidate_s": sample_s / candidates,
+        "train_step_s": step_s,
+        "training_s": step_s * cfg.train_steps,
+    }
 
 
-def spent_per_evaluation(log: list[dict], *, train_steps: int = 0) -> dict | None:
-    """Structures drawn by the network and training steps per evaluation of a run, from its log.
+def spent_per_evaluation(log: list[dict], *, train_steps: int = 0, cost=None) -> dict | None:
+    """Structures drawn by the network and training steps per evaluation of a run, from its log,
+    and with ``cost`` (the run's :class:`godiff.cost.CostMeter`, in its checkpoints since 0.2.0)
+    the candidates it drew per evaluation (``None`` without).
 
     Iteration 0 places its batch from the prior (no draw); a polished evaluation is a line
     search, not a draw. ``train_steps``: the steps of an iteration whose record does not say
@@ -131,19 +153,31 @@ def spent_per_evaluation(log: list[dict], *, train_steps: int = 0) -> dict | Non
         return None
     draws = sum(int(r.get("samples") or 0) - int(r.get("polished") or 0) for r in iterations if r["iteration"] > 0)
     steps = sum(int(r.get("train_steps", train_steps) or 0) for r in iterations)
-    return {"draws": draws / evaluations, "train_steps": steps / evaluations, "evaluations": evaluations}
+    candidates = cost.candidates / cost.evaluations if cost is not None and cost.evaluations else None
+    return {
+        "draws": draws / evaluations,
+        "candidates": candidates,
+        "train_steps": steps / evaluations,
+        "evaluations": evaluations,
+    }
 
 
 def network_per_evaluation(costs: dict, *, samples: int, spent: dict) -> dict:
-    """Seconds of sampling and training per evaluation: :func:`iteration_costs`' draw of
-    ``samples`` and training step, times the counts of :func:`spent_per_evaluation`.
+    """Seconds of sampling and training per evaluation: :func:`iteration_costs`' candidate (or,
+    for a run that did not count its candidates, its draw of ``samples``) and training step, times
+    the counts of :func:`spent_per_evaluation`.
 
     Example:
-        >>> costs = {"sampling_s": 8.0, "train_step_s": 0.05}
-        >>> network_per_evaluation(costs, samples=16, spent={"draws": 0.8, "train_steps": 2.0})
+        >>> costs = {"sampling_s": 8.0, "candidate_s": 0.015625, "train_step_s": 0.05}
+        >>> network_per_evaluation(costs, samples=16, spent={"draws": 0.8, "candidates": 32.0, "train_steps": 2.0})
+        {'sampling_s': 0.5, 'training_s': 0.1, 'network_s': 0.6}
+        >>> network_per_evaluation(costs, samples=16, spent={"draws": 0.8, "candidates": None, "train_steps": 2.0})
         {'sampling_s': 0.4, 'training_s': 0.1, 'network_s': 0.5}
     """
-    sampling = costs["sampling_s"] / samples * spent["draws"]
+    if spent.get("candidates") is not None:
+        sampling = costs["candidate_s"] * spent["candidates"]
+    else:
+        sampling = costs["sampling_s"] / samples * spent["draws"]
     training = costs["train_step_s"] * spent["train_steps"]
     return {"sampling_s": sampling, "training_s": training, "network_s": sampling + training}
 

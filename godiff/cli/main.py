@@ -796,10 +796,15 @@ def _parse_settings(settings) -> dict:
     metavar="N,N,...",
     help="Also measure sample energies against sampling steps (needs a run directory).",
 )
-def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps, steps_sweep, evaluations):
+@set_option
+def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps, steps_sweep, evaluations, settings):
     """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
     for the last checkpoint of a run directory, and for a run directory the network's seconds per
-    evaluation of that run; medians of several repeats. Writes nothing."""
+    evaluation of that run; medians of several repeats. Writes nothing.
+
+    With --set (or --sampling-steps) it times the same model under other settings, e.g. a run's
+    network per evaluation as godiff before 0.3.0 drew its candidates:
+    godiff bench-speed RUN_DIR --set sampling_steps=40 --set relax_keep=1"""
     import tempfile
 
     import torch
@@ -810,6 +815,7 @@ def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps,
         iteration_costs,
         network_per_evaluation,
         spent_per_evaluation,
+        time_with_settings,
     )
     from godiff.bench.speed import (
         steps_sweep as sweep,
@@ -824,11 +830,7 @@ def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps,
     else:
         tmp = tempfile.TemporaryDirectory()
         search = Search(target, out=Path(tmp.name) / "run", trust_energy=trust_energy)
-    if sampling_steps:
-        from dataclasses import replace
-
-        search.sampler.config = replace(search.sampler.config, steps=sampling_steps)
-        search.config = replace(search.config, sampler=replace(search.config.sampler, steps=sampling_steps))
+    time_with_settings(search, with_settings({"sampling_steps": sampling_steps}, settings))
     click.echo(f"{search.system.name}: {search.model!r}; torch threads {torch.get_num_threads()}")
     f = forward_costs(search, samples=samples, repeats=repeats)
     click.echo(
@@ -844,12 +846,21 @@ def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps,
     click.echo(
         f"training: {it['train_step_s'] * 1e3:.1f} ms per step, {it['training_s']:.1f} s for {cfg.train_steps} steps"
     )
-    spent = spent_per_evaluation(search.run_dir.read_log(), train_steps=cfg.train_steps) if tmp is None else None
+    spent = (
+        spent_per_evaluation(search.run_dir.read_log(), train_steps=cfg.train_steps, cost=search.cost)
+        if tmp is None
+        else None
+    )
     if spent is not None:
         net = network_per_evaluation(it, samples=samples, spent=spent)
+        drawn = (
+            f"{spent['candidates']:.1f} candidates"
+            if spent.get("candidates") is not None
+            else f"{spent['draws']:.2f} draws"
+        )
         click.echo(
-            f"network per evaluation of this run: {net['network_s']:.2f} s (sampling {net['sampling_s']:.2f} s at "
-            f"its {spent['draws']:.2f} draws per evaluation, training {net['training_s']:.2f} s at its "
+            f"network per evaluation of this run: {net['network_s']:.3f} s (sampling {net['sampling_s']:.3f} s at "
+            f"its {drawn} per evaluation, training {net['training_s']:.3f} s at its "
             f"{spent['train_steps']:.2f} steps per evaluation, over {spent['evaluations']} evaluations)"
         )
     if evaluations:
