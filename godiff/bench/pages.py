@@ -36,6 +36,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-pt111-10k", "Pt7/Pt(111), EMT: the classical methods at 10,000 evaluations"),
     ("pt7-pt111-gofee", "Pt7/Pt(111), EMT: AGOX's GOFEE"),
     ("pt7-transfer-t3-first32", "Pt7/Pt(111), EMT: transfer from the Pt-island model (the transfer preset)"),
+    ("au7-steps20-keep025", "Au7/Au(111), EMT: today's defaults (20 steps, a quarter of the candidates relaxed)"),
     ("au7-oversample32", "Au7/Au(111), EMT: 0.2.0's defaults"),
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),
     ("pt7-chgnet-oversample32", "Pt7/Pt(111), CHGNet: 0.2.0's defaults"),
