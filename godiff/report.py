@@ -205,7 +205,7 @@ def summarize(run_dir) -> str:
         NotARunError: ``run_dir`` is not a run directory.
     """
     data = load_run(run_dir)
-    sections = (_summary_header, _summary_settings, _summary_progress, _summary_best, _summary_times)
+    sections = (_summary_header, _summary_settings, _summary_progress, _summary_best, _summary_minima, _summary_times)
     return "\n".join(line for section in sections for line in section(data))
 
 
@@ -297,6 +297,26 @@ def _summary_best(data: "RunData") -> list[str]:
     lines.append(line)
     if ref.get("source"):
         lines.append(f"               ({' '.join(str(ref['source']).split())})")
+    return lines
+
+
+def _summary_minima(data: "RunData", shown: int = 10) -> list[str]:
+    """The lowest distinct minima of the run (:mod:`godiff.minima`), one line each."""
+    from godiff.minima import distinct_minima
+    from godiff.system import System
+
+    if not data.ok.any():
+        return []
+    rows = RunDir.open(data.path, lock=False).rows()
+    minima = distinct_minima(System.from_dict(data.system), rows, limit=shown)
+    ref = (data.reference or {}).get("energy")
+    lines = [f"distinct minima  the {len(minima)} lowest, as evaluated (all of them in minima.xyz when the run stops)"]
+    for rank, (m, _) in enumerate(minima, start=1):
+        gap = f" ({m.energy - float(ref):+.4f})" if ref is not None else ""
+        lines.append(
+            f"  {rank:2d}  {_fmt(m.energy, ' ' + data.unit)}{gap}  first at evaluation {m.first}, "
+            f"lowest at {m.index}, {m.count} evaluation{'s' if m.count > 1 else ''}"
+        )
     return lines
 
 

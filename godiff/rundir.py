@@ -14,6 +14,9 @@ Layout::
                            buffer.safetensors, state.json (iteration, counters, RNG scheme) and
                            digests.json (the SHA-256 of each of them, checked before any is used)
     best.xyz               the lowest-energy structure so far (extxyz, energy in the comment line)
+    minima.xyz             the distinct low minima when the run last stopped, lowest first, one
+                           extxyz frame each (:mod:`godiff.minima`: energy, rank, evaluation,
+                           first_evaluation, count)
     log.jsonl              one JSON line of metrics per finished iteration
     stopped.json           why the run last stopped (budget, patience, iterations, ...)
     run.lock               held (an OS file lock) by the one process running the search; it
@@ -486,6 +489,10 @@ class RunDir:
         buf = io.StringIO()
         write(buf, atoms, format="extxyz")
         atomic_write_text(self.path / "best.xyz", buf.getvalue())
+
+    def write_minima(self, text: str) -> None:
+        """``minima.xyz``: :func:`godiff.minima.minima_xyz` of the run's distinct minima."""
+        atomic_write_text(self.path / "minima.xyz", text)
 
     def write_stop(self, record: dict) -> None:
         """``stopped.json``: why the run last stopped."""

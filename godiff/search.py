@@ -68,6 +68,7 @@ from godiff.config import (  # noqa: F401  (re-exported: godiff.search.SearchCon
 from godiff.cost import CandidateCount, CostMeter
 from godiff.errors import EvaluationFailureError
 from godiff.manifest import RunManifest
+from godiff.minima import distinct_minima, minima_xyz
 from godiff.polish import Polish
 from godiff.rounds import Rounds
 from godiff.rundir import RunDir, succeeded
@@ -366,6 +367,7 @@ class Search(Rounds, Checkpointing, Candidates):
                     self.stop_reason = self.spent() or ("converged" if not evaluated else None)
                     if self.stop_reason is None and stop is not None and stop(self):
                         self.stop_reason = "stopped by the caller"
+                self.run_dir.write_minima(minima_xyz(distinct_minima(self.system, self.run_dir.rows())))
                 self.run_dir.write_stop(self._stop_record())
             return self.result()
         finally:
