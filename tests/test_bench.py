@@ -731,6 +731,35 @@ def test_the_seconds_to_the_first_hit_and_the_networks_share_of_them(tmp_path):
     assert never["seconds_to_energy"] is None and never["network_share"] is None
 
 
+def test_the_seconds_to_the_first_hit_leave_out_the_benchmarks_own_judging(tmp_path):
+    """The watch judges inside the run (between iterations); its relaxations are not the user's wait."""
+    from types import SimpleNamespace
+
+    from godiff.bench.success import SuccessWatch
+    from godiff.energy import Evaluator
+
+    system, _, bad, good, minimum = _lj13_structures()
+    run = RunDir.create(tmp_path / "r", {"system": system.to_dict()})
+    reference, tolerance = harness._reference(system)
+    watch = SuccessWatch(system, reference=reference, tolerance=tolerance)
+    with Evaluator(system.energy) as ev:
+        for atoms_of in (good, bad):
+            run.record(
+                system.atoms(atoms_of), ev.single_point(system.atoms(atoms_of)), iteration=0, sample=0, temperature=0.0
+            )
+        watch(SimpleNamespace(run_dir=run))  # relaxes both rows, between the iterations
+        run.record(
+            system.atoms(minimum), ev.single_point(system.atoms(minimum)), iteration=1, sample=0, temperature=0.0
+        )
+        watch(SimpleNamespace(run_dir=run))  # after the hit: not subtracted
+    (before, spent), (after, _) = watch.judged
+    assert (before, after) == (2, 3) and spent > 0 and watch.seconds_before(3) == spent
+    plain = harness.judge(system, "random", tmp_path / "r", budget=3)
+    watched = harness.judge(system, "random", tmp_path / "r", budget=3, watch=watch)
+    assert watched["evaluations_to_energy"] == plain["evaluations_to_energy"] == 3
+    assert watched["seconds_to_energy"] == pytest.approx(plain["seconds_to_energy"] - spent, rel=1e-9)
+
+
 def test_each_iteration_logs_the_networks_and_the_calculators_seconds_per_evaluation(tiny_bench):
     out, records, _ = tiny_bench
     run = RunDir(records[0]["run_dir"])

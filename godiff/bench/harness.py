@@ -165,11 +165,13 @@ def _unrelaxed_thresholds(system) -> dict:
 _YEAR = 365.25 * 24 * 3600
 
 
-def _time_figures(run, rows, hit: int | None) -> dict:
+def _time_figures(run, rows, hit: int | None, watch=None) -> dict:
     """What the user waited for the first evaluation within tolerance (``hit`` evaluations in):
 
     ``seconds_to_energy``: wall seconds from the start of the run's first evaluation to the moment
-    that one was written (each row's ``ctime``; a run resumed after a pause counts the pause);
+    that one was written (each row's ``ctime``; a run resumed after a pause counts the pause),
+    less the seconds the benchmark's own ``watch`` spent judging before it (a user's run has no
+    watch: under CHGNet its relaxations were two thirds of those seconds);
     ``network_share``: the network's share of the run's seconds up to and including that
     iteration (``log.jsonl``'s sampling and training over sampling, evaluation and training),
     None for a method without a network or a run without a log. Both None without a hit.
@@ -178,6 +180,8 @@ def _time_figures(run, rows, hit: int | None) -> dict:
         return {"seconds_to_energy": None, "network_share": None}
     first, found = rows[0], rows[hit - 1]
     seconds = (found.ctime - first.ctime) * _YEAR + float((first.data or {}).get("seconds", 0.0))
+    if watch is not None:
+        seconds -= watch.seconds_before(hit)
     phases = [r.get("seconds") or {} for r in run.read_log() if r.get("iteration", 0) <= found.get("iteration", 0)]
     network = sum((p.get("sampling") or 0.0) + (p.get("training") or 0.0) for p in phases)
     total = network + sum(p.get("evaluation") or 0.0 for p in phases)
@@ -211,7 +215,7 @@ def judge(system, method: str, run_dir: Path, budget: int, watch=None, trust_ene
         )
     unrelaxed = _unrelaxed_figures(system, rows)
     return {
-        **_time_figures(RunDir(run_dir), rows, unrelaxed["evaluations_to_energy"]),
+        **_time_figures(RunDir(run_dir), rows, unrelaxed["evaluations_to_energy"], watch),
         "evaluations": len(rows),
         "evaluations_counted": evaluations_counted(success, unrelaxed["evaluations_to_energy"]),
         "evaluations_to_success": None if success is None else success.evaluations,

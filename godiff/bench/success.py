@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -249,7 +250,10 @@ class SuccessWatch:
     samples the minimum. ``success`` and ``within`` (evaluations to each) are then the run's, and
     so is the counted figure, :func:`evaluations_counted` of the two;
     ``scanned`` rows have been judged, so the harness does not judge them a second time. For
-    methods whose rows are single points (not relaxation trajectories).
+    methods whose rows are single points (not relaxation trajectories). ``judged`` holds each
+    call's (rows there were when it began, its seconds): the watch runs inside the search, and
+    its relaxations (tens of calculator calls per structure, under CHGNet most of a run's wall
+    time) are the benchmark's, not what a user waits for (:meth:`seconds_before`).
 
     Example:
         >>> watch = SuccessWatch(system, reference=24.987, tolerance=0.05)   # doctest: +SKIP
@@ -270,9 +274,19 @@ class SuccessWatch:
         self.scanned = 0
         self.success: Success | None = None
         self.within: int | None = None
+        self.judged: list[tuple[int, float]] = []
 
     def __call__(self, search) -> bool:
-        return self.scan(search.run_dir.rows())
+        rows = search.run_dir.rows()
+        start = time.perf_counter()
+        try:
+            return self.scan(rows)
+        finally:
+            self.judged.append((len(rows), time.perf_counter() - start))
+
+    def seconds_before(self, row: int) -> float:
+        """The watch's seconds spent before the ``row``-th evaluation (1-based) was written."""
+        return sum(seconds for rows, seconds in self.judged if rows < row)
 
     def scan(self, rows) -> bool:
         """Judge ``rows[scanned:]`` (rows in evaluation order); True once both figures are seen."""
