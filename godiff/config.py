@@ -37,8 +37,9 @@ SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size
 
 #: The fixed-schedule algorithm of the paper and of godiff before the adaptive search: exponential
 #: cooling, a fixed number of training steps, ranking by predicted energy alone, no budget, patience
-#: or polish. The paper preset, old ``run.json`` files and (until it is measured under the adaptive
-#: search) the transfer preset each start from it.
+#: or polish, and always the sampler's ``oversample`` candidates per evaluation. The paper preset,
+#: old ``run.json`` files and (until it is measured under the adaptive search) the transfer preset
+#: each start from it.
 FIXED_SCHEDULE = {
     "schedule": "exponential",
     "train_stop": "fixed",
@@ -46,6 +47,7 @@ FIXED_SCHEDULE = {
     "budget": None,
     "patience": None,
     "polish": 0,
+    "network_share": None,
 }
 
 #: The candidates the fixed schedule was measured with (godiff's defaults before 0.3.0): 40
@@ -201,7 +203,14 @@ class SearchConfig:
         network_share: candidates sized to the calculator (:mod:`godiff.cost`): each iteration
             draws as many candidates per evaluation as keep the network's seconds per evaluation
             within this multiple of the calculator's, between ``min_oversample`` and the sampler's
-            ``oversample``. ``None`` (the default until benchmarks choose one): always ``oversample``.
+            ``oversample``; ``None`` (or, on the command line, ``--set min_oversample=32``): always
+            ``oversample``, and runs that repeat bit for bit. Chosen, as the trade it is, by wall
+            time to the minimum under EMT (Pt7/Pt(111), seeds 0..7,
+            ``benchmarks/pt7-share1-timed`` against ``pt7-keep025-timed``): at 1 the search draws
+            the floor of 8 candidates and needs 150, 226, 109, 359, 377, 244, 261, 225 evaluations
+            (median 235; 156 at 32) but waits 43, 60, 33, 103, 99, 68, 69, 61 s (median 64.5, worst
+            103; at 32: median 71, worst 233). A calculator of a second or more (DFT) keeps 32 and
+            its evaluations; CHGNet (0.4 s) gets about 22.
         min_oversample: the fewest candidates per evaluation ``network_share`` may choose.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.
@@ -248,7 +257,7 @@ class SearchConfig:
     refine_noise: float = 0.3
     polish: int = 3
     polish_step: float | None = None
-    network_share: float | None = None
+    network_share: float | None = 1.0
     min_oversample: float = 8.0
     batch_size: int = 32
     force_batch: int = 16

@@ -82,7 +82,7 @@ def test_a_search_draws_the_floor_when_the_network_outweighs_a_cheap_calculator(
 
 def test_without_a_share_every_iteration_draws_the_samplers_oversample(tmp_path):
     out = tmp_path / "r"
-    Search("lj13", config=_config(iterations=3), out=out).run()
+    Search("lj13", config=_config(iterations=3, network_share=None), out=out).run()
     assert [line["oversample"] for line in RunDir(out).read_log()] == [8.0, 8.0, 8.0]
 
 
@@ -107,3 +107,22 @@ def test_a_checkpoints_cost_that_is_not_a_measured_cost_is_refused(cost):
 
     with pytest.raises(CheckpointError, match="state.json: cost"):
         CostMeter.from_dict(cost)
+
+
+def test_a_new_search_sizes_its_candidates_and_an_old_or_fixed_schedule_one_does_not():
+    from godiff.config import PRESETS
+    from godiff.zoo.transfer import TRANSFER
+
+    assert SearchConfig().network_share == 1.0
+    old = SearchConfig().to_dict()
+    del old["network_share"]  # a run.json written before the setting existed
+    assert SearchConfig.from_dict(old).network_share is None
+    assert SearchConfig().with_settings(PRESETS["paper"]).network_share is None
+    assert SearchConfig().with_settings(TRANSFER).network_share is None
+
+
+def test_a_floor_at_the_ceiling_fixes_the_count_whatever_the_timings():
+    """``--set min_oversample=32``: the command line's way to the fixed count (and bit-for-bit runs)."""
+    cheap = CostMeter(calculator_seconds=0.01, evaluations=1, sampling_seconds=10.0, candidates=10, training_seconds=1)
+    dear = CostMeter(calculator_seconds=1e4, evaluations=1, sampling_seconds=0.01, candidates=10)
+    assert {CandidateCount(1.0, floor=32, ceiling=32).oversample(m) for m in (cheap, dear, CostMeter())} == {32.0}

@@ -37,7 +37,10 @@ CLI_TINY = ["--samples", "4", "--train-steps", "2", "--sampling-steps", "3", "--
 
 
 def tiny_config(**overrides) -> SearchConfig:
-    base = SearchConfig(score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7)
+    """Candidates not sized to the timings (``network_share=None``), so runs compare bit for bit."""
+    base = SearchConfig(
+        score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7, network_share=None
+    )
     return base.with_overrides(steps=4, **overrides)
 
 
@@ -294,6 +297,8 @@ def test_a_template_file_is_read_only_from_the_system_files_folder(tmp_path):
         ("--guidance", "nan"),
         ("--guidance", "-1"),
         ("--relax-steps", "-1"),
+        ("--network-share", "0"),
+        ("--network-share", "nan"),
         ("--samples", "0"),
         ("--sampling-steps", "0"),
     ],

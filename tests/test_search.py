@@ -38,7 +38,10 @@ SAMPLES = 6
 
 
 def tiny_config(**overrides) -> SearchConfig:
-    base = SearchConfig(score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7)
+    """Candidates not sized to the timings (``network_share=None``), so runs compare bit for bit."""
+    base = SearchConfig(
+        score=TINY, batch_size=8, force_batch=4, samples=SAMPLES, train_steps=3, seed=7, network_share=None
+    )
     return base.with_overrides(steps=4, **overrides)
 
 

@@ -348,6 +348,12 @@ SEARCH_OPTIONS = (
     ("--workers", int, "Parallel energy-evaluation processes."),
     ("--guidance", float, "Force-field guidance strength (Å²/eV at the Pt bond, scaled to the system's; 0: off)."),
     ("--relax-steps", int, "Steps of relaxation in the learned force field."),
+    (
+        "--network-share",
+        float,
+        "Candidates per evaluation sized so the network's seconds per evaluation stay within this multiple "
+        "of the calculator's (default 1; between 8 and 32 candidates; --set min_oversample=32: always 32).",
+    ),
     ("--temperature-start", float, "First temperature (eV; default: the first batch's spread; from a zoo model: 3)."),
     ("--temperature-end", float, "Last temperature (eV)."),
     ("--reheat", int, "Heat again when stalled this many evaluations at the last temperature (default 150; 0: never)."),
