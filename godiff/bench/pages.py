@@ -47,6 +47,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("au7-steps20-keep025", "Au7/Au(111), EMT: today's defaults (20 steps, a quarter of the candidates relaxed)"),
     ("au7-oversample32", "Au7/Au(111), EMT: 0.2.0's defaults"),
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),
+    ("pt7-chgnet-share1-timed", "Pt7/Pt(111), CHGNet: today's defaults (about 22 candidates per evaluation)"),
     ("pt7-chgnet-oversample32", "Pt7/Pt(111), CHGNet: 0.2.0's defaults"),
     ("pt7-pt111-chgnet", "Pt7/Pt(111), CHGNet: earlier defaults, transfer and the classical methods"),
     ("lj13", "LJ13"),
