@@ -118,7 +118,7 @@ def test_a_new_search_sizes_its_candidates_and_an_old_or_fixed_schedule_one_does
     del old["network_share"]  # a run.json written before the setting existed
     assert SearchConfig.from_dict(old).network_share is None
     assert SearchConfig().with_settings(PRESETS["paper"]).network_share is None
-    assert SearchConfig().with_settings(TRANSFER).network_share is None
+    assert SearchConfig().with_settings(TRANSFER).network_share == 1.0  # a fine-tune runs the same search
 
 
 def test_a_floor_at_the_ceiling_fixes_the_count_whatever_the_timings():

@@ -245,6 +245,7 @@ def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir,
         out=tmp_path / "ft",
         iterations=1,
         first_samples=3,
+        polish=0,
         train_steps=1,
         steps=4,
         relax_steps=1,
@@ -253,7 +254,7 @@ def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir,
     assert result.n_evaluations == 3  # the first batch of a transfer is its own size
     training = entry.metadata().training
     assert entry.ref == "lj12-from-lj13-tiny@1.0.0" and training.parent == "lj13-tiny@1.0.0"
-    assert training.search["temperature_start"] == TRANSFER["temperature_start"] != SearchConfig().temperature_start
+    assert training.search["schedule"] == SearchConfig().schedule  # the scratch search's algorithm
     with pytest.raises(ConfigError, match="no registered model is related"):
         finetune("pt1-step", registry=registry, out=tmp_path / "nope")
     assert not (tmp_path / "nope").exists()
@@ -378,7 +379,7 @@ def test_run_from_finetune_and_the_harness_transfer_are_one_search(run_dir, regi
     )
 
     manifests = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("run", "finetune", "bench")]
-    assert manifests[0]["search"]["temperature_start"] == TRANSFER["temperature_start"]  # the preset under the options
+    assert manifests[0]["search"]["first_samples"] == 4  # the preset under the options
     for m in manifests[1:]:
         assert m["search"] == manifests[0]["search"] and m["parent"] == "lj13-start@1.0.0"
     energies = [
@@ -420,12 +421,13 @@ def test_model_metadata_reads_by_attribute_round_trips_and_refuses_keys_it_does_
         read_metadata(folder)
 
 
-def test_the_transfer_preset_keeps_the_sampler_settings_it_was_measured_with():
+def test_a_search_from_a_zoo_model_is_the_scratch_search_but_for_the_transfer_settings():
+    """One algorithm: the transfer preset changes only the settings it names."""
     from godiff.zoo.transfer import transfer_config
 
-    config = transfer_config()
-    assert config.sampler.oversample == TRANSFER["oversample"] != SearchConfig().sampler.oversample
-    assert config.budget is None and config.patience is None  # the preset's None values apply, not ignored
+    scratch, transfer = SearchConfig().to_dict(), transfer_config().to_dict()
+    assert {key for key in scratch if scratch[key] != transfer[key]} == set(TRANSFER)
+    assert transfer["schedule"] == "adaptive" and transfer["network_share"] == scratch["network_share"]
 
 
 def test_the_zoo_modules_import_each_other_in_one_direction():

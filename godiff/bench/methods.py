@@ -92,16 +92,14 @@ def _godiff_transfer(
     **overrides,
 ) -> None:
     """The fine-tune search of :func:`godiff.zoo.transfer.start_search` from ``start`` or the
-    closest related registered model, with the transfer preset's iterations, fewer if the budget
-    is smaller; nothing is registered."""
+    closest related registered model, held to ``budget`` as a scratch search is; nothing is
+    registered."""
     from godiff.search import Search
     from godiff.zoo.transfer import start_search, transfer_config
 
-    config = transfer_config().with_overrides(seed=seed, **overrides)
-    first = config.first_samples or config.samples
-    iterations = max(1, min(config.iterations, 1 + (budget - first) // config.samples))
+    limits = _limits(transfer_config().with_overrides(**overrides), budget)
     if (Path(out) / "run.json").exists():
-        Search.resume(out, iterations=iterations, executor=executor, trust_energy=trust_energy).run(stop=stop)
+        Search.resume(out, executor=executor, trust_energy=trust_energy, **limits).run(stop=stop)
         return
     search = start_search(
         system,
@@ -110,7 +108,7 @@ def _godiff_transfer(
         seed=seed,
         executor=executor,
         trust_energy=trust_energy,
-        **{**overrides, "iterations": iterations},
+        **{**overrides, **limits},
         command=f"godiff bench (method godiff-transfer, seed {seed}, budget {budget})",
     )
     search.run(stop=stop)

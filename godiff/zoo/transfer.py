@@ -29,7 +29,6 @@ import re
 
 import torch
 
-from godiff.config import FIXED_SCHEDULE, FIXED_SCHEDULE_SAMPLER
 from godiff.errors import ConfigError, ModelNotFoundError
 from godiff.zoo.similarity import element_distance, fingerprint
 
@@ -46,38 +45,12 @@ __all__ = [
     "seen_species",
 ]
 
-#: The search settings of a fine-tune, measured on Pt7/Pt(111) from pt-islands-emt (Pt5, Pt6),
-#: seeds 0..7, by the first evaluated energy within 0.05 eV of the minimum, unrelaxed (the relaxed
-#: check succeeds at the first evaluation under every variant):
-#:
-#: ==============================  ===============================  =====================
-#: start T, first batch            evaluations to it, per seed      benchmark directory
-#: ==============================  ===============================  =====================
-#: 1 eV, 64                        65 x 5, 193 x 3                  pt7-transfer-t1-first64
-#: 3 eV, 64                        65 x 7, 68                       pt7-transfer-t3
-#: 1 eV, 32                        33 x 6, 35, 161                  pt7-transfer-first32
-#: **3 eV, 32** (the preset)       33 x 7, 35                       pt7-transfer-t3-first32
-#: 3 eV, 16                        17 x 5, 18, 145 x 2              pt7-transfer-t3-first16
-#: ==============================  ===============================  =====================
-#:
-#: The model needs one round of training on the new system's energies before it samples the
-#: minimum itself, so a small first batch pays, down to 32: with 16, two seeds in eight took 145
-#: (and the relaxed check needed up to 17 evaluations, not 1). Starting at 3 eV rather than 1
-#: removed the slow seeds (193, 161) in both pairs (the authors also start transfer at 3 eV).
-#: 10 iterations rather than 20. Measure with ``godiff bench pt7-pt111 --methods
-#: godiff-transfer --from pt-islands-emt@1.0.0 --stop-at-success --set temperature_start=3 ...``.
-#: The measured schedule is the fixed one (128 samples per iteration after the first, exponential
-#: cooling, a fixed number of training steps, ranking by predicted energy, no polish): it is kept as it was
-#: measured rather than moved to the adaptive defaults of a scratch search.
+#: The search settings of a fine-tune, on top of the adaptive search of a scratch run (one
+#: algorithm: the schedule, batches, acquisition, candidates and polish are the defaults of
+#: :class:`godiff.config.SearchConfig`). What a pretrained model changes is its first batch, which
+#: it samples from what it learned rather than from an untrained network.
 TRANSFER = {
-    "iterations": 10,
-    "temperature_start": 3.0,
-    "temperature_end": 0.02,
     "first_samples": 32,
-    "samples": 128,
-    **FIXED_SCHEDULE,
-    **FIXED_SCHEDULE_SAMPLER,
-    "oversample": 4.0,
 }
 
 
