@@ -37,9 +37,8 @@ SAMPLER_ALIASES = {"sampling_steps": "steps", "sampling_batch_size": "batch_size
 
 #: The fixed-schedule algorithm of the paper and of godiff before the adaptive search: exponential
 #: cooling, a fixed number of training steps, ranking by predicted energy alone, no budget, patience
-#: or polish, and always the sampler's ``oversample`` candidates per evaluation. The paper preset,
-#: old ``run.json`` files and (until it is measured under the adaptive search) the transfer preset
-#: each start from it.
+#: or polish, and always the sampler's ``oversample`` candidates per evaluation. The paper preset
+#: and old ``run.json`` files (a fine-tune's included) start from it.
 FIXED_SCHEDULE = {
     "schedule": "exponential",
     "train_stop": "fixed",

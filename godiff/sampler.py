@@ -110,8 +110,8 @@ class SamplerConfig:
               125 (median 143, against 243 for 4 run again on this machine and 239 over 16
               seeds); run again as the default (``benchmarks/pt7-scratch``): median 185, worst 564.
 
-            More candidates cost network time (sampling), not evaluations. The paper preset and
-            the transfer preset keep the 4 they were measured with.
+            More candidates cost network time (sampling), not evaluations. The paper preset keeps
+            the 4 it was measured with.
         batch_size: samples per forward pass.
     """
 

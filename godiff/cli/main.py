@@ -484,8 +484,8 @@ def threads_option(command):
     metavar="MODEL",
     default=None,
     help="Start from a zoo model: NAME@VERSION, ORG/NAME@VERSION on the Hub, or a model folder "
-    "(the transfer preset, as godiff zoo finetune: 10 iterations from 3 eV, a first batch of 32; "
-    "options given here override it).",
+    "(the search of a scratch run with a first batch of 32 and candidates ranked by predicted energy, "
+    "as godiff zoo finetune; options given here override it).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @set_option
