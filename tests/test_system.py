@@ -33,6 +33,7 @@ SHIPPED = [
     "lj26",
     "lj38",
     "lj55",
+    "pd7-pd111",
     "pt1-step",
     "pt13-pt111",
     "pt19-pt111",
