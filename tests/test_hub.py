@@ -481,3 +481,36 @@ def test_pull_and_versions_take_the_hub_clients_names_cache_dir_local_files_only
     assert listed == {"value": ["1.0.0"]} and again == pulled
     assert missing["error"] == "ModelNotFoundError" and "local_files_only" in missing["message"]
     assert len(hub_server.requests) == asked  # the cache alone answered
+
+
+def test_push_all_publishes_every_shipped_model_and_each_pulls_clean(hub_server, tmp_path):
+    """``godiff zoo push --all --org ORG``: each shipped version one commit and tag in ORG/NAME; a
+    second push changes nothing; every version pulls into a clean cache with the shipped bytes."""
+    from godiff.zoo.registry import Registry
+
+    shipped = [e for e in Registry(local=tmp_path / "none").entries() if e.source == "shipped"]
+    refs = [f"myorg/{e.name}@{e.version}" for e in shipped]
+    [first, again] = run_client(
+        [("push_zoo", ["myorg"], {}), ("push_zoo", ["myorg"], {})], endpoint=hub_server.url, home=tmp_path / "pusher"
+    )
+    assert [ref for ref, _ in first["value"]] == refs and again == first  # nothing pushed twice
+    for entry in shipped:
+        repo = f"myorg/{entry.name}"
+        [commit] = [c for c in hub_server.history(repo) if c.summary.startswith("godiff model")]
+        assert hub_server.tags(repo) == {f"v{entry.version}": commit.oid}
+    pulled = run_client(
+        [("pull", [f"myorg/{e.name}", e.version], {}) for e in shipped], endpoint=hub_server.url, home=tmp_path / "puller"
+    )
+    for entry, result in zip(shipped, pulled):
+        assert_same_files(Path(result["value"]), entry.path)
+
+
+def test_push_all_needs_an_organization(tmp_path):
+    from click.testing import CliRunner
+
+    from godiff.cli.zoo import cli
+
+    for args in (["push", "--all"], ["push", "--all", "--org", "myorg", "--repo", "a/b"], ["push", "pt-islands-emt@1.0.0"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, (args, result.output)
+        assert "--org" in result.output or "--repo" in result.output

@@ -44,6 +44,7 @@ def cli(ctx: click.Context, traceback: bool) -> None:
       godiff zoo list
       godiff zoo show pt-islands-emt@1.0.0
       godiff zoo push pt-islands-emt@1.0.0 --repo myorg/pt-islands-emt
+      godiff zoo push --all --org myorg
       godiff zoo pull myorg/pt-islands-emt@1.0.0
       godiff zoo versions myorg/pt-islands-emt
 
@@ -127,16 +128,28 @@ def show(ref, with_card):
 
 
 @cli.command()
-@click.argument("ref", metavar="MODEL")
-@click.option("--repo", required=True, help="Hub repository id, e.g. myorg/pt-islands-emt.")
+@click.argument("ref", metavar="[MODEL]", required=False)
+@click.option("--repo", default=None, help="Hub repository id of MODEL, e.g. myorg/pt-islands-emt.")
+@click.option("--all", "every", is_flag=True, help="Push every shipped model, each to ORG/NAME (needs --org).")
+@click.option("--org", default=None, help="With --all: the Hub organization (or user) the models go under.")
 @click.option("--private", is_flag=True, help="Create the repository private.")
 @click.option("--force", is_flag=True, help="Replace a version already on the Hub with different content.")
-def push(ref, repo, private, force):
-    """Upload MODEL to the Hub repo in one commit and tag it v<version>."""
+def push(ref, repo, every, org, private, force):
+    """Upload MODEL to the Hub repo in one commit and tag it v<version>; with --all --org ORG,
+    every shipped model, each version its own commit and tag, oldest first."""
+    from godiff.errors import ConfigError
     from godiff.zoo import hub, resolve
     from godiff.zoo.format import verify_folder
     from godiff.zoo.model import folder_version
 
+    if every:
+        if ref is not None or repo is not None or org is None or force:
+            raise ConfigError("push --all takes --org ORG and neither MODEL, --repo nor --force")
+        for pushed, url in hub.push_zoo(org, private=private):
+            click.echo(f"pushed {pushed}: {url}")
+        return
+    if ref is None or repo is None or org is not None:
+        raise ConfigError("push: give MODEL and --repo ORG/NAME, or --all --org ORG")
     folder = resolve(ref)
     verify_folder(folder)
     version = folder_version(folder)
