@@ -37,7 +37,21 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["CostMeter", "CandidateCount"]
+__all__ = ["CostMeter", "CandidateCount", "network_seconds"]
+
+#: The phases of an iteration's ``seconds`` (``log.jsonl``) that are the network's.
+NETWORK_PHASES = ("sampling", "training")
+
+
+def network_seconds(phases: dict) -> float:
+    """The network's seconds of one iteration, from its ``log.jsonl`` ``seconds`` (a phase missing
+    or None counts 0); the rest (``evaluation``) is the calculator's and the bookkeeping's.
+
+    Example:
+        >>> network_seconds({"sampling": 2.0, "evaluation": 5.0, "training": 1.5})
+        3.5
+    """
+    return sum(float(phases.get(name) or 0.0) for name in NETWORK_PHASES)
 
 
 @dataclass

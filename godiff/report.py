@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from godiff.cost import network_seconds
 from godiff.errors import CheckpointError, ConfigError, GodiffError, one_line
 from godiff.rundir import RunDir
 from godiff.system import parse_formula
@@ -326,7 +327,7 @@ def _summary_times(data: "RunData") -> list[str]:
     if all(v is None for v in phases.values()):
         return ["time/iteration - (no finished iteration yet)"]
     total = sum(sum(v for v in s.values() if v is not None) for s in seconds)
-    network = sum((s.get("sampling") or 0.0) + (s.get("training") or 0.0) for s in seconds)
+    network = sum(network_seconds(s) for s in seconds)
     done = max((int(r.get("n_evaluations") or 0) for r in data.log), default=0)
     lines = [
         "time/iteration "

@@ -65,7 +65,7 @@ from godiff.config import (  # noqa: F401  (re-exported: godiff.search.SearchCon
     TRAIN_STOPS,
     SearchConfig,
 )
-from godiff.cost import CandidateCount, CostMeter
+from godiff.cost import CandidateCount, CostMeter, network_seconds
 from godiff.errors import EvaluationFailureError
 from godiff.manifest import RunManifest
 from godiff.minima import distinct_minima, minima_xyz
@@ -128,7 +128,7 @@ def _cost_per_evaluation(times: dict, calculator: float, evaluations: int) -> di
     if not evaluations:
         return {"network_per_evaluation": None, "calculator_per_evaluation": None}
     return {
-        "network_per_evaluation": (times.get("sampling", 0.0) + times.get("training", 0.0)) / evaluations,
+        "network_per_evaluation": network_seconds(times) / evaluations,
         "calculator_per_evaluation": calculator / evaluations,
     }
 

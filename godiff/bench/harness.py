@@ -38,6 +38,7 @@ from pathlib import Path
 
 from godiff.bench.methods import get_method
 from godiff.bench.success import criterion, evaluations_counted, first_within
+from godiff.cost import network_seconds
 from godiff.energy import worker_context
 from godiff.errors import BenchmarkInterruptedError
 from godiff.rundir import atomic_write_text
@@ -183,7 +184,7 @@ def _time_figures(run, rows, hit: int | None, watch=None) -> dict:
     if watch is not None:
         seconds -= watch.seconds_before(hit)
     phases = [r.get("seconds") or {} for r in run.read_log() if r.get("iteration", 0) <= found.get("iteration", 0)]
-    network = sum((p.get("sampling") or 0.0) + (p.get("training") or 0.0) for p in phases)
+    network = sum(network_seconds(p) for p in phases)
     total = network + sum(p.get("evaluation") or 0.0 for p in phases)
     return {"seconds_to_energy": seconds, "network_share": network / total if total > 0 else None}
 
