@@ -65,6 +65,8 @@ __all__ = [
 #: and 40 steps, every candidate relaxed     52, 90, 52, 52       pt7-transfer-keep1
 #: and no variations (``refine=0``)          74, 71, 91, 73       pt7-transfer-refine0
 #: and no polish                             42, -, 57, -         pt7-transfer-polish0
+#: LCB at a fixed 32 candidates              74, 71, 91, 73       pt7-transfer-lcb32 (e3db8a1)
+#: LCB with kappa 0 at a fixed 32            52, 71, 52, 73       pt7-transfer-k0-32 (e3db8a1)
 #: ========================================  ===================  ==============================
 #:
 #: The fixed schedule this preset replaced (10 iterations of 128 from 3 eV, 4 candidates per
@@ -73,7 +75,10 @@ __all__ = [
 #: the model samples the heptamer's basin in its first batch (the relaxed check succeeds at the
 #: first evaluation on every seed), trains once on those energies, and the energy ranking puts
 #: the minimum among the next round's first candidates; the three polish evaluations of the
-#: first round are why it is 36 rather than 33.
+#: first round are why it is 36 rather than 33. The energy path (``acquisition: energy``) draws
+#: the sampler's 32 candidates per structure, keeps the lowest predicted and draws no variations;
+#: neither its count nor a zero-width bound on the scratch path (the last two rows) matched it.
+#: Au7/Au(111), Pd7/Pd(111) and Pt7 under CHGNet from the same model: the benchmark findings.
 TRANSFER = {
     "first_samples": 32,
     "acquisition": "energy",
