@@ -484,22 +484,28 @@ def test_pull_and_versions_take_the_hub_clients_names_cache_dir_local_files_only
 
 
 def test_push_all_publishes_every_shipped_model_and_each_pulls_clean(hub_server, tmp_path):
-    """``godiff zoo push --all --org ORG``: each shipped version one commit and tag in ORG/NAME; a
-    second push changes nothing; every version pulls into a clean cache with the shipped bytes."""
+    """``godiff zoo push --all --org ORG`` (what it gives ``hub.push_all``): each shipped version one
+    commit and tag in ORG/NAME; a second push changes nothing; every version pulls into a clean
+    cache with the shipped bytes."""
     from godiff.zoo.registry import Registry
 
     shipped = [e for e in Registry(local=tmp_path / "none").entries() if e.source == "shipped"]
-    refs = [f"myorg/{e.name}@{e.version}" for e in shipped]
+    models = [[e.name, e.version, str(e.path)] for e in shipped]
     [first, again] = run_client(
-        [("push_zoo", ["myorg"], {}), ("push_zoo", ["myorg"], {})], endpoint=hub_server.url, home=tmp_path / "pusher"
+        [("push_all", [models, "myorg"], {}), ("push_all", [models, "myorg"], {})],
+        endpoint=hub_server.url,
+        home=tmp_path / "pusher",
     )
-    assert [ref for ref, _ in first["value"]] == refs and again == first  # nothing pushed twice
-    for entry in shipped:
-        repo = f"myorg/{entry.name}"
-        [commit] = [c for c in hub_server.history(repo) if c.summary.startswith("godiff model")]
-        assert hub_server.tags(repo) == {f"v{entry.version}": commit.oid}
+    assert [ref for ref, _ in first["value"]] == [f"myorg/{e.name}@{e.version}" for e in shipped]
+    assert again == first  # nothing pushed twice
+    for name in {e.name for e in shipped}:
+        commits = [c for c in hub_server.history(f"myorg/{name}") if c.summary.startswith("godiff model")]
+        versions = [e.version for e in shipped if e.name == name]
+        assert hub_server.tags(f"myorg/{name}") == {f"v{v}": c.oid for v, c in zip(versions, commits)}
     pulled = run_client(
-        [("pull", [f"myorg/{e.name}", e.version], {}) for e in shipped], endpoint=hub_server.url, home=tmp_path / "puller"
+        [("pull", [f"myorg/{e.name}", e.version], {}) for e in shipped],
+        endpoint=hub_server.url,
+        home=tmp_path / "puller",
     )
     for entry, result in zip(shipped, pulled):
         assert_same_files(Path(result["value"]), entry.path)
@@ -510,7 +516,11 @@ def test_push_all_needs_an_organization(tmp_path):
 
     from godiff.cli.zoo import cli
 
-    for args in (["push", "--all"], ["push", "--all", "--org", "myorg", "--repo", "a/b"], ["push", "pt-islands-emt@1.0.0"]):
+    for args in (
+        ["push", "--all"],
+        ["push", "--all", "--org", "myorg", "--repo", "a/b"],
+        ["push", "pt-islands-emt@1.0.0"],
+    ):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, (args, result.output)
         assert "--org" in result.output or "--repo" in result.output

@@ -43,10 +43,19 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-pt111", "Pt7/Pt(111), EMT: the paper's defaults beside random structure search and basin hopping"),
     ("pt7-pt111-10k", "Pt7/Pt(111), EMT: the classical methods at 10,000 evaluations"),
     ("pt7-pt111-gofee", "Pt7/Pt(111), EMT: AGOX's GOFEE"),
-    ("pt7-transfer-energy", "Pt7/Pt(111), EMT: transfer from the Pt-island model (today's: the adaptive search, energy ranking)"),
-    ("pt7-transfer-t3-first32", "Pt7/Pt(111), EMT: transfer from the Pt-island model on the fixed schedule (before 0.3.0)"),
+    (
+        "pt7-transfer-energy",
+        "Pt7/Pt(111), EMT: transfer from the Pt-island model (today's: the adaptive search, energy ranking)",
+    ),
+    (
+        "pt7-transfer-t3-first32",
+        "Pt7/Pt(111), EMT: transfer from the Pt-island model on the fixed schedule (before 0.3.0)",
+    ),
     ("au7-transfer-energy", "Au7/Au(111), EMT: transfer from the Pt-island model (today's)"),
-    ("pd7-transfer", "Pd7/Pd(111), EMT: transfer from the Pt-island model beside a search from scratch (an element no model saw)"),
+    (
+        "pd7-transfer",
+        "Pd7/Pd(111), EMT: transfer from the Pt-island model beside a search from scratch (an element no model saw)",
+    ),
     ("au7-steps20-keep025", "Au7/Au(111), EMT: today's defaults (20 steps, a quarter of the candidates relaxed)"),
     ("au7-oversample32", "Au7/Au(111), EMT: 0.2.0's defaults"),
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),

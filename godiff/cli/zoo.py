@@ -145,7 +145,10 @@ def push(ref, repo, every, org, private, force):
     if every:
         if ref is not None or repo is not None or org is None or force:
             raise ConfigError("push --all takes --org ORG and neither MODEL, --repo nor --force")
-        for pushed, url in hub.push_zoo(org, private=private):
+        from godiff.zoo.registry import Registry
+
+        shipped = [(e.name, e.version, e.path) for e in Registry().entries() if e.source == "shipped"]
+        for pushed, url in hub.push_all(shipped, org, private=private):
             click.echo(f"pushed {pushed}: {url}")
         return
     if ref is None or repo is None or org is not None:

@@ -52,7 +52,7 @@ from godiff.errors import (
 )
 from godiff.zoo.format import MANIFEST, parse_version, read_json, verify_folder
 
-__all__ = ["push", "push_zoo", "versions", "pull", "check_repo_id"]
+__all__ = ["push", "push_all", "versions", "pull", "check_repo_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,31 +113,23 @@ def push(
     return commit.commit_url
 
 
-def push_zoo(org: str, *, shipped=None, token: str | None = None, private: bool = False) -> list[tuple[str, str]]:
-    """Publish every shipped model (the repository's ``zoo/``) to the Hub: each model to
-    ``org/NAME``, each of its versions as one commit tagged ``v<version>``, oldest first, as
-    :func:`push` does (a version already there with the same content is left as it is; one with
-    other content is refused, never replaced). Returns ``[(org/NAME@VERSION, commit URL)]``.
-
-    Args:
-        org: the Hub organization or user the repositories go under.
-        shipped: the folder of shipped models (default: :func:`godiff.zoo.registry.shipped_root`).
-        token, private: as for :func:`push`.
-    """
-    from godiff.zoo.registry import Registry
-
+def push_all(models, org: str, *, token: str | None = None, private: bool = False) -> list[tuple[str, str]]:
+    """Publish several model versions under one organization: each ``(name, version, folder)`` of
+    ``models`` to ``org/name`` as :func:`push` does, in the order given (a version already there
+    with the same content is left as it is; one with other content is refused, never replaced).
+    ``godiff zoo push --all --org ORG`` gives it every shipped model, oldest version first.
+    Returns ``[(org/name@version, commit URL)]``."""
     if not isinstance(org, str) or "/" in org:
         raise ConfigError(f"Hub organization {shown(org)}: expected a name without '/', e.g. myorg")
     check_repo_id(f"{org}/model")
-    with tempfile.TemporaryDirectory() as no_local:
-        entries = [e for e in Registry(local=no_local, shipped=shipped).entries() if e.source == "shipped"]
-    if not entries:
-        raise ModelNotFoundError("no shipped models to push")
+    models = list(models)
+    if not models:
+        raise ModelNotFoundError("no models to push")
     pushed = []
-    for entry in entries:
-        repo_id = f"{org}/{entry.name}"
-        url = push(entry.path, repo_id, entry.version, token=token, private=private)
-        pushed.append((f"{repo_id}@{entry.version}", url))
+    for name, version, folder in models:
+        repo_id = f"{org}/{name}"
+        url = push(folder, repo_id, version, token=token, private=private)
+        pushed.append((f"{repo_id}@{version}", url))
     return pushed
 
 
