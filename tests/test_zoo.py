@@ -171,14 +171,14 @@ def test_run_from_a_zoo_model_records_its_parent(run_dir, registry, tmp_path):
 
 
 def test_the_docs_table_of_the_zoo_is_generated_from_every_shipped_model():
-    from godiff.zoo.card import TABLE_BEGIN, TABLE_END, TABLE_PAGE, with_table, zoo_table
+    from godiff.zoo.table import TABLE_BEGIN, TABLE_END, TABLE_PAGE, with_table, zoo_table
 
     if not shipped_root().is_dir():
         pytest.skip("no zoo/ folder beside the package (installed without the repository)")
     entries = [e for e in Registry().entries() if e.source == "shipped"]
     page = (shipped_root().parent / TABLE_PAGE).read_text()
     table = zoo_table([e.path for e in entries])
-    assert with_table(page, table) == page, "the zoo table is stale: run 'python -m godiff.zoo.card'"
+    assert with_table(page, table) == page, "the zoo table is stale: run 'python -m godiff.zoo.table'"
     assert page.count(TABLE_BEGIN) == page.count(TABLE_END) == 1
     assert all(f"| `{e.ref}` |" in table for e in entries) and len(table.splitlines()) == 2 + len(entries)
 
@@ -192,7 +192,7 @@ def test_shipped_models_load_and_their_cards_match():
     for entry in entries:
         name, text = card_of_folder(entry.path)
         assert (entry.path / "README.md").read_text() == text, f"{entry.ref}: README.md is not the generated card"
-        assert (cards / f"{name}.md").read_text() == text, f"cards/{name}.md differs: run 'python -m godiff.zoo.card'"
+        assert (cards / f"{name}.md").read_text() == text, f"cards/{name}.md differs: run 'python -m godiff.zoo.table'"
         unit = "ε" if entry.metadata().system.energy["calculator"] == "lj" else "eV"
         assert f"energy_unit: {unit}" in text and (unit == "eV") == (" eV" in text), (
             f"{entry.ref}: energies not in {unit}"
@@ -227,7 +227,7 @@ def test_match_ranks_identical_first_and_explains_each_term(run_dir, registry):
     assert 0 < distance(pt7, pt5).total < distance(pt7, au7).total < distance(pt7, fingerprint(lj13)).total
     assert distance(pt7, au7).terms["mobile"] == 0.5 and distance(pt7, pt5).terms["size"] > 0
     assert related(pt7, au7) and not related(pt7, fingerprint(lj13))
-    result = _cli("match", "pt7-pt111")
+    result = _cli("match", "pt7-pt111", "--top", "50")  # every model, the unrelated one last
     assert result.exit_code == 0 and "lj13-tiny@1.0.0" in result.output and " no" in result.output
 
 

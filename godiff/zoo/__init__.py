@@ -1,7 +1,8 @@
 """The model zoo: versioned score models with their system metadata, local and on the Hugging Face Hub.
 
 Modules: :mod:`~godiff.zoo.format` (the folder layout and its digests), :mod:`~godiff.zoo.model`
-(a loaded model), :mod:`~godiff.zoo.card` (model cards), :mod:`~godiff.zoo.registry` (names and
+(a loaded model), :mod:`~godiff.zoo.card` (model cards), :mod:`~godiff.zoo.table` (the docs' table of the
+shipped zoo), :mod:`~godiff.zoo.registry` (names and
 versions on this machine), :mod:`~godiff.zoo.hub` (push, pull and versions on the Hub).
 
 Example:
