@@ -62,6 +62,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("au7-steps20-keep025", "Au7/Au(111), EMT: today's defaults (20 steps, a quarter of the candidates relaxed)"),
     ("au7-oversample32", "Au7/Au(111), EMT: 0.2.0's defaults"),
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),
+    ("pt7-chgnet-transfer-v2", "Pt7/Pt(111), CHGNet: transfer from pt-islands-emt@2.0.0"),
     ("pt7-chgnet-transfer", "Pt7/Pt(111), CHGNet: transfer from the EMT-trained Pt-island model (today's)"),
     ("pt7-chgnet-share1-timed", "Pt7/Pt(111), CHGNet: today's defaults (about 22 candidates per evaluation)"),
     ("pt7-chgnet-oversample32", "Pt7/Pt(111), CHGNet: 0.2.0's defaults"),
