@@ -489,7 +489,7 @@ def test_push_all_publishes_every_shipped_model_and_each_pulls_clean(hub_server,
     cache with the shipped bytes."""
     from godiff.zoo.registry import Registry
 
-    shipped = [e for e in Registry(local=tmp_path / "none").entries() if e.source == "shipped"]
+    shipped = Registry(local=tmp_path / "none").shipped_entries()
     models = [[e.name, e.version, str(e.path)] for e in shipped]
     [first, again] = run_client(
         [("push_all", [models, "myorg"], {}), ("push_all", [models, "myorg"], {})],

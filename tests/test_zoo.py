@@ -175,7 +175,7 @@ def test_the_docs_table_of_the_zoo_is_generated_from_every_shipped_model():
 
     if not shipped_root().is_dir():
         pytest.skip("no zoo/ folder beside the package (installed without the repository)")
-    entries = [e for e in Registry().entries() if e.source == "shipped"]
+    entries = Registry().shipped_entries()
     page = (shipped_root().parent / TABLE_PAGE).read_text()
     table = zoo_table([e.path for e in entries])
     assert with_table(page, table) == page, "the zoo table is stale: run 'python -m godiff.zoo.table'"
@@ -184,7 +184,7 @@ def test_the_docs_table_of_the_zoo_is_generated_from_every_shipped_model():
 
 
 def test_shipped_models_load_and_their_cards_match():
-    entries = [e for e in Registry().entries() if e.source == "shipped"]
+    entries = Registry().shipped_entries()
     if not shipped_root().is_dir():
         pytest.skip("no zoo/ folder beside the package (installed without the repository)")
     assert entries, "the repository ships at least one model in zoo/"

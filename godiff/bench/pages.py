@@ -21,6 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from godiff.generated import between_markers
+
 __all__ = ["CANONICAL", "render", "standings", "write", "main"]
 
 #: The canonical directory of each problem, in the order the page shows them: (directory, title).
@@ -111,7 +113,7 @@ def render(root: Path) -> dict[str, bytes]:
     pages["archive.md"] = _archive(bench / ARCHIVE).encode()
     findings = Path(root) / "docs" / "benchmarks" / "index.md"
     if findings.exists():
-        pages["index.md"] = _with_standings(findings.read_text(), standings(bench)).encode()
+        pages["index.md"] = between_markers(findings.read_text(), BEGIN, END, standings(bench)).encode()
     return pages
 
 
@@ -159,15 +161,6 @@ def _anchor(name: str) -> str:
 
     title = dict(CANONICAL)[name]
     return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", title).strip().lower())
-
-
-def _with_standings(page: str, table: str) -> str:
-    """``page`` with the text between :data:`BEGIN` and :data:`END` replaced by ``table``."""
-    if BEGIN not in page or END not in page:
-        raise ValueError(f"docs/benchmarks/index.md lacks the markers {BEGIN!r} and {END!r}")
-    head, rest = page.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table}{END}{tail}"
 
 
 def _command(name: str, records: dict) -> str:

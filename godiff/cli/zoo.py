@@ -147,7 +147,7 @@ def push(ref, repo, every, org, private, force):
             raise ConfigError("push --all takes --org ORG and neither MODEL, --repo nor --force")
         from godiff.zoo.registry import Registry
 
-        shipped = [(e.name, e.version, e.path) for e in Registry().entries() if e.source == "shipped"]
+        shipped = [(e.name, e.version, e.path) for e in Registry().shipped_entries()]
         for pushed, url in hub.push_all(shipped, org, private=private):
             click.echo(f"pushed {pushed}: {url}")
         return
@@ -280,7 +280,7 @@ def card(refs, out_dir):
     from godiff.zoo.card import card_of_folder
     from godiff.zoo.registry import Registry
 
-    folders = [resolve(r) for r in refs] or [e.path for e in Registry().entries() if e.source == "shipped"]
+    folders = [resolve(r) for r in refs] or [e.path for e in Registry().shipped_entries()]
     for folder in folders:
         name, text = card_of_folder(folder)
         if out_dir is None:

@@ -124,6 +124,10 @@ class Registry:
                         seen.setdefault((name_dir.name, vdir.name), Entry(name_dir.name, vdir.name, vdir, source))
         return sorted(seen.values(), key=lambda e: (e.name, parse_version(e.version)))
 
+    def shipped_entries(self) -> list[Entry]:
+        """The versions shipped with godiff (``zoo/``) that no local copy hides, as :meth:`entries` orders them."""
+        return [e for e in self.entries() if e.source == "shipped"]
+
     def versions(self, name: str) -> list[str]:
         return [e.version for e in self.entries() if e.name == name]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from godiff.generated import between_markers
 from godiff.zoo.card import _composition, _energy, _unit, card_of_folder
 from godiff.zoo.format import read_metadata
 from godiff.zoo.registry import Registry, shipped_root
@@ -55,15 +56,13 @@ def zoo_table(folders) -> str:
 
 def with_table(text: str, table: str) -> str:
     """``text`` with what lies between :data:`TABLE_BEGIN` and :data:`TABLE_END` replaced by ``table``."""
-    head, _, rest = text.partition(TABLE_BEGIN + "\n")
-    _, _, tail = rest.partition(TABLE_END)
-    return head + TABLE_BEGIN + "\n" + table + TABLE_END + tail
+    return between_markers(text, TABLE_BEGIN, TABLE_END, table)
 
 
 def main() -> None:
     """Rewrite the repository's ``cards/`` and the zoo table of :data:`TABLE_PAGE` from the shipped
     models (run from the repository's root)."""
-    folders = [e.path for e in Registry().entries() if e.source == "shipped"]
+    folders = [e.path for e in Registry().shipped_entries()]
     cards = shipped_root().parent / "cards"
     cards.mkdir(exist_ok=True)
     for folder in folders:
