@@ -64,10 +64,12 @@ class Descriptor:
         self.scale = float(bond_length)
         self.template = None if template is None else torch.as_tensor(np.asarray(template, dtype=float))
         i, j = np.triu_indices(len(self.numbers), k=1)
-        pair_kind = [tuple(sorted(p)) for p in zip(self.numbers[i], self.numbers[j])]
-        self._pairs = [
-            (i[m], j[m]) for m in (np.array([k == kind for k in pair_kind]) for kind in sorted(set(pair_kind)))
-        ]
+        first = self.numbers[i] <= self.numbers[j]  # labels may be numbers or symbols
+        low = np.where(first, self.numbers[i], self.numbers[j])
+        high = np.where(first, self.numbers[j], self.numbers[i])
+        species = np.unique(self.numbers)
+        kinds = ((low == a) & (high == b) for a in species for b in species if a <= b)  # sorted pairs
+        self._pairs = [(i[m], j[m]) for m in kinds if m.any()]
         self._species = [np.flatnonzero(self.numbers == z) for z in sorted(set(self.numbers.tolist()))]
 
     @classmethod

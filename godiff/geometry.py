@@ -228,8 +228,7 @@ def mobile_mobile_edges(positions: torch.Tensor, cell: torch.Tensor, periodic, c
         lattice_shifts(cell.detach().cpu().numpy().astype(float), periodic, cutoff), dtype=positions.dtype
     ) @ cell.to(positions)  # (S, 3)
     with torch.no_grad():
-        keep = _pairs_within(positions.detach(), shifts, cutoff)
-        sample, s_idx, i, j = torch.nonzero(keep, as_tuple=True)
+        sample, s_idx, i, j = _pairs_within(positions.detach(), shifts, cutoff)
     # only the kept pairs' vectors are built with a gradient: x_j + shift_s - x_i
     vectors = positions[sample, j] + shifts[s_idx] - positions[sample, i]
     return Edges(sample * n + j, sample * n + i, vectors)
@@ -237,18 +236,31 @@ def mobile_mobile_edges(positions: torch.Tensor, cell: torch.Tensor, periodic, c
 
 def _pairs_within(
     positions: torch.Tensor, shifts: torch.Tensor, cutoff: float, chunk_elements: int = 1 << 24
-) -> torch.Tensor:
-    """(n_samples, n_shifts, n_mobile, n_mobile) bool: x_j + shift_s lies within ``cutoff`` of x_i
-    (and is not x_i itself). Shifts go in chunks, so the largest temporary holds about
-    ``chunk_elements`` displacement components whatever the size."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (sample, shift, i, j) indices, in lexicographic order, where x_j + shift_s lies within
+    ``cutoff`` of x_i (and is not x_i itself).
+
+    The work goes in blocks of whole samples, else whole shifts, else rows of receivers, so the
+    largest temporary holds about ``chunk_elements`` displacement components whatever the size,
+    and nothing of size n_samples x n_shifts x n_mobile^2 is ever built (a 3000-atom search
+    held gigabytes, in operations too long for Ctrl-C to stop promptly)."""
     b, n, _ = positions.shape
-    per_shift = max(1, b * n * n * 3)
-    step = max(1, chunk_elements // per_shift)
-    keep = torch.empty((b, shifts.shape[0], n, n), dtype=torch.bool, device=positions.device)
-    for start in range(0, shifts.shape[0], step):
-        part = shifts[start : start + step]
-        dist = (positions[:, None, None, :, :] + part[None, :, None, None, :] - positions[:, None, :, None, :]).norm(
-            dim=-1
-        )
-        keep[:, start : start + step] = (dist < cutoff) & (dist > 1e-6)
-    return keep
+    n_shifts = shifts.shape[0]
+    rows = min(n, max(1, chunk_elements // max(1, 3 * n)))
+    per_shift = 1 if rows < n else min(n_shifts, max(1, chunk_elements // max(1, 3 * n * n)))
+    per_sample = 1 if per_shift < n_shifts else max(1, chunk_elements // max(1, 3 * n * n * n_shifts))
+    found = []
+    for b0 in range(0, b, per_sample):
+        x = positions[b0 : b0 + per_sample]
+        for s0 in range(0, n_shifts, per_shift):
+            part = shifts[s0 : s0 + per_shift]
+            for r0 in range(0, n, rows):
+                dist = (x[:, None, None, :, :] + part[None, :, None, None, :] - x[:, None, r0 : r0 + rows, None, :]).norm(
+                    dim=-1
+                )
+                sample, s_idx, i, j = torch.nonzero((dist < cutoff) & (dist > 1e-6), as_tuple=True)
+                found.append((sample + b0, s_idx + s0, i + r0, j))
+    if not found:
+        empty = torch.zeros(0, dtype=torch.long, device=positions.device)
+        return empty, empty, empty, empty
+    return tuple(torch.cat(column) for column in zip(*found))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 
 from godiff.box import Box
@@ -267,8 +268,12 @@ def declash(
 
 
 def _min_distance_matrix(system) -> torch.Tensor:
-    sym = system.mobile_symbols
-    return torch.tensor([[system.pair_min_distance(a, b) for b in sym] for a in sym], dtype=torch.float32)
+    """(n_mobile, n_mobile) least distances, Å: one per pair of species, spread over the atoms
+    (a loop over every pair of atoms took seconds at a thousand atoms)."""
+    species, kind = np.unique(np.asarray(system.mobile_symbols), return_inverse=True)
+    table = torch.tensor([[system.pair_min_distance(a, b) for b in species] for a in species], dtype=torch.float32)
+    kind = torch.as_tensor(kind.reshape(-1))
+    return table[kind[:, None], kind[None, :]]
 
 
 def _template_min_distance(system) -> torch.Tensor | None:
