@@ -22,6 +22,7 @@ from godiff.cli.progress import LogHandler, Progress, choose_mode, format_second
 from godiff.errors import GodiffError, NotARunError
 
 SHIPPED = [
+    "ag7-ag111",
     "au7-au111",
     "lj13",
     "lj19",

@@ -27,6 +27,7 @@ from godiff.system.shipped import list_systems, system_description, system_path
 from godiff.zoo.similarity import fingerprint
 
 SHIPPED = [
+    "ag7-ag111",
     "au7-au111",
     "lj13",
     "lj19",
