@@ -255,9 +255,9 @@ def _pairs_within(
         for s0 in range(0, n_shifts, per_shift):
             part = shifts[s0 : s0 + per_shift]
             for r0 in range(0, n, rows):
-                dist = (x[:, None, None, :, :] + part[None, :, None, None, :] - x[:, None, r0 : r0 + rows, None, :]).norm(
-                    dim=-1
-                )
+                dist = (
+                    x[:, None, None, :, :] + part[None, :, None, None, :] - x[:, None, r0 : r0 + rows, None, :]
+                ).norm(dim=-1)
                 sample, s_idx, i, j = torch.nonzero((dist < cutoff) & (dist > 1e-6), as_tuple=True)
                 found.append((sample + b0, s_idx + s0, i + r0, j))
     if not found:
