@@ -189,6 +189,7 @@ def test_shipped_models_load_and_their_cards_match():
         pytest.skip("no zoo/ folder beside the package (installed without the repository)")
     assert entries, "the repository ships at least one model in zoo/"
     cards = shipped_root().parent / "cards"
+    newest = {e.name: e.ref for e in entries}  # entries go by name, then version
     for entry in entries:
         name, text = card_of_folder(entry.path)
         assert (entry.path / "README.md").read_text() == text, f"{entry.ref}: README.md is not the generated card"
@@ -197,8 +198,9 @@ def test_shipped_models_load_and_their_cards_match():
         assert f"energy_unit: {unit}" in text and (unit == "eV") == (" eV" in text), (
             f"{entry.ref}: energies not in {unit}"
         )
-        zoo_model = load(entry.path)
-        assert zoo_model.sample(2, seed=0).shape == (2, zoo_model.system.n_mobile, 3)
+        zoo_model = load(entry.path)  # digests verified, weights loaded
+        if entry.ref == newest[entry.name]:  # sampling is one code path: once per model keeps the suite short
+            assert zoo_model.sample(2, seed=0).shape == (2, zoo_model.system.n_mobile, 3)
 
 
 def _variant(preset: str, **changes):

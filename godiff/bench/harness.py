@@ -118,6 +118,14 @@ def _resolved_config(run_dir: Path) -> dict:
     return manifest.search or {"method": manifest.method, "seed": manifest.seed, "budget": manifest.budget}
 
 
+def _start_model(run_dir: Path) -> str | None:
+    """The zoo model a transfer run started from, as its lineage names it (None from scratch):
+    a record says which model it measured even where ``--from`` was left to the match."""
+    from godiff.rundir import RunDir
+
+    return RunDir(run_dir).manifest.parent
+
+
 def _machine() -> dict:
     return {
         "platform": platform.platform(),
@@ -291,6 +299,7 @@ def run_one(
         "versions": _versions(),
         "commit": source_commit(),
         "config": _resolved_config(run_dir),
+        "start_model": _start_model(run_dir),
         "machine": _machine(),
         "threads": _torch_threads(),
     }
