@@ -45,7 +45,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-pt111", "Pt7/Pt(111), EMT: the paper's defaults beside random structure search and basin hopping"),
     ("pt7-pt111-10k", "Pt7/Pt(111), EMT: the classical methods at 10,000 evaluations"),
     ("pt7-pt111-gofee", "Pt7/Pt(111), EMT: AGOX's GOFEE"),
+    (
+        "pt7-transfer-fcc111-polish10",
+        "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0, ten polish steps (today's transfer)",
+    ),
     ("pt7-transfer-v2", "Pt7/Pt(111), EMT: transfer from pt-islands-emt@2.0.0, retrained with today's search"),
+    ("pt7-transfer-fcc111", "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0 (Pt5, Pt6, then Au6)"),
     (
         "pt7-transfer-energy",
         "Pt7/Pt(111), EMT: transfer from pt-islands-emt@1.0.0 (today's transfer: the adaptive search, energy ranking)",
@@ -54,9 +59,24 @@ CANONICAL: tuple[tuple[str, str], ...] = (
         "pt7-transfer-t3-first32",
         "Pt7/Pt(111), EMT: transfer from the Pt-island model on the fixed schedule (before 0.3.0)",
     ),
+    ("au7-transfer-fcc111", "Au7/Au(111), EMT: transfer from fcc111-islands-emt@1.0.0, the best match"),
     ("au7-transfer-v2", "Au7/Au(111), EMT: transfer from pt-islands-emt@2.0.0"),
     ("au7-transfer-energy", "Au7/Au(111), EMT: transfer from pt-islands-emt@1.0.0 (today's transfer)"),
-    ("pd7-transfer-v2", "Pd7/Pd(111), EMT: transfer from pt-islands-emt@2.0.0"),
+    (
+        "ag7-transfer-polish10",
+        "Ag7/Ag(111), EMT, held out: from fcc111-islands-emt@1.0.0, the best match, ten polish steps (today's transfer)",
+    ),
+    (
+        "ag7-transfer-fcc111",
+        "Ag7/Ag(111), EMT, held out of the zoo: transfer from fcc111-islands-emt@1.0.0, the best match",
+    ),
+    ("ag7-transfer-v2", "Ag7/Ag(111), EMT, held out of the zoo: transfer from pt-islands-emt@2.0.0"),
+    (
+        "pd7-transfer-polish10",
+        "Pd7/Pd(111), EMT, held out: from pt-islands-emt@2.0.0, the best match, ten polish steps (today's transfer)",
+    ),
+    ("pd7-transfer-v2", "Pd7/Pd(111), EMT, held out of the zoo: transfer from pt-islands-emt@2.0.0, the best match"),
+    ("pd7-transfer-fcc111", "Pd7/Pd(111), EMT, held out of the zoo: transfer from fcc111-islands-emt@1.0.0"),
     (
         "pd7-transfer",
         "Pd7/Pd(111), EMT: transfer from pt-islands-emt@1.0.0 beside a search from scratch (an element no model saw)",
@@ -64,6 +84,10 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("au7-steps20-keep025", "Au7/Au(111), EMT: today's defaults (20 steps, a quarter of the candidates relaxed)"),
     ("au7-oversample32", "Au7/Au(111), EMT: 0.2.0's defaults"),
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),
+    (
+        "pt7-chgnet-transfer-polish10",
+        "Pt7/Pt(111), CHGNet: from the EMT-trained pt-islands-emt@2.0.0, ten polish steps (today's transfer)",
+    ),
     ("pt7-chgnet-transfer-v2", "Pt7/Pt(111), CHGNet: transfer from pt-islands-emt@2.0.0"),
     ("pt7-chgnet-transfer", "Pt7/Pt(111), CHGNet: transfer from the EMT-trained Pt-island model (today's)"),
     ("pt7-chgnet-share1-timed", "Pt7/Pt(111), CHGNet: today's defaults (about 22 candidates per evaluation)"),
