@@ -47,7 +47,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-pt111-gofee", "Pt7/Pt(111), EMT: AGOX's GOFEE"),
     (
         "pt7-transfer-fcc111-polish10",
-        "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0, ten polish steps (today's transfer)",
+        "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0, a ten-point polish (today's transfer)",
     ),
     ("pt7-transfer-v2", "Pt7/Pt(111), EMT: transfer from pt-islands-emt@2.0.0, retrained with today's search"),
     ("pt7-transfer-fcc111", "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0 (Pt5, Pt6, then Au6)"),
@@ -64,7 +64,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("au7-transfer-energy", "Au7/Au(111), EMT: transfer from pt-islands-emt@1.0.0 (today's transfer)"),
     (
         "ag7-transfer-polish10",
-        "Ag7/Ag(111), EMT, held out: from fcc111-islands-emt@1.0.0, the best match, ten polish steps (today's transfer)",
+        "Ag7/Ag(111), EMT, held out: from fcc111-islands-emt@1.0.0, the best match, a ten-point polish (today's transfer)",
     ),
     (
         "ag7-transfer-fcc111",
@@ -73,7 +73,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("ag7-transfer-v2", "Ag7/Ag(111), EMT, held out of the zoo: transfer from pt-islands-emt@2.0.0"),
     (
         "pd7-transfer-polish10",
-        "Pd7/Pd(111), EMT, held out: from pt-islands-emt@2.0.0, the best match, ten polish steps (today's transfer)",
+        "Pd7/Pd(111), EMT, held out: from pt-islands-emt@2.0.0, the best match, a ten-point polish (today's transfer)",
     ),
     ("pd7-transfer-v2", "Pd7/Pd(111), EMT, held out of the zoo: transfer from pt-islands-emt@2.0.0, the best match"),
     ("pd7-transfer-fcc111", "Pd7/Pd(111), EMT, held out of the zoo: transfer from fcc111-islands-emt@1.0.0"),
@@ -86,7 +86,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),
     (
         "pt7-chgnet-transfer-polish10",
-        "Pt7/Pt(111), CHGNet: from the EMT-trained pt-islands-emt@2.0.0, ten polish steps (today's transfer)",
+        "Pt7/Pt(111), CHGNet: from the EMT-trained pt-islands-emt@2.0.0, a ten-point polish (today's transfer)",
     ),
     ("pt7-chgnet-transfer-v2", "Pt7/Pt(111), CHGNet: transfer from pt-islands-emt@2.0.0"),
     ("pt7-chgnet-transfer", "Pt7/Pt(111), CHGNet: transfer from the EMT-trained Pt-island model (today's)"),

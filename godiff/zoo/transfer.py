@@ -9,8 +9,8 @@ Steps of :func:`finetune`:
    starts as a copy of the nearest element it did see (periodic-table distance), so Au on a
    Pt-trained model starts as Pt.
 3. **Search** as a scratch search does, with the three settings of :data:`TRANSFER` that trust
-   the model (a first batch of 32, candidates ranked by predicted energy, ten polish steps on
-   each round's best); the replay buffer
+   the model (a first batch of 32, candidates ranked by predicted energy, a line search of ten
+   points along the forces of each round's best); the replay buffer
    starts empty, since the new system's energies are new, and the energy head's additive shift is
    moved onto them from the first data, so a model trained under EMT fine-tunes under CHGNet or DFT, whose energies lie
    hundreds of eV away (:class:`godiff.search.Search`). Any setting can be overridden.
@@ -81,9 +81,11 @@ __all__ = [
 #: neither its count nor a zero-width bound on the scratch path (the last two rows) matched it.
 #: Au7/Au(111), Pd7/Pd(111) and Pt7 under CHGNet from the same model: the benchmark findings.
 #:
-#: A third trust, ``polish: 10`` (the scratch search's 3): the best of a trusted model's first
-#: batch lies a few force steps from the minimum when the element or the potential is new, and ten
-#: polish steps cost less than another round. Hypothesis tested on the matches of today's zoo,
+#: A third trust, ``polish: 10`` (the scratch search's 3): each round's polish is one line search
+#: along the forces of the best structure, its points evaluated together; ten points span 1/16 to
+#: 32 trust steps where three span 1/2 to 2. The best of a trusted model's first batch lies in the
+#: minimum's basin when the element or the potential is new, downhill along its forces, and the
+#: wider line search costs less than another round. Hypothesis tested on the matches of today's zoo,
 #: same command with ``--set polish=10`` (seeds 0..3, as evaluated, polish 3 -> 10):
 #:
 #: ==========================================  ==================  ==================  ==================================
