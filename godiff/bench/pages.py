@@ -94,6 +94,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-chgnet-oversample32", "Pt7/Pt(111), CHGNet: 0.2.0's defaults"),
     ("pt7-pt111-chgnet", "Pt7/Pt(111), CHGNet: earlier defaults, transfer and the classical methods"),
     ("lj13", "LJ13"),
+    ("lj19-transfer-polish10", "LJ19: transfer from lj13-lj@2.0.0, a ten-point polish (today's transfer)"),
     ("lj19-transfer-v2", "LJ19: transfer from lj13-lj@2.0.0, retrained with today's search"),
     ("lj19-steps20-keep025", "LJ19: 20 steps, a quarter of the candidates relaxed"),
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
