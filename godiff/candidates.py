@@ -43,6 +43,8 @@ class Candidates:
         evaluated so far moved along its forces (:mod:`godiff.polish`), unless that structure was
         polished twice without a gain; the trust step follows the result. Returns how many it evaluated."""
         k = it.k
+        if k == 0 and self.pretrained and self.config.relax_first > 0:
+            return self._relax_round(it, have)
         left = self.polish.points if self.config.budget is None else self.config.budget - self.n_evaluations - have
         if not self.config.adaptive_batch or self.polish.points == 0 or (k == 0 and not self.pretrained) or left <= 0:
             return 0
@@ -71,6 +73,32 @@ class Candidates:
         self.polish_step = self.polish.next_step(self.polish_step, best=best.energy, energies=energies)
         self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
         return len(samples)
+
+    def _relax_round(self, it: Iteration, have: int) -> int:
+        """The first round of a search from a zoo model, relaxed: its best structure relaxed with
+        the real calculator (ASE BFGS on the mobile atoms to ``RELAX_FMAX``), each call an
+        evaluation recorded as it arrives (``polish=True``), at most ``relax_first`` of them and
+        never past the budget. Returns how many it evaluated.
+
+        A resumed run replays the relaxation: a call whose evaluation is already in the database
+        is answered from it, so BFGS retraces the same steps and evaluates only the missing ones.
+        """
+        from ase.optimize import BFGS
+
+        k, cfg = it.k, self.config
+        left = cfg.relax_first if cfg.budget is None else min(cfg.relax_first, cfg.budget - self.n_evaluations - have)
+        best = self._best_row(k, have)
+        if best is None or left <= 0:
+            return 0
+        atoms = self.system.atoms(best.positions[self.n_template :])
+        atoms.set_constraint(_FixTemplate(self.n_template))
+        calc = _Relaxation(self, it, first=have, calls=left)
+        atoms.calc = calc
+        try:
+            BFGS(atoms, logfile=None).run(fmax=RELAX_FMAX, steps=left)
+        except _RelaxationEnded:
+            pass
+        return calc.made
 
     def _best_row(self, k: int, have: int):
         """The lowest-energy evaluation so far: of the finished iterations and of iteration ``k``'s
@@ -146,3 +174,54 @@ class Candidates:
     def _spread(self) -> float:
         """``s`` of the uncertainty: the energy head's last measured error, else its energy scale."""
         return float(self.head_rms) if self.head_rms else float(self.model.energy_scale)
+
+
+#: The relaxation of :meth:`Candidates._relax_round` stops when no mobile atom feels more than
+#: this force (the system's energy unit per Å or σ): past any energy tolerance a user would set.
+RELAX_FMAX = 0.01
+
+
+class _RelaxationEnded(Exception):
+    """The relaxation ran out of calls or met a failed evaluation."""
+
+
+def _FixTemplate(n_template: int):
+    from ase.constraints import FixAtoms
+
+    return FixAtoms(indices=list(range(n_template)))
+
+
+class _Relaxation:
+    """The ASE calculator of :meth:`Candidates._relax_round`: call ``i`` is evaluation
+    ``first + i`` of the iteration, read from the database when it is there, else evaluated and
+    recorded by the search's own evaluation path."""
+
+    implemented_properties = ("energy", "forces")
+
+    def __init__(self, search, it, *, first: int, calls: int):
+        self.search, self.it, self.first, self.calls = search, it, first, calls
+        self.made, self.atoms, self.results = 0, None, {}
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        if self.atoms is None or atoms is None or not np.array_equal(self.atoms.positions, atoms.positions):
+            self._calculate(atoms)
+        return self.results[name].copy() if name == "forces" else self.results[name]
+
+    def get_potential_energy(self, atoms=None, force_consistent=False):
+        return self.get_property("energy", atoms)
+
+    def get_forces(self, atoms=None):
+        return self.get_property("forces", atoms)
+
+    def _calculate(self, atoms) -> None:
+        if self.made >= self.calls:
+            raise _RelaxationEnded()
+        search, index = self.search, self.first + self.made
+        mobile = atoms.positions[search.n_template :]
+        search._evaluate_round(self.it, mobile[None], offset=index, polish=True)
+        row = next((r for r in search.run_dir.rows(self.it.k) if int(r.sample) == index), None)
+        self.made += 1
+        if row is None or not succeeded(row):
+            raise _RelaxationEnded()
+        self.atoms = atoms.copy()
+        self.results = {"energy": float(row.energy), "forces": np.asarray(row.forces, dtype=float)}

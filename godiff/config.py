@@ -199,6 +199,9 @@ class SearchConfig:
         polish: evaluations after each round of the adaptive batch on the best structure moved
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
+        relax_first: a search from a zoo model only: the best structure of its first batch relaxed
+            with the real calculator, at most this many evaluations, in place of that batch's
+            polish (:meth:`godiff.candidates.Candidates._relax_round`; 0: none).
         network_share: candidates sized to the calculator (:mod:`godiff.cost`): each iteration
             draws as many candidates per evaluation as keep the network's seconds per evaluation
             within this multiple of the calculator's, between ``min_oversample`` and the sampler's
@@ -256,6 +259,7 @@ class SearchConfig:
     refine_noise: float = 0.3
     polish: int = 3
     polish_step: float | None = None
+    relax_first: int = 0
     network_share: float | None = 1.0
     min_oversample: float = 8.0
     batch_size: int = 32
@@ -292,7 +296,7 @@ class SearchConfig:
                 number(name, getattr(self, name), minimum=1, integer=True)
         if self.max_samples < self.min_samples:
             raise ConfigError(f"max_samples ({self.max_samples}) is below min_samples ({self.min_samples})")
-        for name in ("train_steps", "train_min_steps", "train_patience", "polish", "reheat"):
+        for name in ("train_steps", "train_min_steps", "train_patience", "polish", "reheat", "relax_first"):
             number(name, getattr(self, name), minimum=0, integer=True)
         number("seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)  # torch takes a signed 64-bit seed
         for name in (

@@ -476,3 +476,51 @@ def test_the_zoo_is_a_group_of_godiff_and_the_roots_traceback_flag_reaches_it(tm
     assert "Traceback" not in plain.stderr
     traced = CliRunner().invoke(cli, ["--traceback", "zoo", "show", "no-such-model"])
     assert traced.exit_code == 3 and "Traceback (most recent call last)" in traced.stderr
+
+
+def _stop_at(at: int):
+    """An LJ calculator whose call number ``at`` is Ctrl-C: a run cut inside its first relaxation."""
+    from godiff.energy import make_calculator
+
+    calc = make_calculator({"calculator": "lj"})
+    calls, inner = [0], calc.calculate
+
+    def calculate(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at:
+            raise KeyboardInterrupt
+        return inner(*args, **kwargs)
+
+    calc.calculate = calculate
+    return calc
+
+
+def test_a_transfer_relaxes_its_first_batchs_best_and_a_cut_relaxation_resumes_exactly(run_dir, registry, tmp_path):
+    """relax_first: after the first batch of a search from a zoo model, its best structure is
+    relaxed with the real calculator, each call a counted evaluation (polish=True), at most
+    relax_first of them, going downhill; a run cut inside the relaxation and resumed evaluates
+    exactly what the uninterrupted run did."""
+    from godiff.energy import make_calculator
+    from godiff.rundir import RunDir
+    from godiff.zoo.transfer import start_search
+
+    registry.add_run(run_dir, name="lj13-start", version="1.0.0")
+    settings = dict(TINY, first_samples=4, samples=None, min_samples=4, max_samples=4, relax_first=6, budget=14)
+    whole = tmp_path / "whole"
+    start_search(
+        "lj13", start="lj13-start@1.0.0", out=whole, calculator=make_calculator({"calculator": "lj"}), **settings
+    ).run()
+    rows = RunDir(whole).rows()
+    first = [r for r in rows if r.iteration == 0 and not r.get("polish")]
+    relaxed = [r for r in rows if r.iteration == 0 and r.get("polish")]
+    assert len(first) == 4 and 1 <= len(relaxed) <= 6 and len(rows) == 14
+    assert min(r.energy for r in relaxed) < min(r.energy for r in first)  # downhill from the batch's best
+    assert relaxed[0].positions.tolist() == min(first, key=lambda r: r.energy).positions.tolist()
+
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        start_search("lj13", start="lj13-start@1.0.0", out=cut, calculator=_stop_at(7), **settings).run()
+    assert len(RunDir(cut).rows()) == 6  # the batch of 4 and two relaxation steps
+    Search.resume(cut, calculator=make_calculator({"calculator": "lj"})).run()
+    again = RunDir(cut).rows()
+    assert [(r.iteration, r.sample, r.energy) for r in again] == [(r.iteration, r.sample, r.energy) for r in rows]
