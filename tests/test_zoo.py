@@ -524,3 +524,15 @@ def test_a_transfer_relaxes_its_first_batchs_best_and_a_cut_relaxation_resumes_e
     Search.resume(cut, calculator=make_calculator({"calculator": "lj"})).run()
     again = RunDir(cut).rows()
     assert [(r.iteration, r.sample, r.energy) for r in again] == [(r.iteration, r.sample, r.energy) for r in rows]
+
+
+def test_shipped_entries_are_the_zoo_folder_whatever_the_local_registry_holds(run_dir, tmp_path):
+    """A local copy of a shipped version hides it from resolve and match, not from the cards, the
+    docs' table and push --all, which are made of zoo/ itself."""
+    import shutil
+
+    registry = Registry(local=tmp_path / "local", shipped=tmp_path / "shipped")
+    entry = registry.add_run(run_dir, name="lj13-both", version="1.0.0")
+    shutil.copytree(entry.path, tmp_path / "shipped" / "lj13-both" / "1.0.0")
+    assert [(e.ref, e.source) for e in registry.entries()] == [("lj13-both@1.0.0", "local")]
+    assert [(e.ref, e.source) for e in registry.shipped_entries()] == [("lj13-both@1.0.0", "shipped")]

@@ -112,8 +112,11 @@ class Registry:
 
     def entries(self) -> list[Entry]:
         """Every registered version, by name then version; a local copy hides a shipped one."""
+        return self._entries(self._roots())
+
+    def _entries(self, roots) -> list[Entry]:
         seen: dict[tuple[str, str], Entry] = {}
-        for source, root in self._roots():
+        for source, root in roots:
             if not root.is_dir():
                 continue
             for name_dir in sorted(root.iterdir()):
@@ -125,8 +128,10 @@ class Registry:
         return sorted(seen.values(), key=lambda e: (e.name, parse_version(e.version)))
 
     def shipped_entries(self) -> list[Entry]:
-        """The versions shipped with godiff (``zoo/``) that no local copy hides, as :meth:`entries` orders them."""
-        return [e for e in self.entries() if e.source == "shipped"]
+        """Every version shipped with godiff (``zoo/``), as :meth:`entries` orders them, whatever
+        the local registry holds: what the cards, the docs' table and ``push --all`` are made of
+        (a local copy of a shipped version once hid it from all three)."""
+        return self._entries([("shipped", self.shipped)])
 
     def versions(self, name: str) -> list[str]:
         return [e.version for e in self.entries() if e.name == name]
