@@ -201,7 +201,8 @@ class SearchConfig:
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
         relax_first: a search from a zoo model only: the best structure of its first batch relaxed
             with the real calculator, at most this many evaluations, in place of that batch's
-            polish (:meth:`godiff.candidates.Candidates._relax_round`; 0: none).
+            polish (:meth:`godiff.candidates.Candidates._relax_round`; 0: none; the transfer
+            preset :data:`godiff.zoo.transfer.TRANSFER` sets 60).
         network_share: candidates sized to the calculator (:mod:`godiff.cost`): each iteration
             draws as many candidates per evaluation as keep the network's seconds per evaluation
             within this multiple of the calculator's, between ``min_oversample`` and the sampler's

@@ -259,6 +259,7 @@ def test_finetune_starts_from_the_closest_model_and_registers_its_child(run_dir,
         iterations=1,
         first_samples=3,
         polish=0,
+        relax_first=0,
         train_steps=1,
         steps=4,
         relax_steps=1,
@@ -358,6 +359,8 @@ def test_run_from_finetune_and_the_harness_transfer_are_one_search(run_dir, regi
         "4",
         "--threads",
         "1",
+        "--set",
+        "relax_first=2",
     ]
     ran = CliRunner().invoke(
         cli, ["run", "lj13", "--from", "lj13-start@1.0.0", *options, "--out", str(tmp_path / "run")]
@@ -389,6 +392,7 @@ def test_run_from_finetune_and_the_harness_transfer_are_one_search(run_dir, regi
         steps=5,
         relax_steps=2,
         batch_size=4,
+        relax_first=2,
     )
 
     manifests = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("run", "finetune", "bench")]
@@ -399,7 +403,8 @@ def test_run_from_finetune_and_the_harness_transfer_are_one_search(run_dir, regi
         [r.energy for r in sorted(ase_db(tmp_path / d).select(), key=lambda r: r.id)]
         for d in ("run", "finetune", "bench")
     ]
-    assert len(energies[0]) == 8 and energies[1] == energies[0] and energies[2] == energies[0]
+    assert len(energies[0]) == 4 + 2 + 4  # the first batch, its best relaxed, the second batch
+    assert energies[1] == energies[0] and energies[2] == energies[0]
 
 
 def ase_db(run):

@@ -47,7 +47,7 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-pt111-gofee", "Pt7/Pt(111), EMT: AGOX's GOFEE"),
     (
         "pt7-transfer-fcc111-polish10",
-        "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0, a ten-point polish (today's transfer)",
+        "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0, a ten-point polish, no relaxation of the first batch",
     ),
     ("pt7-transfer-v2", "Pt7/Pt(111), EMT: transfer from pt-islands-emt@2.0.0, retrained with today's search"),
     ("pt7-transfer-fcc111", "Pt7/Pt(111), EMT: transfer from fcc111-islands-emt@1.0.0 (Pt5, Pt6, then Au6)"),
@@ -63,8 +63,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("au7-transfer-v2", "Au7/Au(111), EMT: transfer from pt-islands-emt@2.0.0"),
     ("au7-transfer-energy", "Au7/Au(111), EMT: transfer from pt-islands-emt@1.0.0 (today's transfer)"),
     (
+        "ag7-transfer-relax60",
+        "Ag7/Ag(111), EMT, held out: from fcc111-islands-emt@1.0.0, the best match (today's transfer)",
+    ),
+    (
         "ag7-transfer-polish10",
-        "Ag7/Ag(111), EMT, held out: from fcc111-islands-emt@1.0.0, the best match, a ten-point polish (today's transfer)",
+        "Ag7/Ag(111), EMT, held out: from fcc111-islands-emt@1.0.0, the best match, a ten-point polish, no relaxation of the first batch",
     ),
     (
         "ag7-transfer-fcc111",
@@ -72,8 +76,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ),
     ("ag7-transfer-v2", "Ag7/Ag(111), EMT, held out of the zoo: transfer from pt-islands-emt@2.0.0"),
     (
+        "pd7-transfer-relax60",
+        "Pd7/Pd(111), EMT, held out: from pt-islands-emt@2.0.0, the best match (today's transfer)",
+    ),
+    (
         "pd7-transfer-polish10",
-        "Pd7/Pd(111), EMT, held out: from pt-islands-emt@2.0.0, the best match, a ten-point polish (today's transfer)",
+        "Pd7/Pd(111), EMT, held out: from pt-islands-emt@2.0.0, the best match, a ten-point polish, no relaxation of the first batch",
     ),
     ("pd7-transfer-v2", "Pd7/Pd(111), EMT, held out of the zoo: transfer from pt-islands-emt@2.0.0, the best match"),
     ("pd7-transfer-fcc111", "Pd7/Pd(111), EMT, held out of the zoo: transfer from fcc111-islands-emt@1.0.0"),
@@ -85,8 +93,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("au7-oversample32", "Au7/Au(111), EMT: 0.2.0's defaults"),
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),
     (
+        "pt7-chgnet-transfer-relax60",
+        "Pt7/Pt(111), CHGNet: from the EMT-trained pt-islands-emt@2.0.0 (today's transfer)",
+    ),
+    (
         "pt7-chgnet-transfer-polish10",
-        "Pt7/Pt(111), CHGNet: from the EMT-trained pt-islands-emt@2.0.0, a ten-point polish (today's transfer)",
+        "Pt7/Pt(111), CHGNet: from the EMT-trained pt-islands-emt@2.0.0, a ten-point polish, no relaxation of the first batch",
     ),
     ("pt7-chgnet-transfer-v2", "Pt7/Pt(111), CHGNet: transfer from pt-islands-emt@2.0.0"),
     ("pt7-chgnet-transfer", "Pt7/Pt(111), CHGNet: transfer from the EMT-trained Pt-island model (today's)"),
@@ -94,12 +106,17 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-chgnet-oversample32", "Pt7/Pt(111), CHGNet: 0.2.0's defaults"),
     ("pt7-pt111-chgnet", "Pt7/Pt(111), CHGNet: earlier defaults, transfer and the classical methods"),
     ("lj13", "LJ13"),
-    ("lj19-transfer-polish10", "LJ19: transfer from lj13-lj@2.0.0, a ten-point polish (today's transfer)"),
+    ("lj19-transfer-relax60", "LJ19: transfer from lj13-lj@2.0.0, the first batch's best relaxed (today's transfer)"),
+    (
+        "lj19-transfer-polish10",
+        "LJ19: transfer from lj13-lj@2.0.0, a ten-point polish, no relaxation of the first batch",
+    ),
     ("lj19-transfer-v2", "LJ19: transfer from lj13-lj@2.0.0, retrained with today's search"),
     ("lj19-steps20-keep025", "LJ19: 20 steps, a quarter of the candidates relaxed"),
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
     ("lj19", "LJ19: earlier defaults, transfer and basin hopping"),
     ("pt6-xtb", "Pt6, GFN2-xTB: the gas-phase cluster"),
+    ("pt13-transfer", "Pt13/Pt(111), EMT: transfer from pt-islands-emt@2.0.0 (Pt5, Pt6), ten-point polish, seed 0"),
     ("pt13-classical", "Pt13/Pt(111), EMT: the classical methods"),
     ("pt19-classical", "Pt19/Pt(111), EMT: the classical methods"),
 )
