@@ -83,6 +83,7 @@ class Candidates:
         A resumed run replays the relaxation: a call whose evaluation is already in the database
         is answered from it, so BFGS retraces the same steps and evaluates only the missing ones.
         """
+        from ase.constraints import FixAtoms
         from ase.optimize import BFGS
 
         k, cfg = it.k, self.config
@@ -91,9 +92,8 @@ class Candidates:
         if best is None or left <= 0:
             return 0
         atoms = self.system.atoms(best.positions[self.n_template :])
-        atoms.set_constraint(_FixTemplate(self.n_template))
-        calc = _Relaxation(self, it, first=have, calls=left)
-        atoms.calc = calc
+        atoms.set_constraint(FixAtoms(indices=list(range(self.n_template))))  # the search moves mobile atoms only
+        atoms.calc = calc = _relaxation_calculator(self, it, first=have, calls=left)
         try:
             BFGS(atoms, logfile=None).run(fmax=RELAX_FMAX, steps=left)
         except _RelaxationEnded:
@@ -185,43 +185,29 @@ class _RelaxationEnded(Exception):
     """The relaxation ran out of calls or met a failed evaluation."""
 
 
-def _FixTemplate(n_template: int):
-    from ase.constraints import FixAtoms
+def _relaxation_calculator(search, it, *, first: int, calls: int):
+    """The ASE calculator of :meth:`Candidates._relax_round`: its call ``i`` is evaluation
+    ``first + i`` of the iteration, through the search's own evaluation path (which skips one
+    already in the database), and answered from the database row."""
+    from ase.calculators.calculator import Calculator
 
-    return FixAtoms(indices=list(range(n_template)))
+    class Relaxation(Calculator):
+        implemented_properties = ["energy", "forces"]
 
+        def __init__(self):
+            super().__init__()
+            self.made = 0
 
-class _Relaxation:
-    """The ASE calculator of :meth:`Candidates._relax_round`: call ``i`` is evaluation
-    ``first + i`` of the iteration, read from the database when it is there, else evaluated and
-    recorded by the search's own evaluation path."""
+        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+            super().calculate(atoms, properties, system_changes)
+            if self.made >= calls:
+                raise _RelaxationEnded()
+            index = first + self.made
+            search._evaluate_round(it, self.atoms.positions[None, search.n_template :], offset=index, polish=True)
+            row = next((r for r in search.run_dir.rows(it.k) if int(r.sample) == index), None)
+            self.made += 1
+            if row is None or not succeeded(row):
+                raise _RelaxationEnded()
+            self.results = {"energy": float(row.energy), "forces": np.asarray(row.forces, dtype=float)}
 
-    implemented_properties = ("energy", "forces")
-
-    def __init__(self, search, it, *, first: int, calls: int):
-        self.search, self.it, self.first, self.calls = search, it, first, calls
-        self.made, self.atoms, self.results = 0, None, {}
-
-    def get_property(self, name, atoms=None, allow_calculation=True):
-        if self.atoms is None or atoms is None or not np.array_equal(self.atoms.positions, atoms.positions):
-            self._calculate(atoms)
-        return self.results[name].copy() if name == "forces" else self.results[name]
-
-    def get_potential_energy(self, atoms=None, force_consistent=False):
-        return self.get_property("energy", atoms)
-
-    def get_forces(self, atoms=None):
-        return self.get_property("forces", atoms)
-
-    def _calculate(self, atoms) -> None:
-        if self.made >= self.calls:
-            raise _RelaxationEnded()
-        search, index = self.search, self.first + self.made
-        mobile = atoms.positions[search.n_template :]
-        search._evaluate_round(self.it, mobile[None], offset=index, polish=True)
-        row = next((r for r in search.run_dir.rows(self.it.k) if int(r.sample) == index), None)
-        self.made += 1
-        if row is None or not succeeded(row):
-            raise _RelaxationEnded()
-        self.atoms = atoms.copy()
-        self.results = {"energy": float(row.energy), "forces": np.asarray(row.forces, dtype=float)}
+    return Relaxation()
