@@ -100,6 +100,17 @@ def _without_retired(data: dict) -> dict:
     return {key: value for key, value in data.items() if key not in RETIRED}
 
 
+def _check_score_settings(settings: dict) -> None:
+    """``score_settings`` name fields of :class:`ScoreConfig` with values it accepts (one-line error)."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"score_settings: expected a mapping of architecture fields, got {type(settings).__name__}")
+    known = {f.name for f in fields(ScoreConfig)}
+    for key in settings:
+        if key not in known:
+            raise ConfigError(f"unknown search setting 'score.{key}' (the network's fields: {', '.join(sorted(known))})")
+    ScoreConfig(**settings)
+
+
 SCHEDULES = ("adaptive", "exponential")
 TRAIN_STOPS = ("agreement", "fixed")
 ACQUISITIONS = ("lcb", "energy")
@@ -229,6 +240,8 @@ class SearchConfig:
         workers: parallel evaluation processes.
         sampler: reverse-diffusion settings.
         score: network architecture (``None``: scaled to the system's bond length).
+        score_settings: fields of :class:`godiff.score.ScoreConfig` set over that architecture
+            (``--set score.layers=2``); a zoo model keeps its own.
     """
 
     iterations: int = 100
@@ -277,9 +290,12 @@ class SearchConfig:
     workers: int = 1
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     score: ScoreConfig | None = None
+    score_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from godiff.checks import choice, number
+
+        _check_score_settings(self.score_settings)
 
         for name in (
             "iterations",
@@ -399,16 +415,20 @@ class SearchConfig:
         """
         top = {f.name for f in fields(self)}
         samp = {f.name for f in fields(SamplerConfig)}
-        main, sampler = {}, {}
+        main, sampler, score = {}, {}, {}
         for key, value in settings.items():
             key = SAMPLER_ALIASES.get(key, key)
-            if key in top:
+            if key.startswith("score."):
+                score[key.removeprefix("score.")] = value
+            elif key in top:
                 main[key] = value
             elif key in samp:
                 sampler[key] = value
             else:
                 raise ConfigError(f"unknown search setting '{key}'")
         new = replace(self, **main)
+        if score:
+            new = replace(new, score_settings={**new.score_settings, **score})
         if sampler:
             new = replace(new, sampler=replace(new.sampler, **sampler))
         return new

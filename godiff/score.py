@@ -98,6 +98,14 @@ class ScoreConfig:
     head_hidden: int = 64
     avg_neighbors: float = 12.0
 
+    def __post_init__(self):
+        from godiff.checks import number
+
+        for name in ("scalars", "vectors", "lmax", "layers", "n_radial", "radial_hidden", "sigma_features", "head_hidden"):
+            number(f"score.{name}", getattr(self, name), minimum=1, integer=True)
+        for name in ("cutoff", "mobile_cutoff", "avg_neighbors"):
+            number(f"score.{name}", getattr(self, name), above=0)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -66,7 +66,7 @@ from godiff.config import (  # noqa: F401  (re-exported: godiff.search.SearchCon
     SearchConfig,
 )
 from godiff.cost import CandidateCount, CostMeter, network_seconds
-from godiff.errors import EvaluationFailureError
+from godiff.errors import ConfigError, EvaluationFailureError
 from godiff.manifest import RunManifest
 from godiff.minima import distinct_minima, minima_xyz
 from godiff.polish import Polish
@@ -190,11 +190,7 @@ class Search(Rounds, Checkpointing, Candidates):
         self.trust_energy = bool(trust_energy)
         self.parent = parent
         self.pretrained = model is not None
-        score_config = (
-            model.config
-            if model is not None
-            else (self.config.score or ScoreConfig.for_length_scale(self.system.bond_length(), self.system.n_mobile))
-        )
+        score_config = self._score_config(model)
         self.config = replace(self.config, score=score_config)
         self._set_controllers()
         self.template = self.system.template_atoms()
@@ -246,6 +242,20 @@ class Search(Rounds, Checkpointing, Candidates):
             self.run_dir = RunDir(out or _default_out(self.system))
             RunDir.check_free(self.run_dir.path)  # refused now, created (and locked) by run()
             self._to_create = self._manifest(command)
+
+    def _score_config(self, model) -> ScoreConfig:
+        """The network's architecture: a zoo model's own, else the configured one (or the system's
+        defaults, :meth:`ScoreConfig.for_length_scale`) with ``score_settings`` over it."""
+        settings = self.config.score_settings
+        if model is not None:
+            if settings:
+                raise ConfigError(
+                    f"score.{next(iter(settings))}: a search from a zoo model keeps the model's architecture"
+                )
+            return model.config
+        if self.config.score is not None:
+            return replace(self.config.score, **settings)
+        return ScoreConfig.for_length_scale(self.system.bond_length(), self.system.n_mobile, **settings)
 
     def _set_controllers(self) -> None:
         """The schedule, batch size and training stop of the settings (again after a resume's changes)."""

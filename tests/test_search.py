@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import ase.db
@@ -356,6 +357,25 @@ def test_kill_9_mid_iteration_then_resume_equals_an_uninterrupted_run(tmp_path, 
         assert got.keys() == want.keys()
         for key in got:
             assert torch.equal(got[key], want[key]), f"{name}.{key}"
+
+
+def test_score_settings_set_the_architecture_over_the_systems_own_and_a_resume_keeps_it(tmp_path):
+    """``--set score.layers=1`` changes one field of the network the system would get (its cutoffs
+    stay scaled to the bond); run.json keeps the result, a resume builds the same network, and a
+    field the network does not have, or a zoo model's architecture, is refused in one line."""
+    config = SearchConfig().with_settings({"score.layers": 1, "score.scalars": 8, "budget": 8, "samples": 8})
+    search = Search("lj13", config=replace(config, train_steps=2, batch_size=4, force_batch=4), out=tmp_path / "r")
+    expected = replace(ScoreConfig.for_length_scale(load_system("lj13").bond_length(), 13), layers=1, scalars=8)
+    assert search.model.config == expected and search.config.score == expected
+    search.run()
+    assert Search.resume(tmp_path / "r", read_only=True).model.config == expected
+    with pytest.raises(ConfigError, match="unknown search setting 'score.width'"):
+        SearchConfig().with_settings({"score.width": 8})
+    with pytest.raises(ConfigError, match="score.layers: must be at least 1"):
+        SearchConfig().with_settings({"score.layers": 0})
+    model = ScoreModel(TINY)
+    with pytest.raises(ConfigError, match="keeps the model's architecture"):
+        Search("lj13", config=config, model=model, out=tmp_path / "z")
 
 
 def test_building_a_search_writes_nothing_until_it_runs(tmp_path):
