@@ -107,7 +107,9 @@ def _check_score_settings(settings: dict) -> None:
     known = {f.name for f in fields(ScoreConfig)}
     for key in settings:
         if key not in known:
-            raise ConfigError(f"unknown search setting 'score.{key}' (the network's fields: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"unknown search setting 'score.{key}' (the network's fields: {', '.join(sorted(known))})"
+            )
     ScoreConfig(**settings)
 
 

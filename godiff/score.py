@@ -101,7 +101,16 @@ class ScoreConfig:
     def __post_init__(self):
         from godiff.checks import number
 
-        for name in ("scalars", "vectors", "lmax", "layers", "n_radial", "radial_hidden", "sigma_features", "head_hidden"):
+        for name in (
+            "scalars",
+            "vectors",
+            "lmax",
+            "layers",
+            "n_radial",
+            "radial_hidden",
+            "sigma_features",
+            "head_hidden",
+        ):
             number(f"score.{name}", getattr(self, name), minimum=1, integer=True)
         for name in ("cutoff", "mobile_cutoff", "avg_neighbors"):
             number(f"score.{name}", getattr(self, name), above=0)
