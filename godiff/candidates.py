@@ -44,7 +44,10 @@ class Candidates:
         polished twice without a gain; the trust step follows the result. Returns how many it evaluated."""
         k = it.k
         if k == 0 and self.pretrained and self.config.relax_first > 0:
-            return self._relax_round(it, have)
+            return self._relax_round(it, have, calls=self.config.relax_first)
+        if self._relaxation_due(k):
+            self.relaxed_at = self.n_evaluations
+            return self._relax_round(it, have, calls=self.config.relax_stalled)
         left = self.polish.points if self.config.budget is None else self.config.budget - self.n_evaluations - have
         if not self.config.adaptive_batch or self.polish.points == 0 or (k == 0 and not self.pretrained) or left <= 0:
             return 0
@@ -74,11 +77,22 @@ class Candidates:
         self.polished_id, self.polish_failures = best.id, 0 if gained else failures + 1
         return len(samples)
 
-    def _relax_round(self, it: Iteration, have: int) -> int:
-        """The first round of a search from a zoo model, relaxed: its best structure relaxed with
-        the real calculator (ASE BFGS on the mobile atoms to ``RELAX_FMAX``), each call an
-        evaluation recorded as it arrives (``polish=True``), at most ``relax_first`` of them and
-        never past the budget. Returns how many it evaluated.
+    def _relaxation_due(self, k: int) -> bool:
+        """Whether ``relax_stalled`` relaxes the best now: the best has not improved for
+        ``relax_after`` evaluations and has not been relaxed since it last improved. Read from the
+        state at the iteration's start (the counters move only between iterations), so a resumed
+        iteration decides as the uninterrupted one did."""
+        cfg = self.config
+        if cfg.relax_stalled <= 0 or k == 0 or self.stalled() < cfg.relax_after:
+            return False
+        return self.relaxed_at is None or self.relaxed_at < self.improved_at
+
+    def _relax_round(self, it: Iteration, have: int, *, calls: int) -> int:
+        """The best structure so far relaxed with the real calculator (ASE BFGS on the mobile atoms
+        to ``RELAX_FMAX``), each call an evaluation recorded as it arrives (``polish=True``), at
+        most ``calls`` of them and never past the budget: the first round of a search from a zoo
+        model (``relax_first``) and a stalled search's best (``relax_stalled``). Returns how many
+        it evaluated.
 
         A resumed run replays the relaxation: a call whose evaluation is already in the database
         is answered from it, so BFGS retraces the same steps and evaluates only the missing ones.
@@ -87,7 +101,7 @@ class Candidates:
         from ase.optimize import BFGS
 
         k, cfg = it.k, self.config
-        left = cfg.relax_first if cfg.budget is None else min(cfg.relax_first, cfg.budget - self.n_evaluations - have)
+        left = calls if cfg.budget is None else min(calls, cfg.budget - self.n_evaluations - have)
         best = self._best_row(k, have)
         if best is None or left <= 0:
             return 0

@@ -131,6 +131,7 @@ class Checkpointing:
             self.temperature, self.head_rms = state.temperature, state.head_rms
             self.polish_step = state.polish_step if state.polish_step is not None else self.polish_step
             self.polished_id, self.polish_failures = state.polished_id, state.polish_failures
+            self.relaxed_at = state.relaxed_at
             self.cost = CostMeter.from_dict(state.cost)
             self.next_iteration = last + 1
         elif self.run_dir.manifest.pretrained:
@@ -258,6 +259,7 @@ class Checkpointing:
             polish_step=self.polish_step,
             polished_id=self.polished_id,
             polish_failures=self.polish_failures,
+            relaxed_at=self.relaxed_at,
             optimizer=opt_meta,
             rng={"scheme": "sha256(seed, iteration, phase) -> torch.Generator", "seed": self.config.seed},
             cost=self.cost.to_dict(),

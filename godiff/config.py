@@ -216,6 +216,12 @@ class SearchConfig:
             with the real calculator, at most this many evaluations, in place of that batch's
             polish (:meth:`godiff.candidates.Candidates._relax_round`; 0: none; the transfer
             preset :data:`godiff.zoo.transfer.TRANSFER` sets 60).
+        relax_stalled: once the best has not improved for ``relax_after`` evaluations, that best
+            relaxed with the real calculator as ``relax_first`` relaxes, at most this many
+            evaluations, in place of the next round's polish; once per stall (another waits for
+            an improvement); 0: never.
+        relax_after: the evaluations without an improvement (as for ``patience``) before
+            ``relax_stalled`` relaxes the best.
         network_share: candidates sized to the calculator (:mod:`godiff.cost`): each iteration
             draws as many candidates per evaluation as keep the network's seconds per evaluation
             within this multiple of the calculator's, between ``min_oversample`` and the sampler's
@@ -276,6 +282,8 @@ class SearchConfig:
     polish: int = 3
     polish_step: float | None = None
     relax_first: int = 0
+    relax_stalled: int = 0
+    relax_after: int = 64
     network_share: float | None = 1.0
     min_oversample: float = 8.0
     batch_size: int = 32
@@ -308,6 +316,7 @@ class SearchConfig:
             "min_samples",
             "max_samples",
             "refine_from",
+            "relax_after",
         ):
             number(name, getattr(self, name), minimum=1, integer=True)
         for name in ("samples", "first_samples", "budget", "patience"):
@@ -315,7 +324,15 @@ class SearchConfig:
                 number(name, getattr(self, name), minimum=1, integer=True)
         if self.max_samples < self.min_samples:
             raise ConfigError(f"max_samples ({self.max_samples}) is below min_samples ({self.min_samples})")
-        for name in ("train_steps", "train_min_steps", "train_patience", "polish", "reheat", "relax_first"):
+        for name in (
+            "train_steps",
+            "train_min_steps",
+            "train_patience",
+            "polish",
+            "reheat",
+            "relax_first",
+            "relax_stalled",
+        ):
             number(name, getattr(self, name), minimum=0, integer=True)
         number("seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)  # torch takes a signed 64-bit seed
         for name in (

@@ -146,6 +146,8 @@ class CheckpointState:
         polish_step: the polish's trust step, Å (``None``: the search's first).
         polished_id, polish_failures: the evaluation the polish moved last, and its polishes in a
             row that found nothing lower.
+        relaxed_at: the evaluations made when ``relax_stalled`` last relaxed the best (``None``:
+            never).
         optimizer: the optimizer's state beside its tensors (:func:`godiff.rundir.flatten_optimizer`).
         rng: how the run's random streams are derived (a record; they are recomputed, not stored).
         cost: the run's measured costs (:class:`godiff.cost.CostMeter`), from which the next
@@ -176,6 +178,7 @@ class CheckpointState:
     polish_step: float | None = None
     polished_id: int | None = None
     polish_failures: int = 0
+    relaxed_at: int | None = None
     optimizer: dict = field(default_factory=dict)
     rng: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)

@@ -225,6 +225,7 @@ class Search(Rounds, Checkpointing, Candidates):
         self.drawn = 0  # candidates drawn this iteration
         self.polished_id: int | None = None  # the evaluation the polish moved last
         self.polish_failures = 0  # polishes of it in a row that found nothing lower
+        self.relaxed_at: int | None = None  # evaluations made when relax_stalled last relaxed the best
         self.descriptors = Descriptor.for_system(self.system)
         self.seen = np.zeros((0, 0))  # descriptors of every evaluated structure
         self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler, device=self.device)

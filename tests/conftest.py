@@ -86,3 +86,20 @@ def tiny_mace_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("mace") / "tiny.model"
     torch.save(model, path)
     return path
+
+
+def lj_cut_at(at: int):
+    """An LJ calculator whose call number ``at`` is Ctrl-C: a run cut where a test wants it."""
+    from godiff.energy import make_calculator
+
+    calc = make_calculator({"calculator": "lj"})
+    calls, inner = [0], calc.calculate
+
+    def calculate(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at:
+            raise KeyboardInterrupt
+        return inner(*args, **kwargs)
+
+    calc.calculate = calculate
+    return calc

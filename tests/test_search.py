@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.lj import LennardJones
+from conftest import lj_cut_at
 from safetensors.torch import load_file
 
 import godiff
@@ -376,6 +377,37 @@ def test_score_settings_set_the_architecture_over_the_systems_own_and_a_resume_k
     model = ScoreModel(TINY)
     with pytest.raises(ConfigError, match="keeps the model's architecture"):
         Search("lj13", config=config, model=model, out=tmp_path / "z")
+
+
+def test_a_stalled_search_relaxes_its_best_once_per_stall_and_a_cut_relaxation_resumes_exactly(tmp_path):
+    """relax_stalled: once the best has not improved for relax_after evaluations, it is relaxed
+    with the real calculator, each call a counted evaluation (polish=True), at most relax_stalled
+    of them, going downhill; not again until the best improves (here nothing counts as an
+    improvement); a run cut inside the relaxation and resumed evaluates what the whole run did."""
+    from godiff.energy import make_calculator
+    from godiff.rundir import RunDir
+
+    settings = dict(
+        samples=None, min_samples=4, max_samples=4, polish=0, relax_stalled=5, relax_after=8, improvement=1e6
+    )
+    config = replace(tiny_config(budget=24, iterations=10), **settings)
+    whole = tmp_path / "whole"
+    Search("lj13", config=config, out=whole, calculator=make_calculator({"calculator": "lj"})).run()
+    rows = RunDir(whole).rows()
+    relaxed = [r for r in rows if r.get("polish")]
+    before = [r for r in rows if r.iteration < relaxed[0].iteration]
+    assert len(rows) == 24 and 2 <= len(relaxed) <= 5
+    assert len(before) >= 8 and len({r.iteration for r in relaxed}) == 1  # after the stall, once
+    assert relaxed[0].positions.tolist() == min(before, key=lambda r: r.energy).positions.tolist()
+    assert min(r.energy for r in relaxed) < relaxed[0].energy  # downhill from the best
+
+    cut = tmp_path / "cut"
+    at = len(before) + 3  # the third call of the relaxation
+    with pytest.raises(KeyboardInterrupt):
+        Search("lj13", config=config, out=cut, calculator=lj_cut_at(at)).run()
+    Search.resume(cut, calculator=make_calculator({"calculator": "lj"})).run()
+    again = RunDir(cut).rows()
+    assert [(r.iteration, r.sample, r.energy) for r in again] == [(r.iteration, r.sample, r.energy) for r in rows]
 
 
 def test_building_a_search_writes_nothing_until_it_runs(tmp_path):

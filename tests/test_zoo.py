@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import lj_cut_at
 
 from godiff.errors import (
     CheckpointError,
@@ -483,23 +484,6 @@ def test_the_zoo_is_a_group_of_godiff_and_the_roots_traceback_flag_reaches_it(tm
     assert traced.exit_code == 3 and "Traceback (most recent call last)" in traced.stderr
 
 
-def _stop_at(at: int):
-    """An LJ calculator whose call number ``at`` is Ctrl-C: a run cut inside its first relaxation."""
-    from godiff.energy import make_calculator
-
-    calc = make_calculator({"calculator": "lj"})
-    calls, inner = [0], calc.calculate
-
-    def calculate(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == at:
-            raise KeyboardInterrupt
-        return inner(*args, **kwargs)
-
-    calc.calculate = calculate
-    return calc
-
-
 def test_a_transfer_relaxes_its_first_batchs_best_and_a_cut_relaxation_resumes_exactly(run_dir, registry, tmp_path):
     """relax_first: after the first batch of a search from a zoo model, its best structure is
     relaxed with the real calculator, each call a counted evaluation (polish=True), at most
@@ -524,7 +508,7 @@ def test_a_transfer_relaxes_its_first_batchs_best_and_a_cut_relaxation_resumes_e
 
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        start_search("lj13", start="lj13-start@1.0.0", out=cut, calculator=_stop_at(7), **settings).run()
+        start_search("lj13", start="lj13-start@1.0.0", out=cut, calculator=lj_cut_at(7), **settings).run()
     assert len(RunDir(cut).rows()) == 6  # the batch of 4 and two relaxation steps
     Search.resume(cut, calculator=make_calculator({"calculator": "lj"})).run()
     again = RunDir(cut).rows()
