@@ -72,6 +72,14 @@ class ScoreConfig:
     lmax = 1 halves the training step against lmax = 2 (120 vs 264 ms for 48 structures) with no
     loss of search quality seen; 16 vector channels cost little more than 8 at lmax = 1.
 
+    Narrower is not cheaper where it counts: 16 scalars and 8 vectors (``--set score.scalars=16
+    --set score.vectors=8``) cost 0.6 times the training step and 0.7 times the forward pass, but
+    on Pt7/Pt(111), EMT, seeds 0..7, budget 1,280, the heptamer came as evaluated at 470, 128, 245,
+    528, 586, 147, 521, 281 (median 376) in a median of 104 s, against 150, 226, 109, 359, 377,
+    244, 261, 225 (median 235) in 89 s with these defaults run beside it (``pt7-width16`` in
+    ``benchmarks/archive.json``). Two layers instead of three took 205 evaluations on seed 0
+    against 150 (not run further).
+
     Attributes:
         scalars: number of 0e channels per node.
         vectors: number of 1o channels per node.
