@@ -107,7 +107,7 @@ class Candidates:
             return 0
         atoms = self.system.atoms(best.positions[self.n_template :])
         atoms.set_constraint(FixAtoms(indices=list(range(self.n_template))))  # the search moves mobile atoms only
-        atoms.calc = calc = _relaxation_calculator(self, it, first=have, calls=left)
+        atoms.calc = calc = _relaxation_calculator(self, it, first=have, calls=left, start=best)
         try:
             BFGS(atoms, logfile=None).run(fmax=RELAX_FMAX, steps=left)
         except _RelaxationEnded:
@@ -199,10 +199,11 @@ class _RelaxationEnded(Exception):
     """The relaxation ran out of calls or met a failed evaluation."""
 
 
-def _relaxation_calculator(search, it, *, first: int, calls: int):
-    """The ASE calculator of :meth:`Candidates._relax_round`: its call ``i`` is evaluation
-    ``first + i`` of the iteration, through the search's own evaluation path (which skips one
-    already in the database), and answered from the database row."""
+def _relaxation_calculator(search, it, *, first: int, calls: int, start):
+    """The ASE calculator of :meth:`Candidates._relax_round`: BFGS's first call, at the structure
+    it starts from, is answered from that structure's row ``start`` (it was evaluated already);
+    every other call ``i`` is evaluation ``first + i`` of the iteration, through the search's own
+    evaluation path (which skips one already in the database), and answered from the database row."""
     from ase.calculators.calculator import Calculator
 
     class Relaxation(Calculator):
@@ -214,6 +215,10 @@ def _relaxation_calculator(search, it, *, first: int, calls: int):
 
         def calculate(self, atoms=None, properties=("energy",), system_changes=()):
             super().calculate(atoms, properties, system_changes)
+            mobile = self.atoms.positions[search.n_template :]
+            if np.array_equal(mobile, np.asarray(start.positions)[search.n_template :]):
+                self.results = _row_results(start)
+                return
             if self.made >= calls:
                 raise _RelaxationEnded()
             index = first + self.made
@@ -222,6 +227,11 @@ def _relaxation_calculator(search, it, *, first: int, calls: int):
             self.made += 1
             if row is None or not succeeded(row):
                 raise _RelaxationEnded()
-            self.results = {"energy": float(row.energy), "forces": np.asarray(row.forces, dtype=float)}
+            self.results = _row_results(row)
 
     return Relaxation()
+
+
+def _row_results(row) -> dict:
+    """An ASE calculator's results from an evaluation's database row."""
+    return {"energy": float(row.energy), "forces": np.asarray(row.forces, dtype=float)}

@@ -103,3 +103,13 @@ def lj_cut_at(at: int):
 
     calc.calculate = calculate
     return calc
+
+
+def assert_first_bfgs_step_from(start, row) -> None:
+    """``row`` is BFGS's first step from evaluation ``start`` (database rows): moved along
+    ``start``'s forces, so the relaxation began there without evaluating it again."""
+    step = np.asarray(row.positions) - np.asarray(start.positions)
+    forces = np.asarray(start.forces)
+    assert np.abs(step).max() > 0
+    cosine = float((step * forces).sum() / (np.linalg.norm(step) * np.linalg.norm(forces)))
+    assert cosine > 0.999, cosine
