@@ -37,7 +37,7 @@ import torch
 from godiff.box import Box
 from godiff.errors import ConfigError
 from godiff.geometry import template_mobile_edges, wrap
-from godiff.score import ScoreModel, SystemGraph
+from godiff.score import ScoreModel, ScoreOutput, SystemGraph
 from godiff.sde import VESDE
 
 __all__ = ["SamplerConfig", "Sampler", "declash"]
@@ -113,6 +113,11 @@ class SamplerConfig:
 
             More candidates cost network time (sampling), not evaluations. The paper preset keeps
             the 4 it was measured with.
+        prune_at: the share of the reverse diffusion done when each batch of candidates is first
+            pruned by the energy head of that step's forward pass (successive halving: draw many,
+            finish the promising); 1 (the default) prunes only at the relaxation (``relax_keep``).
+        prune_keep: the share of each batch that goes on from ``prune_at`` (never fewer than the
+            relaxation keeps; with every candidate relaxed, ``relax_keep: 1``, none is pruned).
         batch_size: samples per forward pass.
     """
 
@@ -126,6 +131,8 @@ class SamplerConfig:
     relax_rate: float = 0.05
     relax_keep: float = 0.25
     oversample: float = 32.0
+    prune_at: float = 1.0
+    prune_keep: float = 0.5
     batch_size: int = 128
 
     def __post_init__(self):
@@ -140,6 +147,8 @@ class SamplerConfig:
         number("guidance_cap", self.guidance_cap, above=0)
         number("oversample", self.oversample, minimum=1)
         number("relax_keep", self.relax_keep, above=0, maximum=1)
+        number("prune_at", self.prune_at, above=0, maximum=1)
+        number("prune_keep", self.prune_keep, above=0, maximum=1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,6 +184,15 @@ class SamplerConfig:
             relax_rate=self.relax_rate * scale**2,
             guidance_cap=self.guidance_cap * scale,
         )
+
+    def prune_step(self) -> int:
+        """The diffusion step whose forward pass prunes the candidates (``steps``: none does).
+
+        Example:
+            >>> SamplerConfig(steps=20, prune_at=0.5).prune_step(), SamplerConfig(steps=20).prune_step()
+            (10, 20)
+        """
+        return min(self.steps, int(round(self.prune_at * self.steps)))
 
     def relaxed_count(self, n: int, total: int) -> int:
         """How many of ``total`` candidates drawn for ``n`` structures go on to the relaxation:
@@ -468,7 +486,9 @@ class Sampler:
 
     def _sample_chunk(self, m: int, context, generator, *, start=None, start_sigma=None, keep=None) -> torch.Tensor:
         """``m`` candidates through the reverse diffusion and the relaxation; with ``keep`` < m only
-        the ``keep`` lowest by the energy head at the relaxation's first pass go on (and come back)."""
+        the ``keep`` lowest by the energy head at the relaxation's first pass go on (and come back),
+        and from the diffusion step :meth:`SamplerConfig.prune_step` only the ``prune_keep`` share
+        (at least ``keep``; without ``keep`` none is pruned there)."""
         cfg = self.config
         sigmas, times = self.sigmas()
         first = 0
@@ -478,9 +498,12 @@ class Sampler:
             first = min(int((sigmas > start_sigma).sum()), cfg.steps)  # the first level at or below it
             noise = float(sigmas[first]) * self._noise((m, self.graph.n_mobile, 3), generator)
             x = self.domain.fold(start.to(self.device, torch.float32) + noise)
+        prune_at = cfg.prune_step()
         for k in range(first, cfg.steps):
             s_now, s_next = float(sigmas[k]), float(sigmas[k + 1])
             out = self._forward(x, s_now, context)
+            if k == prune_at and cfg.prune_keep < 1:
+                x, out = self._lowest(x, out, max(int(math.ceil(cfg.prune_keep * m)), m if keep is None else keep))
             score = -out.eps / s_now
             var = s_now**2 - s_next**2
             x = x + var * score
@@ -494,13 +517,19 @@ class Sampler:
                 x = self._langevin(x, s_next, context, generator)
         for j in range(cfg.relax_steps):
             out = self._forward(x, self.sde.sigma_min, context)
-            if j == 0 and keep is not None and keep < m:
-                lowest = torch.sort(out.energy, stable=True).indices[:keep]
-                x, forces = x[lowest], out.forces[lowest]
-            else:
-                forces = out.forces
-            x = self.domain.fold(x + _cap(cfg.relax_rate * forces, cfg.guidance_cap))
+            if j == 0 and keep is not None and keep < len(x):
+                x, out = self._lowest(x, out, keep)
+            x = self.domain.fold(x + _cap(cfg.relax_rate * out.forces, cfg.guidance_cap))
         return x
+
+    @staticmethod
+    def _lowest(x, out, keep: int):
+        """The ``keep`` candidates of ``x`` lowest by the energy head of ``out`` (ties by index),
+        and their outputs."""
+        if keep >= len(x):
+            return x, out
+        lowest = torch.sort(out.energy, stable=True).indices[:keep]
+        return x[lowest], ScoreOutput(eps=out.eps[lowest], forces=out.forces[lowest], energy=out.energy[lowest])
 
     def _langevin(self, x, sigma, context, generator):
         out = self._forward(x, sigma, context)

@@ -149,6 +149,40 @@ def test_pruned_candidates_are_the_lowest_of_each_batch_relaxed_as_without_pruni
     assert torch.equal(draw(3, relaxed=8)[0], relaxed_all)  # keeping all changes nothing
 
 
+def test_candidates_pruned_inside_the_diffusion_are_the_lowest_by_that_steps_energy_and_finish_as_unpruned(model, slab):
+    """prune_at/prune_keep: at the diffusion step prune_step() each batch keeps the prune_keep
+    share lowest by that forward pass's energy head, and only those take the later passes. Pruned
+    at the last step (no noise after it), the survivors finish exactly as in an unpruned draw; off
+    (prune_at 1 or prune_keep 1), the draw is the default's."""
+    settings = dict(steps=4, guidance=0.5, relax_steps=3, relax_rate=0.05, batch_size=4)
+
+    def draw(relaxed=None, **prune):
+        sampler = Sampler(model, slab.sde, slab.domain, slab.graph, SamplerConfig(**settings, **prune))
+        energies, sizes = [], []
+
+        def record(module, inputs, out):
+            energies.append(out.energy.clone())
+            sizes.append(len(inputs[0]))
+
+        hook = model.register_forward_hook(record)
+        try:
+            x, _ = sampler.candidates(8, generator=torch.Generator().manual_seed(5), relaxed=relaxed)
+        finally:
+            hook.remove()
+        return x, energies, sizes
+
+    unpruned, energies, _ = draw()  # every candidate diffused and relaxed
+    pruned, _, sizes = draw(relaxed=4, prune_at=0.75, prune_keep=0.5)
+    assert SamplerConfig(steps=4, prune_at=0.75).prune_step() == 3
+    assert sizes == [4, 4, 4, 4, 2, 2, 2] * 2 + [4]  # the last pass ranks what came back
+    passes = 4 + 3  # a batch's diffusion and relaxation passes
+    survivors = torch.cat([torch.sort(energies[c * passes + 3], stable=True).indices[:2] + 4 * c for c in (0, 1)])
+    torch.testing.assert_close(pruned, unpruned[survivors], rtol=0, atol=1e-5)
+    default, _, _ = draw(relaxed=4)
+    assert torch.equal(draw(relaxed=4, prune_at=1.0, prune_keep=0.5)[0], default)
+    assert torch.equal(draw(relaxed=4, prune_at=0.5, prune_keep=1.0)[0], default)
+
+
 def test_relaxed_count_keeps_at_least_the_draw_and_an_old_file_relaxes_every_candidate():
     assert SamplerConfig(relax_keep=0.25).relaxed_count(4, 128) == 32
     assert SamplerConfig(relax_keep=0.25).relaxed_count(4, 8) == 4  # never fewer than the draw
