@@ -3,6 +3,7 @@
 import importlib.metadata
 import json
 import shutil
+import statistics
 import time
 
 import numpy as np
@@ -358,8 +359,9 @@ def test_bench_speed_on_a_run_prices_an_evaluation_by_that_runs_own_draws_and_tr
     # network (4 draws over 8 evaluations); 2 training steps after each (4 over 8).
     from click.testing import CliRunner
 
-    from godiff.bench.speed import spent_per_evaluation
+    from godiff.bench.speed import draw_quality, spent_per_evaluation
     from godiff.cli.main import cli
+    from godiff.energy import make_calculator
     from godiff.search import Search
 
     run = tmp_path / "run"
@@ -394,6 +396,21 @@ def test_bench_speed_on_a_run_prices_an_evaluation_by_that_runs_own_draws_and_tr
     result = CliRunner().invoke(cli, command + ["--set", "sampling_steps=2", "--set", "oversample=2"])
     assert result.exit_code == 0, (result.output, result.stderr)
     assert "sampling 4 structures (2 steps, 1 relaxation steps, 2x oversampled)" in result.output
+    # what draws under those settings hand the calculator: the run's own draw, evaluated
+    result = CliRunner().invoke(cli, command + ["--set", "oversample=2", "--draws", "2"])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert "2 draws of 16 at 2 candidates each" in result.output and "(32 evaluated)" in result.output
+    search = Search.resume(run, read_only=True)
+    quality = draw_quality(search, 2)
+    lj = make_calculator(search.system.energy)
+    energies = []
+    for r in range(2):
+        for positions in search.draw(1_000_000 + r, 0, 16):
+            atoms = search.system.atoms(positions)
+            atoms.calc = lj
+            energies.append(atoms.get_potential_energy())
+    assert quality["n"] == 32 and quality["median_energy"] == pytest.approx(statistics.median(energies), abs=1e-9)
+    assert quality["lowest_energy"] == pytest.approx(min(energies), abs=1e-9)
 
 
 def _stopped_pt1_run(tmp_path, reference: float, tolerance: float):

@@ -24,6 +24,11 @@ times the same run's counts under other sampler settings (:func:`time_with_setti
 With ``--steps-sweep`` and a run directory it also measures sample quality against the number
 of sampling steps: for each step count, the median and lowest energy of structures drawn from
 that run's last checkpoint (each evaluation counted, none written to the run).
+
+With ``--draws N`` and a run directory it measures what a draw hands the calculator under the
+sampler settings given with ``--set`` (:func:`draw_quality`): N rounds of 16 drawn from the run's
+last checkpoint as its iterations draw them (candidates, relaxation, acquisition), each evaluated;
+a setting meant to make candidates cheaper is checked here before a benchmark.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "spent_per_evaluation",
     "network_per_evaluation",
     "steps_sweep",
+    "draw_quality",
     "time_with_settings",
 ]
 
@@ -241,3 +247,34 @@ def steps_sweep(search, step_counts, *, samples: int = 64, seed: int = 0) -> lis
                 }
             )
     return out
+
+
+def draw_quality(search, rounds: int, *, size: int = 16) -> dict:
+    """Energies of ``rounds`` draws of ``size`` structures from ``search`` as its iterations draw
+    them (:meth:`godiff.search.Search.draw`, at ``search.oversample`` candidates each, from random
+    streams no run uses), each evaluated with the system's energy function; nothing is written.
+
+    Returns the median energy, the mean of each round's lowest, the lowest, the median seconds of
+    a draw and how many were evaluated."""
+    from godiff.energy import Evaluator
+
+    energy = search.calculator if search.calculator is not None else search.system.energy
+    energies, lowest, seconds = [], [], []
+    with (
+        tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch,
+        Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator,
+    ):
+        for r in range(rounds):
+            t = time.perf_counter()
+            x = search.draw(1_000_000 + r, 0, size)
+            seconds.append(time.perf_counter() - t)
+            found = [e.energy for e in evaluator.evaluate([search.system.atoms(p) for p in x]) if e.ok]
+            energies += found
+            lowest.append(min(found))
+    return {
+        "median_energy": statistics.median(energies),
+        "mean_round_lowest": statistics.mean(lowest),
+        "lowest_energy": min(energies),
+        "draw_s": statistics.median(seconds),
+        "n": len(energies),
+    }

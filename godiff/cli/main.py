@@ -802,8 +802,16 @@ def _parse_settings(settings) -> dict:
     metavar="N,N,...",
     help="Also measure sample energies against sampling steps (needs a run directory).",
 )
+@click.option(
+    "--draws",
+    type=click.IntRange(min=1, max=1000),
+    default=None,
+    help="Also evaluate N draws of 16 made as the run's iterations make them, under --set (needs a run directory).",
+)
 @set_option
-def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps, steps_sweep, evaluations, settings):
+def bench_speed(
+    target, samples, repeats, threads, trust_energy, sampling_steps, steps_sweep, draws, evaluations, settings
+):
     """Print the cost of the network, of sampling and of training for SYSTEM (untrained model) or
     for the last checkpoint of a run directory, and for a run directory the network's seconds per
     evaluation of that run; medians of several repeats. Writes nothing.
@@ -816,6 +824,7 @@ def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps,
     import torch
 
     from godiff.bench.speed import (
+        draw_quality,
         evaluation_costs,
         forward_costs,
         iteration_costs,
@@ -884,6 +893,16 @@ def bench_speed(target, samples, repeats, threads, trust_energy, sampling_steps,
                 f"steps {row['steps']:4d}: sampling {row['seconds']:.2f} s, median energy {row['median_energy']:.3f} {unit}, "
                 f"lowest {row['lowest_energy']:.3f} {unit} ({row['n']} evaluated)"
             )
+    if draws:
+        if tmp is not None:
+            raise click.UsageError("--draws needs a run directory with a trained model")
+        q = draw_quality(search, draws)
+        unit = search.system.energy_unit()
+        click.echo(
+            f"{draws} draws of 16 at {search.oversample:g} candidates each: median energy {q['median_energy']:.3f} "
+            f"{unit}, each draw's lowest {q['mean_round_lowest']:.3f} on average, lowest {q['lowest_energy']:.3f} "
+            f"{unit}, {q['draw_s']:.2f} s a draw ({q['n']} evaluated)"
+        )
     if tmp is not None:
         tmp.cleanup()
 
