@@ -352,6 +352,11 @@ def test_bench_speed_prints_each_cost_including_one_energy_evaluation():
         "(median of 3, the first call excluded)",
     ):
         assert phrase in result.output, result.output
+    # another architecture is timed on the system's untrained network built with it
+    command = ["bench-speed", "lj13", "--samples", "2", "--repeats", "1", "--threads", "1", "--evaluations", "0"]
+    result = CliRunner().invoke(cli, command + ["--sampling-steps", "2", "--set", "score.layers=1"])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert "layers=1" in result.output.splitlines()[0]
 
 
 def test_bench_speed_on_a_run_prices_an_evaluation_by_that_runs_own_draws_and_training_steps(tmp_path):
@@ -396,6 +401,8 @@ def test_bench_speed_on_a_run_prices_an_evaluation_by_that_runs_own_draws_and_tr
     result = CliRunner().invoke(cli, command + ["--set", "sampling_steps=2", "--set", "oversample=2"])
     assert result.exit_code == 0, (result.output, result.stderr)
     assert "sampling 4 structures (2 steps, 1 relaxation steps, 2x oversampled)" in result.output
+    refused = CliRunner().invoke(cli, command + ["--set", "score.layers=1"])
+    assert refused.exit_code == 2 and "a run's network is its own" in refused.output + refused.stderr
     # what draws under those settings hand the calculator: the run's own draw, evaluated
     result = CliRunner().invoke(cli, command + ["--set", "oversample=2", "--draws", "2"])
     assert result.exit_code == 0, (result.output, result.stderr)

@@ -839,13 +839,16 @@ def bench_speed(
     from godiff.threads import limit_threads
 
     limit_threads(threads)
+    chosen = with_settings({"sampling_steps": sampling_steps}, settings)
     if (Path(target) / "run.json").exists():
+        if any(key.startswith("score.") for key in chosen):
+            raise click.UsageError("--set score.*: a run's network is its own; time another architecture on a system")
         search = Search.resume(target, read_only=True, trust_energy=trust_energy)
         tmp = None
-    else:
+    else:  # a system: its untrained network built with the settings (an architecture included)
         tmp = tempfile.TemporaryDirectory()
-        search = Search(target, out=Path(tmp.name) / "run", trust_energy=trust_energy)
-    time_with_settings(search, with_settings({"sampling_steps": sampling_steps}, settings))
+        search = Search(target, out=Path(tmp.name) / "run", trust_energy=trust_energy, **chosen)
+    time_with_settings(search, chosen)
     click.echo(f"{search.system.name}: {search.model!r}; torch threads {torch.get_num_threads()}")
     f = forward_costs(search, samples=samples, repeats=repeats)
     click.echo(
