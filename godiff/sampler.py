@@ -123,7 +123,12 @@ class SamplerConfig:
             25.955 eV, each draw's lowest 25.481 on average, 11.6 s a draw; halved at the middle
             step, 25.961 eV, 25.365, 9.1 s; quartered there, 26.027 eV, 25.458, 7.7 s. In passes
             per fresh candidate (20 steps, 30 relaxation steps, a quarter relaxed): 27.5 without,
-            22.5 halved at the middle, 20 quartered.
+            22.5 halved at the middle, 20 quartered. In the search it costs evaluations: Pt7/Pt(111),
+            EMT (8 candidates per evaluation, so 4 finish), seeds 0..2, budget 1,280 (``godiff
+            bench pt7-pt111 --methods godiff-ffg --seeds 8 --budget 1280 --stop-at-success
+            --set prune_at=0.5 --set prune_keep=0.5``, ``pt7-prune05`` in the archive): as
+            evaluated 181, 245, 376 against 150, 226, 109 without; it stays off. Untried: a costly
+            calculator's 32 candidates, where the draw measured above was taken.
         prune_keep: the share of each batch that goes on from ``prune_at`` (never fewer than the
             relaxation keeps; with every candidate relaxed, ``relax_keep: 1``, none is pruned).
         batch_size: samples per forward pass.
