@@ -43,7 +43,7 @@ class Candidates:
         evaluated so far moved along its forces (:mod:`godiff.polish`), unless that structure was
         polished twice without a gain; the trust step follows the result. Returns how many it evaluated."""
         k = it.k
-        if k == 0 and self.pretrained and self.config.relax_first > 0:
+        if k == 0 and self.config.relax_first > 0:
             return self._relax_round(it, have, calls=self.config.relax_first)
         if self._relaxation_due(k):
             self.relaxed_at = self.n_evaluations
@@ -90,9 +90,9 @@ class Candidates:
     def _relax_round(self, it: Iteration, have: int, *, calls: int) -> int:
         """The best structure so far relaxed with the real calculator (ASE BFGS on the mobile atoms
         to ``RELAX_FMAX``), each call an evaluation recorded as it arrives (``polish=True``), at
-        most ``calls`` of them and never past the budget: the first round of a search from a zoo
-        model (``relax_first``) and a stalled search's best (``relax_stalled``). Returns how many
-        it evaluated.
+        most ``calls`` of them and never past the budget: the first round's best
+        (``relax_first``) and a stalled search's best (``relax_stalled``). Returns how many it
+        evaluated.
 
         A resumed run replays the relaxation: a call whose evaluation is already in the database
         is answered from it, so BFGS retraces the same steps and evaluates only the missing ones.

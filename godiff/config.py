@@ -212,10 +212,11 @@ class SearchConfig:
         polish: evaluations after each round of the adaptive batch on the best structure moved
             along its forces (:mod:`godiff.polish`; 0: none; a fixed batch has none).
         polish_step: the polish's first trust step, Å (``None``: 0.1 bond lengths).
-        relax_first: a search from a zoo model only: the best structure of its first batch relaxed
-            with the real calculator, at most this many evaluations, in place of that batch's
-            polish (:meth:`godiff.candidates.Candidates._relax_round`; 0: none; the transfer
-            preset :data:`godiff.zoo.transfer.TRANSFER` sets 60).
+        relax_first: the best structure of the first batch relaxed with the real calculator, at
+            most this many evaluations, in place of that batch's polish
+            (:meth:`godiff.candidates.Candidates._relax_round`; 0: none; the transfer preset
+            :data:`godiff.zoo.transfer.TRANSFER` sets 60; a scratch search's first batch is
+            placed from the prior; godiff 0.2.0 applied it to a zoo model's search only).
         relax_stalled: once the best has not improved for ``relax_after`` evaluations, that best
             relaxed with the real calculator as ``relax_first`` relaxes, at most this many
             evaluations, in place of the next round's polish; once per stall (another waits for
