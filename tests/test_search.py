@@ -410,6 +410,22 @@ def test_a_stalled_search_relaxes_its_best_once_per_stall_and_a_cut_relaxation_r
     assert [(r.iteration, r.sample, r.energy) for r in again] == [(r.iteration, r.sample, r.energy) for r in rows]
 
 
+def test_a_scratch_search_relaxes_the_best_of_its_prior_batch_when_asked(tmp_path):
+    """relax_first on a search from scratch: the best of the first batch (placed from the prior)
+    is relaxed with the real calculator, every call counted, at most relax_first of them."""
+    from godiff.energy import make_calculator
+    from godiff.rundir import RunDir
+
+    config = replace(tiny_config(budget=12, iterations=3), samples=None, min_samples=4, max_samples=4, relax_first=5)
+    Search("lj13", config=config, out=tmp_path / "r", calculator=make_calculator({"calculator": "lj"})).run()
+    rows = RunDir(tmp_path / "r").rows()
+    first = [r for r in rows if r.iteration == 0 and not r.get("polish")]
+    relaxed = [r for r in rows if r.iteration == 0 and r.get("polish")]
+    assert len(first) == 4 and 2 <= len(relaxed) <= 5
+    assert_first_bfgs_step_from(min(first, key=lambda r: r.energy), relaxed[0])
+    assert min(r.energy for r in relaxed) < min(r.energy for r in first)
+
+
 def test_building_a_search_writes_nothing_until_it_runs(tmp_path):
     """The constructor checks (the system, the settings, the energy function, that --out is free)
     and writes nothing; run() creates the directory."""
