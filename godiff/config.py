@@ -233,7 +233,12 @@ class SearchConfig:
             the floor of 8 candidates and needs 150, 226, 109, 359, 377, 244, 261, 225 evaluations
             (median 235; 156 at 32) but waits 43, 60, 33, 103, 99, 68, 69, 61 s (median 64.5, worst
             103; at 32: median 71, worst 233). A calculator of a second or more (DFT) keeps 32 and
-            its evaluations; CHGNet (0.4 s) gets about 22.
+            its evaluations; CHGNet (0.4 s) gets about 22. Measured since on Au7/Au(111), the same
+            way: at the floor of 8, as evaluated 380, 495, 573, 530, 396, 521 (seeds 0..5, median
+            508, ``benchmarks/au7-share1``) against 283, 283, 204, 529, 93, 170, 169, 150 at 32
+            (``au7-steps20-keep025``), with no shorter wait seen; a floor of 16 (``--set
+            min_oversample=16``) gave Au7 432, 416, 226, 397, 377 and Pt7 median 233 (``pt7-floor16``
+            and ``au7-floor16`` in the archive). Which floor serves EMT islands best is open.
         min_oversample: the fewest candidates per evaluation ``network_share`` may choose.
         batch_size: buffer structures per denoising step.
         force_batch: evaluated structures per force-loss step.

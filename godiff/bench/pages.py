@@ -89,7 +89,14 @@ CANONICAL: tuple[tuple[str, str], ...] = (
         "pd7-transfer",
         "Pd7/Pd(111), EMT: transfer from pt-islands-emt@1.0.0 beside a search from scratch (an element no model saw)",
     ),
-    ("au7-steps20-keep025", "Au7/Au(111), EMT: today's defaults (20 steps, a quarter of the candidates relaxed)"),
+    (
+        "au7-share1",
+        "Au7/Au(111), EMT: today's defaults (candidates sized to the calculator: 8 per evaluation under EMT)",
+    ),
+    (
+        "au7-steps20-keep025",
+        "Au7/Au(111), EMT: 32 candidates per evaluation (20 steps, a quarter of the candidates relaxed)",
+    ),
     ("au7-oversample32", "Au7/Au(111), EMT: 0.2.0's defaults"),
     ("au7-au111", "Au7/Au(111), EMT: earlier defaults and transfer"),
     (
@@ -112,7 +119,8 @@ CANONICAL: tuple[tuple[str, str], ...] = (
         "LJ19: transfer from lj13-lj@2.0.0, a ten-point polish, no relaxation of the first batch",
     ),
     ("lj19-transfer-v2", "LJ19: transfer from lj13-lj@2.0.0, retrained with today's search"),
-    ("lj19-steps20-keep025", "LJ19: 20 steps, a quarter of the candidates relaxed"),
+    ("lj19-share1", "LJ19: today's defaults (candidates sized to the calculator: 8 per evaluation under LJ)"),
+    ("lj19-steps20-keep025", "LJ19: 32 candidates per evaluation (20 steps, a quarter of the candidates relaxed)"),
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
     ("lj19", "LJ19: earlier defaults, transfer and basin hopping"),
     ("pt6-xtb", "Pt6, GFN2-xTB: the gas-phase cluster"),
