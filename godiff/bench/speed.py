@@ -33,6 +33,7 @@ a setting meant to make candidates cheaper is checked here before a benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -190,17 +191,11 @@ def network_per_evaluation(costs: dict, *, samples: int, spent: dict) -> dict:
 
 def evaluation_costs(search, *, evaluations: int = 8) -> dict:
     """Median seconds of one single point (energy and forces) with the system's energy function."""
-    from godiff.energy import Evaluator
-
     gen = torch.Generator().manual_seed(1)
     x = search.sampler.finish(search.domain.sample_uniform((evaluations + 1, search.system.n_mobile), gen))
     structures = [search.system.atoms(p) for p in x.double().numpy()]
-    energy = search.calculator if search.calculator is not None else search.system.energy
     times = []
-    with (
-        tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch,
-        Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator,
-    ):
+    with _scratch_evaluator(search) as evaluator:
         for i, atoms in enumerate(structures):
             t = time.perf_counter()
             evaluator.single_point(atoms)
@@ -213,15 +208,10 @@ def steps_sweep(search, step_counts, *, samples: int = 64, seed: int = 0) -> lis
     """Energies of structures drawn with each number of sampling steps (same model, same seed)."""
     from dataclasses import replace
 
-    from godiff.energy import Evaluator
     from godiff.sampler import Sampler
 
-    energy = search.calculator if search.calculator is not None else search.system.energy
     out = []
-    with (
-        tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch,
-        Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator,
-    ):
+    with _scratch_evaluator(search) as evaluator:
         for steps in step_counts:
             sampler = Sampler(
                 search.model,
@@ -256,14 +246,8 @@ def draw_quality(search, rounds: int, *, size: int = 16) -> dict:
 
     Returns the median energy, the mean of each round's lowest, the lowest, the median seconds of
     a draw and how many were evaluated."""
-    from godiff.energy import Evaluator
-
-    energy = search.calculator if search.calculator is not None else search.system.energy
     energies, lowest, seconds = [], [], []
-    with (
-        tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch,
-        Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator,
-    ):
+    with _scratch_evaluator(search) as evaluator:
         for r in range(rounds):
             t = time.perf_counter()
             x = search.draw(1_000_000 + r, 0, size)
@@ -278,3 +262,17 @@ def draw_quality(search, rounds: int, *, size: int = 16) -> dict:
         "draw_s": statistics.median(seconds),
         "n": len(energies),
     }
+
+
+@contextlib.contextmanager
+def _scratch_evaluator(search):
+    """The search's energy function in a throw-away scratch directory: evaluations that measure
+    and are written nowhere."""
+    from godiff.energy import Evaluator
+
+    energy = search.calculator if search.calculator is not None else search.system.energy
+    with (
+        tempfile.TemporaryDirectory(prefix="godiff-speed-") as scratch,
+        Evaluator(energy, trust_energy=search.trust_energy, scratch=scratch) as evaluator,
+    ):
+        yield evaluator
