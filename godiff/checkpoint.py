@@ -132,6 +132,7 @@ class Checkpointing:
             self.polish_step = state.polish_step if state.polish_step is not None else self.polish_step
             self.polished_id, self.polish_failures = state.polished_id, state.polish_failures
             self.relaxed_at = state.relaxed_at
+            self.empty_iterations = int((state.log or {}).get("samples") == 0)  # at most one: two stop the run
             self.cost = CostMeter.from_dict(state.cost)
             self.next_iteration = last + 1
         elif self.run_dir.manifest.pretrained:

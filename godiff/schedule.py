@@ -18,7 +18,8 @@ Two schedules:
   again to ``factor`` times the spread of its last batch, the rule of the first temperature, and
   cools from there: at T_end the training weights put all mass on the best structure found, and
   the variations start from copies of it, so a search that reached T_end in a higher minimum
-  stays there.
+  stays there. A model so concentrated that an iteration draws nothing it has not evaluated
+  already is heated the same way at once (:meth:`godiff.search.Search._iteration`).
 
 The spread is the standard deviation of the energies capped at their median: the low half that
 ranking needs, not the clashes of a random placement (which put the plain standard deviation of a
@@ -172,11 +173,16 @@ class AdaptiveSchedule:
             return float(self.start)
         return max(self.end, self.factor * energy_spread(energies))
 
+    def reheated(self, energies) -> float:
+        """T a reheat heats to: ``factor`` x :func:`energy_spread` of ``energies``, never below the end
+        (the rule of the first temperature, ``start`` aside)."""
+        return max(self.end, self.factor * energy_spread(energies))
+
     def next(self, temperature: float, energies, *, stalled: int = 0) -> float:
         """T after an iteration that trained at ``temperature`` and evaluated ``energies``, the
         best having not improved for ``stalled`` evaluations."""
         if self.reheat and temperature <= self.end and stalled >= self.reheat:
-            return max(self.end, self.factor * energy_spread(energies))
+            return self.reheated(energies)
         rate = self.slow if heat_capacity(energies, temperature) > 1.0 else self.fast
         return max(self.end, float(temperature) * rate)
 

@@ -226,6 +226,7 @@ class Search(Rounds, Checkpointing, Candidates):
         self.polished_id: int | None = None  # the evaluation the polish moved last
         self.polish_failures = 0  # polishes of it in a row that found nothing lower
         self.relaxed_at: int | None = None  # evaluations made when relax_stalled last relaxed the best
+        self.empty_iterations = 0  # the last finished iterations in a row that evaluated nothing
         self.descriptors = Descriptor.for_system(self.system)
         self.seen = np.zeros((0, 0))  # descriptors of every evaluated structure
         self.sampler = Sampler.for_system(self.model, self.system, self.config.sampler, device=self.device)
@@ -373,9 +374,9 @@ class Search(Rounds, Checkpointing, Candidates):
                 self.stop_reason = self.spent()
                 k = self.next_iteration
                 while self.stop_reason is None:
-                    evaluated = self._iteration(k, evaluator, emit)
+                    self._iteration(k, evaluator, emit)
                     k += 1
-                    self.stop_reason = self.spent() or ("converged" if not evaluated else None)
+                    self.stop_reason = self.spent() or self._converged()
                     if self.stop_reason is None and stop is not None and stop(self):
                         self.stop_reason = "stopped by the caller"
                 self.run_dir.write_minima(minima_xyz(distinct_minima(self.system, self.run_dir.rows())))
@@ -389,6 +390,15 @@ class Search(Rounds, Checkpointing, Candidates):
         return self.run_stop.reason(
             evaluations=self.n_evaluations, stalled=self.stalled(), next_iteration=self.next_iteration
         )
+
+    def _converged(self) -> str | None:
+        """``converged`` once the model has proposed nothing new for as long as the schedule
+        allows: one iteration, or two where it can heat (the first empty one reheats)."""
+        allowed = 2 if self._reheats_when_empty() else 1
+        return "converged" if self.empty_iterations >= allowed else None
+
+    def _reheats_when_empty(self) -> bool:
+        return isinstance(self.schedule, AdaptiveSchedule) and self.schedule.reheat > 0
 
     def stalled(self) -> int:
         """Evaluations since the best energy last improved (:meth:`SearchConfig.improvement_threshold`)."""
@@ -441,13 +451,14 @@ class Search(Rounds, Checkpointing, Candidates):
         self._absorb(rows, into_buffer=True)
         energies = np.array([row.energy for row in sampled if succeeded(row)])
         times["evaluation"] += time.perf_counter() - t0
-        temperature = self._next_temperature(k, energies, sampled_at)
+        temperature = self._next_temperature(k, energies, sampled_at, empty=not rows)
 
         emit({"event": "phase", "iteration": k, "phase": "training", "temperature": temperature})
         t0 = time.perf_counter()
         losses = self._train(k, temperature)
         times["training"] = time.perf_counter() - t0
         self.temperature, self.next_iteration = temperature, k + 1
+        self.empty_iterations = 0 if rows else self.empty_iterations + 1
         calculator = sum(float((r.data or {}).get("seconds", 0.0)) for r in rows)  # its timed calls
         self.cost.add_iteration(
             calculator=calculator,
@@ -502,13 +513,28 @@ class Search(Rounds, Checkpointing, Candidates):
         self.head_rms = float(np.sqrt(np.mean(errors**2)))
         return {"energy_head_rms": self.head_rms, "uncertainty_coverage": calibration(errors, sigma)}
 
-    def _next_temperature(self, k: int, energies: np.ndarray, sampled_at) -> float:
-        """The temperature iteration ``k`` trains at."""
+    def _next_temperature(self, k: int, energies: np.ndarray, sampled_at, *, empty: bool = False) -> float:
+        """The temperature iteration ``k`` trains at. An iteration that evaluated nothing (every
+        candidate duplicated an evaluated structure: the model has collapsed onto what it has
+        seen) heats the adaptive schedule at once, as a long stall does, from the spread of the
+        latest batches (:meth:`_recent_energies`)."""
         if isinstance(self.schedule, ExponentialSchedule):
             return self.schedule.temperature(k)
         if sampled_at is None:
             return self.schedule.first(energies)
+        if empty and self._reheats_when_empty():
+            return self.schedule.reheated(self._recent_energies(k))
         return self.schedule.next(sampled_at, energies, stalled=self.stalled())
+
+    def _recent_energies(self, k: int) -> list[float]:
+        """The sampled (not polished) energies of the iterations before ``k``, latest first, until
+        they number ``min_samples``: the last batch, or the last few where they were small."""
+        out: list[float] = []
+        for j in range(k - 1, -1, -1):
+            out += [row.energy for row in self.run_dir.rows(j) if succeeded(row) and not row.get("polish")]
+            if len(out) >= self.config.min_samples:
+                break
+        return out
 
     def _train(self, k: int, temperature: float) -> dict:
         cfg = self.config

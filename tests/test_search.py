@@ -659,6 +659,34 @@ def test_a_search_stalled_at_its_end_temperature_heats_again_to_its_last_batchs_
     assert [(r["temperature"], r["stalled"]) for r in resumed] == [(r["temperature"], r["stalled"]) for r in log]
 
 
+def test_a_model_that_proposes_nothing_new_is_heated_once_before_the_run_calls_it_converged(tmp_path):
+    from godiff.schedule import energy_spread
+
+    # every candidate after the first batch lies within the duplicate distance of it: nothing new
+    config = adaptive_config(duplicate_distance=1e6, temperature_factor=2.0, temperature_start=0.05, budget=100)
+    out = tmp_path / "r"
+    result = Search("lj13", config=config, out=out, calculator=lj()).run()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert result.stop_reason == "converged"
+    assert [r["samples"] for r in log[-2:]] == [0, 0] and all(r["samples"] > 0 for r in log[:-2])
+    rows = db_rows(out)
+    last = log[-3]["iteration"]
+    sampled = [r.energy for r in rows if r.iteration == last and not r.get("polish")]
+    heated = max(config.temperature_end, 2.0 * energy_spread(sampled))
+    assert log[-2]["temperature"] == pytest.approx(heated) and heated > log[-3]["temperature"]
+
+    once = tmp_path / "once"  # stopped after the first empty iteration, resumed: one more, as uninterrupted
+    Search("lj13", config=config, out=once, calculator=lj()).run(stop=lambda s: s.empty_iterations == 1)
+    again = Search.resume(once, calculator=lj()).run()
+    assert again.stop_reason == "converged" and again.n_evaluations == result.n_evaluations
+    assert len((once / "log.jsonl").read_text().splitlines()) == len(log)
+
+    cold = tmp_path / "cold"  # a schedule that never heats stops at the first empty iteration
+    Search("lj13", config=replace(config, reheat=0), out=cold, calculator=lj()).run()
+    assert json.loads((cold / "log.jsonl").read_text().splitlines()[-1])["samples"] == 0
+    assert len((cold / "log.jsonl").read_text().splitlines()) == len(log) - 1
+
+
 def test_kill_9_in_an_adaptive_round_then_resume_equals_the_uninterrupted_run_and_its_budget(tmp_path):
     config = adaptive_config(budget=16)
     reference_dir = tmp_path / "reference"
