@@ -46,8 +46,7 @@ class Candidates:
         if k == 0 and self.config.relax_first > 0:
             return self._relax_round(it, have, calls=self.config.relax_first)
         if self._relaxation_due(k):
-            self.relaxed_at = self.n_evaluations
-            return self._relax_round(it, have, calls=self.config.relax_stalled)
+            return self._relax_stalled_round(it, have)
         left = self.polish.points if self.config.budget is None else self.config.budget - self.n_evaluations - have
         if not self.config.adaptive_batch or self.polish.points == 0 or (k == 0 and not self.pretrained) or left <= 0:
             return 0
@@ -78,21 +77,50 @@ class Candidates:
         return len(samples)
 
     def _relaxation_due(self, k: int) -> bool:
-        """Whether ``relax_stalled`` relaxes the best now: the best has not improved for
-        ``relax_after`` evaluations and has not been relaxed since it last improved. Read from the
-        state at the iteration's start (the counters move only between iterations), so a resumed
-        iteration decides as the uninterrupted one did."""
+        """Whether ``relax_stalled`` relaxes now: neither the best nor a relaxation has come for
+        ``relax_after`` evaluations. Read from the state at the iteration's start (the counters
+        move only between iterations), so a resumed iteration decides as the uninterrupted one did."""
         cfg = self.config
-        if cfg.relax_stalled <= 0 or k == 0 or self.stalled() < cfg.relax_after:
+        if cfg.relax_stalled <= 0 or k == 0:
             return False
-        return self.relaxed_at is None or self.relaxed_at < self.improved_at
+        since = max(self.improved_at, self.relaxed_at if self.relaxed_at is not None else 0)
+        return self.n_evaluations - since >= cfg.relax_after
 
-    def _relax_round(self, it: Iteration, have: int, *, calls: int) -> int:
-        """The best structure so far relaxed with the real calculator (ASE BFGS on the mobile atoms
-        to ``RELAX_FMAX``), each call an evaluation recorded as it arrives (``polish=True``), at
-        most ``calls`` of them and never past the budget: the first round's best
-        (``relax_first``) and a stalled search's best (``relax_stalled``). Returns how many it
-        evaluated.
+    def _relax_stalled_round(self, it: Iteration, have: int) -> int:
+        """``relax_stalled``'s relaxation: the lowest evaluated structure that no polish or
+        relaxation has moved yet (:meth:`_unrelaxed_lowest`), so that each stall relaxes another
+        of the low distinct structures the model found, as random-structure search relaxes random
+        ones; also when an iteration draws nothing new (:meth:`godiff.rounds.Rounds._batch`)."""
+        if self.config.relax_stalled <= 0:
+            return 0
+        self.relaxed_at = self.n_evaluations
+        return self._relax_round(it, have, calls=self.config.relax_stalled, start=self._unrelaxed_lowest(it.k, have))
+
+    def _unrelaxed_lowest(self, k: int, have: int):
+        """The lowest successful evaluation so far (of the finished iterations and of iteration
+        ``k``'s first ``have``) further than :data:`godiff.minima.DISTANCE` from every polished or
+        relaxed one (``None``: there is none)."""
+        from godiff.minima import DISTANCE
+
+        rows = [
+            row for row in self.run_dir.rows() if row.iteration < k or (row.iteration == k and int(row.sample) < have)
+        ]
+        rows = [row for row in rows if succeeded(row)]
+        moved = [row for row in rows if row.get("polish")]
+        fresh = sorted((row for row in rows if not row.get("polish")), key=lambda row: row.energy)
+        if not fresh or not moved:
+            return fresh[0] if fresh else None
+        mobile = lambda group: np.stack([row.positions[self.n_template :] for row in group])  # noqa: E731
+        d = self.descriptors(mobile(fresh))[:, None, :] - self.descriptors(mobile(moved))[None, :, :]
+        near = np.sqrt(np.mean(d**2, axis=-1)).min(axis=1) < DISTANCE
+        return next((row for row, n in zip(fresh, near) if not n), None)
+
+    def _relax_round(self, it: Iteration, have: int, *, calls: int, start=None) -> int:
+        """``start`` (default: the best structure so far) relaxed with the real calculator (ASE
+        BFGS on the mobile atoms to ``RELAX_FMAX``), each call an evaluation recorded as it
+        arrives (``polish=True``), at most ``calls`` of them and never past the budget: the first
+        round's best (``relax_first``) and a stalled search's lowest unrelaxed structure
+        (``relax_stalled``). Returns how many it evaluated.
 
         A resumed run replays the relaxation: a call whose evaluation is already in the database
         is answered from it, so BFGS retraces the same steps and evaluates only the missing ones.
@@ -102,7 +130,7 @@ class Candidates:
 
         k, cfg = it.k, self.config
         left = calls if cfg.budget is None else min(calls, cfg.budget - self.n_evaluations - have)
-        best = self._best_row(k, have)
+        best = self._best_row(k, have) if start is None else start
         if best is None or left <= 0:
             return 0
         atoms = self.system.atoms(best.positions[self.n_template :])

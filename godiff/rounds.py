@@ -53,7 +53,8 @@ class Rounds:
             it.times["sampling"] += time.perf_counter() - t0
             self._evaluate_round(it, samples, offset=have)
             have, r = have + len(samples), r + 1
-            if len(samples) == 0:
+            if len(samples) == 0:  # the model drew nothing new: relax instead, where relax_stalled allows
+                have += self._relax_stalled_round(it, have)
                 break
             m = self._polish_round(it, r, have)
             have, r = have + m, r + (m > 0)

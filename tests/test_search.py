@@ -379,30 +379,52 @@ def test_score_settings_set_the_architecture_over_the_systems_own_and_a_resume_k
         Search("lj13", config=config, model=model, out=tmp_path / "z")
 
 
-def test_a_stalled_search_relaxes_its_best_once_per_stall_and_a_cut_relaxation_resumes_exactly(tmp_path):
-    """relax_stalled: once the best has not improved for relax_after evaluations, it is relaxed
-    with the real calculator, each call a counted evaluation (polish=True), at most relax_stalled
-    of them, going downhill; not again until the best improves (here nothing counts as an
-    improvement); a run cut inside the relaxation and resumed evaluates what the whole run did."""
+def test_a_stalled_search_relaxes_its_lowest_unrelaxed_structures_in_turn_and_a_cut_relaxation_resumes_exactly(
+    tmp_path,
+):
+    """relax_stalled: once neither the best nor a relaxation has come for relax_after evaluations,
+    the lowest evaluated structure that nothing has moved yet is relaxed with the real calculator,
+    each call a counted evaluation (polish=True), at most relax_stalled of them, going downhill:
+    first the best, then the lowest structure away from that relaxation (here nothing counts as
+    an improvement); a run cut inside a relaxation and resumed evaluates what the whole run did."""
+    from godiff.acquisition import Descriptor
     from godiff.energy import make_calculator
+    from godiff.minima import DISTANCE
     from godiff.rundir import RunDir
 
     settings = dict(
         samples=None, min_samples=4, max_samples=4, polish=0, relax_stalled=5, relax_after=8, improvement=1e6
     )
-    config = replace(tiny_config(budget=24, iterations=10), **settings)
+    config = replace(tiny_config(budget=40, iterations=20), **settings)
     whole = tmp_path / "whole"
     Search("lj13", config=config, out=whole, calculator=make_calculator({"calculator": "lj"})).run()
     rows = RunDir(whole).rows()
-    relaxed = [r for r in rows if r.get("polish")]
-    before = [r for r in rows if r.iteration < relaxed[0].iteration]
-    assert len(rows) == 24 and 2 <= len(relaxed) <= 5
-    assert len(before) >= 8 and len({r.iteration for r in relaxed}) == 1  # after the stall, once
-    assert_first_bfgs_step_from(min(before, key=lambda r: r.energy), relaxed[0])  # the best, not paid again
-    assert min(r.energy for r in relaxed) < relaxed[0].energy  # downhill from the best
+    relaxations = [
+        [r for r in rows if r.get("polish") and r.iteration == k] for k in sorted({r.iteration for r in rows})
+    ]
+    relaxations = [group for group in relaxations if group]
+    assert len(rows) == 40 and len(relaxations) >= 2
+    describe = Descriptor.for_system(load_system("lj13"))
+    for i, group in enumerate(relaxations):
+        done = [r for r in rows if r.id < group[0].id]
+        assert 2 <= len(group) <= 5 and min(r.energy for r in group) < group[0].energy  # downhill
+        began = sum(1 for r in rows if r.iteration < group[0].iteration)  # evaluations as its iteration began
+        since = sum(1 for r in rows if r.iteration < relaxations[i - 1][0].iteration) if i else 1  # the first improved
+        assert began - since >= 8  # relax_after since the last relaxation
+        moved = [r for r in done if r.get("polish")]
+        fresh = sorted((r for r in done if not r.get("polish")), key=lambda r: r.energy)
+        if moved:
+            d = describe(np.stack([r.positions for r in fresh]))[:, None] - describe(
+                np.stack([r.positions for r in moved])
+            )
+            fresh = [r for r, far in zip(fresh, np.sqrt((d**2).mean(-1)).min(1) >= DISTANCE) if far]
+        assert_first_bfgs_step_from(fresh[0], group[0])  # the lowest unmoved structure, not paid again
+    assert_first_bfgs_step_from(
+        min((r for r in rows if r.id < relaxations[0][0].id), key=lambda r: r.energy), relaxations[0][0]
+    )
 
     cut = tmp_path / "cut"
-    at = len(before) + 3  # the third call of the relaxation
+    at = relaxations[1][0].id + 2  # the third call of the second relaxation
     with pytest.raises(KeyboardInterrupt):
         Search("lj13", config=config, out=cut, calculator=lj_cut_at(at)).run()
     Search.resume(cut, calculator=make_calculator({"calculator": "lj"})).run()
@@ -680,6 +702,15 @@ def test_a_model_that_proposes_nothing_new_is_heated_once_before_the_run_calls_i
     again = Search.resume(once, calculator=lj()).run()
     assert again.stop_reason == "converged" and again.n_evaluations == result.n_evaluations
     assert len((once / "log.jsonl").read_text().splitlines()) == len(log)
+
+    relaxing = tmp_path / "relaxing"  # with relax_stalled, a draw of nothing new relaxes instead
+    Search("lj13", config=replace(config, relax_stalled=3, relax_after=1000), out=relaxing, calculator=lj()).run()
+    record = json.loads((relaxing / "log.jsonl").read_text().splitlines()[log[-3]["iteration"] + 1])
+    assert record["samples"] == record["polished"] == 3
+    relaxed = [r for r in db_rows(relaxing) if r.iteration == record["iteration"]]
+    assert_first_bfgs_step_from(
+        min((r for r in rows if r.iteration <= log[-3]["iteration"]), key=lambda r: r.energy), relaxed[0]
+    )
 
     cold = tmp_path / "cold"  # a schedule that never heats stops at the first empty iteration
     Search("lj13", config=replace(config, reheat=0), out=cold, calculator=lj()).run()
