@@ -1,10 +1,12 @@
-"""Establish the reference minimum of a metal island on an fcc(111) slab (a ``ptN-pt111`` preset).
+"""Establish the reference minimum of a metal island on an fcc(111) or fcc(100) slab (a
+``ptN-pt111`` or ``cuN-cu100`` preset).
 
 Two stages, each written to ``OUT`` as it goes so the script resumes where it was stopped:
 
 1. **Lattice annealing** (``lattice.jsonl``): the island's atoms live on the sites of the ideal
-   fcc(111) stacking above the slab (first adlayer on fcc or hcp hollows, a second adlayer on the
-   hollows of the first, each atom of it resting on three below); single-atom moves to empty sites
+   fcc stacking above the slab (on fcc(111) a first adlayer on fcc or hcp hollows and a second on
+   the hollows of the first, each atom of it resting on three below; on fcc(100) the four-fold
+   hollows, each second-layer atom resting on four); single-atom moves to empty sites
    next to the island are accepted by Metropolis on the preset's own energy (EMT, single points on
    the ideal sites), the temperature falling geometrically. Every distinct occupation met is kept
    with its energy.
@@ -33,8 +35,21 @@ from godiff.energy import make_calculator
 from godiff.system import load_system
 
 
+def support_needed(system) -> int:
+    """How many first-adlayer atoms a second-adlayer atom rests on: 3 on fcc(111), 4 on fcc(100)."""
+    builder = system.template["builder"]
+    if builder not in ("fcc111", "fcc100"):
+        raise SystemExit(f"island_reference.py: template builder {builder!r} is not fcc111 or fcc100")
+    return 3 if builder == "fcc111" else 4
+
+
 def stacking_sites(system, layers: int = 2) -> tuple[np.ndarray, np.ndarray, float]:
     """Ideal adlayer sites above the slab's top layer.
+
+    On fcc(111) the first adlayer takes the hcp hollows (over a second-layer atom) and the fcc
+    ones (the other way round); on fcc(100) its one kind of hollow lies over a second-layer atom
+    (marked ``hcp`` here, as the site over the layer below), and the second adlayer lies over the
+    top layer's atoms.
 
     Returns:
         positions (n_sites, 3) in Å, level (n_sites,) 1 or 2, hollow (n_sites,) True where a
@@ -50,6 +65,8 @@ def stacking_sites(system, layers: int = 2) -> tuple[np.ndarray, np.ndarray, flo
     shift_b = (below[0] - top[0])[:2]  # the hcp hollow lies over the second layer's atoms
     shift_c = -shift_b  # and the fcc hollow the other way round
     lateral = {"A": top[:, :2], "B": top[:, :2] + shift_b, "C": top[:, :2] + shift_c}
+    if support_needed(system) == 4:
+        lateral.pop("C")  # fcc(100): B and C are the same hollows
     positions, level, hollow = [], [], []
     for lv in range(1, layers + 1):
         for name, xy in lateral.items():
@@ -76,6 +93,7 @@ class Lattice:
     def __init__(self, system):
         self.system = system
         self.positions, self.level, self.hcp, d_nn = stacking_sites(system)
+        self.needed = support_needed(system)
         cell = system.template_atoms().cell.array
         lateral = _lateral_distance(self.positions, self.positions, cell)
         dz = np.abs(self.positions[:, None, 2] - self.positions[None, :, 2])
@@ -91,11 +109,13 @@ class Lattice:
         if site in occupied or any(j in occupied for j in np.nonzero(self.clash[site])[0]):
             return False
         if self.level[site] == 2:
-            return sum(j in occupied for j in self.support[site]) >= 3
+            return sum(j in occupied for j in self.support[site]) >= self.needed
         return True
 
     def supports_left(self, occupied: set) -> bool:
-        return all(sum(j in occupied for j in self.support[i]) >= 3 for i in occupied if self.level[i] == 2)
+        return all(
+            sum(j in occupied for j in self.support[i]) >= self.needed for i in occupied if self.level[i] == 2
+        )
 
     def layers(self, sites) -> int:
         return int(max(self.level[list(sites)]))
@@ -105,8 +125,8 @@ class Lattice:
         ``sites`` has a second-layer atom. Site k of the hcp hollows and site k of the fcc hollows
         lie on either side of surface atom k, so the swap is a rigid translation."""
         first = np.nonzero(self.level == 1)[0]
-        if any(self.level[i] != 1 for i in sites):
-            return None
+        if self.needed == 4 or any(self.level[i] != 1 for i in sites):
+            return None  # fcc(100) has one kind of hollow
         half = len(first) // 2
         return tuple(sorted(int(i + half if self.hcp[i] else i - half) for i in sites))
 
@@ -205,9 +225,11 @@ def main(argv=None):
             args.t_start,
             args.t_end,
             {},
-            hcp=start % 2 == 1,
+            hcp=start % 2 == 1 or lattice.needed == 4,
         )
-        ranked = sorted(seen.items(), key=lambda kv: kv[1])
+        # one occupation per energy level first: on fcc(100) the lowest hundreds are translates and
+        # mirror images of a handful of shapes, and the lattice ranks shapes only roughly
+        ranked = [(k, seen[k]) for k in distinct_shapes(seen)]
         best = ranked[: 4 * args.relax]
         two_layer = [kv for kv in ranked if lattice.layers(kv[0]) == 2][: 4 * args.relax]
         row = {

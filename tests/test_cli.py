@@ -29,11 +29,13 @@ SHIPPED = [
     "lj26",
     "lj38",
     "lj55",
+    "ni7-ni100",
     "pd7-pd111",
     "pt1-step",
     "pt13-pt111",
     "pt19-pt111",
     "pt6-xtb",
+    "pt7-pt100",
     "pt7-pt111",
     "pt7-pt111-chgnet",
 ]
