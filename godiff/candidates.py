@@ -87,8 +87,8 @@ class Candidates:
         return self.n_evaluations - since >= cfg.relax_after
 
     def _relax_stalled_round(self, it: Iteration, have: int) -> int:
-        """``relax_stalled``'s relaxation: the lowest evaluated structure that no polish or
-        relaxation has moved yet (:meth:`_unrelaxed_lowest`), so that each stall relaxes another
+        """``relax_stalled``'s relaxation: the lowest evaluated structure that no relaxation has
+        reached yet (:meth:`_unrelaxed_lowest`), so that each stall relaxes another
         of the low distinct structures the model found, as random-structure search relaxes random
         ones; also when an iteration draws nothing new (:meth:`godiff.rounds.Rounds._batch`)."""
         if self.config.relax_stalled <= 0:
@@ -98,16 +98,17 @@ class Candidates:
 
     def _unrelaxed_lowest(self, k: int, have: int):
         """The lowest successful evaluation so far (of the finished iterations and of iteration
-        ``k``'s first ``have``) further than :data:`godiff.minima.DISTANCE` from every polished or
-        relaxed one (``None``: there is none)."""
+        ``k``'s first ``have``) further than :data:`godiff.minima.DISTANCE` from every step of a
+        relaxation with the real calculator (``None``: there is none). The polish's few steps do
+        not count: a polished best is no local minimum, and is the first to relax."""
         from godiff.minima import DISTANCE
 
         rows = [
             row for row in self.run_dir.rows() if row.iteration < k or (row.iteration == k and int(row.sample) < have)
         ]
         rows = [row for row in rows if succeeded(row)]
-        moved = [row for row in rows if row.get("polish")]
-        fresh = sorted((row for row in rows if not row.get("polish")), key=lambda row: row.energy)
+        moved = [row for row in rows if row.get("relaxation")]
+        fresh = sorted((row for row in rows if not row.get("relaxation")), key=lambda row: row.energy)
         if not fresh or not moved:
             return fresh[0] if fresh else None
         mobile = lambda group: np.stack([row.positions[self.n_template :] for row in group])  # noqa: E731
@@ -250,7 +251,9 @@ def _relaxation_calculator(search, it, *, first: int, calls: int, start):
             if self.made >= calls:
                 raise _RelaxationEnded()
             index = first + self.made
-            search._evaluate_round(it, self.atoms.positions[None, search.n_template :], offset=index, polish=True)
+            search._evaluate_round(
+                it, self.atoms.positions[None, search.n_template :], offset=index, polish=True, relaxation=True
+            )
             row = next((r for r in search.run_dir.rows(it.k) if int(r.sample) == index), None)
             self.made += 1
             if row is None or not succeeded(row):

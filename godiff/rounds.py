@@ -60,11 +60,15 @@ class Rounds:
             have, r = have + m, r + (m > 0)
         return have
 
-    def _evaluate_round(self, it: Iteration, samples, *, offset: int, polish: bool = False) -> None:
+    def _evaluate_round(
+        self, it: Iteration, samples, *, offset: int, polish: bool = False, relaxation: bool = False
+    ) -> None:
         it.phase("polishing" if polish else "evaluating")
         t0 = time.perf_counter()
         temperature = self._row_temperature(it.k, it.sampled_at)
-        self._evaluate(it.k, samples, temperature, it.evaluator, it.emit, offset=offset, polish=polish)
+        self._evaluate(
+            it.k, samples, temperature, it.evaluator, it.emit, offset=offset, polish=polish, relaxation=relaxation
+        )
         it.times["evaluation"] += time.perf_counter() - t0
 
     def _max_rounds(self, k: int) -> int:
@@ -95,7 +99,18 @@ class Rounds:
             return self.schedule.temperature(k)
         return float(sampled_at or 0.0)
 
-    def _evaluate(self, k, samples, temperature, evaluator, emit, *, offset: int = 0, polish: bool = False) -> None:
+    def _evaluate(
+        self,
+        k,
+        samples,
+        temperature,
+        evaluator,
+        emit,
+        *,
+        offset: int = 0,
+        polish: bool = False,
+        relaxation: bool = False,
+    ) -> None:
         done = self.run_dir.done_samples(k)
         todo = [offset + i for i in range(len(samples)) if offset + i not in done]
         if not todo:
@@ -104,7 +119,15 @@ class Rounds:
         count = [self.n_evaluations + len(done)]
 
         def on_result(j, atoms, evaluation):
-            self.run_dir.record(atoms, evaluation, iteration=k, sample=todo[j], temperature=temperature, polish=polish)
+            self.run_dir.record(
+                atoms,
+                evaluation,
+                iteration=k,
+                sample=todo[j],
+                temperature=temperature,
+                polish=polish,
+                relaxation=relaxation,
+            )
             count[0] += 1
             emit(
                 {

@@ -289,10 +289,20 @@ class RunDir:
             raise CheckpointError(f"{self.db_path}: cannot read row {row_id} ({type(exc).__name__}: {exc})") from exc
 
     def record(
-        self, atoms: Atoms, evaluation, *, iteration: int, sample: int, temperature: float, polish: bool = False
+        self,
+        atoms: Atoms,
+        evaluation,
+        *,
+        iteration: int,
+        sample: int,
+        temperature: float,
+        polish: bool = False,
+        relaxation: bool = False,
     ) -> int:
         """Store one evaluation at once (one committed SQLite transaction); returns its row id.
-        A structure the polish moved (:mod:`godiff.polish`) carries ``polish=True``."""
+        A structure the polish moved (:mod:`godiff.polish`) carries ``polish=True``; a step of a
+        relaxation with the real calculator (``relax_first``, ``relax_stalled``) also
+        ``relaxation=True``."""
         atoms = atoms.copy()
         if evaluation.ok:
             atoms.calc = SinglePointCalculator(atoms, energy=evaluation.energy, forces=evaluation.forces)
@@ -304,8 +314,10 @@ class RunDir:
         keys = dict(
             iteration=int(iteration), sample=int(sample), temperature=float(temperature), ok=bool(evaluation.ok)
         )
-        if polish:
+        if polish or relaxation:
             keys["polish"] = True
+        if relaxation:
+            keys["relaxation"] = True
         return self._connect().write(atoms, key_value_pairs=keys, data=data)
 
     def has_database(self) -> bool:
