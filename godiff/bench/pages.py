@@ -90,6 +90,15 @@ CANONICAL: tuple[tuple[str, str], ...] = (
         "Pd7/Pd(111), EMT: transfer from pt-islands-emt@1.0.0 beside a search from scratch (an element no model saw)",
     ),
     (
+        "ni7-ni100-transfer",
+        "Ni7/Ni(100), EMT, held out: from fcc100-islands-emt@1.0.0 (Cu6/Cu(100)), the best match",
+    ),
+    (
+        "pt7-pt100-transfer",
+        "Pt7/Pt(100), EMT, held out: from pt-islands-emt@2.0.0 (Pt(111)), the best match",
+    ),
+    ("pt7-pt100-scratch", "Pt7/Pt(100), EMT: today's defaults from scratch"),
+    (
         "au7-share1",
         "Au7/Au(111), EMT: today's defaults (candidates sized to the calculator: 8 per evaluation under EMT)",
     ),
@@ -123,6 +132,15 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("lj19-steps20-keep025", "LJ19: 32 candidates per evaluation (20 steps, a quarter of the candidates relaxed)"),
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
     ("lj19", "LJ19: earlier defaults, transfer and basin hopping"),
+    (
+        "pt6-xtb-relax60-v2",
+        "Pt6, GFN2-xTB: relax_first=60, relax_stalled=60 (a stalled search relaxes its lowest unrelaxed structure, the best first)",
+    ),
+    (
+        "pt6-xtb-relax60",
+        "Pt6, GFN2-xTB: relax_first=60, relax_stalled=60 as first written (polished structures skipped)",
+    ),
+    ("pt6-xtb-today", "Pt6, GFN2-xTB: today's defaults"),
     ("pt6-xtb", "Pt6, GFN2-xTB: the gas-phase cluster"),
     ("pt13-transfer", "Pt13/Pt(111), EMT: transfer from pt-islands-emt@2.0.0 (Pt5, Pt6), ten-point polish, seed 0"),
     ("pt13-classical", "Pt13/Pt(111), EMT: the classical methods"),
