@@ -113,9 +113,7 @@ class Lattice:
         return True
 
     def supports_left(self, occupied: set) -> bool:
-        return all(
-            sum(j in occupied for j in self.support[i]) >= self.needed for i in occupied if self.level[i] == 2
-        )
+        return all(sum(j in occupied for j in self.support[i]) >= self.needed for i in occupied if self.level[i] == 2)
 
     def layers(self, sites) -> int:
         return int(max(self.level[list(sites)]))
