@@ -94,8 +94,16 @@ CANONICAL: tuple[tuple[str, str], ...] = (
         "Ni7/Ni(100), EMT, held out: from fcc100-islands-emt@1.0.0 (Cu6/Cu(100)), the best match",
     ),
     (
+        "pt7-pt100-transfer-relax-stalled",
+        "Pt7/Pt(100), EMT, held out: from pt-islands-emt@2.0.0 (Pt(111)), the best match (today's transfer)",
+    ),
+    (
         "pt7-pt100-transfer",
-        "Pt7/Pt(100), EMT, held out: from pt-islands-emt@2.0.0 (Pt(111)), the best match",
+        "Pt7/Pt(100), EMT, held out: from pt-islands-emt@2.0.0 (Pt(111)), the best match, no stalled relaxation",
+    ),
+    (
+        "pt7-pt100-transfer-fcc100",
+        "Pt7/Pt(100), EMT, held out: from fcc100-islands-emt@1.0.0 (Cu(100)), seeds 0..1",
     ),
     ("pt7-pt100-scratch", "Pt7/Pt(100), EMT: today's defaults from scratch"),
     (
@@ -122,12 +130,16 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt7-chgnet-oversample32", "Pt7/Pt(111), CHGNet: 0.2.0's defaults"),
     ("pt7-pt111-chgnet", "Pt7/Pt(111), CHGNet: earlier defaults, transfer and the classical methods"),
     ("lj13", "LJ13"),
-    ("lj19-transfer-relax60", "LJ19: transfer from lj13-lj@2.0.0, the first batch's best relaxed (today's transfer)"),
+    ("lj19-transfer-relax60", "LJ19: transfer from lj13-lj@2.0.0, the first batch's best relaxed"),
     (
         "lj19-transfer-polish10",
         "LJ19: transfer from lj13-lj@2.0.0, a ten-point polish, no relaxation of the first batch",
     ),
     ("lj19-transfer-v2", "LJ19: transfer from lj13-lj@2.0.0, retrained with today's search"),
+    (
+        "lj19-transfer-relax-stalled",
+        "LJ19: transfer from lj13-lj@2.0.0 with relax_stalled=60 (today's transfer)",
+    ),
     ("lj19-share1", "LJ19: today's defaults (candidates sized to the calculator: 8 per evaluation under LJ)"),
     ("lj19-steps20-keep025", "LJ19: 32 candidates per evaluation (20 steps, a quarter of the candidates relaxed)"),
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
