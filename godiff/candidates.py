@@ -98,16 +98,18 @@ class Candidates:
 
     def _unrelaxed_lowest(self, k: int, have: int):
         """The lowest successful evaluation so far (of the finished iterations and of iteration
-        ``k``'s first ``have``) further than :data:`godiff.minima.DISTANCE` from every step of a
-        relaxation with the real calculator (``None``: there is none). The polish's few steps do
-        not count: a polished best is no local minimum, and is the first to relax."""
+        ``k``'s first ``have``) further than :data:`godiff.minima.DISTANCE` from where every
+        relaxation with the real calculator began and ended (its first step and its lowest
+        point; ``None``: there is none). Not its path: a structure the path passed near on the
+        way to another basin is not relaxed. The polish's few steps do not count either: a
+        polished best is no local minimum, and is the first to relax."""
         from godiff.minima import DISTANCE
 
         rows = [
             row for row in self.run_dir.rows() if row.iteration < k or (row.iteration == k and int(row.sample) < have)
         ]
         rows = [row for row in rows if succeeded(row)]
-        moved = [row for row in rows if row.get("relaxation")]
+        moved = _relaxation_ends([row for row in rows if row.get("relaxation")])
         fresh = sorted((row for row in rows if not row.get("relaxation")), key=lambda row: row.energy)
         if not fresh or not moved:
             return fresh[0] if fresh else None
@@ -217,6 +219,19 @@ class Candidates:
     def _spread(self) -> float:
         """``s`` of the uncertainty: the energy head's last measured error, else its energy scale."""
         return float(self.head_rms) if self.head_rms else float(self.model.energy_scale)
+
+
+def _relaxation_ends(steps: list) -> list:
+    """The first and the lowest row of each relaxation among ``steps`` (relaxation rows in the
+    order evaluated; one relaxation is a run of consecutive samples of one iteration)."""
+    runs: list[list] = []
+    for row in steps:
+        last = runs[-1][-1] if runs else None
+        if last is not None and last.iteration == row.iteration and int(row.sample) == int(last.sample) + 1:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return [end for run in runs for end in {id(r): r for r in (run[0], min(run, key=lambda r: r.energy))}.values()]
 
 
 #: The relaxation of :meth:`Candidates._relax_round` stops when no mobile atom feels more than

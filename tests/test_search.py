@@ -383,10 +383,10 @@ def test_a_stalled_search_relaxes_its_lowest_unrelaxed_structures_in_turn_and_a_
     tmp_path,
 ):
     """relax_stalled: once neither the best nor a relaxation has come for relax_after evaluations,
-    the lowest evaluated structure that no relaxation has reached yet is relaxed with the real
+    the lowest evaluated structure where no relaxation began or ended is relaxed with the real
     calculator, each call a counted evaluation (polish=True, relaxation=True), at most
     relax_stalled of them, going downhill:
-    first the best, then the lowest structure away from that relaxation (here nothing counts as
+    first the best, then the lowest structure away from that relaxation's ends (here nothing counts as
     an improvement); a run cut inside a relaxation and resumed evaluates what the whole run did."""
     from godiff.acquisition import Descriptor
     from godiff.energy import make_calculator
@@ -412,7 +412,7 @@ def test_a_stalled_search_relaxes_its_lowest_unrelaxed_structures_in_turn_and_a_
         began = sum(1 for r in rows if r.iteration < group[0].iteration)  # evaluations as its iteration began
         since = sum(1 for r in rows if r.iteration < relaxations[i - 1][0].iteration) if i else 1  # the first improved
         assert began - since >= 8  # relax_after since the last relaxation
-        moved = [r for r in done if r.get("relaxation")]
+        moved = [end for g in relaxations[:i] for end in (g[0], min(g, key=lambda r: r.energy))]  # began, ended
         fresh = sorted((r for r in done if not r.get("relaxation")), key=lambda r: r.energy)
         if moved:
             d = describe(np.stack([r.positions for r in fresh]))[:, None] - describe(
