@@ -87,8 +87,8 @@ class Candidates:
         return self.n_evaluations - since >= cfg.relax_after
 
     def _relax_stalled_round(self, it: Iteration, have: int) -> int:
-        """``relax_stalled``'s relaxation: the lowest evaluated structure that no relaxation has
-        reached yet (:meth:`_unrelaxed_lowest`), so that each stall relaxes another
+        """``relax_stalled``'s relaxation: the lowest evaluated structure away from where earlier
+        relaxations began and ended (:meth:`_unrelaxed_lowest`), so that each stall relaxes another
         of the low distinct structures the model found, as random-structure search relaxes random
         ones; also when an iteration draws nothing new (:meth:`godiff.rounds.Rounds._batch`)."""
         if self.config.relax_stalled <= 0:

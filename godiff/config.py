@@ -219,7 +219,7 @@ class SearchConfig:
             placed from the prior; godiff 0.2.0 applied it to a zoo model's search only).
         relax_stalled: once neither the best nor a relaxation has come for ``relax_after``
             evaluations, and whenever an iteration draws nothing new, the lowest evaluated
-            structure that no relaxation has reached yet (further than the distinct minima's
+            structure away from where every earlier relaxation began and ended (further than the distinct minima's
             distance, :mod:`godiff.minima`) is relaxed with the real calculator as
             ``relax_first`` relaxes, at most this many evaluations, in place of the next round's
             polish: a stalled search relaxes its low distinct structures one by one; 0: never.

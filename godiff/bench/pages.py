@@ -145,8 +145,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
     ("lj19", "LJ19: earlier defaults, transfer and basin hopping"),
     (
+        "pt6-xtb-relax60-ends",
+        "Pt6, GFN2-xTB: relax_first=60, relax_stalled=60 (the lowest structure away from where earlier relaxations began and ended)",
+    ),
+    (
         "pt6-xtb-relax60-v2",
-        "Pt6, GFN2-xTB: relax_first=60, relax_stalled=60 (a stalled search relaxes its lowest unrelaxed structure, the best first)",
+        "Pt6, GFN2-xTB: relax_first=60, relax_stalled=60 (away from every step of earlier relaxations, the best first)",
     ),
     (
         "pt6-xtb-relax60",

@@ -120,7 +120,7 @@ __all__ = [
 #: ("before": the ten-point polish; for LJ19 the three-point one, the ten-point one's seed 0 gave 319.)
 #:
 #: A fifth, ``relax_stalled: 60``: once the search has gone ``relax_after`` (64) evaluations
-#: without an improvement or a relaxation, the lowest evaluation no relaxation has reached is
+#: without an improvement or a relaxation, the lowest evaluation away from earlier relaxations' ends is
 #: relaxed with the real calculator. Hypothesis, from Pt7/Pt(100) (``pt7-pt100``, held out) from
 #: ``pt-islands-emt@2.0.0``: on every seed an evaluation in the minimum's basin came by evaluation
 #: 18 to 52 (the judge's relaxation says so), but two seeds then polished the next shape, 5.5 meV
@@ -133,14 +133,15 @@ __all__ = [
 #: ==========================================  ======================  ==================  ===================================
 #: Pt7/Pt(100), pt-islands-emt@2.0.0           -, 69, -, 94 (2/4)      137, 69, 137, 94    pt7-pt100-transfer-relax-stalled
 #: LJ19 (1e-3 ε), lj13-lj@2.0.0, seeds 0..7   59, 75, 89, 79,         60, 73, 88, 80,     lj19-transfer-relax-stalled
-#:                                             70, 71, 70, 266         71, 70, 69, 518
+#:                                             70, 71, 70, 266         71, 70, 69, 489
 #: ==========================================  ======================  ==================  ===================================
 #:
-#: The cost is LJ19's seed 7: its best sat 2 mε above the minimum, near the path of the first
-#: batch's relaxation, which counts it as reached, and the stalled relaxations went to other
-#: structures while the polish took it down (518 against 266). A miss costs more than a slower
-#: success, so the setting stays; a relaxation that marks only its end point as reached is the
-#: untried fix. (A transfer's first batch is not bit-reproducible across processes: hence the ±1.)
+#: The cost is LJ19's seed 7: its best sat 2 mε above the minimum for hundreds of evaluations
+#: while the stalled relaxations went to other structures (489 against 266; 518 when a
+#: relaxation's whole path counted as reached, where now only its first step and its lowest
+#: point do). A miss costs more than a slower success, so the setting stays. Untried: a
+#: relaxation cut off by its call limit has not converged, and its lowest point could stay
+#: eligible. (A transfer's first batch is not bit-reproducible across processes: hence the ±1.)
 TRANSFER = {
     "first_samples": 32,
     "acquisition": "energy",
