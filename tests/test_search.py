@@ -705,7 +705,8 @@ def test_a_model_that_proposes_nothing_new_is_heated_once_before_the_run_calls_i
     assert len((once / "log.jsonl").read_text().splitlines()) == len(log)
 
     relaxing = tmp_path / "relaxing"  # with relax_stalled, a draw of nothing new relaxes instead
-    Search("lj13", config=replace(config, relax_stalled=3, relax_after=1000), out=relaxing, calculator=lj()).run()
+    short = replace(config, relax_stalled=3, relax_after=1000, budget=len(rows) + 3)  # the first batch, one relaxation
+    Search("lj13", config=short, out=relaxing, calculator=lj()).run()
     record = json.loads((relaxing / "log.jsonl").read_text().splitlines()[log[-3]["iteration"] + 1])
     assert record["samples"] == record["polished"] == 3
     relaxed = [r for r in db_rows(relaxing) if r.iteration == record["iteration"]]
