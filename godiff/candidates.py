@@ -103,7 +103,7 @@ class Candidates:
         point; ``None``: there is none). Not its path: a structure the path passed near on the
         way to another basin is not relaxed. The polish's few steps do not count either: a
         polished best is no local minimum, and is the first to relax."""
-        from godiff.minima import DISTANCE
+        from godiff.minima import DISTANCE, rms_distances
 
         rows = [
             row for row in self.run_dir.rows() if row.iteration < k or (row.iteration == k and int(row.sample) < have)
@@ -114,8 +114,7 @@ class Candidates:
         if not fresh or not moved:
             return fresh[0] if fresh else None
         mobile = lambda group: np.stack([row.positions[self.n_template :] for row in group])  # noqa: E731
-        d = self.descriptors(mobile(fresh))[:, None, :] - self.descriptors(mobile(moved))[None, :, :]
-        near = np.sqrt(np.mean(d**2, axis=-1)).min(axis=1) < DISTANCE
+        near = rms_distances(self.descriptors(mobile(fresh)), self.descriptors(mobile(moved))).min(axis=1) < DISTANCE
         return next((row for row, n in zip(fresh, near) if not n), None)
 
     def _relax_round(self, it: Iteration, have: int, *, calls: int, start=None) -> int:

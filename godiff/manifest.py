@@ -146,7 +146,7 @@ class CheckpointState:
         polish_step: the polish's trust step, Å (``None``: the search's first).
         polished_id, polish_failures: the evaluation the polish moved last, and its polishes in a
             row that found nothing lower.
-        relaxed_at: the evaluations made when ``relax_stalled`` last relaxed the best (``None``:
+        relaxed_at: the evaluations made when ``relax_stalled`` last relaxed (``None``:
             never).
         optimizer: the optimizer's state beside its tensors (:func:`godiff.rundir.flatten_optimizer`).
         rng: how the run's random streams are derived (a record; they are recomputed, not stored).

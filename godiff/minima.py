@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DISTANCE", "LIMIT", "Minimum", "group_minima", "distinct_minima", "minima_xyz"]
+__all__ = ["DISTANCE", "LIMIT", "Minimum", "rms_distances", "group_minima", "distinct_minima", "minima_xyz"]
 
 DISTANCE = 0.1  # descriptor RMS distance, bond lengths, within which two evaluations are one minimum
 LIMIT = 20  # minima listed
@@ -55,7 +55,7 @@ class Minimum:
     count: int
 
 
-def _rms_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rms_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) RMS distances between descriptor rows."""
     diff = a[:, None, :] - b[None, :, :]
     return np.sqrt(np.mean(diff**2, axis=-1))
@@ -78,14 +78,11 @@ def group_minima(descriptors, energies, *, distance: float = DISTANCE, limit: in
     for i in np.argsort(energies, kind="stable"):
         if len(kept) == limit:
             break
-        if kept and _rms_distances(descriptors[i : i + 1], descriptors[kept]).min() < distance:
+        if kept and rms_distances(descriptors[i : i + 1], descriptors[kept]).min() < distance:
             continue
         kept.append(int(i))
     d = np.concatenate(
-        [
-            _rms_distances(descriptors[start : start + 1024], descriptors[kept])
-            for start in range(0, len(energies), 1024)
-        ]
+        [rms_distances(descriptors[start : start + 1024], descriptors[kept]) for start in range(0, len(energies), 1024)]
     )
     nearest = d.argmin(axis=1)
     member = d[np.arange(len(energies)), nearest] < distance

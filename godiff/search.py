@@ -225,7 +225,7 @@ class Search(Rounds, Checkpointing, Candidates):
         self.drawn = 0  # candidates drawn this iteration
         self.polished_id: int | None = None  # the evaluation the polish moved last
         self.polish_failures = 0  # polishes of it in a row that found nothing lower
-        self.relaxed_at: int | None = None  # evaluations made when relax_stalled last relaxed the best
+        self.relaxed_at: int | None = None  # evaluations made when relax_stalled last relaxed
         self.empty_iterations = 0  # the last finished iterations in a row that evaluated nothing
         self.descriptors = Descriptor.for_system(self.system)
         self.seen = np.zeros((0, 0))  # descriptors of every evaluated structure
