@@ -302,3 +302,35 @@ def test_pair_search_in_blocks_finds_the_same_pairs_in_the_same_order(chunk):
     whole = _pairs_within(x, shifts, 4.0, chunk_elements=1 << 24)
     blocks = _pairs_within(x, shifts, 4.0, chunk_elements=chunk)
     assert len(whole[0]) > 20 and all(torch.equal(a, b) for a, b in zip(whole, blocks))
+
+
+def test_a_network_built_from_compiled_graphs_computes_what_e3nns_own_compilation_does(monkeypatch):
+    from e3nn.util.codegen import _mixin
+
+    from godiff import _e3nn
+
+    slab, graph = slab_graph()
+    x = slab_positions(slab, 4, 3, seed=2)
+    sigma = torch.tensor([0.01, 0.3, 2.0, 20.0])
+
+    def outputs(model):
+        out = model(x, sigma, graph)
+        loss = out.eps.pow(2).sum() + out.forces.pow(2).sum() + out.energy.sum()
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        return [out.eps, out.forces, out.energy, *grads]
+
+    torch.manual_seed(3)
+    cached = ScoreModel(CONFIG)
+    torch.manual_seed(3)
+    again = ScoreModel(CONFIG)  # every graph of it found compiled
+    with monkeypatch.context() as patch:
+        patch.setattr(_mixin.CodeGenMixin, "_codegen_register", _e3nn._E3NN_REGISTER)
+        torch.manual_seed(3)
+        compiled_by_e3nn = ScoreModel(CONFIG)
+    assert len(_e3nn._COMPILED) > 0
+    # each network owns its compiled modules: the cache hands out copies
+    assert cached.tm[0].tp._compiled_main_left_right is not again.tm[0].tp._compiled_main_left_right
+    reference = outputs(compiled_by_e3nn)
+    for model in (cached, again):
+        for mine, theirs in zip(outputs(model), reference, strict=True):
+            assert torch.equal(mine, theirs)
