@@ -158,6 +158,10 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ),
     ("pt6-xtb-today", "Pt6, GFN2-xTB: today's defaults"),
     ("pt6-xtb", "Pt6, GFN2-xTB: the gas-phase cluster"),
+    (
+        "pt13-transfer-today",
+        "Pt13/Pt(111), EMT: today's transfer from pt-islands-emt@2.0.0 (stalled structures relaxed), seeds 0..3",
+    ),
     ("pt13-transfer", "Pt13/Pt(111), EMT: transfer from pt-islands-emt@2.0.0 (Pt5, Pt6), ten-point polish, seed 0"),
     ("pt13-classical", "Pt13/Pt(111), EMT: the classical methods"),
     ("pt19-classical", "Pt19/Pt(111), EMT: the classical methods"),
