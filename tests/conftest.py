@@ -6,6 +6,26 @@ import torch
 
 from godiff.system import System
 
+#: The presets godiff ships, as ``godiff systems`` lists them (the one list the tests check).
+SHIPPED = [
+    "ag7-ag111",
+    "au7-au111",
+    "lj13",
+    "lj19",
+    "lj26",
+    "lj38",
+    "lj55",
+    "ni7-ni100",
+    "pd7-pd111",
+    "pt1-step",
+    "pt13-pt111",
+    "pt19-pt111",
+    "pt6-xtb",
+    "pt7-pt100",
+    "pt7-pt111",
+    "pt7-pt111-chgnet",
+]
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():

@@ -14,31 +14,13 @@ from pathlib import Path
 import ase.db
 import pytest
 from click.testing import CliRunner
-from conftest import console_script
+from conftest import SHIPPED, console_script
 
 import godiff
 from godiff.cli.main import cli
 from godiff.cli.progress import LogHandler, Progress, choose_mode, format_seconds
 from godiff.errors import GodiffError, NotARunError
 
-SHIPPED = [
-    "ag7-ag111",
-    "au7-au111",
-    "lj13",
-    "lj19",
-    "lj26",
-    "lj38",
-    "lj55",
-    "ni7-ni100",
-    "pd7-pd111",
-    "pt1-step",
-    "pt13-pt111",
-    "pt19-pt111",
-    "pt6-xtb",
-    "pt7-pt100",
-    "pt7-pt111",
-    "pt7-pt111-chgnet",
-]
 TINY = ["--iterations", "2", "--samples", "4", "--train-steps", "2", "--sampling-steps", "3"]
 
 

@@ -13,6 +13,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 from ase.constraints import FixAtoms
 from ase.optimize import BFGS
+from conftest import SHIPPED
 
 from godiff.errors import SystemFileError, SystemNotFoundError
 from godiff.system import (
@@ -25,25 +26,6 @@ from godiff.system import (
 )
 from godiff.system.shipped import list_systems, system_description, system_path
 from godiff.zoo.similarity import fingerprint
-
-SHIPPED = [
-    "ag7-ag111",
-    "au7-au111",
-    "lj13",
-    "lj19",
-    "lj26",
-    "lj38",
-    "lj55",
-    "ni7-ni100",
-    "pd7-pd111",
-    "pt1-step",
-    "pt13-pt111",
-    "pt19-pt111",
-    "pt6-xtb",
-    "pt7-pt100",
-    "pt7-pt111",
-    "pt7-pt111-chgnet",
-]
 
 
 def lj_calculator(system: System) -> LennardJones:
