@@ -119,6 +119,16 @@ def refuse_links(path: Path) -> None:
                 )
 
 
+def _holds_no_rows(database: Path) -> bool:
+    """True for an ASE database with no rows (its tables made, nothing recorded); False for one
+    with rows or one that cannot be read as a database."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as con:
+            return con.execute("select count(*) from systems").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False
+
+
 class RunLock:
     """An exclusive, advisory OS lock on ``run.lock`` (``flock``), held by one process at a time.
 
@@ -218,6 +228,35 @@ class RunDir:
         if ancestor is not None and (not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK)):
             why = "not a directory" if not ancestor.is_dir() else "not writable"
             raise ConfigError(f"{path}: cannot create the run directory here ({ancestor} is {why})")
+
+    @classmethod
+    def discard_unstarted(cls, path) -> bool:
+        """Remove what a :meth:`create` killed before it wrote ``run.json`` left, if nothing was
+        evaluated in it; returns whether it removed a directory.
+
+        Only the lock, empty ``samples/`` and ``checkpoints/`` and a database without rows count
+        as such leftovers; a directory holding anything else, a link, or a lock another process
+        holds is left as it is (and :meth:`check_free` refuses it). ``godiff bench`` calls this
+        so that the same command resumes a benchmark killed while a run was being created.
+        """
+        path = Path(path)
+        if path.is_symlink() or not path.is_dir() or (path / MANIFEST).exists():
+            return False
+        leftovers = {LOCK, "samples", "checkpoints", DATABASE, DATABASE + ".tmp"}
+        for entry in path.iterdir():
+            if entry.name not in leftovers or entry.is_symlink():
+                return False
+            if entry.is_dir() and any(entry.iterdir()):
+                return False
+        if (path / DATABASE).exists() and not _holds_no_rows(path / DATABASE):
+            return False
+        lock = RunLock(path / LOCK)
+        lock.acquire()  # a creation still going on in another process is refused here, not removed
+        try:
+            shutil.rmtree(path)
+        finally:
+            lock.release()
+        return True
 
     @classmethod
     def open(cls, path, *, lock: bool = True) -> "RunDir":

@@ -723,6 +723,39 @@ def test_a_killed_benchmark_process_is_a_one_line_error_that_keeps_the_runs_and_
     assert any(r["resumed"] for r in records)  # the killed seed went on from its run directory
 
 
+def test_a_run_directory_left_by_a_killed_creation_is_started_afresh_only_when_nothing_was_evaluated(tmp_path):
+    """A worker killed between making its run directory and writing run.json left a directory
+    that blocked the same command ("directory is not empty"): now the harness removes such
+    leftovers, and only those: a directory with an evaluated row is never removed."""
+    from godiff.errors import RunExistsError
+    from godiff.rundir import LOCK
+
+    system = load_system("lj13")
+    seed_dir = tmp_path / "b" / "runs" / "godiff" / "seed-0"
+    for name in ("samples", "checkpoints"):
+        (seed_dir / name).mkdir(parents=True)
+    (seed_dir / LOCK).write_text("")
+    RunDir(seed_dir).create_database()  # what a kill just before run.json leaves
+    bad = _lj13_structures()[2]
+    kept, _ = _lj13_run(tmp_path, system, [[bad]])  # one evaluated row
+    (kept / "run.json").unlink()
+
+    assert RunDir.discard_unstarted(kept) is False and len(RunDir(kept).rows()) == 1  # evaluated: kept
+    with pytest.raises(RunExistsError):
+        RunDir.check_free(kept)
+    records = harness.run_benchmark(
+        system,
+        methods=["godiff"],
+        seeds=1,
+        budget=4,
+        out=tmp_path / "b",
+        jobs=1,
+        threads=1,
+        overrides={"samples": 4, "train_steps": 1, "sampling_steps": 3},
+    )
+    assert records[0]["evaluations"] == 4 and not records[0]["resumed"]
+
+
 def test_the_seconds_to_the_first_hit_and_the_networks_share_of_them(tmp_path):
     system, _, bad, good, minimum = _lj13_structures()
     from godiff.energy import Evaluator

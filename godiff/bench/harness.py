@@ -41,7 +41,7 @@ from godiff.bench.success import criterion, evaluations_counted, first_within
 from godiff.cost import network_seconds
 from godiff.energy import worker_context
 from godiff.errors import BenchmarkInterruptedError
-from godiff.rundir import atomic_write_text
+from godiff.rundir import RunDir, atomic_write_text
 from godiff.threads import limit_threads
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,6 @@ def source_commit() -> str | None:
 def _resolved_config(run_dir: Path) -> dict:
     """Every setting the run used, as its ``run.json`` records them (a godiff search's whole
     ``SearchConfig``; a classical method's method, seed and budget)."""
-    from godiff.rundir import RunDir
-
     manifest = RunDir(run_dir).manifest
     return manifest.search or {"method": manifest.method, "seed": manifest.seed, "budget": manifest.budget}
 
@@ -121,8 +119,6 @@ def _resolved_config(run_dir: Path) -> dict:
 def _start_model(run_dir: Path) -> str | None:
     """The zoo model a transfer run started from, as its lineage names it (None from scratch):
     a record says which model it measured even where ``--from`` was left to the match."""
-    from godiff.rundir import RunDir
-
     return RunDir(run_dir).manifest.parent
 
 
@@ -266,6 +262,8 @@ def run_one(
     reference, tolerance = _reference(system)
     run_dir = Path(out) / "runs" / method / f"seed-{seed}"
     resumed = (run_dir / "run.json").exists()
+    if not resumed:
+        RunDir.discard_unstarted(run_dir)  # a process killed while it created the run left it
     start = time.perf_counter()
     spec = get_method(method)
     extra = {"start": start_from} if spec.pretrained else {}
