@@ -235,9 +235,10 @@ class RunDir:
         evaluated in it; returns whether it removed a directory.
 
         Only the lock, empty ``samples/`` and ``checkpoints/`` and a database without rows count
-        as such leftovers; a directory holding anything else, a link, or a lock another process
-        holds is left as it is (and :meth:`check_free` refuses it). ``godiff bench`` calls this
-        so that the same command resumes a benchmark killed while a run was being created.
+        as such leftovers; a directory holding anything else, or a link, is left as it is (and
+        :meth:`check_free` refuses it); one whose lock another process holds raises
+        :class:`RunLockedError` and is not touched. ``godiff bench`` calls this so that the same
+        command resumes a benchmark killed while a run was being created.
         """
         path = Path(path)
         if path.is_symlink() or not path.is_dir() or (path / MANIFEST).exists():
