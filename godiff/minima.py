@@ -9,7 +9,8 @@ nearest minimum within ``distance``, which counts it. A minimum is reported by i
 evaluation (the energy as evaluated, unrelaxed), the evaluation at which its group was first
 evaluated and how many evaluations fell into it.
 
-``distance`` is 0.1 bond lengths (the acquisition's uncertainty length). Measured on a Pt7/Pt(111)
+``distance`` is 0.1 bond lengths (the acquisition's uncertainty length) up to 7 mobile atoms and
+shrinks above (:func:`distance_for`). Measured on a Pt7/Pt(111)
 run of 400 evaluations under EMT (``godiff run pt7-pt111 --budget 200 --seed 5``, resumed to 400):
 at 0.1 the heptamer's group holds 24 evaluations, the first at evaluation 259 (25.16 eV, below
 every other island's relaxed energy, 25.21 eV and up) where the first within 0.05 eV is 293, and
@@ -32,10 +33,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DISTANCE", "LIMIT", "Minimum", "rms_distances", "group_minima", "distinct_minima", "minima_xyz"]
+__all__ = [
+    "DISTANCE",
+    "LIMIT",
+    "Minimum",
+    "distance_for",
+    "rms_distances",
+    "group_minima",
+    "distinct_minima",
+    "minima_xyz",
+]
 
 DISTANCE = 0.1  # descriptor RMS distance, bond lengths, within which two evaluations are one minimum
+DISTANCE_ATOMS = 7  # mobile atoms at which DISTANCE was measured (Pt7/Pt(111)); larger systems scale it
 LIMIT = 20  # minima listed
+
+
+def distance_for(n_mobile: int) -> float:
+    """:data:`DISTANCE` for a system of ``n_mobile`` mobile atoms: as measured up to 7 atoms, and
+    times ``sqrt(7 / n_mobile)`` above, since two structures that differ in a few atoms differ in
+    a share of their sorted distances that falls as 1/n, and the RMS over them as its root.
+
+    Measured on LJ26 (``benchmarks/lj26-transfer``, the 120 lowest sampled structures of seed 1,
+    each relaxed with BFGS): the other relaxed minima lie 0.068 to 0.17 from the global minimum,
+    so 0.1 merged them into one; unrelaxed structures lie 0.022 to 0.11 from a relaxation's end
+    whichever basin they relax to, so at 0.1 nearly every compact structure was "near" an earlier
+    relaxation and seed 0's stalled relaxations started from exploded ones (7, 5,866 and
+    281,671 ε). At 26 atoms it is 0.052.
+
+    >>> distance_for(7), distance_for(3), round(distance_for(28), 3)
+    (0.1, 0.1, 0.05)
+    """
+    return DISTANCE * min(1.0, (DISTANCE_ATOMS / max(int(n_mobile), 1)) ** 0.5)
 
 
 @dataclass(frozen=True)
@@ -95,10 +124,11 @@ def group_minima(descriptors, energies, *, distance: float = DISTANCE, limit: in
     return sorted(minima, key=lambda m: (m.energy, m.first))
 
 
-def distinct_minima(system, rows, *, distance: float = DISTANCE, limit: int = LIMIT) -> list[tuple[Minimum, object]]:
+def distinct_minima(system, rows, *, distance: float | None = None, limit: int = LIMIT) -> list[tuple[Minimum, object]]:
     """The distinct minima of a run's database ``rows`` (in the order evaluated; failed ones are
     skipped but keep their place in the count): ``(minimum, row)`` pairs, lowest first, where
-    ``minimum.first`` and ``minimum.index`` are 1-based evaluation numbers of the run."""
+    ``minimum.first`` and ``minimum.index`` are 1-based evaluation numbers of the run. ``distance``
+    defaults to the system's (:func:`distance_for`)."""
     from godiff.acquisition import Descriptor
     from godiff.rundir import succeeded
 
@@ -110,6 +140,7 @@ def distinct_minima(system, rows, *, distance: float = DISTANCE, limit: int = LI
     descriptors = describe(np.stack([row.positions[n_template:] for _, row in numbered]))
     energies = np.array([row.energy for _, row in numbered])
     out = []
+    distance = distance_for(system.n_mobile) if distance is None else distance
     for m in group_minima(descriptors, energies, distance=distance, limit=limit):
         number, row = numbered[m.index]
         out.append((Minimum(index=number, energy=m.energy, first=numbered[m.first][0], count=m.count), row))
