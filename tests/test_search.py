@@ -446,6 +446,34 @@ def test_a_stalled_search_relaxes_its_lowest_unrelaxed_structures_in_turn_and_a_
     assert [(r.iteration, r.sample, r.energy) for r in again] == [(r.iteration, r.sample, r.energy) for r in rows]
 
 
+def test_the_polishs_creep_does_not_hold_a_stalled_relaxation_off(tmp_path):
+    """relax_after counts from the last new best that a drawn structure or a relaxation brought
+    (or the last stalled relaxation), not from the polish's steps: the polish lowers the best a
+    little at a time, and as improvements those steps kept a stall from ever coming. Here a
+    relaxation comes within 8 evaluations of a polish step that lowered the best."""
+    from godiff.energy import make_calculator
+    from godiff.rundir import RunDir
+
+    settings = dict(samples=None, min_samples=4, max_samples=4, polish=3, relax_stalled=5, relax_after=8)
+    config = replace(tiny_config(budget=60, iterations=30, seed=0), improvement=0.0, **settings)
+    Search("lj13", config=config, out=tmp_path / "r", calculator=make_calculator({"calculator": "lj"})).run()
+    rows = RunDir(tmp_path / "r").rows()
+    best, found, crept = math.inf, [], []  # evaluation numbers that lowered the best, by who
+    for n, row in enumerate(rows, start=1):
+        if row.energy < best:
+            (crept if row.get("polish") and not row.get("relaxation") else found).append(n)
+            best = row.energy
+    starts = [n for n, row in enumerate(rows, start=1) if row.get("relaxation") and not rows[n - 2].get("relaxation")]
+    assert len(starts) >= 2
+    held_off_before = 0
+    for i, start in enumerate(starts):
+        began = sum(1 for row in rows if row.iteration < rows[start - 1].iteration)  # as its iteration began
+        previous = sum(1 for row in rows if row.iteration < rows[starts[i - 1] - 1].iteration) if i else 0
+        assert began - max([n for n in found if n <= began] + [previous]) >= 8
+        held_off_before += any(began - 8 < n <= began for n in crept)
+    assert held_off_before >= 1
+
+
 def test_a_scratch_search_relaxes_the_best_of_its_prior_batch_when_asked(tmp_path):
     """relax_first on a search from scratch: the best of the first batch (placed from the prior)
     is relaxed with the real calculator, every call counted, at most relax_first of them."""
