@@ -117,18 +117,21 @@ class Candidates:
 
     def _unrelaxed_lowest(self, k: int, have: int):
         """Where the next relaxation starts (``None``: nowhere): the lowest successful evaluation so
-        far (of the finished iterations and of iteration ``k``'s first ``have``) further than the
-        system's distinct-minima distance (:func:`godiff.minima.distance_for`) from where every
-        relaxation with the real calculator began, and from where every finished one ended (its
-        lowest point, forces within ``RELAX_FMAX``).
+        far (of the finished iterations and of iteration ``k``'s first ``have``) that no relaxation
+        with the real calculator started from (its rows' ``relaxed_from``) and that is not near
+        where a finished one ended (its lowest point, forces within ``RELAX_FMAX``; within the
+        system's distinct-minima distance, :func:`godiff.minima.distance_for`: the same minimum).
 
         A relaxation that ran out of its calls is no minimum: its lowest point, and the polish's
         steps from there, stay candidates, so the next stall carries it on. (LJ26 from
         ``lj19-lj``, seed 1 of ``benchmarks/lj26-transfer``: the first batch's best, relaxed for
         60 calls, ended at -105.25 ε in the global minimum's basin, 3 ε above it; the polish
         then crept down 0.02 ε every 50 calls to -106.11 at 1,280, where BFGS from there needs
-        about 40.) Not a relaxation's path: a structure the path passed near on the way to another
-        basin is not relaxed."""
+        about 40.) A start blocks only itself: on a cluster every compact structure lies within
+        the distinct-minima distance of every other (0.022 to 0.11 on LJ26, whichever basin it
+        relaxes to), so a start's neighbourhood blocked the relaxation's own end and the next
+        stall went to a structure 40 ε up. Not a relaxation's path: a structure the path passed
+        near on the way to another basin is not relaxed."""
         from godiff.minima import distance_for, rms_distances
 
         rows = [
@@ -137,14 +140,16 @@ class Candidates:
         rows = [row for row in rows if succeeded(row)]
         runs = _relaxations([row for row in rows if row.get("relaxation")])
         ends = [min(run, key=lambda row: row.energy) for run in runs]
-        moved = [run[0] for run in runs] + [end for end in ends if self._relaxed(end)]
         unfinished = [end for end in ends if not self._relaxed(end)]
         fresh = sorted([row for row in rows if not row.get("relaxation")] + unfinished, key=lambda row: row.energy)
-        if not fresh or not moved:
-            return fresh[0] if fresh else None
-        mobile = lambda group: np.stack([row.positions[self.n_template :] for row in group])  # noqa: E731
-        distances = rms_distances(self.descriptors(mobile(fresh)), self.descriptors(mobile(moved))).min(axis=1)
-        near = distances < distance_for(self.system.n_mobile)
+        if not fresh:
+            return None
+        started = {int(run[0].get("relaxed_from", run[0].id)) for run in runs}  # older runs: the first step
+        near = np.array([row.id in started for row in fresh])
+        finished = [end for end in ends if self._relaxed(end)]
+        if finished:
+            describe = lambda group: self.descriptors(np.stack([row.positions[self.n_template :] for row in group]))  # noqa: E731
+            near |= rms_distances(describe(fresh), describe(finished)).min(axis=1) < distance_for(self.system.n_mobile)
         return next((row for row, n in zip(fresh, near) if not n), None)
 
     def _relaxed(self, row) -> bool:
@@ -257,11 +262,16 @@ class Candidates:
 
 def _relaxations(steps: list) -> list[list]:
     """Relaxation rows (in the order evaluated) split into relaxations: one relaxation is a run of
-    consecutive samples of one iteration."""
+    consecutive samples of one iteration from one start (``relaxed_from``)."""
     runs: list[list] = []
     for row in steps:
         last = runs[-1][-1] if runs else None
-        if last is not None and last.iteration == row.iteration and int(row.sample) == int(last.sample) + 1:
+        if (
+            last is not None
+            and last.iteration == row.iteration
+            and int(row.sample) == int(last.sample) + 1
+            and last.get("relaxed_from") == row.get("relaxed_from")
+        ):
             runs[-1].append(row)
         else:
             runs.append([row])
@@ -301,7 +311,7 @@ def _relaxation_calculator(search, it, *, first: int, calls: int, start):
                 raise _RelaxationEnded()
             index = first + self.made
             search._evaluate_round(
-                it, self.atoms.positions[None, search.n_template :], offset=index, polish=True, relaxation=True
+                it, self.atoms.positions[None, search.n_template :], offset=index, polish=True, relaxation=int(start.id)
             )
             row = next((r for r in search.run_dir.rows(it.k) if int(r.sample) == index), None)
             self.made += 1

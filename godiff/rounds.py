@@ -61,8 +61,11 @@ class Rounds:
         return have
 
     def _evaluate_round(
-        self, it: Iteration, samples, *, offset: int, polish: bool = False, relaxation: bool = False
+        self, it: Iteration, samples, *, offset: int, polish: bool = False, relaxation: int | None = None
     ) -> None:
+        """Evaluate ``samples`` as iteration ``it``'s structures ``offset`` on; ``polish``: moved
+        by the polish, ``relaxation``: steps of a relaxation from that evaluation id
+        (:meth:`godiff.rundir.RunDir.record`)."""
         it.phase("polishing" if polish else "evaluating")
         t0 = time.perf_counter()
         temperature = self._row_temperature(it.k, it.sampled_at)
@@ -109,7 +112,7 @@ class Rounds:
         *,
         offset: int = 0,
         polish: bool = False,
-        relaxation: bool = False,
+        relaxation: int | None = None,
     ) -> None:
         done = self.run_dir.done_samples(k)
         todo = [offset + i for i in range(len(samples)) if offset + i not in done]

@@ -337,12 +337,13 @@ class RunDir:
         sample: int,
         temperature: float,
         polish: bool = False,
-        relaxation: bool = False,
+        relaxation: int | None = None,
     ) -> int:
         """Store one evaluation at once (one committed SQLite transaction); returns its row id.
         A structure the polish moved (:mod:`godiff.polish`) carries ``polish=True``; a step of a
         relaxation with the real calculator (``relax_first``, ``relax_stalled``) also
-        ``relaxation=True``."""
+        ``relaxation=True`` and ``relaxed_from``, the id of the evaluation it started from
+        (``relaxation``)."""
         atoms = atoms.copy()
         if evaluation.ok:
             atoms.calc = SinglePointCalculator(atoms, energy=evaluation.energy, forces=evaluation.forces)
@@ -354,10 +355,11 @@ class RunDir:
         keys = dict(
             iteration=int(iteration), sample=int(sample), temperature=float(temperature), ok=bool(evaluation.ok)
         )
-        if polish or relaxation:
+        if polish or relaxation is not None:
             keys["polish"] = True
-        if relaxation:
+        if relaxation is not None:
             keys["relaxation"] = True
+            keys["relaxed_from"] = int(relaxation)
         return self._connect().write(atoms, key_value_pairs=keys, data=data)
 
     def has_database(self) -> bool:

@@ -383,7 +383,8 @@ def test_a_stalled_search_relaxes_its_lowest_unrelaxed_structures_in_turn_and_a_
     tmp_path,
 ):
     """relax_stalled: once neither the best nor a relaxation has come for relax_after evaluations,
-    the lowest evaluated structure where no relaxation began, and no finished one ended, is relaxed
+    the lowest evaluated structure no relaxation started from, and not near where a finished one
+    ended, is relaxed
     with the real calculator, each call a counted evaluation (polish=True, relaxation=True), at
     most relax_stalled of them, going downhill: first the best, then the lowest structure away
     from those places (here nothing counts as an improvement). A relaxation cut short by its calls
@@ -420,16 +421,20 @@ def test_a_stalled_search_relaxes_its_lowest_unrelaxed_structures_in_turn_and_a_
         began = sum(1 for r in rows if r.iteration < group[0].iteration)  # evaluations as its iteration began
         since = sum(1 for r in rows if r.iteration < relaxations[i - 1][0].iteration) if i else 1  # the first improved
         assert began - since >= 8  # relax_after since the last relaxation
+        assert all(r.relaxed_from == group[0].relaxed_from for r in group)  # each step names its start
         ends = [min(g, key=lambda r: r.energy) for g in relaxations[:i]]
-        moved = [g[0] for g in relaxations[:i]] + [end for end in ends if finished(end)]
+        started = {g[0].relaxed_from for g in relaxations[:i]}
+        done_ends = [end for end in ends if finished(end)]
         unfinished = [end for end in ends if not finished(end)]
         fresh = sorted([r for r in done if not r.get("relaxation")] + unfinished, key=lambda r: r.energy)
-        if moved:
+        fresh = [r for r in fresh if r.id not in started]
+        if done_ends:
             d = describe(np.stack([r.positions for r in fresh]))[:, None] - describe(
-                np.stack([r.positions for r in moved])
+                np.stack([r.positions for r in done_ends])
             )
             far = np.sqrt((d**2).mean(-1)).min(1) >= distance_for(13)
             fresh = [r for r, f in zip(fresh, far) if f]
+        assert group[0].relaxed_from == fresh[0].id
         assert_first_bfgs_step_from(fresh[0], group[0])  # the lowest unmoved structure, not paid again
         carried_on += fresh[0].get("relaxation", False)
     assert carried_on >= 1  # a relaxation cut at 5 calls was carried on from its lowest point
