@@ -94,8 +94,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
         "Ni7/Ni(100), EMT, held out: from fcc100-islands-emt@1.0.0 (Cu6/Cu(100)), the best match",
     ),
     (
+        "pt7-pt100-transfer-carry-on",
+        "Pt7/Pt(100), EMT, held out: from pt-islands-emt@2.0.0 (Pt(111)), a relaxation cut short carried on (today's transfer)",
+    ),
+    (
         "pt7-pt100-transfer-relax-stalled",
-        "Pt7/Pt(100), EMT, held out: from pt-islands-emt@2.0.0 (Pt(111)), the best match (today's transfer)",
+        "Pt7/Pt(100), EMT, held out: from pt-islands-emt@2.0.0 (Pt(111)), every stall to a new structure",
     ),
     (
         "pt7-pt100-transfer",
@@ -137,8 +141,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ),
     ("lj19-transfer-v2", "LJ19: transfer from lj13-lj@2.0.0, retrained with today's search"),
     (
+        "lj19-transfer-carry-on",
+        "LJ19: transfer from lj13-lj@2.0.0, a relaxation cut short carried on at the next stall (today's transfer)",
+    ),
+    (
         "lj19-transfer-relax-stalled",
-        "LJ19: transfer from lj13-lj@2.0.0 with relax_stalled=60 (today's transfer)",
+        "LJ19: transfer from lj13-lj@2.0.0 with relax_stalled=60 (every stall to a new structure)",
     ),
     ("lj19-share1", "LJ19: today's defaults (candidates sized to the calculator: 8 per evaluation under LJ)"),
     ("lj19-steps20-keep025", "LJ19: 32 candidates per evaluation (20 steps, a quarter of the candidates relaxed)"),
