@@ -217,14 +217,16 @@ class SearchConfig:
             (:meth:`godiff.candidates.Candidates._relax_round`; 0: none; the transfer preset
             :data:`godiff.zoo.transfer.TRANSFER` sets 60; a scratch search's first batch is
             placed from the prior; godiff 0.2.0 applied it to a zoo model's search only).
-        relax_stalled: once neither the best nor a relaxation has come for ``relax_after``
-            evaluations, and whenever an iteration draws nothing new, the lowest evaluated
-            structure away from where every earlier relaxation began and ended (further than the distinct minima's
-            distance, :mod:`godiff.minima`) is relaxed with the real calculator as
+        relax_stalled: once neither a new best from a draw or a relaxation nor a relaxation has
+            come for ``relax_after`` evaluations (the polish's steps do not count), and whenever
+            an iteration draws nothing new, the lowest evaluated structure that no relaxation
+            started from and that is not in a finished relaxation's minimum (within the distinct
+            minima's distance, :mod:`godiff.minima`) is relaxed with the real calculator as
             ``relax_first`` relaxes, at most this many evaluations, in place of the next round's
-            polish: a stalled search relaxes its low distinct structures one by one; 0: never.
-        relax_after: the evaluations without an improvement or a relaxation (as for
-            ``patience``) before ``relax_stalled`` relaxes.
+            polish: a stalled search carries on a relaxation cut short by its calls, or relaxes
+            another low structure (:meth:`godiff.candidates.Candidates._unrelaxed_lowest`); 0: never.
+        relax_after: the evaluations without a new best from a draw or a relaxation, or a
+            relaxation, before ``relax_stalled`` relaxes.
         network_share: candidates sized to the calculator (:mod:`godiff.cost`): each iteration
             draws as many candidates per evaluation as keep the network's seconds per evaluation
             within this multiple of the calculator's, between ``min_oversample`` and the sampler's

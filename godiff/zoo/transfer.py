@@ -136,12 +136,15 @@ __all__ = [
 #:                                             70, 71, 70, 266         71, 70, 69, 489
 #: ==========================================  ======================  ==================  ===================================
 #:
-#: The cost is LJ19's seed 7: its best sat 2 mε above the minimum for hundreds of evaluations
-#: while the stalled relaxations went to other structures (489 against 266; 518 when a
-#: relaxation's whole path counted as reached, where now only its first step and its lowest
-#: point do). A miss costs more than a slower success, so the setting stays. Untried: a
-#: relaxation cut off by its call limit has not converged, and its lowest point could stay
-#: eligible. (A transfer's first batch is not bit-reproducible across processes: hence the ±1.)
+#: The cost was LJ19's seed 7: its best sat 2 mε above the minimum for hundreds of evaluations
+#: while the stalled relaxations went to other structures (489 against 266). Since then a
+#: relaxation cut off by its call limit stays eligible from its lowest point and the polish's
+#: creep no longer holds a stall off (:meth:`godiff.candidates.Candidates._unrelaxed_lowest`):
+#: same commands, ``benchmarks/lj19-transfer-carry-on`` and ``pt7-pt100-transfer-carry-on``:
+#: LJ19 58, 74, 88, 78, 69, 70, 69, 196 (median 72, seed 7 196 against 489), Pt7/Pt(100)
+#: 137, 69, 137, 94 (unchanged); LJ26 from ``lj19-lj@1.0.0``, seed 1, 264 where it had not come
+#: within 1,280 (``lj26-transfer-carry-on``). (A transfer's first batch is not bit-reproducible
+#: across processes: hence the ±1.)
 TRANSFER = {
     "first_samples": 32,
     "acquisition": "energy",
