@@ -159,8 +159,9 @@ class Candidates:
 
     def _relax_round(self, it: Iteration, have: int, *, calls: int, start=None) -> int:
         """``start`` (default: the best structure so far) relaxed with the real calculator (ASE
-        BFGS on the mobile atoms to ``RELAX_FMAX``), each call an evaluation recorded as it
-        arrives (``polish=True``), at most ``calls`` of them and never past the budget: the first
+        BFGS on the mobile atoms to ``RELAX_FMAX``, steps of at most ``RELAX_MAXSTEP``), each call
+        an evaluation recorded as it arrives (``polish=True``), at most ``calls`` of them and never
+        past the budget: the first
         round's best (``relax_first``) and a stalled search's lowest unrelaxed structure
         (``relax_stalled``). Returns how many it evaluated.
 
@@ -179,7 +180,9 @@ class Candidates:
         atoms.set_constraint(FixAtoms(indices=list(range(self.n_template))))  # the search moves mobile atoms only
         atoms.calc = calc = _relaxation_calculator(self, it, first=have, calls=left, start=best)
         try:
-            BFGS(atoms, logfile=None).run(fmax=RELAX_FMAX, steps=left)
+            BFGS(atoms, logfile=None, maxstep=RELAX_MAXSTEP * self.system.length_scale()).run(
+                fmax=RELAX_FMAX, steps=left
+            )
         except _RelaxationEnded:
             pass
         return calc.made
@@ -281,6 +284,15 @@ def _relaxations(steps: list) -> list[list]:
 #: The relaxation of :meth:`Candidates._relax_round` stops when no mobile atom feels more than
 #: this force (the system's energy unit per Å or σ): past any energy tolerance a user would set.
 RELAX_FMAX = 0.01
+
+
+#: The relaxation's largest step of an atom, Å for Pt's bond (ASE's BFGS default) and scaled to
+#: the system's bond (:meth:`godiff.system.System.length_scale`): 0.074 σ under Lennard-Jones.
+#: Unscaled, 0.2 σ stepped into the r^-12 wall (first steps 40 to 160 ε up on LJ26): of the 30
+#: lowest sampled structures of LJ26 seed 1 (``benchmarks/lj26-transfer``), BFGS converged within
+#: 60 calls from 7 at 0.2 σ and from all 30 at 0.1 σ or less (median 43 calls at 0.08 σ; mean
+#: energy reached -106.89 ε against -103.39).
+RELAX_MAXSTEP = 0.2
 
 
 class _RelaxationEnded(Exception):

@@ -482,6 +482,7 @@ def test_the_polishs_creep_does_not_hold_a_stalled_relaxation_off(tmp_path):
 def test_a_scratch_search_relaxes_the_best_of_its_prior_batch_when_asked(tmp_path):
     """relax_first on a search from scratch: the best of the first batch (placed from the prior)
     is relaxed with the real calculator, every call counted, at most relax_first of them."""
+    from godiff.candidates import RELAX_MAXSTEP
     from godiff.energy import make_calculator
     from godiff.rundir import RunDir
 
@@ -491,8 +492,12 @@ def test_a_scratch_search_relaxes_the_best_of_its_prior_batch_when_asked(tmp_pat
     first = [r for r in rows if r.iteration == 0 and not r.get("polish")]
     relaxed = [r for r in rows if r.iteration == 0 and r.get("polish")]
     assert len(first) == 4 and 2 <= len(relaxed) <= 5
-    assert_first_bfgs_step_from(min(first, key=lambda r: r.energy), relaxed[0])
+    start = min(first, key=lambda r: r.energy)
+    assert_first_bfgs_step_from(start, relaxed[0])
     assert min(r.energy for r in relaxed) < min(r.energy for r in first)
+    # the step is scaled to the bond: 0.2 Å for Pt's is 0.074 σ, where an unscaled 0.2 σ climbs the r^-12 wall
+    step = np.linalg.norm(np.asarray(relaxed[0].positions) - np.asarray(start.positions), axis=1).max()
+    assert step <= RELAX_MAXSTEP * load_system("lj13").length_scale() + 1e-9
 
 
 def test_building_a_search_writes_nothing_until_it_runs(tmp_path):
