@@ -141,8 +141,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ),
     ("lj19-transfer-v2", "LJ19: transfer from lj13-lj@2.0.0, retrained with today's search"),
     (
+        "lj19-transfer-maxstep",
+        "LJ19: transfer from lj13-lj@2.0.0, the relaxation's step scaled to the bond (today's transfer)",
+    ),
+    (
         "lj19-transfer-carry-on",
-        "LJ19: transfer from lj13-lj@2.0.0, a relaxation cut short carried on at the next stall (today's transfer)",
+        "LJ19: transfer from lj13-lj@2.0.0, a relaxation cut short carried on at the next stall",
     ),
     (
         "lj19-transfer-relax-stalled",

@@ -143,8 +143,10 @@ __all__ = [
 #: same commands, ``benchmarks/lj19-transfer-carry-on`` and ``pt7-pt100-transfer-carry-on``:
 #: LJ19 58, 74, 88, 78, 69, 70, 69, 196 (median 72, seed 7 196 against 489), Pt7/Pt(100)
 #: 137, 69, 137, 94 (unchanged); LJ26 from ``lj19-lj@1.0.0``, seed 1, 264 where it had not come
-#: within 1,280 (``lj26-transfer-carry-on``). (A transfer's first batch is not bit-reproducible
-#: across processes: hence the ±1.)
+#: within 1,280 (``lj26-transfer-carry-on``). With the relaxation's step scaled to the bond as
+#: well (:data:`godiff.candidates.RELAX_MAXSTEP`; metals unchanged), LJ19: 51, 53, 54, 53, 54, 52,
+#: 54, 52 (median 53, worst 54; ``lj19-transfer-maxstep``). (A transfer's first batch is not
+#: bit-reproducible across processes: hence the ±1.)
 TRANSFER = {
     "first_samples": 32,
     "acquisition": "energy",
