@@ -156,7 +156,14 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("lj19-steps20-keep025", "LJ19: 32 candidates per evaluation (20 steps, a quarter of the candidates relaxed)"),
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
     ("lj19", "LJ19: earlier defaults, transfer and basin hopping"),
-    ("lj26-transfer", "LJ26: transfer from lj19-lj@1.0.0 (lj13-lj@2.0.0 fine-tuned on LJ19), today's transfer"),
+    (
+        "lj26-transfer-carry-on",
+        "LJ26: transfer from lj19-lj@1.0.0, a relaxation cut short carried on at the next stall (today's transfer)",
+    ),
+    (
+        "lj26-transfer",
+        "LJ26: transfer from lj19-lj@1.0.0 (lj13-lj@2.0.0 fine-tuned on LJ19), every stall to a new structure",
+    ),
     (
         "pt6-xtb-relax60-ends",
         "Pt6, GFN2-xTB: relax_first=60, relax_stalled=60 (the lowest structure away from where earlier relaxations began and ended)",
