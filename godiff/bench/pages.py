@@ -152,6 +152,10 @@ CANONICAL: tuple[tuple[str, str], ...] = (
         "lj19-transfer-relax-stalled",
         "LJ19: transfer from lj13-lj@2.0.0 with relax_stalled=60 (every stall to a new structure)",
     ),
+    (
+        "lj19-scratch-relax60",
+        "LJ19 from scratch, relax_first=60 and relax_stalled=60 with a cut relaxation carried on, seeds 0..1: no gain, off",
+    ),
     ("lj19-share1", "LJ19: today's defaults (candidates sized to the calculator: 8 per evaluation under LJ)"),
     ("lj19-steps20-keep025", "LJ19: 32 candidates per evaluation (20 steps, a quarter of the candidates relaxed)"),
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
