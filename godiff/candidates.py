@@ -96,7 +96,10 @@ class Candidates:
         ``benchmarks/lj26-transfer``: the polish lowered the best by 0.02 ε every 50 to 75
         evaluations, against ``relax_after`` 64, and no stall ever came in 1,280)."""
         best, found, threshold = math.inf, 0, self.config.improvement_threshold()
-        for n, row in enumerate((row for row in self.run_dir.rows() if row.iteration < k), start=1):
+        rows = sorted(
+            (row for row in self.run_dir.rows() if row.iteration < k), key=lambda row: (row.iteration, row.id)
+        )
+        for n, row in enumerate(rows, start=1):
             if not succeeded(row):
                 continue
             if row.energy < best - threshold and (row.get("relaxation") or not row.get("polish")):
@@ -113,14 +116,18 @@ class Candidates:
         if self.config.relax_stalled <= 0:
             return 0
         self.relaxed_at = self.n_evaluations
-        return self._relax_round(it, have, calls=self.config.relax_stalled, start=self._unrelaxed_lowest(it.k, have))
+        start = self._unrelaxed_lowest(it.k, have)
+        if start is None:
+            return 0
+        return self._relax_round(it, have, calls=self.config.relax_stalled, start=start)
 
     def _unrelaxed_lowest(self, k: int, have: int):
-        """Where the next relaxation starts (``None``: nowhere): the lowest successful evaluation so
-        far (of the finished iterations and of iteration ``k``'s first ``have``) that no relaxation
-        with the real calculator started from (its rows' ``relaxed_from``) and that is not near
-        where a finished one ended (its lowest point, forces within ``RELAX_FMAX``; within the
-        system's distinct-minima distance, :func:`godiff.minima.distance_for`: the same minimum).
+        """Where the next relaxation starts (``None``: nowhere, and no relaxation is made): the
+        lowest successful evaluation so far (of the finished iterations and of iteration ``k``'s
+        first ``have``) that no relaxation with the real calculator started from (its rows'
+        ``relaxed_from``) and that is not near a minimum, where a finished relaxation ended (its
+        last step within ``RELAX_FMAX``) or an evaluation that is one already (within the
+        system's distinct-minima distance, :func:`godiff.minima.distance_for`).
 
         A relaxation that ran out of its calls is no minimum: its lowest point, and the polish's
         steps from there, stay candidates, so the next stall carries it on. (LJ26 from
@@ -134,23 +141,35 @@ class Candidates:
         near on the way to another basin is not relaxed."""
         from godiff.minima import distance_for, rms_distances
 
-        rows = [
+        every = [
             row for row in self.run_dir.rows() if row.iteration < k or (row.iteration == k and int(row.sample) < have)
         ]
-        rows = [row for row in rows if succeeded(row)]
+        # a start whose first step failed is started all the same: its failed row names it
+        started = {int(row.relaxed_from) for row in every if row.get("relaxed_from") is not None}
+        rows = [row for row in every if succeeded(row)]
         runs = _relaxations([row for row in rows if row.get("relaxation")])
-        ends = [min(run, key=lambda row: row.energy) for run in runs]
-        unfinished = [end for end in ends if not self._relaxed(end)]
-        fresh = sorted([row for row in rows if not row.get("relaxation")] + unfinished, key=lambda row: row.energy)
+        ends = [self._end(run) for run in runs]
+        fresh = [row for row in rows if not row.get("relaxation")]
+        finished = [end for end in ends if self._relaxed(end)] + [row for row in fresh if self._relaxed(row)]
+        fresh = sorted(fresh + [end for end in ends if not self._relaxed(end)], key=lambda row: row.energy)
         if not fresh:
             return None
-        started = {int(run[0].get("relaxed_from", run[0].id)) for run in runs}  # older runs: the first step
         near = np.array([row.id in started for row in fresh])
-        finished = [end for end in ends if self._relaxed(end)]
-        if finished:
-            describe = lambda group: self.descriptors(np.stack([row.positions[self.n_template :] for row in group]))  # noqa: E731
-            near |= rms_distances(describe(fresh), describe(finished)).min(axis=1) < distance_for(self.system.n_mobile)
+        # a relaxation written before relaxed_from names no start: near its first step stands in, as then
+        legacy = [run[0] for run in runs if run[0].get("relaxed_from") is None]
+        distance = distance_for(self.system.n_mobile)
+        for places in (finished, legacy):
+            if places:
+                near |= rms_distances(self._describe(fresh), self._describe(places)).min(axis=1) < distance
         return next((row for row, n in zip(fresh, near) if not n), None)
+
+    def _describe(self, rows: list) -> np.ndarray:
+        return self.descriptors(np.stack([row.positions[self.n_template :] for row in rows]))
+
+    def _end(self, run: list):
+        """Where relaxation ``run`` ended: its last step within ``RELAX_FMAX`` (BFGS has no line
+        search, so that need not be its lowest), else its lowest point."""
+        return next((row for row in reversed(run) if self._relaxed(row)), None) or min(run, key=lambda row: row.energy)
 
     def _relaxed(self, row) -> bool:
         """Whether ``row``'s mobile atoms feel no force above ``RELAX_FMAX`` (a relaxation's end)."""
@@ -159,7 +178,8 @@ class Candidates:
 
     def _relax_round(self, it: Iteration, have: int, *, calls: int, start=None) -> int:
         """``start`` (default: the best structure so far) relaxed with the real calculator (ASE
-        BFGS on the mobile atoms to ``RELAX_FMAX``, steps of at most ``RELAX_MAXSTEP``), each call
+        BFGS on the mobile atoms to ``RELAX_FMAX``, steps of at most ``RELAX_MAXSTEP`` times the
+        system's length scale), each call
         an evaluation recorded as it arrives (``polish=True``), at most ``calls`` of them and never
         past the budget: the first
         round's best (``relax_first``) and a stalled search's lowest unrelaxed structure
@@ -287,7 +307,8 @@ RELAX_FMAX = 0.01
 
 
 #: The relaxation's largest step of an atom, Å for Pt's bond (ASE's BFGS default) and scaled to
-#: the system's bond (:meth:`godiff.system.System.length_scale`): 0.074 σ under Lennard-Jones.
+#: the system's bond (:meth:`godiff.system.System.length_scale`): 0.074 σ under Lennard-Jones,
+#: 0.18 Å on Ni, 0.21 Å on Ag (Pt and Au: 0.2 Å, as before).
 #: Unscaled, 0.2 σ stepped into the r^-12 wall (first steps 40 to 160 ε up on LJ26): of the 30
 #: lowest sampled structures of LJ26 seed 1 (``benchmarks/lj26-transfer``), BFGS converged within
 #: 60 calls from 7 at 0.2 σ and from all 30 at 0.1 σ or less (median 43 calls at 0.08 σ; mean

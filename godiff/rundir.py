@@ -344,6 +344,8 @@ class RunDir:
         relaxation with the real calculator (``relax_first``, ``relax_stalled``) also
         ``relaxation=True`` and ``relaxed_from``, the id of the evaluation it started from
         (``relaxation``)."""
+        if isinstance(relaxation, bool):
+            raise TypeError("record: relaxation is the id of the evaluation the relaxation started from, not a flag")
         atoms = atoms.copy()
         if evaluation.ok:
             atoms.calc = SinglePointCalculator(atoms, energy=evaluation.energy, forces=evaluation.forces)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ase.db
 import ase.io
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -379,3 +380,25 @@ def test_a_signal_saves_every_evaluation_and_prints_the_resume_command(tmp_path,
     assert resumed.returncode == 0, resumed.stderr
     keys = Counter((r.iteration, r.sample) for r in rows(out))
     assert len(keys) == 3 * 4 and max(keys.values()) == 1 and kept <= 3 * 4
+
+
+def test_a_relaxation_step_names_its_start_by_id_and_a_flag_is_refused(tmp_path):
+    """RunDir.record's ``relaxation`` is the id of the evaluation the relaxation started from
+    (stored as ``relaxed_from``); True or False would be stored as id 1 or 0, so they are refused."""
+    from ase import Atoms
+
+    from godiff.energy.evaluator import Evaluation
+    from godiff.rundir import RunDir
+
+    run = RunDir.create(tmp_path / "r", {"system": {"name": "ar2"}, "energy": {"calculator": "lj"}})
+    atoms = Atoms("Ar2", positions=[[0, 0, 0], [0, 0, 1.1]])
+    done = Evaluation(energy=-1.0, forces=np.zeros((2, 3)), ok=True, error=None, seconds=0.0)
+    first = run.record(atoms, done, iteration=0, sample=0, temperature=0.0)
+    step = run.record(atoms, done, iteration=1, sample=0, temperature=0.0, relaxation=first)
+    row = run.get_row(step)
+    assert row.relaxation and row.polish and row.relaxed_from == first
+    assert run.get_row(first).get("relaxed_from") is None
+    for flag in (True, False):
+        with pytest.raises(TypeError, match="relaxation is the id"):
+            run.record(atoms, done, iteration=1, sample=1, temperature=0.0, relaxation=flag)
+    assert len(run.rows()) == 2

@@ -120,8 +120,9 @@ __all__ = [
 #: ("before": the ten-point polish; for LJ19 the three-point one, the ten-point one's seed 0 gave 319.)
 #:
 #: A fifth, ``relax_stalled: 60``: once the search has gone ``relax_after`` (64) evaluations
-#: without an improvement or a relaxation, the lowest evaluation away from earlier relaxations' ends is
-#: relaxed with the real calculator. Hypothesis, from Pt7/Pt(100) (``pt7-pt100``, held out) from
+#: without an improvement or a relaxation, the lowest evaluation no relaxation has reached is
+#: relaxed with the real calculator (the rule as measured here: away from earlier relaxations'
+#: ends; today's is :meth:`godiff.candidates.Candidates._unrelaxed_lowest`, below). Hypothesis, from Pt7/Pt(100) (``pt7-pt100``, held out) from
 #: ``pt-islands-emt@2.0.0``: on every seed an evaluation in the minimum's basin came by evaluation
 #: 18 to 52 (the judge's relaxation says so), but two seeds then polished the next shape, 5.5 meV
 #: up, to the end of the budget; a relaxation of the lowest unrelaxed structures reaches the
@@ -144,7 +145,8 @@ __all__ = [
 #: LJ19 58, 74, 88, 78, 69, 70, 69, 196 (median 72, seed 7 196 against 489), Pt7/Pt(100)
 #: 137, 69, 137, 94 (unchanged); LJ26 from ``lj19-lj@1.0.0``, seed 1, 264 where it had not come
 #: within 1,280 (``lj26-transfer-carry-on``). With the relaxation's step scaled to the bond as
-#: well (:data:`godiff.candidates.RELAX_MAXSTEP`; metals unchanged), LJ19: 51, 53, 54, 53, 54, 52,
+#: well (:data:`godiff.candidates.RELAX_MAXSTEP`; Pt and Au unchanged, Ni's step 9 % shorter,
+#: Ag's 7 % longer, not measured again), LJ19: 51, 53, 54, 53, 54, 52,
 #: 54, 52 (median 53, worst 54; ``lj19-transfer-maxstep``). (A transfer's first batch is not
 #: bit-reproducible across processes: hence the ±1.)
 TRANSFER = {
