@@ -161,8 +161,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("lj19-oversample32", "LJ19: 0.2.0's defaults"),
     ("lj19", "LJ19: earlier defaults, transfer and basin hopping"),
     (
+        "lj26-transfer-maxstep",
+        "LJ26: transfer from lj19-lj@1.0.0, the relaxation's step scaled to the bond as well (today's transfer)",
+    ),
+    (
         "lj26-transfer-carry-on",
-        "LJ26: transfer from lj19-lj@1.0.0, a relaxation cut short carried on at the next stall (today's transfer)",
+        "LJ26: transfer from lj19-lj@1.0.0, a relaxation cut short carried on at the next stall",
     ),
     (
         "lj26-transfer",
@@ -183,8 +187,12 @@ CANONICAL: tuple[tuple[str, str], ...] = (
     ("pt6-xtb-today", "Pt6, GFN2-xTB: today's defaults"),
     ("pt6-xtb", "Pt6, GFN2-xTB: the gas-phase cluster"),
     (
+        "pt13-transfer-carry-on",
+        "Pt13/Pt(111), EMT: today's transfer from pt-islands-emt@2.0.0 (a cut relaxation carried on), seeds 0..3",
+    ),
+    (
         "pt13-transfer-today",
-        "Pt13/Pt(111), EMT: today's transfer from pt-islands-emt@2.0.0 (stalled structures relaxed), seeds 0..3",
+        "Pt13/Pt(111), EMT: transfer from pt-islands-emt@2.0.0, every stall to a new structure, seeds 0..3",
     ),
     ("pt13-transfer", "Pt13/Pt(111), EMT: transfer from pt-islands-emt@2.0.0 (Pt5, Pt6), ten-point polish, seed 0"),
     ("pt13-classical", "Pt13/Pt(111), EMT: the classical methods"),
