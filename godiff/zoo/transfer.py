@@ -147,7 +147,8 @@ __all__ = [
 #: within 1,280 (``lj26-transfer-carry-on``). With the relaxation's step scaled to the bond as
 #: well (:data:`godiff.candidates.RELAX_MAXSTEP`; Pt and Au unchanged, Ni's step 9 % shorter,
 #: Ag's 7 % longer, not measured again), LJ19: 51, 53, 54, 53, 54, 52,
-#: 54, 52 (median 53, worst 54; ``lj19-transfer-maxstep``). (A transfer's first batch is not
+#: 54, 52 (median 53, worst 54; ``lj19-transfer-maxstep``); LJ26 -, 246 (``lj26-transfer-maxstep``);
+#: Pt13/Pt(111) 755, 1045, -, 837, 3/4 as before (``pt13-transfer-carry-on``). (A transfer's first batch is not
 #: bit-reproducible across processes: hence the ±1.)
 TRANSFER = {
     "first_samples": 32,
