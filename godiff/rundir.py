@@ -234,8 +234,9 @@ class RunDir:
         """Remove what a :meth:`create` killed before it wrote ``run.json`` left, if nothing was
         evaluated in it; returns whether it removed a directory.
 
-        Only the lock, empty ``samples/`` and ``checkpoints/`` and a database without rows count
-        as such leftovers; a directory holding anything else, or a link, is left as it is (and
+        Only the lock, empty ``samples/`` and ``checkpoints/``, a database without rows and a
+        ``run.json`` half written (its temporary file: a worker the pool terminated while it wrote
+        it) count as such leftovers; a directory holding anything else, or a link, is left as it is (and
         :meth:`check_free` refuses it); one whose lock another process holds raises
         :class:`RunLockedError` and is not touched. ``godiff bench`` calls this so that the same
         command resumes a benchmark killed while a run was being created.
@@ -245,7 +246,8 @@ class RunDir:
             return False
         leftovers = {LOCK, "samples", "checkpoints", DATABASE, DATABASE + ".tmp"}
         for entry in path.iterdir():
-            if entry.name not in leftovers or entry.is_symlink():
+            manifest_tmp = entry.name.startswith(f".{MANIFEST}.") and entry.name.endswith(".tmp")  # killed mid-write
+            if (entry.name not in leftovers and not manifest_tmp) or entry.is_symlink():
                 return False
             if entry.is_dir() and any(entry.iterdir()):
                 return False

@@ -725,8 +725,9 @@ def test_a_killed_benchmark_process_is_a_one_line_error_that_keeps_the_runs_and_
 
 def test_a_run_directory_left_by_a_killed_creation_is_started_afresh_only_when_nothing_was_evaluated(tmp_path):
     """A worker killed between making its run directory and writing run.json left a directory
-    that blocked the same command ("directory is not empty"): now the harness removes such
-    leftovers, and only those: a directory with an evaluated row is never removed."""
+    that blocked the same command ("directory is not empty", or "already holds a run" when the
+    kill came while run.json was written): now the harness removes such leftovers, and only
+    those: a directory with an evaluated row is never removed."""
     from godiff.errors import RunExistsError
     from godiff.rundir import LOCK
 
@@ -736,6 +737,7 @@ def test_a_run_directory_left_by_a_killed_creation_is_started_afresh_only_when_n
         (seed_dir / name).mkdir(parents=True)
     (seed_dir / LOCK).write_text("")
     RunDir(seed_dir).create_database()  # what a kill just before run.json leaves
+    (seed_dir / ".run.json.k2j4x_.tmp").write_text('{"format"')  # ... or while it was written
     bad = _lj13_structures()[2]
     kept, _ = _lj13_run(tmp_path, system, [[bad]])  # one evaluated row
     (kept / "run.json").unlink()
