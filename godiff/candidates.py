@@ -150,17 +150,16 @@ class Candidates:
         runs = _relaxations([row for row in rows if row.get("relaxation")])
         ends = [self._end(run) for run in runs]
         fresh = [row for row in rows if not row.get("relaxation")]
-        finished = [end for end in ends if self._relaxed(end)] + [row for row in fresh if self._relaxed(row)]
+        minima = [row for row in ends + fresh if self._relaxed(row)]
         fresh = sorted(fresh + [end for end in ends if not self._relaxed(end)], key=lambda row: row.energy)
         if not fresh:
             return None
         near = np.array([row.id in started for row in fresh])
         # a relaxation written before relaxed_from names no start: near its first step stands in, as then
-        legacy = [run[0] for run in runs if run[0].get("relaxed_from") is None]
-        distance = distance_for(self.system.n_mobile)
-        for places in (finished, legacy):
-            if places:
-                near |= rms_distances(self._describe(fresh), self._describe(places)).min(axis=1) < distance
+        places = minima + [run[0] for run in runs if run[0].get("relaxed_from") is None]
+        if places:
+            distances = rms_distances(self._describe(fresh), self._describe(places)).min(axis=1)
+            near |= distances < distance_for(self.system.n_mobile)
         return next((row for row, n in zip(fresh, near) if not n), None)
 
     def _describe(self, rows: list) -> np.ndarray:
@@ -179,11 +178,10 @@ class Candidates:
     def _relax_round(self, it: Iteration, have: int, *, calls: int, start=None) -> int:
         """``start`` (default: the best structure so far) relaxed with the real calculator (ASE
         BFGS on the mobile atoms to ``RELAX_FMAX``, steps of at most ``RELAX_MAXSTEP`` times the
-        system's length scale), each call
-        an evaluation recorded as it arrives (``polish=True``), at most ``calls`` of them and never
-        past the budget: the first
-        round's best (``relax_first``) and a stalled search's lowest unrelaxed structure
-        (``relax_stalled``). Returns how many it evaluated.
+        system's length scale), each call an evaluation recorded as it arrives (``polish=True``),
+        at most ``calls`` of them and never past the budget: the first round's best
+        (``relax_first``) and a stalled search's lowest unrelaxed structure (``relax_stalled``).
+        Returns how many it evaluated.
 
         A resumed run replays the relaxation: a call whose evaluation is already in the database
         is answered from it, so BFGS retraces the same steps and evaluates only the missing ones.
